@@ -1,0 +1,34 @@
+"""Headrace's workflow engine, with the authoring names of Dapr's `dapr.ext.workflow`.
+
+A workflow module written for Dapr runs here after changing its imports to `from engine import …`.
+"""
+
+from __future__ import annotations
+
+from .core.context import DaprWorkflowContext, WorkflowContext
+from .core.retry import RetryPolicy
+from .core.tasks import Task, TaskFailedError, when_all, when_any
+from .core.values import FailureDetails
+from .errors import HeadraceError, NonDeterminismError
+from .sdk.activity import WorkflowActivityContext
+from .sdk.registry import alternate_name
+from .sdk.runtime import WorkflowRuntime
+from .sdk.state import WorkflowState, WorkflowStatus
+
+__all__ = [
+    "WorkflowRuntime",
+    "DaprWorkflowContext",
+    "WorkflowContext",
+    "WorkflowActivityContext",
+    "WorkflowState",
+    "WorkflowStatus",
+    "RetryPolicy",
+    "Task",
+    "TaskFailedError",
+    "NonDeterminismError",
+    "FailureDetails",
+    "HeadraceError",
+    "when_all",
+    "when_any",
+    "alternate_name",
+]

@@ -1,0 +1,69 @@
+"""Actions: what the workflow code asks for next, as the replay executor returns them.
+
+Shaped like durabletask's `OrchestratorAction`: each has the `id` its recording history event will
+carry as `event_id`, so the next replay can match code against history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+from .events import EventRaised
+from .values import FailureDetails, RuntimeStatus
+
+__all__ = [
+    "Action",
+    "ScheduleTask",
+    "CreateTimer",
+    "CreateChildWorkflow",
+    "CompleteWorkflow",
+    "ACTION_TYPES",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Action:
+    VERSION: ClassVar[int] = 1
+
+    id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleTask(Action):
+    """Run activity `name` with `input` (JSON text)."""
+
+    name: str
+    input: str | None = None
+    task_execution_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateTimer(Action):
+    fire_at: datetime
+    origin: str = "timer"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateChildWorkflow(Action):
+    instance_id: str
+    name: str
+    input: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteWorkflow(Action):
+    """The workflow ended: COMPLETED, FAILED, TERMINATED or CONTINUED_AS_NEW.
+
+    For CONTINUED_AS_NEW, `result` is the next generation's input and `carryover_events` are the
+    external events that arrived but were not consumed, when `save_events` was asked for.
+    """
+
+    status: RuntimeStatus
+    result: str | None = None
+    failure: FailureDetails | None = None
+    carryover_events: tuple[EventRaised, ...] = ()
+
+
+ACTION_TYPES: tuple[type[Action], ...] = (ScheduleTask, CreateTimer, CreateChildWorkflow, CompleteWorkflow)

@@ -1,0 +1,138 @@
+"""Messages addressed to one workflow instance, and the work items the engine hands out.
+
+Commands are the public, versioned input format: the API and the client produce them, and so may
+users, straight to the commands topic (their JSON Schemas are in `schemas/`). Results and firings
+come back from activity workers and the timer service. Everything addressed to an instance carries
+its `instance_id` (the partition key) and an identity that makes a second delivery harmless:
+`command_id` for commands, the (execution, task or timer ID) pair for results and firings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+from .values import FailureDetails, ParentInstance
+
+__all__ = [
+    "InstanceMessage",
+    "Command",
+    "StartWorkflow",
+    "RaiseEvent",
+    "SuspendWorkflow",
+    "ResumeWorkflow",
+    "TerminateWorkflow",
+    "PurgeWorkflow",
+    "ActivityResult",
+    "TimerFiring",
+    "ChildResult",
+    "ActivityWorkItem",
+    "COMMAND_TYPES",
+    "MESSAGE_TYPES",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceMessage:
+    """Anything delivered to the partition that owns `instance_id`."""
+
+    VERSION: ClassVar[int] = 1
+
+    instance_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command(InstanceMessage):
+    command_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartWorkflow(Command):
+    """Start workflow `name`; over a finished instance of the same ID it starts afresh."""
+
+    name: str
+    input: str | None = None
+    scheduled_start: datetime | None = None
+    parent: ParentInstance | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RaiseEvent(Command):
+    name: str
+    input: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SuspendWorkflow(Command):
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeWorkflow(Command):
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TerminateWorkflow(Command):
+    output: str | None = None
+    recursive: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PurgeWorkflow(Command):
+    recursive: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityResult(InstanceMessage):
+    """An activity worker's answer to an `ActivityWorkItem`: a result or a failure."""
+
+    execution_id: str
+    task_id: int
+    result: str | None = None
+    failure: FailureDetails | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFiring(InstanceMessage):
+    execution_id: str
+    timer_id: int
+    fire_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildResult(InstanceMessage):
+    """A child workflow ended; addressed to the parent, `task_id` is the parent's task for it."""
+
+    execution_id: str
+    task_id: int
+    child_instance_id: str
+    result: str | None = None
+    failure: FailureDetails | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityWorkItem:
+    """A work item for an activity worker (on a task queue, keyed by instance ID)."""
+
+    VERSION: ClassVar[int] = 1
+
+    instance_id: str
+    execution_id: str
+    task_id: int
+    name: str
+    input: str | None = None
+    task_execution_id: str = ""
+
+
+COMMAND_TYPES: tuple[type[Command], ...] = (
+    StartWorkflow,
+    RaiseEvent,
+    SuspendWorkflow,
+    ResumeWorkflow,
+    TerminateWorkflow,
+    PurgeWorkflow,
+)
+
+MESSAGE_TYPES: tuple[type[InstanceMessage], ...] = (*COMMAND_TYPES, ActivityResult, TimerFiring, ChildResult)

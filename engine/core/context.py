@@ -1,0 +1,108 @@
+"""The context a workflow function receives, with the names of Dapr's `DaprWorkflowContext`.
+
+Everything a workflow may need that would otherwise be non-deterministic lives here, answered from
+history: the time (`current_utc_datetime`), identifiers (`new_uuid`), and whether the code is
+replaying. Workflow code must use these, never `datetime.now()` or `uuid.uuid4()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .payload import dump_payload
+from .retry import RetryPolicy
+from .tasks import Task
+
+if TYPE_CHECKING:
+    from .executor import WorkflowExecution
+
+__all__ = ["DaprWorkflowContext", "WorkflowContext", "registered_name"]
+
+#: Attribute under which decorators record a function's registered name (same as Dapr's SDK).
+NAME_ATTRIBUTE = "_dapr_alternate_name"
+
+
+def registered_name(target: Callable[..., Any] | str) -> str:
+    if isinstance(target, str):
+        return target
+    name = getattr(target, NAME_ATTRIBUTE, None)
+    return name if isinstance(name, str) else target.__name__
+
+
+class DaprWorkflowContext:
+    """Passed to every workflow function as its first argument."""
+
+    __slots__ = ("_execution",)
+
+    def __init__(self, execution: WorkflowExecution) -> None:
+        self._execution = execution
+
+    @property
+    def instance_id(self) -> str:
+        return self._execution.instance_id
+
+    @property
+    def current_utc_datetime(self) -> datetime:
+        """The time of the current turn, from history: the same on every replay."""
+        return self._execution.current_utc_datetime
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the code re-runs steps that history already records (e.g. to skip logging)."""
+        return self._execution.is_replaying
+
+    def set_custom_status(self, custom_status: Any) -> None:
+        """Shown as `dapr.workflow.custom_status` (stored as JSON text, as durabletask does)."""
+        self._execution.custom_status = dump_payload(custom_status)
+
+    def create_timer(self, fire_at: datetime | timedelta) -> Task[None]:
+        """A durable timer; a timedelta counts from `current_utc_datetime`."""
+        return self._execution.create_timer(fire_at)
+
+    def call_activity(
+        self,
+        activity: Callable[..., Any] | str,
+        *,
+        input: Any = None,
+        retry_policy: RetryPolicy | None = None,
+        app_id: str | None = None,
+    ) -> Task[Any]:
+        """Schedule an activity; `app_id` is accepted for Dapr compatibility (one app here)."""
+        return self._execution.call_activity(registered_name(activity), input, retry_policy)
+
+    def call_child_workflow(
+        self,
+        workflow: Callable[..., Any] | str,
+        *,
+        input: Any = None,
+        instance_id: str | None = None,
+        retry_policy: RetryPolicy | None = None,
+        app_id: str | None = None,
+    ) -> Task[Any]:
+        """Start a child workflow; its ID defaults to `{instance_id}:{task id as 4 hex digits}`."""
+        return self._execution.call_child_workflow(registered_name(workflow), input, instance_id, retry_policy)
+
+    def wait_for_external_event(self, name: str, *, timeout: datetime | timedelta | None = None) -> Task[Any]:
+        """Wait for an event raised by name (case-insensitive), first-in first-out.
+
+        With a `timeout`, the task fails with `TimeoutError` if no event came by then;
+        `timedelta(0)` fails at once when no event is buffered; a negative one waits forever.
+        """
+        return self._execution.wait_for_external_event(name, timeout)
+
+    def continue_as_new(self, new_input: Any, *, save_events: bool = False) -> None:
+        """End this generation and start the workflow afresh with `new_input` and a new history.
+
+        With `save_events`, external events received but not yet consumed carry over.
+        """
+        self._execution.continue_as_new(new_input, save_events)
+
+    def new_uuid(self) -> str:
+        """A UUID that is the same on every replay (derived from instance, turn time and a counter)."""
+        return self._execution.new_uuid()
+
+
+#: Dapr exports the abstract type as `WorkflowContext`; here one class serves both names.
+WorkflowContext = DaprWorkflowContext

@@ -1,0 +1,209 @@
+"""History events: the facts an instance's history is made of.
+
+Modeled on durabletask's `HistoryEvent` (with Dapr's 2026 names: `WorkflowStarted`,
+`ChildWorkflow*`), so a history reads familiarly to anyone who knows Dapr or Durable Functions.
+
+Every event carries:
+- `seq`: its position in the instance's history (0, 1, 2, … with no gaps), set when appended;
+- `event_id`: for events that record an action (`TaskScheduled`, `TimerCreated`,
+  `ChildWorkflowCreated`) the action's ID, matched on replay; -1 otherwise, as in durabletask;
+- `timestamp`: when the engine recorded it (UTC).
+
+Payloads (`input`, `result`) are JSON text, as in durabletask's `StringValue` fields: the engine
+passes them through without parsing, and `None` (no payload) stays distinct from `"null"`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+from .values import FailureDetails, ParentInstance, RuntimeStatus
+
+__all__ = [
+    "HistoryEvent",
+    "WorkflowStarted",
+    "WorkflowCompleted",
+    "ExecutionStarted",
+    "ExecutionCompleted",
+    "ExecutionTerminated",
+    "ExecutionSuspended",
+    "ExecutionResumed",
+    "ContinuedAsNew",
+    "TaskScheduled",
+    "TaskCompleted",
+    "TaskFailed",
+    "TimerCreated",
+    "TimerFired",
+    "ChildWorkflowCreated",
+    "ChildWorkflowCompleted",
+    "ChildWorkflowFailed",
+    "EventRaised",
+    "EVENT_TYPES",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryEvent:
+    """Base of every history event."""
+
+    VERSION: ClassVar[int] = 1
+
+    timestamp: datetime
+    seq: int = -1
+    event_id: int = -1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowStarted(HistoryEvent):
+    """Marks the start of one turn of the workflow code; its timestamp is `current_utc_datetime`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowCompleted(HistoryEvent):
+    """Marks the end of one turn of the workflow code, with the custom status the code left."""
+
+    custom_status: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionStarted(HistoryEvent):
+    """An instance (or a new generation of it, after continue-as-new) begins."""
+
+    name: str
+    instance_id: str
+    execution_id: str
+    input: str | None = None
+    parent: ParentInstance | None = None
+    scheduled_start: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionCompleted(HistoryEvent):
+    """The instance reached COMPLETED, FAILED or TERMINATED."""
+
+    status: RuntimeStatus
+    result: str | None = None
+    failure: FailureDetails | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionTerminated(HistoryEvent):
+    """Somebody asked to terminate the instance; `recurse` reaches running children too."""
+
+    output: str | None = None
+    recurse: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionSuspended(HistoryEvent):
+    """The instance is paused: events that arrive now wait until it is resumed."""
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionResumed(HistoryEvent):
+    """The instance is resumed: events buffered while it was paused are delivered."""
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContinuedAsNew(HistoryEvent):
+    """The workflow called `continue_as_new`: this generation ends, the next starts from `input`."""
+
+    input: str | None = None
+    carryover_events: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskScheduled(HistoryEvent):
+    """An activity was scheduled; `event_id` is the task's ID."""
+
+    name: str
+    input: str | None = None
+    task_execution_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskCompleted(HistoryEvent):
+    task_scheduled_id: int
+    result: str | None = None
+    task_execution_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFailed(HistoryEvent):
+    task_scheduled_id: int
+    failure: FailureDetails
+    task_execution_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerCreated(HistoryEvent):
+    """A durable timer was created; `event_id` is the timer's ID.
+
+    `origin` says why: `timer` (create_timer), `retry` (a retry policy's back-off) or
+    `external_event` (the timeout of wait_for_external_event).
+    """
+
+    fire_at: datetime
+    origin: str = "timer"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired(HistoryEvent):
+    timer_id: int
+    fire_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildWorkflowCreated(HistoryEvent):
+    """A child workflow was started; `event_id` is the parent's task ID for it."""
+
+    instance_id: str
+    name: str
+    input: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildWorkflowCompleted(HistoryEvent):
+    task_scheduled_id: int
+    result: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildWorkflowFailed(HistoryEvent):
+    task_scheduled_id: int
+    failure: FailureDetails
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventRaised(HistoryEvent):
+    """An external event reached the instance. Names compare case-insensitively."""
+
+    name: str
+    input: str | None = None
+
+
+EVENT_TYPES: tuple[type[HistoryEvent], ...] = (
+    WorkflowStarted,
+    WorkflowCompleted,
+    ExecutionStarted,
+    ExecutionCompleted,
+    ExecutionTerminated,
+    ExecutionSuspended,
+    ExecutionResumed,
+    ContinuedAsNew,
+    TaskScheduled,
+    TaskCompleted,
+    TaskFailed,
+    TimerCreated,
+    TimerFired,
+    ChildWorkflowCreated,
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
+    EventRaised,
+)

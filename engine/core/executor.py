@@ -1,0 +1,455 @@
+"""The replay executor: history events in, the workflow's next actions out.
+
+A `WorkflowExecution` owns one live run of a workflow generator. It is fed history in two modes:
+- `replay(events)`: events already in history; the code re-runs, and every action it takes must
+  match the event that recorded it (otherwise `NonDeterminismError` fails the instance);
+- `step(new_events)`: events that are new to this run; the actions the code takes in response are
+  returned as a `TurnResult`, and the caller records them in history.
+Kept alive between turns (sticky execution), a new event costs one step of the generator. After a
+restart or an eviction, a fresh execution replays the history and reaches the same state: both
+paths return the same actions. No I/O, clock or randomness: time comes from `WorkflowStarted`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections import deque
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ..errors import NonDeterminismError, SerializationError, UnknownWorkflowError
+from . import events as ev
+from .actions import Action, CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
+from .context import DaprWorkflowContext
+from .payload import dump_payload, load_payload
+from .retry import RetryPolicy
+from .tasks import (
+    ActivityTask,
+    ChildWorkflowTask,
+    CompletableTask,
+    ExternalEventTask,
+    Task,
+    TaskFailedError,
+    TimerTask,
+)
+from .values import FailureDetails, RuntimeStatus
+
+__all__ = ["WorkflowExecution", "TurnResult", "WorkflowResolver", "execute", "call_with_optional_input"]
+
+WorkflowResolver = Callable[[str], Callable[..., Any] | None]
+
+_UUID_NAMESPACE = uuid.UUID("6f1e0c4e-9a57-5b39-8d0b-6865616472ac")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# Events that a paused instance still takes in at once; all others wait for the resume.
+_NEVER_BUFFERED = (
+    ev.ExecutionResumed,
+    ev.ExecutionTerminated,
+    ev.WorkflowStarted,
+    ev.WorkflowCompleted,
+    ev.TaskScheduled,
+    ev.TimerCreated,
+    ev.ChildWorkflowCreated,
+    ev.ExecutionCompleted,
+    ev.ContinuedAsNew,
+    ev.ExecutionStarted,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """What one turn of the workflow code asks for."""
+
+    actions: tuple[Action, ...]
+    custom_status: str | None
+
+    @property
+    def completion(self) -> CompleteWorkflow | None:
+        last = self.actions[-1] if self.actions else None
+        return last if isinstance(last, CompleteWorkflow) else None
+
+
+class WorkflowExecution:
+    """One live run of a workflow instance's code (see the module docstring)."""
+
+    def __init__(self, instance_id: str, resolve: WorkflowResolver) -> None:
+        self.instance_id = instance_id
+        self.current_utc_datetime = _EPOCH
+        self.is_replaying = False
+        self.custom_status: str | None = None
+        self._resolve = resolve
+        self._context = DaprWorkflowContext(self)
+        self._name = ""
+        self._sequence = 0
+        self._uuid_counter = 0
+        self._pending_actions: dict[int, Action] = {}
+        self._tasks: dict[int, CompletableTask[Any]] = {}
+        self._retry_timers: dict[int, ActivityTask[Any]] = {}
+        self._event_timeouts: dict[int, ExternalEventTask[Any]] = {}
+        self._waiters: dict[str, deque[ExternalEventTask[Any]]] = {}
+        self._inbox: dict[str, deque[ev.EventRaised]] = {}
+        self._suspended = False
+        self._suspended_buffer: list[ev.HistoryEvent] = []
+        self._generator: Generator[Any, Any, Any] | None = None
+        self._current: Task[Any] | None = None
+        self._completion: CompleteWorkflow | None = None
+        self._completion_recorded = False
+
+    # -- driving ---------------------------------------------------------------------------
+
+    @property
+    def is_complete(self) -> bool:
+        return self._completion is not None
+
+    def replay(self, events: Iterable[ev.HistoryEvent]) -> None:
+        """Re-run the code over events that history already holds."""
+        self.is_replaying = True
+        try:
+            for event in events:
+                self._process(event)
+        finally:
+            self.is_replaying = False
+
+    def step(self, new_events: Iterable[ev.HistoryEvent]) -> TurnResult:
+        """Apply events new to this run; return the actions to record (they are then forgotten here)."""
+        self.is_replaying = False
+        for event in new_events:
+            self._process(event)
+        actions = [self._pending_actions[i] for i in sorted(self._pending_actions)]
+        self._pending_actions.clear()
+        if self._completion is not None and not self._completion_recorded:
+            actions.append(self._completion)
+            self._completion_recorded = True
+        return TurnResult(tuple(actions), self.custom_status)
+
+    # -- what the context asks for ---------------------------------------------------------
+
+    def call_activity(self, name: str, input: Any, retry_policy: RetryPolicy | None) -> Task[Any]:
+        payload = dump_payload(input)
+        task: ActivityTask[Any] = ActivityTask(name, payload, retry_policy, self.current_utc_datetime)
+        self._schedule(task)
+        return task
+
+    def call_child_workflow(
+        self, name: str, input: Any, instance_id: str | None, retry_policy: RetryPolicy | None
+    ) -> Task[Any]:
+        payload = dump_payload(input)
+        child_id = instance_id or f"{self.instance_id}:{self._sequence:04x}"
+        task: ChildWorkflowTask[Any] = ChildWorkflowTask(
+            name, payload, retry_policy, self.current_utc_datetime, child_id
+        )
+        self._schedule(task)
+        return task
+
+    def create_timer(self, fire_at: datetime | timedelta, origin: str = "timer") -> TimerTask:
+        due = self._due(fire_at)
+        task = TimerTask(due)
+        task_id = self._next_id()
+        self._pending_actions[task_id] = CreateTimer(id=task_id, fire_at=due, origin=origin)
+        self._tasks[task_id] = task
+        return task
+
+    def wait_for_external_event(self, name: str, timeout: datetime | timedelta | None) -> Task[Any]:
+        key = name.casefold()
+        task: ExternalEventTask[Any] = ExternalEventTask(name)
+        inbox = self._inbox.get(key)
+        if inbox:
+            task.complete(load_payload(inbox.popleft().input))
+            return task
+        if timeout is not None and not (isinstance(timeout, timedelta) and timeout < timedelta(0)):
+            due = self._due(timeout)
+            if due <= self.current_utc_datetime:
+                task.fail(TimeoutError(f"timed out waiting for external event '{name}'"))
+                return task
+            timer_id = self._next_id()
+            self._pending_actions[timer_id] = CreateTimer(id=timer_id, fire_at=due, origin="external_event")
+            self._event_timeouts[timer_id] = task
+        self._waiters.setdefault(key, deque()).append(task)
+        return task
+
+    def continue_as_new(self, new_input: Any, save_events: bool) -> None:
+        if self._completion is not None:
+            return
+        carryover: tuple[ev.EventRaised, ...] = ()
+        if save_events:
+            pending = [e for inbox in self._inbox.values() for e in inbox]
+            carryover = tuple(sorted(pending, key=lambda e: e.seq))
+        self._complete(RuntimeStatus.CONTINUED_AS_NEW, result=dump_payload(new_input), carryover=carryover)
+
+    def new_uuid(self) -> str:
+        name = f"{self.instance_id}|{self.current_utc_datetime.isoformat()}|{self._uuid_counter}"
+        self._uuid_counter += 1
+        return str(uuid.uuid5(_UUID_NAMESPACE, name))
+
+    # -- event processing ------------------------------------------------------------------
+
+    def _process(self, event: ev.HistoryEvent) -> None:
+        if self._suspended and not isinstance(event, _NEVER_BUFFERED):
+            self._suspended_buffer.append(event)
+            return
+        try:
+            self._dispatch(event)
+        except NonDeterminismError as exc:
+            self._fail(exc)
+
+    def _dispatch(self, event: ev.HistoryEvent) -> None:  # noqa: C901 - one branch per event type
+        if isinstance(event, ev.WorkflowStarted):
+            self.current_utc_datetime = event.timestamp
+        elif isinstance(event, ev.ExecutionStarted):
+            self._start(event)
+        elif self._completion is not None and not isinstance(event, (ev.ExecutionCompleted, ev.ContinuedAsNew)):
+            return  # the code has finished; later events change nothing
+        elif isinstance(event, ev.TaskScheduled):
+            self._match(event, ScheduleTask, event.name, f"call_activity('{event.name}')")
+        elif isinstance(event, ev.TimerCreated):
+            self._match(event, CreateTimer, None, "create_timer(…)")
+        elif isinstance(event, ev.ChildWorkflowCreated):
+            self._match(event, CreateChildWorkflow, event.name, f"call_child_workflow('{event.name}')")
+        elif isinstance(event, ev.TaskCompleted):
+            self._settle(event.task_scheduled_id, load_payload(event.result), None)
+        elif isinstance(event, ev.TaskFailed):
+            self._settle(event.task_scheduled_id, None, event.failure)
+        elif isinstance(event, ev.ChildWorkflowCompleted):
+            self._settle(event.task_scheduled_id, load_payload(event.result), None)
+        elif isinstance(event, ev.ChildWorkflowFailed):
+            self._settle(event.task_scheduled_id, None, event.failure)
+        elif isinstance(event, ev.TimerFired):
+            self._timer_fired(event.timer_id)
+        elif isinstance(event, ev.EventRaised):
+            self._event_raised(event)
+        elif isinstance(event, ev.ExecutionSuspended):
+            self._suspended = True
+        elif isinstance(event, ev.ExecutionResumed):
+            self._suspended = False
+            buffered, self._suspended_buffer = self._suspended_buffer, []
+            for held in buffered:
+                self._process(held)
+        elif isinstance(event, ev.ExecutionTerminated):
+            self._complete(RuntimeStatus.TERMINATED, result=event.output)
+        elif isinstance(event, (ev.ExecutionCompleted, ev.ContinuedAsNew)):
+            self._match_completion(event)
+        self._resume()
+
+    def _start(self, event: ev.ExecutionStarted) -> None:
+        self._name = event.name
+        fn = self._resolve(event.name)
+        if fn is None:
+            self._fail(UnknownWorkflowError(f"no workflow named '{event.name}' is registered with this engine"))
+            return
+        try:
+            result = call_with_optional_input(fn, self._context, event.input)
+        except Exception as exc:  # noqa: BLE001 - user code: any failure fails the instance
+            self._fail(exc)
+            return
+        if inspect.isgenerator(result):
+            self._generator = result
+            self._advance(lambda: next(result))
+        else:
+            self._finish(result)
+
+    def _match(self, event: ev.HistoryEvent, kind: type[Action], name: str | None, recorded: str) -> None:
+        action = self._pending_actions.pop(event.event_id, None)
+        if action is None:
+            raise NonDeterminismError(
+                f"workflow '{self._name}' (instance '{self.instance_id}') is not deterministic: history step "
+                f"#{event.event_id} is {recorded}, but the code did not take step #{event.event_id}. "
+                "Was the workflow changed while this instance was running?"
+            )
+        actual_name = getattr(action, "name", None)
+        if not isinstance(action, kind) or (name is not None and actual_name != name):
+            raise NonDeterminismError(
+                f"workflow '{self._name}' (instance '{self.instance_id}') is not deterministic: history step "
+                f"#{event.event_id} is {recorded}, but the code now takes {_describe(action)} at that step. "
+                "Was the workflow changed while this instance was running?"
+            )
+
+    def _match_completion(self, event: ev.ExecutionCompleted | ev.ContinuedAsNew) -> None:
+        expected = event.status if isinstance(event, ev.ExecutionCompleted) else RuntimeStatus.CONTINUED_AS_NEW
+        if self._completion is None or self._completion.status != expected:
+            actual = "kept running" if self._completion is None else f"ended {self._completion.status.value}"
+            raise NonDeterminismError(
+                f"workflow '{self._name}' (instance '{self.instance_id}') is not deterministic: history says "
+                f"it ended {expected.value}, but the code {actual}"
+            )
+        self._completion_recorded = True
+
+    def _settle(self, task_id: int, result: Any, failure: FailureDetails | None) -> None:
+        task = self._tasks.pop(task_id, None)
+        if task is None:
+            return  # a result for a task this run no longer waits for (e.g. delivered twice)
+        if failure is None:
+            task.complete(result)
+            return
+        if isinstance(task, ActivityTask) and task.retry_policy is not None and not failure.non_retriable:
+            delay = task.retry_policy.next_delay(
+                attempt=task.attempt, first_attempt_at=task.first_attempt_at, now=self.current_utc_datetime
+            )
+            if delay is not None:
+                timer_id = self._next_id()
+                fire_at = self.current_utc_datetime + delay
+                self._pending_actions[timer_id] = CreateTimer(id=timer_id, fire_at=fire_at, origin="retry")
+                self._retry_timers[timer_id] = task
+                return
+        kind = "Child workflow" if isinstance(task, ChildWorkflowTask) else "Activity"
+        what = f"'{task.name}' " if isinstance(task, ActivityTask) else ""
+        task.fail(TaskFailedError(f"{kind} task {what}#{task_id} failed: {failure.message}", failure))
+
+    def _timer_fired(self, timer_id: int) -> None:
+        retried = self._retry_timers.pop(timer_id, None)
+        if retried is not None:
+            retried.attempt += 1
+            self._schedule(retried)
+            return
+        waiting = self._event_timeouts.pop(timer_id, None)
+        if waiting is not None:
+            if not waiting.is_complete:
+                self._waiters[waiting.name.casefold()].remove(waiting)
+                waiting.fail(TimeoutError(f"timed out waiting for external event '{waiting.name}'"))
+            return
+        timer = self._tasks.pop(timer_id, None)
+        if timer is not None:
+            timer.complete(None)
+
+    def _event_raised(self, event: ev.EventRaised) -> None:
+        key = event.name.casefold()
+        waiters = self._waiters.get(key)
+        if waiters:
+            waiters.popleft().complete(load_payload(event.input))
+        else:
+            self._inbox.setdefault(key, deque()).append(event)
+
+    # -- the generator -----------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        while self._completion is None and self._current is not None and self._current.is_complete:
+            task, gen = self._current, self._generator
+            assert gen is not None
+            if task.is_failed:
+                exc = task.get_exception()
+                self._advance(lambda: gen.throw(exc))
+            else:
+                value = task._result
+                self._advance(lambda: gen.send(value))
+
+    def _advance(self, send: Callable[[], Any]) -> None:
+        self._current = None
+        try:
+            yielded = send()
+        except StopIteration as stop:
+            self._finish(stop.value)
+            return
+        except Exception as exc:  # noqa: BLE001 - user code: any failure fails the instance
+            self._fail(exc)
+            return
+        if self._completion is not None:
+            self._close()
+            return
+        if not isinstance(yielded, Task):
+            self._fail(TypeError(f"a workflow may only yield tasks, not {type(yielded).__name__}"))
+            return
+        self._current = yielded
+
+    def _finish(self, value: Any) -> None:
+        if self._completion is not None:
+            return  # continue_as_new already ended this generation
+        try:
+            payload = dump_payload(value)
+        except SerializationError as exc:
+            self._fail(exc)
+            return
+        self._complete(RuntimeStatus.COMPLETED, result=payload)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._complete(RuntimeStatus.FAILED, failure=FailureDetails.from_exception(exc))
+
+    def _complete(
+        self,
+        status: RuntimeStatus,
+        *,
+        result: str | None = None,
+        failure: FailureDetails | None = None,
+        carryover: tuple[ev.EventRaised, ...] = (),
+    ) -> None:
+        if self._completion is not None:
+            return
+        self._completion = CompleteWorkflow(
+            id=self._next_id(), status=status, result=result, failure=failure, carryover_events=carryover
+        )
+        self._close()
+
+    def _close(self) -> None:
+        gen, self._generator, self._current = self._generator, None, None
+        if gen is not None:
+            gen.close()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _schedule(self, task: ActivityTask[Any]) -> None:
+        task_id = self._next_id()
+        action: Action
+        if isinstance(task, ChildWorkflowTask):
+            action = CreateChildWorkflow(id=task_id, instance_id=task.instance_id, name=task.name, input=task.input)
+        else:
+            action = ScheduleTask(id=task_id, name=task.name, input=task.input)
+        self._pending_actions[task_id] = action
+        self._tasks[task_id] = task
+
+    def _next_id(self) -> int:
+        task_id = self._sequence
+        self._sequence += 1
+        return task_id
+
+    def _due(self, when: datetime | timedelta) -> datetime:
+        if isinstance(when, timedelta):
+            return self.current_utc_datetime + when
+        return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def execute(
+    instance_id: str,
+    resolve: WorkflowResolver,
+    past: Iterable[ev.HistoryEvent],
+    new: Iterable[ev.HistoryEvent],
+) -> tuple[WorkflowExecution, TurnResult]:
+    """Replay from scratch: a fresh execution over `past`, then one step over `new`."""
+    execution = WorkflowExecution(instance_id, resolve)
+    execution.replay(past)
+    return execution, execution.step(new)
+
+
+_ARITY: dict[Callable[..., Any], bool] = {}
+
+
+def _takes_input(fn: Callable[..., Any]) -> bool:
+    """Whether `fn` accepts a second positional argument (Dapr calls `fn(ctx)` without one)."""
+    cached = _ARITY.get(fn)
+    if cached is None:
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):
+            cached = True
+        else:
+            positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            cached = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+        _ARITY[fn] = cached
+    return cached
+
+
+def call_with_optional_input(fn: Callable[..., Any], ctx: Any, payload: str | None) -> Any:
+    """Call a workflow or activity the way Dapr does: with its input when it takes one."""
+    if _takes_input(fn):
+        return fn(ctx, load_payload(payload))
+    return fn(ctx)
+
+
+def _describe(action: Action) -> str:
+    if isinstance(action, ScheduleTask):
+        return f"call_activity('{action.name}')"
+    if isinstance(action, CreateChildWorkflow):
+        return f"call_child_workflow('{action.name}')"
+    if isinstance(action, CreateTimer):
+        return "create_timer(…)" if action.origin == "timer" else f"a {action.origin} timer"
+    return f"completion ({action.status.value})" if isinstance(action, CompleteWorkflow) else type(action).__name__

@@ -1,0 +1,104 @@
+"""Retry policy and its arithmetic, with Dapr's names and validation rules.
+
+Delays are computed from history time only (the failure's turn time), so a replay makes the same
+decisions; each retry becomes a durable timer in history, as in durabletask.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+__all__ = ["RetryPolicy"]
+
+
+class RetryPolicy:
+    """How often and how soon a failed activity or child workflow is tried again.
+
+    Args:
+        first_retry_interval: delay before the first retry (>= 0).
+        max_number_of_attempts: total attempts including the first (>= 1).
+        backoff_coefficient: each delay is the previous one times this (>= 1; default 1).
+        max_retry_interval: cap on any one delay (>= 0).
+        retry_timeout: no retry starts once this much time has passed since the first attempt.
+    """
+
+    __slots__ = (
+        "_first_retry_interval",
+        "_max_number_of_attempts",
+        "_backoff_coefficient",
+        "_max_retry_interval",
+        "_retry_timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        first_retry_interval: timedelta,
+        max_number_of_attempts: int,
+        backoff_coefficient: float | None = 1.0,
+        max_retry_interval: timedelta | None = None,
+        retry_timeout: timedelta | None = None,
+    ) -> None:
+        if first_retry_interval < timedelta(0):
+            raise ValueError("first_retry_interval must be >= 0")
+        if max_number_of_attempts < 1:
+            raise ValueError("max_number_of_attempts must be >= 1")
+        if backoff_coefficient is not None and backoff_coefficient < 1:
+            raise ValueError("backoff_coefficient must be >= 1")
+        if max_retry_interval is not None and max_retry_interval < timedelta(0):
+            raise ValueError("max_retry_interval must be >= 0")
+        if retry_timeout is not None and retry_timeout < timedelta(0):
+            raise ValueError("retry_timeout must be >= 0")
+        self._first_retry_interval = first_retry_interval
+        self._max_number_of_attempts = max_number_of_attempts
+        self._backoff_coefficient = 1.0 if backoff_coefficient is None else float(backoff_coefficient)
+        self._max_retry_interval = max_retry_interval
+        self._retry_timeout = retry_timeout
+
+    @property
+    def first_retry_interval(self) -> timedelta:
+        return self._first_retry_interval
+
+    @property
+    def max_number_of_attempts(self) -> int:
+        return self._max_number_of_attempts
+
+    @property
+    def backoff_coefficient(self) -> float:
+        return self._backoff_coefficient
+
+    @property
+    def max_retry_interval(self) -> timedelta | None:
+        return self._max_retry_interval
+
+    @property
+    def retry_timeout(self) -> timedelta | None:
+        return self._retry_timeout
+
+    def delay_after(self, attempt: int) -> timedelta:
+        """The delay before attempt `attempt + 1`, after attempt number `attempt` (1-based) failed."""
+        seconds = self._first_retry_interval.total_seconds() * self._backoff_coefficient ** (attempt - 1)
+        delay = timedelta(seconds=seconds)
+        if self._max_retry_interval is not None and delay > self._max_retry_interval:
+            return self._max_retry_interval
+        return delay
+
+    def next_delay(self, *, attempt: int, first_attempt_at: datetime, now: datetime) -> timedelta | None:
+        """The delay before the next attempt, or None when the policy gives up.
+
+        It gives up after `max_number_of_attempts` attempts, and once `retry_timeout` has passed
+        since the first attempt was scheduled (measured in history time, at the failure).
+        """
+        if attempt >= self._max_number_of_attempts:
+            return None
+        if self._retry_timeout is not None and now >= first_attempt_at + self._retry_timeout:
+            return None
+        return self.delay_after(attempt)
+
+    def __repr__(self) -> str:
+        return (
+            f"RetryPolicy(first_retry_interval={self._first_retry_interval!r}, "
+            f"max_number_of_attempts={self._max_number_of_attempts}, "
+            f"backoff_coefficient={self._backoff_coefficient}, "
+            f"max_retry_interval={self._max_retry_interval!r}, retry_timeout={self._retry_timeout!r})"
+        )

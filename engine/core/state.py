@@ -1,0 +1,192 @@
+"""The fold: `state + event -> state` for one workflow instance.
+
+`InstanceState` is what the engine knows about an instance without running its code: status,
+payloads, times, and what it waits for (activities, timers, children). It is what the status view
+serves and what decides whether an input is still wanted (a result for a task that is no longer
+pending is a duplicate). Events are validated as they are folded: an event that cannot follow the
+current state raises `InvalidTransitionError` with a message naming both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from ..errors import InvalidTransitionError
+from . import events as ev
+from .values import FailureDetails, ParentInstance, RuntimeStatus
+
+__all__ = ["InstanceState", "fold", "fold_all"]
+
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceState:
+    instance_id: str
+    name: str = ""
+    status: RuntimeStatus = RuntimeStatus.PENDING
+    execution_id: str = ""
+    input: str | None = None
+    output: str | None = None
+    custom_status: str | None = None
+    failure: FailureDetails | None = None
+    created_at: datetime | None = None
+    last_updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    parent: ParentInstance | None = None
+    #: Events appended to the history of the current generation (the next event's `seq`).
+    history_length: int = 0
+    #: How many times the instance continued as new.
+    generation: int = 0
+    pending_tasks: Mapping[int, str] = field(default_factory=lambda: _EMPTY)
+    pending_timers: Mapping[int, datetime] = field(default_factory=lambda: _EMPTY)
+    pending_children: Mapping[int, str] = field(default_factory=lambda: _EMPTY)
+    #: External events that arrived while the instance was paused, held for the resume.
+    buffered_events: int = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def is_running(self) -> bool:
+        """Started and not finished (RUNNING or SUSPENDED)."""
+        return self.status in (RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED)
+
+
+def fold(state: InstanceState, event: ev.HistoryEvent) -> InstanceState:
+    return fold_all(state, (event,))
+
+
+def fold_all(state: InstanceState, events: Iterable[ev.HistoryEvent]) -> InstanceState:
+    """Apply events in order. Copies the pending maps once per call, not once per event."""
+    draft = _Draft(state)
+    for event in events:
+        draft.apply(event)
+    return draft.freeze()
+
+
+class _Draft:
+    """A private, mutable copy of a state while a batch of events is folded into it."""
+
+    def __init__(self, state: InstanceState) -> None:
+        self.state = state
+        self.changes: dict[str, Any] = {}
+        self.tasks = dict(state.pending_tasks)
+        self.timers = dict(state.pending_timers)
+        self.children = dict(state.pending_children)
+        self.length = state.history_length
+        self.buffered = state.buffered_events
+
+    def get(self, name: str) -> Any:
+        return self.changes.get(name, getattr(self.state, name))
+
+    def freeze(self) -> InstanceState:
+        return replace(
+            self.state,
+            **self.changes,
+            history_length=self.length,
+            buffered_events=self.buffered,
+            pending_tasks=MappingProxyType(self.tasks),
+            pending_timers=MappingProxyType(self.timers),
+            pending_children=MappingProxyType(self.children),
+        )
+
+    def fail(self, event: ev.HistoryEvent, why: str) -> InvalidTransitionError:
+        return InvalidTransitionError(
+            f"cannot apply {type(event).__name__} (seq {event.seq}) to instance "
+            f"'{self.state.instance_id}' ({self.get('status').value}): {why}"
+        )
+
+    def apply(self, event: ev.HistoryEvent) -> None:  # noqa: C901 - one branch per event type
+        status: RuntimeStatus = self.get("status")
+        running = status in (RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED)
+        # A turn marker on an instance that is not running opens a new history (a first start,
+        # a restart over a finished instance, or the next generation after continue-as-new).
+        opens_history = isinstance(event, ev.WorkflowStarted) and not running
+        if opens_history:
+            self.length = 0
+        if event.seq != -1 and event.seq != self.length:
+            raise self.fail(event, f"expected sequence number {self.length}; history must have no gaps")
+        if isinstance(event, ev.ExecutionStarted):
+            self._start(event, running)
+            self.length += 1
+            return
+        if not opens_history:
+            if status.is_terminal:
+                raise self.fail(event, "the instance has finished")
+            if not running:
+                raise self.fail(event, "the instance has not started")
+        self.length += 1
+        self.changes["last_updated_at"] = event.timestamp
+        if isinstance(event, ev.TaskScheduled):
+            self.tasks[event.event_id] = event.name
+        elif isinstance(event, (ev.TaskCompleted, ev.TaskFailed)):
+            if self.tasks.pop(event.task_scheduled_id, None) is None:
+                raise self.fail(event, f"no activity task #{event.task_scheduled_id} is pending")
+        elif isinstance(event, ev.TimerCreated):
+            self.timers[event.event_id] = event.fire_at
+        elif isinstance(event, ev.TimerFired):
+            if self.timers.pop(event.timer_id, None) is None:
+                raise self.fail(event, f"no timer #{event.timer_id} is pending")
+        elif isinstance(event, ev.ChildWorkflowCreated):
+            self.children[event.event_id] = event.instance_id
+        elif isinstance(event, (ev.ChildWorkflowCompleted, ev.ChildWorkflowFailed)):
+            if self.children.pop(event.task_scheduled_id, None) is None:
+                raise self.fail(event, f"no child workflow task #{event.task_scheduled_id} is pending")
+        elif isinstance(event, ev.EventRaised):
+            if status is RuntimeStatus.SUSPENDED:
+                self.buffered += 1
+        elif isinstance(event, ev.ExecutionSuspended):
+            if status is RuntimeStatus.RUNNING:
+                self.changes["status"] = RuntimeStatus.SUSPENDED
+        elif isinstance(event, ev.ExecutionResumed):
+            if status is RuntimeStatus.SUSPENDED:
+                self.changes["status"] = RuntimeStatus.RUNNING
+                self.buffered = 0
+        elif isinstance(event, ev.WorkflowCompleted):
+            self.changes["custom_status"] = event.custom_status
+        elif isinstance(event, ev.ExecutionCompleted):
+            self._end(event.status, event)
+            self.changes["output"] = event.result if event.failure is None else None
+            self.changes["failure"] = event.failure
+        elif isinstance(event, ev.ContinuedAsNew):
+            self._end(RuntimeStatus.CONTINUED_AS_NEW, event)
+            self.changes["output"] = event.input
+
+    def _start(self, event: ev.ExecutionStarted, running: bool) -> None:
+        continuing = self.get("status") is RuntimeStatus.CONTINUED_AS_NEW
+        if running:
+            raise self.fail(event, "the instance is already running")
+        created = self.state.created_at if continuing and self.state.created_at else event.timestamp
+        self.changes = {
+            "name": event.name,
+            "status": RuntimeStatus.RUNNING,
+            "execution_id": event.execution_id,
+            "input": event.input,
+            "output": None,
+            "failure": None,
+            "custom_status": self.get("custom_status") if continuing else None,
+            "created_at": created,
+            "last_updated_at": event.timestamp,
+            "completed_at": None,
+            "parent": event.parent,
+            "generation": self.state.generation + 1 if continuing else 0,
+        }
+        self.tasks.clear()
+        self.timers.clear()
+        self.children.clear()
+        self.buffered = 0
+
+    def _end(self, status: RuntimeStatus, event: ev.HistoryEvent) -> None:
+        self.changes["status"] = status
+        self.changes["completed_at"] = event.timestamp
+        self.tasks.clear()
+        self.timers.clear()
+        self.children.clear()
+        self.buffered = 0
+

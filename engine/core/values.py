@@ -1,0 +1,64 @@
+"""Small value types shared by events, actions, commands and state."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = ["RuntimeStatus", "FailureDetails", "ParentInstance", "TERMINAL_STATUSES"]
+
+
+class RuntimeStatus(str, Enum):
+    """Runtime status with the exact strings Dapr's HTTP API returns (`statusMap` in daprd)."""
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    TERMINATED = "TERMINATED"
+    PENDING = "PENDING"
+    SUSPENDED = "SUSPENDED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.TERMINATED, RuntimeStatus.CANCELED}
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailureDetails:
+    """Why a workflow, activity or child failed; shaped like durabletask's `TaskFailureDetails`."""
+
+    error_type: str
+    message: str
+    stack_trace: str | None = None
+    inner: FailureDetails | None = None
+    non_retriable: bool = False
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, non_retriable: bool = False) -> FailureDetails:
+        inner = getattr(exc, "details", None)
+        return cls(
+            error_type=type(exc).__name__,
+            message=str(exc),
+            stack_trace="".join(traceback.format_exception(exc)),
+            inner=inner if isinstance(inner, FailureDetails) else None,
+            non_retriable=non_retriable,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParentInstance:
+    """Which workflow started a child, and which of its tasks waits for the child's result."""
+
+    instance_id: str
+    name: str
+    task_scheduled_id: int
+    #: The parent's execution when it started the child: a result for another execution is stale.
+    execution_id: str

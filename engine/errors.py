@@ -1,0 +1,97 @@
+"""The error hierarchy of the `engine` package: one root, one sub-root per layer.
+
+Callers branch on the class (and on `retriable` where it is set), never on message text.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HeadraceError",
+    "WorkflowError",
+    "NonDeterminismError",
+    "InvalidTransitionError",
+    "DecodeError",
+    "RegistrationError",
+    "UnknownWorkflowError",
+    "UnknownActivityError",
+    "InstanceError",
+    "InstanceNotFoundError",
+    "InstanceExistsError",
+    "InstanceNotTerminalError",
+    "PayloadTooLargeError",
+    "SerializationError",
+]
+
+
+class HeadraceError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+    #: Whether trying the same operation again may succeed.
+    retriable: bool = False
+
+
+class WorkflowError(HeadraceError):
+    """Something about a workflow's execution or its history is wrong."""
+
+
+class NonDeterminismError(WorkflowError):
+    """Workflow code no longer matches the history it is replayed against."""
+
+
+class InvalidTransitionError(WorkflowError):
+    """An event cannot be applied to an instance in its current state."""
+
+
+class DecodeError(HeadraceError):
+    """A message on the wire is not valid JSON or does not match its schema."""
+
+
+class SerializationError(HeadraceError):
+    """A value given by user code cannot be encoded as JSON."""
+
+
+class PayloadTooLargeError(HeadraceError):
+    """A payload is larger than the configured limit."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} is {size} bytes, over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class RegistrationError(HeadraceError):
+    """A workflow or activity is registered twice or under an invalid name."""
+
+
+class UnknownWorkflowError(WorkflowError):
+    """No workflow is registered under the requested name."""
+
+
+class UnknownActivityError(WorkflowError):
+    """No activity is registered under the requested name."""
+
+
+class InstanceError(WorkflowError):
+    """A request names an instance in a state that does not allow it."""
+
+    def __init__(self, instance_id: str, message: str) -> None:
+        super().__init__(message)
+        self.instance_id = instance_id
+
+
+class InstanceNotFoundError(InstanceError):
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(instance_id, f"unable to find workflow with the provided instance ID: {instance_id}")
+
+
+class InstanceExistsError(InstanceError):
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(instance_id, f"an active workflow with ID '{instance_id}' already exists")
+
+
+class InstanceNotTerminalError(InstanceError):
+    def __init__(self, instance_id: str, status: str) -> None:
+        super().__init__(
+            instance_id,
+            f"workflow '{instance_id}' is {status}; only COMPLETED, FAILED or TERMINATED workflows can be purged",
+        )

@@ -1,0 +1,1 @@
+"""The engine on Kafka: orchestrator processors, activity workers, timers, topics."""

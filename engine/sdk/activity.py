@@ -1,0 +1,93 @@
+"""The context an activity function receives."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+
+from ..core.commands import ActivityResult, ActivityWorkItem
+from ..core.executor import call_with_optional_input
+from ..core.payload import dump_payload
+from ..core.values import FailureDetails
+from .registry import Registry
+
+__all__ = ["WorkflowActivityContext", "run_activity"]
+
+
+class WorkflowActivityContext:
+    """Who called this activity: the workflow instance and its task ID (Dapr's names)."""
+
+    __slots__ = ("_workflow_id", "_task_id", "_task_execution_id", "_name")
+
+    def __init__(self, workflow_id: str, task_id: int, name: str = "", task_execution_id: str = "") -> None:
+        self._workflow_id = workflow_id
+        self._task_id = task_id
+        self._name = name
+        self._task_execution_id = task_execution_id
+
+    @property
+    def workflow_id(self) -> str:
+        return self._workflow_id
+
+    @property
+    def orchestration_id(self) -> str:
+        return self._workflow_id
+
+    @property
+    def task_id(self) -> int:
+        return self._task_id
+
+    @property
+    def task_execution_id(self) -> str:
+        return self._task_execution_id
+
+    @property
+    def activity_name(self) -> str:
+        return self._name
+
+    def get_inner_context(self) -> WorkflowActivityContext:
+        return self
+
+    def __repr__(self) -> str:
+        return f"WorkflowActivityContext(workflow_id={self._workflow_id!r}, task_id={self._task_id})"
+
+
+async def run_activity(
+    registry: Registry, item: ActivityWorkItem, pool: concurrent.futures.Executor | None = None
+) -> ActivityResult:
+    """Run one work item: sync activities in `pool` (a thread), async ones on the running loop.
+
+    Never raises for the activity's own failure: that becomes the result's failure details.
+    """
+    fn = registry.get_activity(item.name)
+    if fn is None:
+        known = ", ".join(sorted(registry.activities)) or "none"
+        failure = FailureDetails(
+            error_type="UnknownActivityError",
+            message=f"no activity named '{item.name}' is registered with this worker (registered: {known})",
+            non_retriable=True,
+        )
+        return _result(item, failure=failure)
+    ctx = WorkflowActivityContext(item.instance_id, item.task_id, item.name, item.task_execution_id)
+    try:
+        if inspect.iscoroutinefunction(fn):
+            value = await call_with_optional_input(fn, ctx, item.input)
+        else:
+            loop = asyncio.get_running_loop()
+            value = await loop.run_in_executor(pool, call_with_optional_input, fn, ctx, item.input)
+            if inspect.isawaitable(value):
+                value = await value
+        return _result(item, result=dump_payload(value))
+    except Exception as exc:  # noqa: BLE001 - user code: any failure is reported, not raised
+        return _result(item, failure=FailureDetails.from_exception(exc))
+
+
+def _result(item: ActivityWorkItem, *, result: str | None = None, failure: FailureDetails | None = None) -> ActivityResult:
+    return ActivityResult(
+        instance_id=item.instance_id,
+        execution_id=item.execution_id,
+        task_id=item.task_id,
+        result=result,
+        failure=failure,
+    )
