@@ -1,0 +1,26 @@
+# One image for the engine, the activity workers and the API; docker-compose.yml picks the command.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Dependencies first, so a code change does not reinstall them.
+COPY pyproject.toml README.md ./
+RUN mkdir -p engine api ops \
+    && touch engine/__init__.py api/__init__.py ops/__init__.py \
+    && pip install . \
+    && pip uninstall -y headrace
+
+COPY engine ./engine
+COPY api ./api
+COPY ops ./ops
+RUN pip install --no-deps . \
+    && useradd --system --uid 10001 --home-dir /app headrace
+
+USER headrace
+EXPOSE 3500
+CMD ["headrace", "--help"]

@@ -1,0 +1,1 @@
+"""Operations tooling for Headrace: a real local Kafka, and later topic setup, benchmarks, chaos."""
