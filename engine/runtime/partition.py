@@ -1,0 +1,273 @@
+"""One owned partition: its instances' state and histories, its timers, and its transactions.
+
+Effectively-once, without trusting faust's `exactly_once` (open bugs, see shared/reference/
+stack-notes.md section 1): every batch of inputs of a partition is processed inside one Kafka
+transaction of a producer whose `transactional_id` belongs to the partition. The transaction holds
+the state changelog (`status`), history chunks, audit history, work items, messages to other
+instances, and the consumed offsets. Either all of it is visible to `read_committed` readers or none
+of it is; a new owner's producer fences the old one (a zombie after SIGSTOP cannot commit), and it
+restores state from the committed changelog before it reads a single input.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from ..core import commands as cmd
+from ..core.codec import encode
+from ..core.events import HistoryEvent
+from ..core.orchestrator import Orchestrator, TurnOutcome
+from ..core.state import InstanceState
+from ..errors import DecodeError
+from .records import (
+    HISTORY_CHUNK,
+    MESSAGES,
+    decode_events,
+    decode_state,
+    encode_dead_letter,
+    encode_events,
+    encode_state,
+    history_chunk_key,
+    parse_history_chunk_key,
+)
+from .settings import Settings
+from .topics import Topics
+
+__all__ = ["PartitionOwner"]
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Records buffered for the current transaction."""
+
+    sends: list[tuple[str, bytes, bytes | None, int | None]] = field(default_factory=list)
+
+    def add(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:
+        self.sends.append((topic, key, value, partition))
+
+
+class PartitionOwner:
+    """State and processing of partition `number` of every input topic (see the module docstring)."""
+
+    def __init__(
+        self, number: int, settings: Settings, topics: Topics, orchestrator: Orchestrator, group_id: str
+    ) -> None:
+        self.number = number
+        self.settings = settings
+        self.topics = topics
+        self.orchestrator = orchestrator
+        self.group_id = group_id
+        self.states: dict[str, InstanceState] = {}
+        self.histories: dict[str, list[HistoryEvent]] = {}
+        self._timers: list[tuple[datetime, str, str, int]] = []
+        self.producer: AIOKafkaProducer | None = None
+        self.processed = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(
+            **self.settings.client_kwargs(),
+            transactional_id=f"{self.group_id}-p{self.number}",
+            enable_idempotence=True,
+            linger_ms=0,
+            max_request_size=max(2 * 1024 * 1024, 2 * self.settings.max_payload_bytes),
+        )
+        # Starting registers the transactional ID: any earlier owner's open transaction is aborted
+        # and its producer fenced, so the restore below reads the last committed state.
+        await self.producer.start()
+        await self._restore()
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    async def _restore(self) -> None:
+        states = await _read_compacted(self.settings, self.topics.status, self.number)
+        self.states = {}
+        for key, value in states.items():
+            if value is not None:
+                state = decode_state(value)
+                self.states[state.instance_id] = state
+        chunks: dict[tuple[str, str], dict[int, list[HistoryEvent]]] = {}
+        for key, value in (await _read_compacted(self.settings, self.topics.history_store, self.number)).items():
+            if value is None:
+                continue
+            iid, execution_id, chunk = parse_history_chunk_key(key)
+            chunks.setdefault((iid, execution_id), {})[chunk] = decode_events(value)[2]
+        self.histories = {}
+        self._timers = []
+        for iid, state in self.states.items():
+            if not (state.is_running or state.status.value == "CONTINUED_AS_NEW"):
+                continue
+            parts = chunks.get((iid, state.execution_id), {})
+            history = [e for i in sorted(parts) for e in parts[i]]
+            if len(history) != state.history_length:
+                log.error("history of %s has %d events, state says %d", iid, len(history), state.history_length)
+            self.histories[iid] = history
+            for timer_id, fire_at in state.pending_timers.items():
+                heapq.heappush(self._timers, (fire_at, iid, state.execution_id, timer_id))
+        log.info("partition %d restored: %d instances, %d running, %d timers", self.number, len(self.states),
+                 len(self.histories), len(self._timers))
+
+    # -- processing --------------------------------------------------------------------------
+
+    async def process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Apply a batch of input records and commit everything they caused, with their offsets."""
+        pending = _Pending()
+        for tp, records in batches.items():
+            for record in records:
+                self._apply_record(tp.topic, record, pending)
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+        await self._commit(pending, offsets)
+
+    async def fire_due_timers(self, now: datetime) -> int:
+        if not self._timers or self._timers[0][0] > now:
+            return 0
+        pending = _Pending()
+        fired = 0
+        while self._timers and self._timers[0][0] <= now and fired < 1000:
+            fire_at, iid, execution_id, timer_id = heapq.heappop(self._timers)
+            firing = cmd.TimerFiring(instance_id=iid, execution_id=execution_id, timer_id=timer_id, fire_at=fire_at)
+            self._apply(firing, pending)
+            fired += 1
+        await self._commit(pending, {})
+        return fired
+
+    def next_timer(self) -> datetime | None:
+        return self._timers[0][0] if self._timers else None
+
+    def _apply_record(self, topic: str, record: ConsumerRecord[bytes, bytes], pending: _Pending) -> None:
+        try:
+            if record.value is None:
+                raise DecodeError("empty record")
+            if len(record.value) > self.settings.max_payload_bytes + 65536:
+                raise DecodeError(f"record of {len(record.value)} bytes is over the payload limit")
+            message = MESSAGES.decode(record.value)
+            expected_key = message.instance_id.encode()
+            if record.key is not None and record.key != expected_key:
+                raise DecodeError(f"record key {record.key!r} does not match instance_id {message.instance_id!r}")
+        except DecodeError as exc:
+            log.warning("dead-lettering %s[%d]@%d: %s", topic, record.partition, record.offset, exc)
+            pending.add(self.topics.dead_letter, record.key or b"",
+                        encode_dead_letter(str(exc), topic, record.partition, record.offset, record.key,
+                                           record.value))
+            return
+        self._apply(message, pending)
+
+    def _apply(self, message: cmd.InstanceMessage, pending: _Pending) -> None:
+        iid = message.instance_id
+        outcome = self.orchestrator.handle(self.states.get(iid), message, utcnow(), lambda: self.histories.get(iid, []))
+        self.processed += 1
+        if outcome.ignored is not None:
+            log.debug("%s for %s changed nothing: %s", type(message).__name__, iid, outcome.ignored)
+        self._stage(iid, outcome, pending)
+
+    def _stage(self, iid: str, outcome: TurnOutcome, pending: _Pending) -> None:
+        key = iid.encode()
+        topics = self.topics
+        old = self.states.get(iid)
+        for execution_id, closed in outcome.closed:
+            pending.add(topics.history, key, encode_events(iid, execution_id, closed), self.number)
+            self._drop_history_chunks(iid, execution_id, len(self.histories.get(iid, ())) + len(closed), pending)
+            self.histories.pop(iid, None)
+        if outcome.purged:
+            self.states.pop(iid, None)
+            self.histories.pop(iid, None)
+            pending.add(topics.status, key, None, self.number)
+        state = outcome.state
+        if state is not None and outcome.events:
+            if outcome.history_reset:
+                if old is not None and iid in self.histories and old.execution_id != state.execution_id:
+                    self._drop_history_chunks(iid, old.execution_id, len(self.histories[iid]), pending)
+                self.histories[iid] = []
+            history = self.histories.setdefault(iid, [])
+            first_new = len(history)
+            history.extend(outcome.events)
+            pending.add(topics.history, key, encode_events(iid, state.execution_id, outcome.events), self.number)
+            if state.is_running:
+                for chunk in range(first_new // HISTORY_CHUNK, (len(history) - 1) // HISTORY_CHUNK + 1):
+                    part = history[chunk * HISTORY_CHUNK:(chunk + 1) * HISTORY_CHUNK]
+                    pending.add(topics.history_store, history_chunk_key(iid, state.execution_id, chunk),
+                                encode_events(iid, state.execution_id, part), self.number)
+            else:
+                # A finished instance is never replayed: its chunks go, the audit history stays.
+                self._drop_history_chunks(iid, state.execution_id, first_new, pending)
+                self.histories.pop(iid, None)
+            self.states[iid] = state
+            pending.add(topics.status, key, encode_state(state), self.number)
+        for item in outcome.work_items:
+            pending.add(topics.tasks, key, _encode(item), None)
+        for timer in outcome.timers:
+            f = timer.firing
+            heapq.heappush(self._timers, (f.fire_at, f.instance_id, f.execution_id, f.timer_id))
+        for message in outcome.messages:
+            pending.add(topics.commands, message.instance_id.encode(), _encode(message), None)
+
+    def _drop_history_chunks(self, iid: str, execution_id: str, written: int, pending: _Pending) -> None:
+        for chunk in range(0, max(written - 1, 0) // HISTORY_CHUNK + 1):
+            pending.add(self.topics.history_store, history_chunk_key(iid, execution_id, chunk), None, self.number)
+
+    async def _commit(self, pending: _Pending, offsets: dict[TopicPartition, int]) -> None:
+        if not pending.sends and not offsets:
+            return
+        producer = self.producer
+        assert producer is not None
+        async with producer.transaction():
+            futures = [
+                await producer.send(topic, value=value, key=key, partition=partition)
+                for topic, key, value, partition in pending.sends
+            ]
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.group_id)
+        for future in futures:
+            future.result()  # surfaced already by the commit; kept so errors are not silently dropped
+
+
+def _encode(value: Any) -> bytes:
+    return encode(value)
+
+
+async def _read_compacted(settings: Settings, topic: str, partition: int) -> dict[bytes, bytes | None]:
+    """The latest committed value of every key in one partition of a compacted topic."""
+    consumer = AIOKafkaConsumer(
+        **settings.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed",
+        auto_offset_reset="earliest", group_id=None, max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        latest: dict[bytes, bytes | None] = {}
+        idle = 0
+        # Transaction markers take offsets but carry no records: stop at the end offset, or when
+        # polls stop moving the position (the rest is markers).
+        while idle < 3:
+            position = await consumer.position(tp)
+            if position >= end:
+                break
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
+            for record in batch.get(tp, []):
+                if record.key is not None:
+                    latest[record.key] = record.value
+            idle = idle + 1 if await consumer.position(tp) == position else 0
+        return latest
+    finally:
+        await consumer.stop()
+

@@ -1,0 +1,94 @@
+"""Settings of every engine process, read from the environment (flags may override them)."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+__all__ = ["Settings"]
+
+MiB = 1024 * 1024
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    bootstrap_servers: str = "localhost:9092"
+    #: Every topic and consumer group name starts with this, so several deployments share a cluster.
+    topic_prefix: str = "headrace."
+    partitions: int = 8
+    replication_factor: int = 1
+    #: Largest payload (workflow input, event data, activity result) accepted, in bytes.
+    max_payload_bytes: int = MiB
+    #: Activities one worker process runs at once; past this it stops fetching (backpressure).
+    activity_concurrency: int = 64
+    #: Live workflow generators kept per engine process (sticky execution).
+    cache_size: int = 10_000
+    task_queue: str = "default"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        settings = cls(
+            bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or "localhost:9092",
+            topic_prefix=env.get("HEADRACE_TOPIC_PREFIX", "headrace."),
+            partitions=_int(env, "HEADRACE_PARTITIONS", 8),
+            replication_factor=_int(env, "HEADRACE_REPLICATION_FACTOR", 1),
+            max_payload_bytes=_int(env, "HEADRACE_MAX_PAYLOAD_BYTES", MiB),
+            activity_concurrency=_int(env, "HEADRACE_ACTIVITY_CONCURRENCY", 64),
+            cache_size=_int(env, "HEADRACE_CACHE_SIZE", 10_000),
+            task_queue=env.get("HEADRACE_TASK_QUEUE", "default"),
+            security_protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+            sasl_mechanism=env.get("KAFKA_SASL_MECHANISM") or None,
+            sasl_username=env.get("KAFKA_SASL_USERNAME") or None,
+            sasl_password=env.get("KAFKA_SASL_PASSWORD") or None,
+            ssl_cafile=env.get("KAFKA_SSL_CAFILE") or None,
+            ssl_certfile=env.get("KAFKA_SSL_CERTFILE") or None,
+            ssl_keyfile=env.get("KAFKA_SSL_KEYFILE") or None,
+        )
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection settings for any aiokafka client, security included."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            kwargs.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            context = ssl.create_default_context(cafile=self.ssl_cafile)
+            if self.ssl_certfile:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+            kwargs["ssl_context"] = context
+        return kwargs
