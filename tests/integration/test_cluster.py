@@ -97,6 +97,15 @@ async def test_acks_all_producer_keeps_writing_when_a_leader_is_killed(tmp_path,
             await consumer.stop()
         # Nothing lost, nothing duplicated (idempotent producer).
         assert sorted(int(v) for v in seen) == list(range(200))
+
+        # The killed node comes back from its own data and rejoins every partition's ISR.
+        local.start_node(victim)
+        async with asyncio.timeout(60):
+            while True:
+                rejoined = await _partition_leaders(bootstrap, topic)
+                if all(isr == [1, 2, 3] for _leader, isr in rejoined.values()):
+                    break
+                await asyncio.sleep(0.5)  # polling the ISR, bounded by the timeout above
     finally:
         stopped_at = time.monotonic()
         local.down(wipe=True)

@@ -105,6 +105,22 @@ def test_missing_maven_on_a_cold_cache_is_a_message(tmp_path, java_runtime):
     assert pids_mentioning(str(tmp_path)) == []
 
 
+def test_warm_cache_needs_no_maven(tmp_path, java_runtime):
+    from ops.kafka.jars import resolve_jars
+    from ops.kafka.paths import kafka_version
+
+    resolve_jars(kafka_version(), java_runtime)  # warm the cache the way `up` would
+    env = os.environ.copy()
+    # No Maven anywhere: a warm start must not need it, so it cannot download anything.
+    env["PATH"] = str(tmp_path / "empty-bin")
+    env["JAVA_HOME"] = str(java_runtime.executable.resolve().parent.parent)
+    env.pop("MAVEN_HOME", None)
+    result = headrace("kafka", "jars", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "already cached" in result.stderr
+    assert Path(result.stdout.strip(), f"kafka_2.13-{kafka_version()}.jar").is_file()
+
+
 def test_busy_port_is_reported(tmp_path, java_runtime):
     import socket
 
