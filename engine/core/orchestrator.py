@@ -116,7 +116,7 @@ class Orchestrator:
 
     def _start(self, state: InstanceState | None, message: cmd.StartWorkflow, now: datetime) -> TurnOutcome:
         iid = message.instance_id
-        if state is not None and state.execution_id == message.command_id:
+        if state is not None and state.run_id == message.command_id:
             return TurnOutcome(state, ignored="this start was applied already")
         if state is not None and not (state.is_terminal or state.status is RuntimeStatus.PENDING):
             outcome = TurnOutcome(state, ignored=f"an active workflow with ID '{iid}' already exists",
@@ -161,7 +161,7 @@ class Orchestrator:
         self.cache.discard(state.instance_id)
         outcome = TurnOutcome(None, purged=True)
         if message.recursive:
-            children = [e.instance_id for e in load_history() if isinstance(e, ev.ChildWorkflowCreated)]
+            children = state.children
             outcome.messages.extend(
                 cmd.PurgeWorkflow(instance_id=child, command_id=f"{message.command_id}:{child}")
                 for child in dict.fromkeys(children)

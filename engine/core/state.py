@@ -30,6 +30,8 @@ class InstanceState:
     name: str = ""
     status: RuntimeStatus = RuntimeStatus.PENDING
     execution_id: str = ""
+    #: The execution ID of the first generation: one run keeps it across continue-as-new.
+    run_id: str = ""
     input: str | None = None
     output: str | None = None
     custom_status: str | None = None
@@ -47,6 +49,8 @@ class InstanceState:
     pending_children: Mapping[int, str] = field(default_factory=lambda: _EMPTY)
     #: External events that arrived while the instance was paused, held for the resume.
     buffered_events: int = 0
+    #: Every child this generation started, finished or not: what a recursive purge reaches.
+    children: tuple[str, ...] = ()
 
     @property
     def is_terminal(self) -> bool:
@@ -135,6 +139,7 @@ class _Draft:
                 raise self.fail(event, f"no timer #{event.timer_id} is pending")
         elif isinstance(event, ev.ChildWorkflowCreated):
             self.children[event.event_id] = event.instance_id
+            self.changes["children"] = (*self.get("children"), event.instance_id)
         elif isinstance(event, (ev.ChildWorkflowCompleted, ev.ChildWorkflowFailed)):
             if self.children.pop(event.task_scheduled_id, None) is None:
                 raise self.fail(event, f"no child workflow task #{event.task_scheduled_id} is pending")
@@ -167,6 +172,7 @@ class _Draft:
             "name": event.name,
             "status": RuntimeStatus.RUNNING,
             "execution_id": event.execution_id,
+            "run_id": self.state.run_id if continuing else event.execution_id,
             "input": event.input,
             "output": None,
             "failure": None,
@@ -176,6 +182,7 @@ class _Draft:
             "completed_at": None,
             "parent": event.parent,
             "generation": self.state.generation + 1 if continuing else 0,
+            "children": (),
         }
         self.tasks.clear()
         self.timers.clear()

@@ -96,7 +96,7 @@ class DaprWorkflowClient:
     def _state(self, instance_id: str) -> InstanceState | None:
         seen = self._view.states.get(instance_id)
         sent = self._sent.get(instance_id)
-        if sent is not None and (seen is None or seen.execution_id != sent.execution_id):
+        if sent is not None and (seen is None or seen.run_id != sent.run_id):
             return sent
         self._sent.pop(instance_id, None)
         return seen
@@ -120,7 +120,7 @@ class DaprWorkflowClient:
         name = registered_name(workflow)
         self._send(cmd.StartWorkflow(instance_id=iid, command_id=command_id, name=name,
                                      input=self._payload("workflow input", input), scheduled_start=start_at))
-        self._sent[iid] = InstanceState(instance_id=iid, name=name, execution_id=command_id)
+        self._sent[iid] = InstanceState(instance_id=iid, name=name, execution_id=command_id, run_id=command_id)
         return iid
 
     def get_workflow_state(self, instance_id: str, *, fetch_payloads: bool = True) -> WorkflowState | None:
@@ -132,7 +132,7 @@ class DaprWorkflowClient:
         sent = self._sent.get(instance_id)
 
         def matches(state: InstanceState | None) -> bool:
-            if state is None or (sent is not None and state.execution_id != sent.execution_id):
+            if state is None or (sent is not None and state.run_id != sent.run_id):
                 return False
             return done(state)
 

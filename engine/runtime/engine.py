@@ -81,7 +81,8 @@ class Engine:
     async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
         timeout_ms = self._poll_timeout_ms()
         batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=2000)
-        if consumer.assignment():
+        assigned = {tp.partition for tp in consumer.assignment()}
+        if assigned and assigned <= set(self.owners):
             self.ready.set()
         by_partition: dict[int, dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = defaultdict(dict)
         for tp, records in batches.items():

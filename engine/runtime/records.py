@@ -48,6 +48,7 @@ def encode_state(state: InstanceState) -> bytes:
             "name": state.name,
             "status": state.status,
             "execution_id": state.execution_id,
+            "run_id": state.run_id,
             "input": state.input,
             "output": state.output,
             "custom_status": state.custom_status,
@@ -62,6 +63,7 @@ def encode_state(state: InstanceState) -> bytes:
             "pending_timers": dict(state.pending_timers),
             "pending_children": dict(state.pending_children),
             "buffered_events": state.buffered_events,
+            "children": state.children,
         },
         option=orjson.OPT_NON_STR_KEYS,
     )
@@ -94,6 +96,7 @@ def decode_state(data: bytes) -> InstanceState:
             name=raw["name"],
             status=RuntimeStatus(raw["status"]),
             execution_id=raw["execution_id"],
+            run_id=raw["run_id"],
             input=raw["input"],
             output=raw["output"],
             custom_status=raw["custom_status"],
@@ -110,6 +113,7 @@ def decode_state(data: bytes) -> InstanceState:
             ),
             pending_children=MappingProxyType({int(k): v for k, v in raw["pending_children"].items()}),
             buffered_events=raw["buffered_events"],
+            children=tuple(raw["children"]),
         )
     except DecodeError:
         raise

@@ -1,0 +1,156 @@
+"""Every workflow pattern, end to end on the real broker: engine, worker and client in one process."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+
+from engine import WorkflowStatus
+from engine.errors import InstanceExistsError, InstanceNotFoundError, InstanceNotTerminalError
+from engine.runtime.client import DaprWorkflowClient
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.kafka
+
+WAIT = 60
+
+
+def output(state: object) -> object:
+    assert state is not None
+    text = state.serialized_output  # type: ignore[attr-defined]
+    return None if text is None else orjson.loads(text)
+
+
+def test_chain(client: DaprWorkflowClient) -> None:
+    iid = client.schedule_new_workflow("chain", input="Ada")
+    state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
+    assert state is not None and state.runtime_status is WorkflowStatus.COMPLETED
+    assert output(state) == "Hello, Hello, Hello, Ada!!!"
+    assert orjson.loads(state.serialized_input or "null") == "Ada"
+
+
+def test_fan_out_fan_in(client: DaprWorkflowClient) -> None:
+    iid = client.schedule_new_workflow("fan_out", input=list(range(10)))
+    assert output(client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)) == sum(n * n for n in range(10))
+
+
+def test_parent_with_children(client: DaprWorkflowClient) -> None:
+    iid = client.schedule_new_workflow("parent", input=["a", "b", "c"])
+    result = output(client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT))
+    assert result == [f"Hello, Hello, Hello, {n}!!!" for n in "abc"]
+    # Children get Dapr's default IDs: parent ID, a colon, the task's sequence number in 4 hex digits.
+    child = client.get_workflow_state(f"{iid}:0000")
+    assert child is not None and child.runtime_status is WorkflowStatus.COMPLETED
+
+
+def test_approval_event_and_timeout(client: DaprWorkflowClient) -> None:
+    approved = client.schedule_new_workflow("order_approval", input={"id": 1, "amount": 5, "timeout_s": 60})
+    client.wait_for_workflow_start(approved, timeout_in_seconds=WAIT)
+    eventually(lambda: (s := client.get_workflow_state(approved)) is not None
+               and s.serialized_custom_status == '"waiting for approval"')
+    client.raise_workflow_event(approved, "approval", data=True)
+    assert output(client.wait_for_workflow_completion(approved, timeout_in_seconds=WAIT))["status"] == "approved"  # type: ignore[index]
+
+    timed_out = client.schedule_new_workflow("order_approval", input={"id": 2, "timeout_s": 0.5})
+    result = output(client.wait_for_workflow_completion(timed_out, timeout_in_seconds=WAIT))
+    assert result == {"order": 2, "status": "cancelled: no approval in time"}
+
+
+def test_monitor_continues_as_new(client: DaprWorkflowClient) -> None:
+    iid = client.schedule_new_workflow("monitor", input={"max_checks": 3, "interval_s": 0.2})
+    assert output(client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)) == {"checks": 3, "healthy": True}
+
+
+def test_retries_with_backoff(client: DaprWorkflowClient) -> None:
+    recovered = client.schedule_new_workflow("retrying", input=2)
+    assert output(client.wait_for_workflow_completion(recovered, timeout_in_seconds=WAIT)) == "ok after 3"
+    exhausted = client.schedule_new_workflow("retrying", input=5)
+    assert output(client.wait_for_workflow_completion(exhausted, timeout_in_seconds=WAIT)) == "gave up: attempt 3 fails"
+
+
+def test_durable_timer_fires_on_time(client: DaprWorkflowClient) -> None:
+    iid = client.schedule_new_workflow("sleeper", input=1.0)
+    elapsed = output(client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT))
+    assert isinstance(elapsed, float) and 1.0 <= elapsed < 2.0
+
+
+def test_events_before_and_after_the_wait(client: DaprWorkflowClient) -> None:
+    iid = client.schedule_new_workflow("waiter", input=["first", "second"])
+    client.wait_for_workflow_start(iid, timeout_in_seconds=WAIT)
+    # "second" arrives before anyone waits for it and is kept; names compare case-insensitively.
+    client.raise_workflow_event(iid, "SECOND", data=2)
+    client.raise_workflow_event(iid, "first", data=1)
+    assert output(client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)) == [1, 2]
+
+
+def test_pause_buffers_events_until_resume(client: DaprWorkflowClient) -> None:
+    iid = client.schedule_new_workflow("waiter", input=["go"])
+    client.wait_for_workflow_start(iid, timeout_in_seconds=WAIT)
+    client.pause_workflow(iid)
+    eventually(lambda: client.get_workflow_state(iid).runtime_status is WorkflowStatus.SUSPENDED)  # type: ignore[union-attr]
+    client.raise_workflow_event(iid, "go", data="held")
+    # Wait until the engine has recorded the event (its state moves), then check it was held.
+    eventually(lambda: client._view.states[iid].buffered_events == 1)
+    assert client.get_workflow_state(iid).runtime_status is WorkflowStatus.SUSPENDED  # type: ignore[union-attr]
+    client.resume_workflow(iid)
+    assert output(client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)) == ["held"]
+
+
+def test_terminate_is_recursive(client: DaprWorkflowClient) -> None:
+    iid = client.schedule_new_workflow("tree", input=2)
+    leaves = [f"{iid}:0000:0000", f"{iid}:0000:0001", f"{iid}:0001:0000", f"{iid}:0001:0001"]
+    eventually(lambda: all((s := client.get_workflow_state(leaf)) is not None
+                           and s.runtime_status is WorkflowStatus.RUNNING for leaf in leaves))
+    client.terminate_workflow(iid)
+    state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
+    assert state is not None and state.runtime_status is WorkflowStatus.TERMINATED
+    for leaf in leaves:
+        leaf_state = client.wait_for_workflow_completion(leaf, timeout_in_seconds=WAIT)
+        assert leaf_state is not None and leaf_state.runtime_status is WorkflowStatus.TERMINATED
+    # Terminating a finished instance changes nothing.
+    client.terminate_workflow(iid)
+    assert client.get_workflow_state(iid).runtime_status is WorkflowStatus.TERMINATED  # type: ignore[union-attr]
+
+
+def test_purge_is_recursive_and_refused_while_running(client: DaprWorkflowClient) -> None:
+    running = client.schedule_new_workflow("waiter", input=["never"])
+    client.wait_for_workflow_start(running, timeout_in_seconds=WAIT)
+    with pytest.raises(InstanceNotTerminalError):
+        client.purge_workflow(running)
+
+    iid = client.schedule_new_workflow("parent", input=["x"])
+    client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
+    client.purge_workflow(iid)
+    eventually(lambda: client.get_workflow_state(iid) is None and client.get_workflow_state(f"{iid}:0000") is None)
+    with pytest.raises(InstanceNotFoundError):
+        client.raise_workflow_event(iid, "x")
+
+
+def test_start_over_running_refused_over_finished_replaces(client: DaprWorkflowClient) -> None:
+    iid = f"reuse-{uuid.uuid4().hex[:8]}"
+    client.schedule_new_workflow("waiter", input=["go"], instance_id=iid)
+    client.wait_for_workflow_start(iid, timeout_in_seconds=WAIT)
+    with pytest.raises(InstanceExistsError):
+        client.schedule_new_workflow("chain", input="x", instance_id=iid)
+    client.raise_workflow_event(iid, "go", data=1)
+    client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
+    client.schedule_new_workflow("chain", input="again", instance_id=iid)
+    state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
+    assert state is not None and state.name == "chain" and output(state) == "Hello, Hello, Hello, again!!!"
+
+
+def test_unknown_workflow_fails_naming_it(client: DaprWorkflowClient) -> None:
+    iid = client.schedule_new_workflow("no_such_workflow")
+    state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
+    assert state is not None and state.runtime_status is WorkflowStatus.FAILED
+    assert state.failure_details is not None and "no_such_workflow" in state.failure_details.message
+    assert state.serialized_output is None
+
+
+def test_unknown_activity_fails_the_task_naming_it(client: DaprWorkflowClient) -> None:
+    iid = client.schedule_new_workflow("missing_activity")
+    state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
+    assert state is not None and state.runtime_status is WorkflowStatus.FAILED
+    assert state.failure_details is not None and "no_such_activity" in state.failure_details.message
