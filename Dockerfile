@@ -18,6 +18,10 @@ RUN mkdir -p engine api ops \
 COPY engine ./engine
 COPY api ./api
 COPY ops ./ops
+# Workflow apps are imported by reference (`--app examples.app:runtime`); /app is on the path
+# so the bundled examples, or an app mounted under /app, can be found.
+COPY examples ./examples
+ENV PYTHONPATH=/app
 RUN pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /app headrace
 

@@ -57,7 +57,16 @@ def test_services_and_ports():
         assert services[name]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
         assert services[name]["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert "3500:3500" in services["api"]["ports"]
-    assert (ROOT / "Dockerfile").is_file()
+
+
+def test_dockerfile_copies_what_the_services_import():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    spec = yaml.safe_load(COMPOSE_FILE.read_text())
+    for name in ("engine", "worker"):
+        app = spec["services"][name]["command"][-1]
+        package = app.split(".", 1)[0]
+        assert (ROOT / package).is_dir()
+        assert f"COPY {package} ./{package}" in dockerfile
 
 
 def test_compose_kafka_version_matches_local_broker():
