@@ -155,7 +155,7 @@ class PartitionOwner:
         try:
             if record.value is None:
                 raise DecodeError("empty record")
-            if len(record.value) > self.settings.max_payload_bytes + 65536:
+            if len(record.value) > self.settings.max_payload_bytes + 8192:  # room for the envelope
                 raise DecodeError(f"record of {len(record.value)} bytes is over the payload limit")
             message = MESSAGES.decode(record.value)
             expected_key = message.instance_id.encode()
@@ -167,15 +167,24 @@ class PartitionOwner:
                         encode_dead_letter(str(exc), topic, record.partition, record.offset, record.key,
                                            record.value))
             return
-        self._apply(message, pending)
+        outcome = self._apply(message, pending)
+        refused = outcome.rejected or (self.states.get(message.instance_id) is None and not outcome.changed
+                                       and isinstance(message, cmd.Command))
+        if refused and outcome.ignored is not None:
+            # A command that could not apply (unknown instance, refused start or purge) is kept with
+            # its reason, so whoever produced it can find out; results and firings are dropped.
+            pending.add(self.topics.dead_letter, record.key or b"",
+                        encode_dead_letter(outcome.ignored, topic, record.partition, record.offset, record.key,
+                                           record.value))
 
-    def _apply(self, message: cmd.InstanceMessage, pending: _Pending) -> None:
+    def _apply(self, message: cmd.InstanceMessage, pending: _Pending) -> TurnOutcome:
         iid = message.instance_id
         outcome = self.orchestrator.handle(self.states.get(iid), message, utcnow(), lambda: self.histories.get(iid, []))
         self.processed += 1
         if outcome.ignored is not None:
             log.debug("%s for %s changed nothing: %s", type(message).__name__, iid, outcome.ignored)
         self._stage(iid, outcome, pending)
+        return outcome
 
     def _stage(self, iid: str, outcome: TurnOutcome, pending: _Pending) -> None:
         key = iid.encode()
