@@ -13,10 +13,12 @@ from .errors import HeadraceError, NonDeterminismError
 from .sdk.activity import WorkflowActivityContext
 from .sdk.registry import alternate_name
 from .sdk.runtime import WorkflowRuntime
+from .runtime.client import DaprWorkflowClient
 from .sdk.state import WorkflowState, WorkflowStatus
 
 __all__ = [
     "WorkflowRuntime",
+    "DaprWorkflowClient",
     "DaprWorkflowContext",
     "WorkflowContext",
     "WorkflowActivityContext",

@@ -35,7 +35,7 @@ class DaprWorkflowClient:
     """
 
     def __init__(self, host: str | None = None, port: str | None = None, logger_options: Any = None,
-                 *, settings: Settings | None = None) -> None:
+                 max_grpc_message_length: int | None = None, *, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.topics = Topics.for_settings(self.settings)
         self._loop = asyncio.new_event_loop()

@@ -82,8 +82,9 @@ class Engine:
         timeout_ms = self._poll_timeout_ms()
         batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=2000)
         assigned = {tp.partition for tp in consumer.assignment()}
-        if assigned and assigned <= set(self.owners):
+        if assigned and assigned <= set(self.owners) and not self.ready.is_set():
             self.ready.set()
+            log.info("engine ready: owns partitions %s", sorted(assigned))
         by_partition: dict[int, dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = defaultdict(dict)
         for tp, records in batches.items():
             by_partition[tp.partition][tp] = records

@@ -20,8 +20,25 @@ class WorkflowRuntime:
     module written for Dapr constructs it unchanged.
     """
 
-    def __init__(self, host: str | None = None, port: str | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        host: str | None = None,
+        port: str | None = None,
+        logger_options: Any = None,
+        interceptors: Any = None,
+        maximum_concurrent_activity_work_items: int | None = None,
+        maximum_concurrent_orchestration_work_items: int | None = None,
+        maximum_thread_pool_workers: int | None = None,
+        **settings: Any,
+    ) -> None:
+        """Dapr's arguments are accepted; the ones with a meaning here map onto Headrace settings.
+
+        Any other keyword is a Headrace setting (see `engine.runtime.settings.Settings`), e.g.
+        `bootstrap_servers=` or `topic_prefix=`.
+        """
         self.registry = Registry()
+        if maximum_concurrent_activity_work_items is not None:
+            settings.setdefault("activity_concurrency", maximum_concurrent_activity_work_items)
         self._settings = settings
         self._host: Any = None
 

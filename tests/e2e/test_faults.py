@@ -179,3 +179,31 @@ def test_two_engines_two_workers_survive_losing_one_of_each(fresh: Settings, tmp
     finally:
         for proc in procs:
             proc.stop()
+
+
+def test_timer_due_during_downtime_fires_at_once_after_restart(fresh: Settings, tmp_path: Path) -> None:
+    import time
+
+    asyncio.run(ensure_topics(fresh))
+    engine = Process("engine", fresh, tmp_path)
+    worker = Process("worker", fresh, tmp_path)
+    try:
+        with DaprWorkflowClient(settings=fresh) as client:
+            iid = client.schedule_new_workflow("sleeper", input=2.0)
+            eventually(lambda: bool(client._view.states[iid].pending_timers), timeout=WAIT)
+            due = next(iter(client._view.states[iid].pending_timers.values())).timestamp()
+            engine.kill()
+            # The timer falls due while no engine runs.
+            eventually(lambda: time.time() > due + 1.0, timeout=10)
+            engine = Process("engine", fresh, tmp_path)
+            state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
+            assert state is not None and state.runtime_status is WorkflowStatus.COMPLETED
+            fired_at = client._view.states[iid].completed_at
+            assert fired_at is not None
+            # Overdue timers fire as soon as the partition is owned again, once.
+            assert fired_at.timestamp() > due + 1.0
+        report = audit(asyncio.run(read_history(fresh)))
+        assert report.violations == []
+    finally:
+        engine.stop()
+        worker.stop()
