@@ -74,7 +74,8 @@ class Codec:
             known = ", ".join(sorted(self._classes))
             raise DecodeError(f"unknown message type {type_name!r}; expected one of: {known}")
         version = data.get("version")
-        if version != cls.VERSION:
+        # `true == 1` in Python, but not in JSON Schema's `const`: refuse it as the schema does.
+        if isinstance(version, bool) or version != cls.VERSION:
             raise DecodeError(
                 f"{type_name}: unsupported schema version {version!r}; this engine reads version {cls.VERSION}"
             )

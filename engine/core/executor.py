@@ -59,6 +59,17 @@ _NEVER_BUFFERED = (
 )
 
 
+# Events that record what the code did. They are matched against the code even after it finished:
+# steps it took before finishing are in history, and a step it no longer takes is non-determinism.
+_RECORDING = (
+    ev.TaskScheduled,
+    ev.TimerCreated,
+    ev.ChildWorkflowCreated,
+    ev.ExecutionCompleted,
+    ev.ContinuedAsNew,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class TurnResult:
     """What one turn of the workflow code asks for."""
@@ -90,13 +101,17 @@ class WorkflowExecution:
         self._retry_timers: dict[int, ActivityTask[Any]] = {}
         self._event_timeouts: dict[int, ExternalEventTask[Any]] = {}
         self._waiters: dict[str, deque[ExternalEventTask[Any]]] = {}
-        self._inbox: dict[str, deque[ev.EventRaised]] = {}
+        # Events nobody waited for yet, by name, each with its arrival number: the events a live
+        # run receives are not numbered yet (seq -1), so `seq` cannot order them.
+        self._inbox: dict[str, deque[tuple[int, ev.EventRaised]]] = {}
+        self._arrivals = 0
         self._suspended = False
         self._suspended_buffer: list[ev.HistoryEvent] = []
         self._generator: Generator[Any, Any, Any] | None = None
         self._current: Task[Any] | None = None
         self._completion: CompleteWorkflow | None = None
         self._completion_recorded = False
+        self._diverged = False
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -157,7 +172,7 @@ class WorkflowExecution:
         task: ExternalEventTask[Any] = ExternalEventTask(name)
         inbox = self._inbox.get(key)
         if inbox:
-            task.complete(load_payload(inbox.popleft().input))
+            task.complete(load_payload(inbox.popleft()[1].input))
             return task
         if timeout is not None and not (isinstance(timeout, timedelta) and timeout < timedelta(0)):
             due = self._due(timeout)
@@ -175,8 +190,8 @@ class WorkflowExecution:
             return
         carryover: tuple[ev.EventRaised, ...] = ()
         if save_events:
-            pending = [e for inbox in self._inbox.values() for e in inbox]
-            carryover = tuple(sorted(pending, key=lambda e: e.seq))
+            pending = sorted(item for inbox in self._inbox.values() for item in inbox)
+            carryover = tuple(event for _, event in pending)
         self._complete(RuntimeStatus.CONTINUED_AS_NEW, result=dump_payload(new_input), carryover=carryover)
 
     def new_uuid(self) -> str:
@@ -193,6 +208,10 @@ class WorkflowExecution:
         try:
             self._dispatch(event)
         except NonDeterminismError as exc:
+            if self._completion is not None and not (self._completion_recorded or self._diverged):
+                # The ending the code reached is not in history: report the mismatch instead.
+                self._completion = None
+            self._diverged = True
             self._fail(exc)
 
     def _dispatch(self, event: ev.HistoryEvent) -> None:  # noqa: C901 - one branch per event type
@@ -200,8 +219,8 @@ class WorkflowExecution:
             self.current_utc_datetime = event.timestamp
         elif isinstance(event, ev.ExecutionStarted):
             self._start(event)
-        elif self._completion is not None and not isinstance(event, (ev.ExecutionCompleted, ev.ContinuedAsNew)):
-            return  # the code has finished; later events change nothing
+        elif self._completion is not None and not isinstance(event, _RECORDING):
+            return  # the code has finished; later inputs change nothing
         elif isinstance(event, ev.TaskScheduled):
             self._match(event, ScheduleTask, event.name, f"call_activity('{event.name}')")
         elif isinstance(event, ev.TimerCreated):
@@ -252,6 +271,9 @@ class WorkflowExecution:
 
     def _match(self, event: ev.HistoryEvent, kind: type[Action], name: str | None, recorded: str) -> None:
         action = self._pending_actions.pop(event.event_id, None)
+        ending = self._completion
+        if action is None and ending is not None and ending.id == event.event_id:
+            action = ending  # the code now ends where history says it took a step
         if action is None:
             raise NonDeterminismError(
                 f"workflow '{self._name}' (instance '{self.instance_id}') is not deterministic: history step "
@@ -319,7 +341,8 @@ class WorkflowExecution:
         if waiters:
             waiters.popleft().complete(load_payload(event.input))
         else:
-            self._inbox.setdefault(key, deque()).append(event)
+            self._inbox.setdefault(key, deque()).append((self._arrivals, event))
+            self._arrivals += 1
 
     # -- the generator -----------------------------------------------------------------------
 
@@ -340,9 +363,11 @@ class WorkflowExecution:
             yielded = send()
         except StopIteration as stop:
             self._finish(stop.value)
+            self._close()  # ended: forget it, also when continue_as_new ended the run first
             return
         except Exception as exc:  # noqa: BLE001 - user code: any failure fails the instance
             self._fail(exc)
+            self._close()
             return
         if self._completion is not None:
             self._close()
@@ -381,7 +406,12 @@ class WorkflowExecution:
         self._close()
 
     def _close(self) -> None:
-        gen, self._generator, self._current = self._generator, None, None
+        gen = self._generator
+        if gen is not None and inspect.getgeneratorstate(gen) == inspect.GEN_RUNNING:
+            # Called from inside the workflow code (continue_as_new): a running generator cannot be
+            # closed, so `_advance` closes it when the code next yields or returns.
+            return
+        self._generator, self._current = None, None
         if gen is not None:
             gen.close()
 

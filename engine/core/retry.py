@@ -19,7 +19,7 @@ class RetryPolicy:
         max_number_of_attempts: total attempts including the first (>= 1).
         backoff_coefficient: each delay is the previous one times this (>= 1; default 1).
         max_retry_interval: cap on any one delay (>= 0).
-        retry_timeout: no retry starts once this much time has passed since the first attempt.
+        retry_timeout: no retry starts this long or longer after the first attempt.
     """
 
     __slots__ = (
@@ -86,14 +86,20 @@ class RetryPolicy:
     def next_delay(self, *, attempt: int, first_attempt_at: datetime, now: datetime) -> timedelta | None:
         """The delay before the next attempt, or None when the policy gives up.
 
-        It gives up after `max_number_of_attempts` attempts, and once `retry_timeout` has passed
-        since the first attempt was scheduled (measured in history time, at the failure).
+        It gives up after `max_number_of_attempts` attempts, and when the next attempt would start
+        at or after `retry_timeout` from the first attempt (history time: the failure's turn time
+        plus the delay). As in durabletask, where the next start is the first attempt plus the sum
+        of the delays: the same when attempts take no time.
         """
         if attempt >= self._max_number_of_attempts:
             return None
-        if self._retry_timeout is not None and now >= first_attempt_at + self._retry_timeout:
+        delay = self.delay_after(attempt)
+        # Checking `now` alone would let a retry start after the timeout (failed at 7s of 10s,
+        # next delay 8s: the retry would run at 15s).
+        timeout = self._retry_timeout
+        if timeout is not None and now + delay >= first_attempt_at + timeout:
             return None
-        return self.delay_after(attempt)
+        return delay
 
     def __repr__(self) -> str:
         return (

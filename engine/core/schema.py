@@ -95,11 +95,9 @@ def _type_schema(hint: Any, defs: dict[str, Any]) -> dict[str, Any]:
         name = hint.__name__
         if name not in defs:
             defs[name] = {}  # placeholder first: types may refer to themselves
-            body = _object_schema(hint, defs)  # type: ignore[arg-type]
-            if hasattr(hint, "VERSION"):  # a full message nested in another (carryover events)
-                body["properties"] = {"type": {"const": name}, "version": {"const": hint.VERSION},
-                                      **body["properties"]}
-            defs[name] = body
+            # Nested values, messages included (carryover events), are written as their fields
+            # only, without "type" and "version": the enclosing field says what they are.
+            defs[name] = _object_schema(hint, defs)  # type: ignore[arg-type]
         return {"$ref": f"#/$defs/{name}"}
     raise TypeError(f"no JSON Schema for {hint!r}")
 

@@ -158,15 +158,22 @@ class _CompositeTask(Task[T]):
 class WhenAllTask(_CompositeTask[list[Any]]):
     """Completes with every child's result, in order; fails with the first failure once all settled."""
 
-    __slots__ = ()
+    __slots__ = ("_first_failure",)
+
+    def __init__(self, children: Sequence[Task[Any]]) -> None:
+        # Set before the base class counts children that are already complete.
+        self._first_failure: BaseException | None = None
+        super().__init__(children)
 
     def _on_child_settled(self, child: Task[Any]) -> None:
         self._settled += 1
+        # The first failure in time (as durabletask's WhenAllTask keeps it), not in list order.
+        if child.is_failed and self._first_failure is None:
+            self._first_failure = child.get_exception()
         if self._settled < len(self._children):
             return
-        failed = next((c for c in self._children if c.is_failed), None)
-        if failed is not None:
-            self._settle(None, failed.get_exception())
+        if self._first_failure is not None:
+            self._settle(None, self._first_failure)
         else:
             self._settle([c._result for c in self._children], None)
 

@@ -50,12 +50,16 @@ class Registry:
     @staticmethod
     def _add(table: dict[str, Callable[..., Any]], kind: str, fn: Callable[..., Any], name: str | None) -> str:
         if not callable(fn):
-            raise RegistrationError(f"a {kind} must be callable, not {type(fn).__name__}")
+            raise RegistrationError(f"{_a(kind)} must be callable, not {type(fn).__name__}")
         if name is not None:
             _set_name(fn, name)
         key = name or registered_name(fn)
         existing = table.get(key)
         if existing is not None and existing is not fn:
-            raise RegistrationError(f"a {kind} named '{key}' is already registered")
+            raise RegistrationError(f"{_a(kind)} named '{key}' is already registered")
         table[key] = fn
         return key
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"

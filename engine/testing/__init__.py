@@ -40,6 +40,10 @@ __all__ = ["WorkflowTestEnvironment", "FakeClock"]
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
+def _random_id() -> str:
+    return uuid.uuid4().hex
+
+
 class FakeClock:
     def __init__(self, start: datetime = DEFAULT_START) -> None:
         self.now = start
@@ -56,12 +60,20 @@ class WorkflowTestEnvironment:
     Args:
         runtime: the `WorkflowRuntime` (or bare `Registry`) with the workflows and activities.
         cache_size: live executions kept; 0 replays every turn from history (a good stress test).
+        ids: makes the IDs the client would make at random (instance and command IDs, and so
+            execution IDs); pass a counter to get the same histories on every run.
     """
 
     def __init__(
-        self, runtime: WorkflowRuntime | Registry, *, start: datetime = DEFAULT_START, cache_size: int = 1000
+        self,
+        runtime: WorkflowRuntime | Registry,
+        *,
+        start: datetime = DEFAULT_START,
+        cache_size: int = 1000,
+        ids: Callable[[], str] | None = None,
     ) -> None:
         self.registry = runtime.registry if isinstance(runtime, WorkflowRuntime) else runtime
+        self._new_id: Callable[[], str] = ids or _random_id
         self.clock = FakeClock(start)
         self.orchestrator = Orchestrator(self.registry.get_workflow, ExecutionCache(cache_size))
         self.states: dict[str, InstanceState] = {}
@@ -80,38 +92,38 @@ class WorkflowTestEnvironment:
     def schedule_new_workflow(
         self, workflow: Callable[..., Any] | str, *, input: Any = None, instance_id: str | None = None
     ) -> str:
-        iid = instance_id or uuid.uuid4().hex
+        iid = instance_id or self._new_id()
         state = self.states.get(iid)
         if state is not None and not state.is_terminal:
             raise InstanceExistsError(iid)
         self._command(cmd.StartWorkflow(
-            instance_id=iid, command_id=uuid.uuid4().hex, name=registered_name(workflow), input=dump_payload(input)
+            instance_id=iid, command_id=self._new_id(), name=registered_name(workflow), input=dump_payload(input)
         ))
         return iid
 
     def raise_workflow_event(self, instance_id: str, event_name: str, *, data: Any = None) -> None:
         self._require(instance_id)
-        self._command(cmd.RaiseEvent(instance_id=instance_id, command_id=uuid.uuid4().hex, name=event_name,
+        self._command(cmd.RaiseEvent(instance_id=instance_id, command_id=self._new_id(), name=event_name,
                                   input=dump_payload(data)))
 
     def pause_workflow(self, instance_id: str) -> None:
         self._require(instance_id)
-        self._command(cmd.SuspendWorkflow(instance_id=instance_id, command_id=uuid.uuid4().hex))
+        self._command(cmd.SuspendWorkflow(instance_id=instance_id, command_id=self._new_id()))
 
     def resume_workflow(self, instance_id: str) -> None:
         self._require(instance_id)
-        self._command(cmd.ResumeWorkflow(instance_id=instance_id, command_id=uuid.uuid4().hex))
+        self._command(cmd.ResumeWorkflow(instance_id=instance_id, command_id=self._new_id()))
 
     def terminate_workflow(self, instance_id: str, *, output: Any = None, recursive: bool = True) -> None:
         self._require(instance_id)
-        self._command(cmd.TerminateWorkflow(instance_id=instance_id, command_id=uuid.uuid4().hex,
+        self._command(cmd.TerminateWorkflow(instance_id=instance_id, command_id=self._new_id(),
                                          output=dump_payload(output), recursive=recursive))
 
     def purge_workflow(self, instance_id: str, recursive: bool = True) -> None:
         state = self._require(instance_id)
         if not state.is_terminal:
             raise InstanceNotTerminalError(instance_id, state.status.value)
-        self._command(cmd.PurgeWorkflow(instance_id=instance_id, command_id=uuid.uuid4().hex, recursive=recursive))
+        self._command(cmd.PurgeWorkflow(instance_id=instance_id, command_id=self._new_id(), recursive=recursive))
 
     def get_workflow_state(self, instance_id: str, *, fetch_payloads: bool = True) -> WorkflowState | None:
         state = self.states.get(instance_id)
