@@ -1,0 +1,423 @@
+"""Orchestrator.handle: one message in, one instance's turn out (events, state, effects)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from support import at, check_replay_turns
+
+from engine.core import commands as cmd
+from engine.core import events as ev
+from engine.core.cache import ExecutionCache
+from engine.core.orchestrator import Orchestrator, TurnOutcome
+from engine.core.state import InstanceState, fold_all
+from engine.core.values import FailureDetails, ParentInstance, RuntimeStatus
+
+
+class Harness:
+    """Keeps states and histories the way a backend would, and counts history loads."""
+
+    def __init__(self, workflows: dict, cache_size: int = 100) -> None:
+        self.workflows = dict(workflows)
+        self.orchestrator = Orchestrator(
+            lambda name: self.workflows.get(name), ExecutionCache(cache_size)
+        )
+        self.states: dict[str, InstanceState] = {}
+        self.histories: dict[str, list[ev.HistoryEvent]] = {}
+        self.loads = 0
+
+    def handle(self, message: cmd.InstanceMessage, t: float = 0) -> TurnOutcome:
+        iid = message.instance_id
+
+        def load():
+            self.loads += 1
+            return list(self.histories.get(iid, []))
+
+        outcome = self.orchestrator.handle(self.states.get(iid), message, at(t), load)
+        if outcome.purged:
+            self.states.pop(iid, None)
+            self.histories.pop(iid, None)
+        if outcome.state is not None:
+            if outcome.history_reset:
+                self.histories[iid] = []
+            self.histories.setdefault(iid, []).extend(outcome.events)
+            self.states[iid] = outcome.state
+            # The state is always the fold of the history.
+            assert (
+                fold_all(InstanceState(instance_id=iid), self.histories[iid]).pending_tasks
+                == outcome.state.pending_tasks
+            )
+        return outcome
+
+
+def start(iid="i1", name="wf", command_id="c1", input=None, parent=None) -> cmd.StartWorkflow:
+    return cmd.StartWorkflow(
+        instance_id=iid, command_id=command_id, name=name, input=input, parent=parent
+    )
+
+
+def result(iid, task_id, value=None, execution_id="c1", failure=None) -> cmd.ActivityResult:
+    return cmd.ActivityResult(
+        instance_id=iid, execution_id=execution_id, task_id=task_id, result=value, failure=failure
+    )
+
+
+def two_steps(ctx, x):
+    a = yield ctx.call_activity("a", input=x)
+    b = yield ctx.call_activity("b", input=a)
+    return b
+
+
+def sleeper(ctx):
+    yield ctx.create_timer(timedelta(seconds=10))
+    return "slept"
+
+
+def waiter(ctx):
+    return (yield ctx.wait_for_external_event("go"))
+
+
+def parent_wf(ctx):
+    return (yield ctx.call_child_workflow("waiter"))
+
+
+class Test_start:
+    def test_records_the_first_turn_and_hands_out_work(self):
+        h = Harness({"wf": two_steps})
+        outcome = h.handle(start(input="1"), t=3)
+        assert outcome.history_reset
+        assert outcome.changed
+        assert outcome.ignored is None
+        assert [type(e).__name__ for e in outcome.events] == [
+            "WorkflowStarted",
+            "ExecutionStarted",
+            "TaskScheduled",
+            "WorkflowCompleted",
+        ]
+        assert [e.seq for e in outcome.events] == [0, 1, 2, 3]
+        assert all(e.timestamp == at(3) for e in outcome.events)
+        assert outcome.work_items == [
+            cmd.ActivityWorkItem(
+                instance_id="i1", execution_id="c1", task_id=0, name="a", input="1"
+            )
+        ]
+        state = outcome.state
+        assert state is not None
+        assert state.status is RuntimeStatus.RUNNING
+        assert state.execution_id == "c1"
+        assert state.pending_tasks == {0: "a"}
+
+    def test_the_same_start_twice_changes_nothing(self):
+        h = Harness({"wf": two_steps})
+        h.handle(start())
+        again = h.handle(start())
+        assert not again.changed
+        assert again.work_items == []
+        assert not again.rejected
+        assert again.ignored == "this start was applied already"
+
+    def test_start_over_a_running_instance_is_refused(self):
+        h = Harness({"wf": two_steps})
+        h.handle(start())
+        refused = h.handle(start(command_id="c2"))
+        assert refused.rejected
+        assert not refused.changed
+        assert refused.ignored == "an active workflow with ID 'i1' already exists"
+        assert refused.state is not None
+        assert refused.state.execution_id == "c1"
+
+    def test_a_child_refused_tells_its_parent(self):
+        h = Harness({"wf": two_steps})
+        h.handle(start(iid="kid"))
+        parent = ParentInstance(instance_id="p", name="pwf", task_scheduled_id=3, execution_id="pe")
+        refused = h.handle(start(iid="kid", command_id="c2", parent=parent))
+        (message,) = refused.messages
+        assert isinstance(message, cmd.ChildResult)
+        assert (message.instance_id, message.execution_id, message.task_id) == ("p", "pe", 3)
+        assert message.failure is not None
+        assert message.failure.error_type == "WorkflowAlreadyExistsError"
+
+    def test_start_over_a_finished_instance_replaces_it(self):
+        h = Harness({"wf": two_steps, "plain": lambda ctx: "done"})
+        h.handle(start(name="plain"))
+        assert h.states["i1"].status is RuntimeStatus.COMPLETED
+        again = h.handle(start(command_id="c2", input='"x"'), t=50)
+        assert again.history_reset
+        assert again.state is not None
+        assert again.state.execution_id == "c2"
+        assert again.state.name == "wf"
+        assert again.state.created_at == at(50)
+        assert again.state.output is None
+        assert h.histories["i1"][0].seq == 0
+        assert len(h.histories["i1"]) == 4
+
+    def test_unknown_workflow_fails_naming_it(self):
+        h = Harness({})
+        outcome = h.handle(start(name="ghost"))
+        state = outcome.state
+        assert state is not None
+        assert state.status is RuntimeStatus.FAILED
+        assert state.failure is not None
+        assert state.failure.error_type == "UnknownWorkflowError"
+        assert "'ghost'" in state.failure.message
+        assert isinstance(outcome.events[-1], ev.ExecutionCompleted)
+
+
+class Test_results:
+    def test_result_advances_and_duplicate_is_ignored(self):
+        h = Harness({"wf": two_steps})
+        h.handle(start(input="1"))
+        outcome = h.handle(result("i1", 0, '"A"'), t=1)
+        assert [type(e).__name__ for e in outcome.events] == [
+            "WorkflowStarted",
+            "TaskCompleted",
+            "TaskScheduled",
+            "WorkflowCompleted",
+        ]
+        assert outcome.work_items[0].input == '"A"'
+        assert outcome.work_items[0].task_id == 1
+        again = h.handle(result("i1", 0, '"A"'), t=2)
+        assert not again.changed
+        assert again.work_items == []
+        assert again.ignored == "activity task #0 is not pending (a repeated or late result)"
+
+    def test_result_for_an_earlier_execution_is_stale(self):
+        h = Harness({"wf": two_steps})
+        h.handle(start())
+        stale = h.handle(result("i1", 0, execution_id="old"))
+        assert stale.ignored == "addressed to an earlier execution of the instance"
+        assert not stale.changed
+
+    def test_failure_is_recorded_as_task_failed(self):
+        h = Harness({"wf": two_steps})
+        h.handle(start())
+        failure = FailureDetails(error_type="E", message="m")
+        outcome = h.handle(result("i1", 0, failure=failure), t=1)
+        assert any(isinstance(e, ev.TaskFailed) and e.failure == failure for e in outcome.events)
+        assert outcome.state is not None
+        assert outcome.state.status is RuntimeStatus.FAILED
+
+    def test_timer_request_firing_and_refiring(self):
+        h = Harness({"wf": sleeper})
+        (timer,) = h.handle(start(name="wf")).timers
+        assert timer.firing == cmd.TimerFiring(
+            instance_id="i1", execution_id="c1", timer_id=0, fire_at=at(10)
+        )
+        fired = h.handle(timer.firing, t=10)
+        assert fired.state is not None
+        assert fired.state.output == '"slept"'
+        again = h.handle(timer.firing, t=11)
+        assert again.ignored == "instance 'i1' is COMPLETED"
+
+    def test_message_for_a_missing_instance(self):
+        outcome = Harness({}).handle(result("nobody", 0))
+        assert outcome.state is None
+        assert outcome.ignored == "no workflow instance 'nobody' exists"
+
+    def test_work_for_a_finished_generation_is_not_handed_out(self):
+        def fire_and_forget(ctx):
+            ctx.call_activity("never_awaited")
+            return "done"
+
+        h = Harness({"wf": fire_and_forget})
+        outcome = h.handle(start())
+        assert any(isinstance(e, ev.TaskScheduled) for e in outcome.events)
+        assert outcome.work_items == []
+        assert outcome.state is not None
+        assert outcome.state.pending_tasks == {}
+
+
+class Test_commands:
+    def test_raise_event(self):
+        h = Harness({"wf": waiter})
+        h.handle(start())
+        outcome = h.handle(
+            cmd.RaiseEvent(instance_id="i1", command_id="r1", name="GO", input="5"), t=1
+        )
+        assert outcome.state is not None
+        assert outcome.state.output == "5"
+
+    def test_event_for_a_finished_instance_is_ignored(self):
+        h = Harness({"plain": lambda ctx: 1})
+        h.handle(start(name="plain"))
+        outcome = h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r1", name="x"))
+        assert outcome.ignored == "instance 'i1' is COMPLETED"
+        assert not outcome.changed
+
+    def test_suspend_and_resume_are_idempotent(self):
+        h = Harness({"wf": waiter})
+        h.handle(start())
+        suspend = cmd.SuspendWorkflow(instance_id="i1", command_id="s1")
+        resume = cmd.ResumeWorkflow(instance_id="i1", command_id="s2")
+        assert h.handle(resume).ignored == "not suspended"
+        assert h.handle(suspend).state.status is RuntimeStatus.SUSPENDED
+        assert h.handle(suspend).ignored == "already suspended"
+        held = h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r1", name="go", input="1"))
+        assert held.state is not None
+        assert held.state.status is RuntimeStatus.SUSPENDED
+        assert held.state.buffered_events == 1
+        done = h.handle(resume)
+        assert done.state is not None
+        assert done.state.status is RuntimeStatus.COMPLETED
+        assert done.state.output == "1"
+
+    @pytest.mark.parametrize("recursive", [True, False])
+    def test_terminate_reaches_running_children_when_recursive(self, recursive):
+        h = Harness({"parent": parent_wf, "waiter": waiter})
+        created = h.handle(start(name="parent", iid="p"))
+        (child_start,) = created.messages
+        assert isinstance(child_start, cmd.StartWorkflow)
+        assert child_start.instance_id == "p:0000"
+        assert child_start.parent == ParentInstance(
+            instance_id="p", name="parent", task_scheduled_id=0, execution_id="c1"
+        )
+        h.handle(child_start)
+        outcome = h.handle(
+            cmd.TerminateWorkflow(
+                instance_id="p", command_id="t1", output='"bye"', recursive=recursive
+            )
+        )
+        assert outcome.state is not None
+        assert outcome.state.status is RuntimeStatus.TERMINATED
+        assert outcome.state.output == '"bye"'
+        if recursive:
+            assert outcome.messages == [
+                cmd.TerminateWorkflow(instance_id="p:0000", command_id="t1:p:0000", output='"bye"')
+            ]
+        else:
+            assert outcome.messages == []
+
+    def test_terminated_child_reports_to_its_parent(self):
+        h = Harness({"parent": parent_wf, "waiter": waiter})
+        (child_start,) = h.handle(start(name="parent", iid="p")).messages
+        h.handle(child_start)
+        outcome = h.handle(cmd.TerminateWorkflow(instance_id="p:0000", command_id="t1"))
+        (report,) = outcome.messages
+        assert isinstance(report, cmd.ChildResult)
+        assert report.failure is not None
+        assert report.failure.error_type == "WorkflowTerminatedError"
+        after = h.handle(report)
+        assert after.state is not None
+        assert after.state.status is RuntimeStatus.FAILED
+
+    def test_purge_refused_while_running(self):
+        h = Harness({"wf": waiter})
+        h.handle(start())
+        outcome = h.handle(cmd.PurgeWorkflow(instance_id="i1", command_id="x"))
+        assert outcome.rejected
+        assert not outcome.purged
+        assert "RUNNING" in (outcome.ignored or "")
+        assert "only COMPLETED, FAILED or TERMINATED" in outcome.ignored
+
+    def test_purge_recurses_to_every_child_in_history(self):
+        def two_children(ctx):
+            yield ctx.call_child_workflow("plain")
+            yield ctx.call_child_workflow("plain")
+
+        h = Harness({"wf": two_children, "plain": lambda ctx: 1})
+        messages = h.handle(start(iid="p")).messages
+        while messages:
+            message = messages.pop(0)
+            messages.extend(h.handle(message).messages)
+        assert h.states["p"].status is RuntimeStatus.COMPLETED
+        outcome = h.handle(cmd.PurgeWorkflow(instance_id="p", command_id="pg"))
+        assert outcome.purged
+        assert outcome.state is None
+        assert [(m.instance_id, m.command_id) for m in outcome.messages] == [
+            ("p:0000", "pg:p:0000"),
+            ("p:0001", "pg:p:0001"),
+        ]
+        assert "p" not in h.states
+        flat = h.handle(cmd.PurgeWorkflow(instance_id="p:0000", command_id="pg2", recursive=False))
+        assert flat.purged
+        assert flat.messages == []
+
+
+class Test_children:
+    def test_child_result_goes_back_to_the_parent(self):
+        h = Harness({"parent": parent_wf, "waiter": waiter})
+        (child_start,) = h.handle(start(name="parent", iid="p")).messages
+        h.handle(child_start)
+        outcome = h.handle(
+            cmd.RaiseEvent(instance_id="p:0000", command_id="r", name="go", input='"v"')
+        )
+        (report,) = outcome.messages
+        assert report == cmd.ChildResult(
+            instance_id="p", execution_id="c1", task_id=0, child_instance_id="p:0000", result='"v"'
+        )
+        done = h.handle(report)
+        assert done.state is not None
+        assert done.state.output == '"v"'
+
+
+class Test_continue_as_new:
+    def test_history_restarts_and_the_old_generation_is_closed(self):
+        def looper(ctx, n):
+            yield ctx.create_timer(timedelta(seconds=1))
+            if n < 2:
+                ctx.continue_as_new(n + 1, save_events=True)
+            return n
+
+        h = Harness({"wf": looper})
+        first = h.handle(start(input="0"))
+        h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r", name="kept", input='"e"'), t=0.5)
+        outcome = h.handle(first.timers[0].firing, t=1)
+        assert outcome.history_reset
+        ((closed_id, closed_events),) = outcome.closed
+        assert closed_id == "c1"
+        assert isinstance(closed_events[-1], ev.ContinuedAsNew)
+        assert closed_events[-1].carryover_events == 1
+        state = outcome.state
+        assert state is not None
+        assert state.status is RuntimeStatus.RUNNING
+        assert state.generation == 1
+        expected_id = str(uuid.uuid5(uuid.UUID("0b6e7f4a-4a39-5c1e-9d55-6865616472ad"), "c1:1"))
+        assert state.execution_id == expected_id
+        assert state.input == "1"
+        assert [type(e).__name__ for e in outcome.events] == [
+            "WorkflowStarted",
+            "ExecutionStarted",
+            "EventRaised",
+            "TimerCreated",
+            "WorkflowCompleted",
+        ]
+        assert [e.seq for e in outcome.events] == [0, 1, 2, 3, 4]
+        assert outcome.timers[0].firing.execution_id == expected_id
+        # The late firing of the old generation is stale; the new one proceeds.
+        assert h.handle(first.timers[0].firing, t=2).ignored is not None
+        check_replay_turns("i1", h.workflows.get, h.histories["i1"])
+
+
+class Test_cache:
+    def test_sticky_execution_does_not_reload_history(self):
+        h = Harness({"wf": two_steps}, cache_size=10)
+        h.handle(start())
+        h.handle(result("i1", 0, "1"))
+        assert h.loads == 0
+        assert h.orchestrator.cache.hits == 1
+
+    def test_without_cache_every_turn_replays(self):
+        h = Harness({"wf": two_steps}, cache_size=0)
+        h.handle(start())
+        h.handle(result("i1", 0, "1"))
+        h.handle(result("i1", 1, "2"))
+        assert h.loads == 2
+        assert h.states["i1"].output == "2"
+
+    def test_changed_code_fails_the_instance_on_replay(self):
+        def changed(ctx, x):
+            yield ctx.call_activity("refund", input=x)
+
+        h = Harness({"wf": two_steps}, cache_size=0)
+        h.handle(start(input="1"))
+        h.workflows["wf"] = changed
+        outcome = h.handle(result("i1", 0, "1"))
+        state = outcome.state
+        assert state is not None
+        assert state.status is RuntimeStatus.FAILED
+        assert state.failure is not None
+        assert state.failure.error_type == "NonDeterminismError"
+        assert "call_activity('a')" in state.failure.message
+        assert "call_activity('refund')" in state.failure.message
