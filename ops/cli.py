@@ -15,7 +15,13 @@ from collections.abc import Callable, Sequence
 from ops.errors import OpsError
 
 # Later issues add "ops.engine_cli", "ops.worker_cli", "ops.api_cli", "ops.bench", "ops.chaos", ...
-COMMAND_MODULES: tuple[str, ...] = ("ops.kafka.cli", "ops.engine_cli", "ops.stack")
+COMMAND_MODULES: tuple[str, ...] = (
+    "ops.kafka.cli",
+    "ops.engine_cli",
+    "ops.stack",
+    "api.server",
+    "api.cli",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 

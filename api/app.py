@@ -1,0 +1,79 @@
+"""The Starlette application: routes, the error mapping, middleware, and the Kafka lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiokafka.errors import KafkaError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from engine.errors import HeadraceError
+
+from .errors import ApiError, handle_exception
+from .gateway import Gateway
+from .kafka import KafkaLink
+from .metrics import ApiMetrics
+from .middleware import BodyLimitMiddleware, MetricsMiddleware, TokenAuthMiddleware
+from .routes import routes
+from .settings import ApiSettings
+
+__all__ = ["create_app", "wait_connected"]
+
+
+def create_app(settings: ApiSettings | None = None) -> Starlette:
+    """A new API app. Its lifespan connects to Kafka in the background; until then (and whenever
+    Kafka is away) requests that need Kafka answer 500 with the operation's code, and readiness
+    fails."""
+    settings = settings or ApiSettings.from_env()
+    metrics = ApiMetrics()
+    link = KafkaLink(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        link.start()
+        try:
+            yield
+        finally:
+            await link.stop()
+
+    # Outermost first: every answer is counted, even a 401 or a 413.
+    middleware = [
+        Middleware(MetricsMiddleware, metrics=metrics),
+        Middleware(TokenAuthMiddleware, token=settings.api_token),
+        Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes),
+    ]
+    handlers = {
+        cls: handle_exception
+        for cls in (
+            ApiError,
+            HeadraceError,
+            HTTPException,
+            KafkaError,
+            asyncio.TimeoutError,
+            OSError,
+            Exception,
+        )
+    }
+    app = Starlette(
+        routes=routes(),
+        middleware=middleware,
+        exception_handlers=handlers,
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False  # a trailing slash is a missing segment, answered as such
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.link = link
+    app.state.gateway = Gateway(link, metrics)
+    return app
+
+
+async def wait_connected(app: Starlette) -> None:
+    """For embedding and tests: wait until the app's Kafka link is connected (no deadline: use
+    `asyncio.timeout` around it)."""
+    link: KafkaLink = app.state.link
+    await link.connected.wait()

@@ -1,0 +1,216 @@
+"""Read-your-writes across API replicas: what an instance is *now*, not what the view shows yet.
+
+The status view lags the engine, and the engine lags the commands topic. A GET right after a 202
+from start, sent to any replica, must still find the instance, so when the view cannot be trusted
+(it has no such instance, or shows a finished run that a new start may be replacing) the API asks
+Kafka, with a barrier built from three offsets of the instance's partition `p`:
+
+1. `C`, the engine group's committed offset on `commands[p]`. The engine commits its consumed
+   offsets in the same transaction as the status records they produced, so every command below `C`
+   is reflected in the status topic, and every command at or above `C` is not applied yet.
+2. `S`, the end of `status[p]` for read_committed readers, read *after* `C`: it covers everything
+   the engine committed up to `C`. The barrier waits (bounded) until the view has read
+   `status[p]` up to `S`.
+3. `E`, the end of `commands[p]`, read after the client's 202 (it happened before this request):
+   every start a replica acknowledged lies below `E`. The API scans `commands[p]` from `C` to `E`
+   for starts of the instance (read_uncommitted, so another replica's start is seen as soon as the
+   broker acknowledged it).
+
+The instance is then the view's state with the unapplied starts folded over it, as the engine
+will: a start over nothing or over a finished run makes it PENDING; a start over a live run will
+be refused.
+
+Cost: three small broker requests, plus a scan of the engine's backlog on that partition, which is
+usually empty. Starts found by a scan are cached per partition with the offset reached, so the next
+barrier only reads what arrived since; entries below the engine's committed offset are dropped.
+The whole barrier is bounded by `consistency_timeout_s`; past it the request fails with a 500 that
+says the view is lagging, rather than answering something stale.
+
+A replica also remembers the starts it accepted itself (`remember`) for `sent_ttl_s`, so a client
+that polls the replica it started on gets PENDING with no Kafka round trip at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+from aiokafka import TopicPartition
+
+from engine.core.commands import StartWorkflow
+from engine.errors import DecodeError
+from engine.runtime.records import MESSAGES
+
+from .errors import BackendError
+from .kafka import KafkaLink
+from .model import Instance
+
+__all__ = ["Consistency", "PendingStart"]
+
+_SENT_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class PendingStart:
+    offset: int
+    start: StartWorkflow
+    accepted_at: datetime
+
+
+@dataclass(slots=True)
+class _Backlog:
+    """Starts seen in `commands[p]` from the engine's committed offset up to `scanned_to`."""
+
+    scanned_to: int = -1
+    starts: dict[str, list[PendingStart]] = field(default_factory=dict)
+
+    def prune(self, committed: int) -> None:
+        if self.scanned_to < committed:
+            self.scanned_to = committed
+            self.starts.clear()
+            return
+        for iid in [i for i, found in self.starts.items() if found[-1].offset < committed]:
+            del self.starts[iid]
+        for iid, found in self.starts.items():
+            if found[0].offset < committed:
+                self.starts[iid] = [s for s in found if s.offset >= committed]
+
+
+def fold_starts(current: Instance | None, starts: list[PendingStart]) -> Instance | None:
+    """Apply unapplied starts as the engine will: each replaces nothing or a finished run."""
+    for pending in starts:
+        if current is not None and current.run_id == pending.start.command_id:
+            continue  # applied already (the view is ahead of the committed offset we read)
+        if current is None or current.is_terminal:
+            current = Instance.pending(pending.start, pending.accepted_at)
+    return current
+
+
+class Consistency:
+    """See the module docstring."""
+
+    def __init__(self, link: KafkaLink) -> None:
+        self.link = link
+        self._backlogs: dict[int, _Backlog] = {}
+        self._scan_lock = asyncio.Lock()
+        self._sent: OrderedDict[str, tuple[float, PendingStart]] = OrderedDict()
+
+    # -- this replica's own starts -------------------------------------------------------------
+
+    def remember(self, start: StartWorkflow, offset: int) -> None:
+        self._sent[start.instance_id] = (time.monotonic(), PendingStart(offset, start, _now()))
+        self._sent.move_to_end(start.instance_id)
+        while len(self._sent) > _SENT_LIMIT:
+            self._sent.popitem(last=False)
+
+    def local(self, instance_id: str, current: Instance | None) -> Instance | None:
+        """The instance as this replica's own recent start makes it, if it accepted one."""
+        entry = self._sent.get(instance_id)
+        if entry is None:
+            return current
+        accepted, pending = entry
+        seen = current is not None and current.run_id == pending.start.command_id
+        if seen or time.monotonic() - accepted > self.link.settings.sent_ttl_s:
+            # The view shows it now (or it is old enough that the barrier should decide).
+            del self._sent[instance_id]
+            return current
+        if current is not None and not current.is_terminal:
+            return current  # the engine will refuse this start: the live run is the truth
+        return Instance.pending(pending.start, pending.accepted_at)
+
+    # -- the barrier ----------------------------------------------------------------------------
+
+    def view_state(self, instance_id: str) -> Instance | None:
+        state = self.link.view.states.get(instance_id)
+        return None if state is None else Instance.from_state(state)
+
+    async def fresh(self, instance_id: str) -> Instance | None:
+        """The instance after every start acknowledged before this call (see module docstring)."""
+        link = self.link
+        link.require()
+        budget = link.settings.consistency_timeout_s
+        try:
+            async with asyncio.timeout(budget):
+                pending = await self._barrier(instance_id)
+        except TimeoutError:
+            raise BackendError(
+                f"the status view did not catch up with Kafka within {budget:g}s (the engine or "
+                "the view is lagging); try again"
+            ) from None
+        return fold_starts(self.view_state(instance_id), pending)
+
+    async def _barrier(self, instance_id: str) -> list[PendingStart]:
+        link = self.link
+        p = link.partition(instance_id)
+        committed = await link.engine_committed(p)
+        commands = TopicPartition(link.topics.commands, p)
+        scanner = link.scanner
+        assert scanner is not None
+        # Both after `committed` (see the module docstring); independent of each other.
+        status_end, ends = await asyncio.gather(
+            link.status_end(p),
+            link.call("reading the commands topic's end", scanner.end_offsets([commands])),
+        )
+        commands_end = ends[commands]
+        if committed is None:
+            committed = (
+                await link.call(
+                    "reading the commands topic's start", scanner.beginning_offsets([commands])
+                )
+            )[commands]
+        # Usually there already; otherwise a few records behind, milliseconds away. Polled: the
+        # view's position also moves over transaction markers, which wake no waiter.
+        while await link.view.position(p) < status_end:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        if committed >= commands_end:
+            self._backlogs.pop(p, None)
+            return []
+        return await self._scan(p, committed, commands_end, instance_id)
+
+    async def _scan(self, p: int, committed: int, end: int, instance_id: str) -> list[PendingStart]:
+        async with self._scan_lock:
+            backlog = self._backlogs.setdefault(p, _Backlog())
+            backlog.prune(committed)
+            if backlog.scanned_to < end:
+                await self._read(p, backlog, end)
+            return list(backlog.starts.get(instance_id, ()))
+
+    async def _read(self, p: int, backlog: _Backlog, end: int) -> None:
+        scanner = self.link.scanner
+        assert scanner is not None
+        tp = TopicPartition(self.link.topics.commands, p)
+        scanner.assign([tp])
+        try:
+            scanner.seek(tp, backlog.scanned_to)
+            while backlog.scanned_to < end:
+                batch = await scanner.getmany(tp, timeout_ms=100, max_records=5000)
+                for record in batch.get(tp, ()):
+                    start = _start_of(record.value)
+                    if start is not None:
+                        accepted = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+                        backlog.starts.setdefault(start.instance_id, []).append(
+                            PendingStart(record.offset, start, accepted)
+                        )
+                backlog.scanned_to = max(backlog.scanned_to, await scanner.position(tp))
+        finally:
+            # Unassigned, it stops prefetching: its next offsets request is not queued behind a
+            # long-polling fetch on the same connection.
+            scanner.assign([])
+
+
+def _start_of(value: bytes | None) -> StartWorkflow | None:
+    if not value or b'"StartWorkflow"' not in value:
+        return None  # most commands are not starts: skip them without parsing
+    try:
+        message = MESSAGES.decode(value)
+    except (DecodeError, orjson.JSONDecodeError):
+        return None  # the engine dead-letters it; it will never start anything
+    return message if isinstance(message, StartWorkflow) else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,287 @@
+"""The API's Kafka clients: connected in the background, probed, failing fast while Kafka is away.
+
+The API process starts (and answers health checks) even when Kafka is down; it connects in the
+background and keeps retrying. Once connected, a probe asks the cluster for its metadata every
+`probe_interval_s`. While the probe fails, requests that need Kafka fail at once with a 500 rather
+than queueing a command that the producer would deliver minutes later, after the client was told
+it failed. aiokafka's clients reconnect by themselves when the broker is back; the probe notices and
+requests flow again, with no restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import RecordMetadata
+
+from engine.core.codec import encode
+from engine.core.commands import Command
+from engine.runtime.topics import Topics, ensure_topics
+from engine.runtime.view import StatusView
+
+from .errors import BackendError
+from .settings import ApiSettings
+
+__all__ = ["KafkaLink", "TrackedView", "engine_group_id"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def engine_group_id(settings: ApiSettings) -> str:
+    """The engine group (`Engine.group_id`): its committed offsets say what it applied."""
+    return settings.engine.topic("engine")
+
+
+class TrackedView(StatusView):
+    """The engine's status view, plus the two numbers a read barrier needs: how far it has read
+    each partition, and where that partition ends (read_committed, so the last stable offset)."""
+
+    async def position(self, partition: int) -> int:
+        consumer = self._consumer
+        if consumer is None:
+            raise BackendError("the status view is not started")
+        return int(await consumer.position(TopicPartition(self.topic, partition)))
+
+    async def lag(self) -> int:
+        """Records the view has not read yet, from what its consumer already knows (no request)."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        behind = 0
+        for tp in consumer.assignment():
+            end = consumer.last_stable_offset(tp)
+            if end is None:
+                end = consumer.highwater(tp)
+            if end is not None:
+                behind += max(0, int(end) - int(await consumer.position(tp)))
+        return behind
+
+    @property
+    def following(self) -> bool:
+        task = self._task
+        return task is not None and not task.done()
+
+
+class KafkaLink:
+    """Producer, admin client, status view and a scanning consumer, as one connection."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+        self.topics = Topics.for_settings(settings.engine)
+        self.group_id = engine_group_id(settings)
+        self.view = TrackedView(settings.engine)
+        self.producer: AIOKafkaProducer | None = None
+        self.admin: AIOKafkaAdminClient | None = None
+        #: read_uncommitted: sees an API's start as soon as it is acked (see consistency.py).
+        self.scanner: AIOKafkaConsumer | None = None
+        #: read_committed and never assigned: asks for last stable offsets. Not the view's own
+        #: consumer: a broker answers one connection's requests in order, so an offsets request
+        #: would wait behind the view's long-polling fetch (up to `fetch_max_wait_ms`).
+        self.offsets: AIOKafkaConsumer | None = None
+        self.partitions = 0
+        self.connected = asyncio.Event()
+        self.reachable = False
+        self.last_error = "not connected to Kafka yet"
+        self._coordinator: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._partitioner = DefaultPartitioner()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="headrace-api-kafka")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.view.stop()
+        for client in (self.scanner, self.offsets, self.producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.stop(), 10)
+        if self.admin is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.admin.close(), 10)
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while not self.connected.is_set():
+            try:
+                await self._connect()
+            except (TimeoutError, KafkaError, OSError, RuntimeError) as exc:
+                self.last_error = (
+                    f"cannot connect to Kafka at {self.settings.engine.bootstrap_servers}: {exc}"
+                )
+                log.warning("%s; retrying in %.1fs", self.last_error, backoff)
+                await self._close_partial()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        while True:
+            await self._probe()
+            await asyncio.sleep(self.settings.probe_interval_s)
+
+    async def _connect(self) -> None:
+        engine = self.settings.engine
+        timeout_ms = int(self.settings.kafka_timeout_s * 1000)
+        kwargs = engine.client_kwargs()
+        await asyncio.wait_for(ensure_topics(engine), self.settings.kafka_timeout_s * 4)
+        self.admin = AIOKafkaAdminClient(**kwargs, request_timeout_ms=timeout_ms)
+        await self.admin.start()
+        self.producer = AIOKafkaProducer(
+            **kwargs,
+            enable_idempotence=True,
+            linger_ms=0,
+            request_timeout_ms=timeout_ms,
+            # Room for a payload at the configured limit plus the command's envelope.
+            max_request_size=max(1024 * 1024, engine.max_payload_bytes + 64 * 1024),
+        )
+        await self.producer.start()
+        self.scanner = AIOKafkaConsumer(
+            **kwargs,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_uncommitted",
+            auto_offset_reset="earliest",
+            request_timeout_ms=timeout_ms,
+            # A scan reads what is there and stops; it never waits for more.
+            fetch_max_wait_ms=10,
+        )
+        await self.scanner.start()
+        self.offsets = AIOKafkaConsumer(
+            **kwargs,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            request_timeout_ms=timeout_ms,
+        )
+        await self.offsets.start()
+        self.partitions = len(await self.producer.partitions_for(self.topics.commands))
+        await self.view.start()
+        await asyncio.wait_for(self.view.caught_up.wait(), 60)
+        self.reachable = True
+        self.connected.set()
+        log.info(
+            "connected to Kafka at %s (%d partitions)", engine.bootstrap_servers, self.partitions
+        )
+
+    async def _close_partial(self) -> None:
+        await self.view.stop()
+        self.view = TrackedView(self.settings.engine)
+        for client in (self.scanner, self.offsets, self.producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.stop(), 5)
+        if self.admin is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.admin.close(), 5)
+        self.scanner = self.offsets = self.producer = None
+        self.admin = None
+
+    async def _probe(self) -> None:
+        admin = self.admin
+        assert admin is not None
+        try:
+            await asyncio.wait_for(admin.describe_cluster(), self.settings.kafka_timeout_s)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            if self.reachable:
+                log.warning(
+                    "Kafka at %s is unreachable: %s", self.settings.engine.bootstrap_servers, exc
+                )
+            self.reachable = False
+            servers = self.settings.engine.bootstrap_servers
+            self.last_error = f"Kafka at {servers} is unreachable ({exc or type(exc).__name__})"
+            return
+        if not self.reachable:
+            log.info("Kafka at %s is reachable again", self.settings.engine.bootstrap_servers)
+        self.reachable = True
+
+    # -- use -----------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.connected.is_set() and self.reachable and self.view.following
+
+    def require(self) -> None:
+        """Fail fast (a 500 with the operation's code) while Kafka is known to be away."""
+        if not self.connected.is_set() or not self.reachable:
+            raise BackendError(self.last_error)
+        if not self.view.following:
+            raise BackendError("the status view stopped following Kafka; see the API's log")
+
+    async def call(self, what: str, awaitable: Awaitable[T]) -> T:
+        """Await a Kafka call with the request deadline; failures become a `BackendError`."""
+        limit = self.settings.kafka_timeout_s
+        try:
+            return await asyncio.wait_for(awaitable, limit)
+        except TimeoutError:
+            raise BackendError(
+                f"{what}: Kafka at {self.settings.engine.bootstrap_servers} did not answer within "
+                f"{limit:g}s"
+            ) from None
+        except KafkaError as exc:
+            raise BackendError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+    def partition(self, instance_id: str) -> int:
+        """The instance's partition in every co-partitioned topic (Kafka's murmur2 partitioner)."""
+        all_partitions = list(range(self.partitions))
+        return int(self._partitioner(instance_id.encode(), all_partitions, all_partitions))
+
+    async def send(self, command: Command) -> RecordMetadata:
+        self.require()
+        producer = self.producer
+        assert producer is not None
+        started = time.monotonic()
+        metadata = await self.call(
+            f"producing {type(command).__name__} for '{command.instance_id}' (it may still be "
+            "delivered when Kafka is back)",
+            producer.send_and_wait(
+                self.topics.commands, encode(command), key=command.instance_id.encode()
+            ),
+        )
+        log.debug(
+            "%s produced in %.1f ms", type(command).__name__, (time.monotonic() - started) * 1000
+        )
+        return metadata
+
+    async def status_end(self, partition: int) -> int:
+        """The last stable offset of one status partition: everything the engine committed."""
+        consumer = self.offsets
+        assert consumer is not None
+        tp = TopicPartition(self.topics.status, partition)
+        found = await self.call("reading the status topic's end", consumer.end_offsets([tp]))
+        return int(found[tp])
+
+    async def engine_committed(self, partition: int) -> int | None:
+        """The engine group's committed offset on one commands partition (None: never committed)."""
+        admin = self.admin
+        assert admin is not None
+        tp = TopicPartition(self.topics.commands, partition)
+        for attempt in (1, 2):
+            try:
+                offsets = await self.call(
+                    "reading the engine's committed offsets",
+                    admin.list_consumer_group_offsets(self.group_id, self._coordinator, [tp]),
+                )
+                break
+            except BackendError:
+                # A moved or restarted coordinator: look it up again once.
+                self._coordinator = None
+                if attempt == 2:
+                    raise
+        if self._coordinator is None:
+            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
+                self._coordinator = await asyncio.wait_for(admin.find_coordinator(self.group_id), 1)
+        found = offsets.get(tp)
+        return None if found is None or found.offset < 0 else int(found.offset)

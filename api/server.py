@@ -1,0 +1,65 @@
+"""`headrace api` and `python -m api`: serve the REST API with uvicorn (port 3500 by default).
+
+Registration stays cheap (`headrace --help` must not import Kafka clients); the server and its
+settings are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+__all__ = ["main", "register", "serve"]
+
+
+def serve(host: str | None = None, port: int | None = None, log_level: str | None = None) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .settings import ApiSettings
+
+    settings = ApiSettings.from_env(host=host, port=port)
+    level = (log_level or os.environ.get("HEADRACE_LOG_LEVEL") or "info").lower()
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # aiokafka logs every failed reconnect at ERROR while Kafka is away; the API says it once.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL if level != "debug" else logging.DEBUG)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=level,
+        access_log=level == "debug",
+        lifespan="on",
+    )
+    return 0
+
+
+def _handle(args: argparse.Namespace) -> int:
+    return serve(args.host, args.port, args.log_level)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "api",
+        help="serve Dapr Workflow's HTTP API (default port 3500)",
+        description="Serve the REST API. Kafka and topics come from KAFKA_BOOTSTRAP_SERVERS, "
+        "HEADRACE_TOPIC_PREFIX, ...; DAPR_API_TOKEN turns on token auth.",
+    )
+    parser.add_argument(
+        "--host", default=None, help="address to bind (default $HEADRACE_API_HOST or 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="port (default $HEADRACE_API_PORT or 3500)"
+    )
+    parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    # `headrace stack up` passes the app to every role; the API needs none (it only moves bytes).
+    parser.add_argument("--app", default=None, help=argparse.SUPPRESS)
+    parser.set_defaults(handler=_handle)
+
+
+def main() -> int:
+    return serve()

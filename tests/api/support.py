@@ -1,0 +1,104 @@
+"""Real API processes (`python -m api`) on free ports, and waiting on conditions with deadlines."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from engine.runtime.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05,
+               what: str = "condition") -> T:
+    """Call `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = check()
+        except (httpx.TransportError, AssertionError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s; last: {last!r}")
+        time.sleep(interval)
+
+
+class ApiServer:
+    """One `python -m api` process: the same entry point a deployment runs."""
+
+    def __init__(self, settings: Settings, log_dir: Path, name: str = "api",
+                 env: Mapping[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"{name}-{self.port}.log"
+        inherited = {k: v for k, v in os.environ.items() if k != "DAPR_API_TOKEN"}
+        self.env = {
+            **inherited,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "HEADRACE_TOPIC_PREFIX": settings.topic_prefix,
+            "HEADRACE_PARTITIONS": str(settings.partitions),
+            "HEADRACE_API_PORT": str(self.port),
+            "HEADRACE_API_PROBE_INTERVAL_S": "0.2",
+            "HEADRACE_LOG_LEVEL": "info",
+            "PYTHONPATH": str(ROOT),
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ApiServer:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=self.env,
+                                        stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the API exited with {self.process.returncode}:\n{self.log_tail()}")
+            return httpx.get(f"{self.url}/v1.0/healthz/ready", timeout=2).status_code == 204
+
+        try:
+            eventually(ready, timeout, 0.1, "API readiness")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log_tail()}") from None
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)

@@ -1,0 +1,113 @@
+"""Read-your-writes across API replicas: a GET right after a 202, sent to another API process,
+finds the instance, even when no engine has applied the start yet."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from engine.runtime.host import RuntimeHost
+from engine.runtime.settings import Settings
+from tests.api.conftest import new_id, wait_status
+from tests.api.support import ApiServer
+from tests.api.workflows import runtime
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(scope="module")
+def replicas(settings: Settings, log_dir: Path) -> Iterator[tuple[ApiServer, ApiServer]]:
+    # No engine yet: the API processes create the topics; the tests start engines themselves.
+    a = ApiServer(settings, log_dir, "api-a").start()
+    b = ApiServer(settings, log_dir, "api-b").start()
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def clients(replicas: tuple[ApiServer, ApiServer]) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    with replicas[0].client() as a, replicas[1].client() as b:
+        yield a, b
+
+
+def start_engine(settings: Settings) -> RuntimeHost:
+    host = RuntimeHost(runtime.registry, settings)
+    host.start(timeout=90)
+    return host
+
+
+def test_starts_nobody_applied_yet_are_visible_on_every_replica(clients, settings) -> None:
+    a, b = clients
+    ids = [new_id("ryw") for _ in range(10)]
+    for iid in ids:
+        assert a.post(f"/v1.0/workflows/dapr/api_gate/start?instanceID={iid}", content=b'"in"').status_code == 202
+        # Another process, right away, with no engine running at all: only the commands topic has it.
+        body = b.get(f"/v1.0/workflows/dapr/{iid}").json()
+        assert body["runtimeStatus"] == "PENDING", body
+        assert body["workflowName"] == "api_gate"
+        assert body["properties"] == {"dapr.workflow.input": '"in"'}
+        assert a.get(f"/v1.0/workflows/dapr/{iid}").json()["runtimeStatus"] == "PENDING"
+    # The other replica refuses a second start of a pending instance, and accepts commands for it.
+    assert b.post(f"/v1.0/workflows/dapr/api_gate/start?instanceID={ids[0]}").status_code == 409
+    for iid in ids:
+        assert b.post(f"/v1.0/workflows/dapr/{iid}/raiseEvent/go", content=b"2").status_code == 202
+
+    host = start_engine(settings)
+    try:
+        for iid in ids:
+            done = wait_status(b, iid, "COMPLETED", timeout=60)
+            assert orjson.loads(done["properties"]["dapr.workflow.output"]) == {"input": "in", "doubled": 4}
+    finally:
+        host.stop()
+
+
+def test_restart_over_a_finished_instance_is_visible_on_the_other_replica(clients, settings) -> None:
+    a, b = clients
+    iid = new_id("again")
+    host = start_engine(settings)
+    try:
+        a.post(f"/v1.0/workflows/dapr/api_echo/start?instanceID={iid}", content=b'"one"')
+        wait_status(b, iid, "COMPLETED", timeout=60)
+    finally:
+        host.stop()
+    # The engine is gone: B's view shows the finished run; only the barrier knows about the new one.
+    assert a.post(f"/v1.0/workflows/dapr/api_echo/start?instanceID={iid}", content=b'"two"').status_code == 202
+    body = b.get(f"/v1.0/workflows/dapr/{iid}").json()
+    assert body["runtimeStatus"] == "PENDING"
+    assert body["properties"] == {"dapr.workflow.input": '"two"'}
+    host = start_engine(settings)
+    try:
+        done = wait_status(b, iid, "COMPLETED", timeout=60)
+        assert orjson.loads(done["properties"]["dapr.workflow.output"]) == {"received": "two"}
+    finally:
+        host.stop()
+
+
+def test_get_after_start_on_the_other_replica_with_the_engine_running(clients, settings) -> None:
+    a, b = clients
+    host = start_engine(settings)
+    timings: list[float] = []
+    try:
+        for i in range(30):
+            first, second = (a, b) if i % 2 == 0 else (b, a)
+            iid = first.post("/v1.0/workflows/dapr/api_echo/start", content=b"1").json()["instanceID"]
+            t0 = time.perf_counter()
+            response = second.get(f"/v1.0/workflows/dapr/{iid}")
+            timings.append(time.perf_counter() - t0)
+            assert response.status_code == 200, response.text
+            assert response.json()["runtimeStatus"] in {"PENDING", "RUNNING", "COMPLETED"}
+    finally:
+        host.stop()
+    timings.sort()
+    print(f"\ncross-replica GET right after start: p50 {timings[len(timings) // 2] * 1000:.1f} ms, "
+          f"max {timings[-1] * 1000:.1f} ms")
