@@ -33,7 +33,7 @@ _COMPONENT = {
     "in": "path",
     "required": True,
     "description": "The workflow component: only `dapr` exists; any other name is a 400.",
-    "schema": {"type": "string", "example": "dapr"},
+    "schema": {"type": "string", "enum": ["dapr"]},
 }
 _APP_ID = {
     "name": "appID",
@@ -103,11 +103,32 @@ def _command(
     return {"post": operation}
 
 
-def ok(ref: str, text: str) -> dict[str, Any]:
-    return {
+def ok(ref: str, text: str, links: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
         "description": text,
         "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
     }
+    if links:
+        response["links"] = links
+    return response
+
+
+# What a client can do with the instance a start returns (and schemathesis's stateful phase).
+_INSTANCE_LINKS = {
+    op: {
+        "operationId": op,
+        "parameters": {"component": "dapr", "instanceID": "$response.body#/instanceID"},
+    }
+    for op in (
+        "getWorkflow",
+        "getWorkflowHistory",
+        "raiseEventWorkflow",
+        "pauseWorkflow",
+        "resumeWorkflow",
+        "terminateWorkflow",
+        "purgeWorkflow",
+    )
+}
 
 
 def _timestamp(description: str) -> dict[str, Any]:
@@ -287,6 +308,7 @@ def _paths() -> dict[str, Any]:
                         "StartResponse",
                         "Accepted: the instance exists (PENDING or later) for "
                         "every later GET, on any replica.",
+                        links=_INSTANCE_LINKS,
                     ),
                     **_errors((409, "An instance with this ID is running (`ERR_START_WORKFLOW`).")),
                 },

@@ -21,8 +21,11 @@ pytestmark = pytest.mark.kafka
 def settings(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Settings:
     # Topics and groups of their own per test module: modules never see each other's instances.
     module = request.module.__name__.rsplit(".", 1)[-1].replace("_", "-")
-    return Settings.from_env(bootstrap_servers=kafka_bootstrap, partitions=4,
-                             topic_prefix=f"t.{module}.{uuid.uuid4().hex[:8]}.")
+    return Settings.from_env(
+        bootstrap_servers=kafka_bootstrap,
+        partitions=4,
+        topic_prefix=f"t.{module}.{uuid.uuid4().hex[:8]}.",
+    )
 
 
 @pytest.fixture(scope="module")

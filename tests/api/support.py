@@ -25,8 +25,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05,
-               what: str = "condition") -> T:
+def eventually(
+    check: Callable[[], T | None],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Call `check` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -46,8 +50,13 @@ def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: f
 class ApiServer:
     """One `python -m api` process: the same entry point a deployment runs."""
 
-    def __init__(self, settings: Settings, log_dir: Path, name: str = "api",
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path,
+        name: str = "api",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{name}-{self.port}.log"
@@ -67,8 +76,13 @@ class ApiServer:
 
     def start(self) -> ApiServer:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=self.env,
-                                        stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "api"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         return self
 
@@ -76,7 +90,9 @@ class ApiServer:
         def ready() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"the API exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"the API exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             return httpx.get(f"{self.url}/v1.0/healthz/ready", timeout=2).status_code == 204
 
         try:
@@ -101,4 +117,4 @@ class ApiServer:
             return "(no log)"
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+        return httpx.Client(base_url=self.url, **{"timeout": 30, **kwargs})

@@ -18,10 +18,18 @@ RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3}|\.\d{6})?Z$")
 FIELDS = {"instanceID", "workflowName", "createdAt", "lastUpdatedAt", "runtimeStatus", "properties"}
 
 
-def start(http: httpx.Client, name: str, body: bytes | None = None, instance_id: str | None = None,
-          version: str = "v1.0", **kwargs) -> httpx.Response:
+def start(
+    http: httpx.Client,
+    name: str,
+    body: bytes | None = None,
+    instance_id: str | None = None,
+    version: str = "v1.0",
+    **kwargs,
+) -> httpx.Response:
     params = {"instanceID": instance_id} if instance_id is not None else None
-    return http.post(f"/{version}/workflows/dapr/{name}/start", params=params, content=body, **kwargs)
+    return http.post(
+        f"/{version}/workflows/dapr/{name}/start", params=params, content=body, **kwargs
+    )
 
 
 def test_full_lifecycle_with_events(http: httpx.Client) -> None:
@@ -33,7 +41,8 @@ def test_full_lifecycle_with_events(http: httpx.Client) -> None:
     body = wait_status(http, iid, "RUNNING")
     assert set(body) == FIELDS
     assert body["workflowName"] == "api_gate"
-    assert RFC3339_UTC.match(body["createdAt"]) and RFC3339_UTC.match(body["lastUpdatedAt"])
+    assert RFC3339_UTC.match(body["createdAt"])
+    assert RFC3339_UTC.match(body["lastUpdatedAt"])
     assert body["properties"]["dapr.workflow.input"] == '{"order": 7}'
     body = wait_status(http, iid, "RUNNING")
     assert "dapr.workflow.output" not in body["properties"]
@@ -44,15 +53,22 @@ def test_full_lifecycle_with_events(http: httpx.Client) -> None:
     assert raised.status_code == 202
     assert raised.content == b"{}"
     # Paused: the event waits for the resume.
-    assert wait_status(http, iid, "SUSPENDED")["properties"]["dapr.workflow.custom_status"] == '"waiting"'
+    assert (
+        wait_status(http, iid, "SUSPENDED")["properties"]["dapr.workflow.custom_status"]
+        == '"waiting"'
+    )
     assert http.post(f"/v1.0/workflows/dapr/{iid}/resume").status_code == 202
 
     done = wait_status(http, iid, "COMPLETED")
-    assert orjson.loads(done["properties"]["dapr.workflow.output"]) == {"input": {"order": 7}, "doubled": 42}
+    assert orjson.loads(done["properties"]["dapr.workflow.output"]) == {
+        "input": {"order": 7},
+        "doubled": 42,
+    }
     assert done["properties"]["dapr.workflow.custom_status"] == '"going"'
 
     purged = http.post(f"/v1.0/workflows/dapr/{iid}/purge")
-    assert purged.status_code == 202 and purged.json() == {}
+    assert purged.status_code == 202
+    assert purged.json() == {}
 
     def gone() -> bool:
         return http.get(f"/v1.0/workflows/dapr/{iid}").status_code == 404
@@ -69,7 +85,9 @@ def test_every_api_version_serves_the_same_routes(http: httpx.Client, version: s
     iid = new_id(version.replace(".", ""))
     assert start(http, "api_gate", b'"x"', iid, version=version).json() == {"instanceID": iid}
     assert http.get(f"/{version}/workflows/dapr/{iid}").status_code == 200
-    assert http.post(f"/{version}/workflows/dapr/{iid}/raiseEvent/go", content=b"1").status_code == 202
+    assert (
+        http.post(f"/{version}/workflows/dapr/{iid}/raiseEvent/go", content=b"1").status_code == 202
+    )
     wait_status(http, iid, "COMPLETED")
     assert http.post(f"/{version}/workflows/dapr/{iid}/terminate").status_code == 202
     assert http.post(f"/{version}/workflows/dapr/{iid}/purge").status_code == 202
@@ -85,8 +103,9 @@ def test_every_api_version_serves_the_same_routes(http: httpx.Client, version: s
     ],
     ids=["json-object", "json-number", "plain-text", "no-body"],
 )
-def test_start_body_is_the_workflow_input(http: httpx.Client, body: bytes, received: object,
-                                          input_property: str | None) -> None:
+def test_start_body_is_the_workflow_input(
+    http: httpx.Client, body: bytes, received: object, input_property: str | None
+) -> None:
     iid = start(http, "api_echo", body).json()["instanceID"]
     done = wait_status(http, iid, "COMPLETED")
     assert done["properties"].get("dapr.workflow.input") == input_property
@@ -104,8 +123,10 @@ def test_start_over_a_running_instance_is_a_conflict(http: httpx.Client) -> None
     assert start(http, "api_gate", b"1", iid).status_code == 202
     again = start(http, "api_gate", b"2", iid)
     assert again.status_code == 409
-    assert again.json() == {"errorCode": "ERR_START_WORKFLOW",
-                            "message": f"an active workflow with ID '{iid}' already exists"}
+    assert again.json() == {
+        "errorCode": "ERR_START_WORKFLOW",
+        "message": f"an active workflow with ID '{iid}' already exists",
+    }
     body = wait_status(http, iid, "RUNNING")
     assert body["properties"]["dapr.workflow.input"] == "1"
 
@@ -131,8 +152,13 @@ def test_failed_instance_shows_failure_and_no_output(http: httpx.Client) -> None
     assert props["dapr.workflow.failure.error_type"] == "ValueError"
     assert props["dapr.workflow.failure.error_message"] == "bad input: boom"
     assert "ValueError" in props["dapr.workflow.failure.stack_trace"]
-    assert set(props) <= {"dapr.workflow.input", "dapr.workflow.custom_status", "dapr.workflow.failure.error_type",
-                          "dapr.workflow.failure.error_message", "dapr.workflow.failure.stack_trace"}
+    assert set(props) <= {
+        "dapr.workflow.input",
+        "dapr.workflow.custom_status",
+        "dapr.workflow.failure.error_type",
+        "dapr.workflow.failure.error_message",
+        "dapr.workflow.failure.stack_trace",
+    }
 
 
 def test_terminate_is_recursive_and_a_no_op_on_finished_instances(http: httpx.Client) -> None:
@@ -163,6 +189,8 @@ def test_purge_refuses_unfinished_instances_and_recurses(http: httpx.Client) -> 
     assert http.post(f"/v1.0/workflows/dapr/{iid}/purge").status_code == 202
 
     def both_gone() -> bool:
-        return all(http.get(f"/v1.0/workflows/dapr/{i}").status_code == 404 for i in (iid, f"{iid}-child"))
+        return all(
+            http.get(f"/v1.0/workflows/dapr/{i}").status_code == 404 for i in (iid, f"{iid}-child")
+        )
 
     eventually(both_gone, what="parent and child purged")

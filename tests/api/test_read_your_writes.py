@@ -50,8 +50,13 @@ def test_starts_nobody_applied_yet_are_visible_on_every_replica(clients, setting
     a, b = clients
     ids = [new_id("ryw") for _ in range(10)]
     for iid in ids:
-        assert a.post(f"/v1.0/workflows/dapr/api_gate/start?instanceID={iid}", content=b'"in"').status_code == 202
-        # Another process, right away, with no engine running at all: only the commands topic has it.
+        assert (
+            a.post(
+                f"/v1.0/workflows/dapr/api_gate/start?instanceID={iid}", content=b'"in"'
+            ).status_code
+            == 202
+        )
+        # Another process, right away, with no engine running: only the commands topic has it.
         body = b.get(f"/v1.0/workflows/dapr/{iid}").json()
         assert body["runtimeStatus"] == "PENDING", body
         assert body["workflowName"] == "api_gate"
@@ -66,12 +71,17 @@ def test_starts_nobody_applied_yet_are_visible_on_every_replica(clients, setting
     try:
         for iid in ids:
             done = wait_status(b, iid, "COMPLETED", timeout=60)
-            assert orjson.loads(done["properties"]["dapr.workflow.output"]) == {"input": "in", "doubled": 4}
+            assert orjson.loads(done["properties"]["dapr.workflow.output"]) == {
+                "input": "in",
+                "doubled": 4,
+            }
     finally:
         host.stop()
 
 
-def test_restart_over_a_finished_instance_is_visible_on_the_other_replica(clients, settings) -> None:
+def test_restart_over_a_finished_instance_is_visible_on_the_other_replica(
+    clients, settings
+) -> None:
     a, b = clients
     iid = new_id("again")
     host = start_engine(settings)
@@ -81,7 +91,12 @@ def test_restart_over_a_finished_instance_is_visible_on_the_other_replica(client
     finally:
         host.stop()
     # The engine is gone: B's view shows the finished run; only the barrier knows about the new one.
-    assert a.post(f"/v1.0/workflows/dapr/api_echo/start?instanceID={iid}", content=b'"two"').status_code == 202
+    assert (
+        a.post(
+            f"/v1.0/workflows/dapr/api_echo/start?instanceID={iid}", content=b'"two"'
+        ).status_code
+        == 202
+    )
     body = b.get(f"/v1.0/workflows/dapr/{iid}").json()
     assert body["runtimeStatus"] == "PENDING"
     assert body["properties"] == {"dapr.workflow.input": '"two"'}
@@ -100,7 +115,9 @@ def test_get_after_start_on_the_other_replica_with_the_engine_running(clients, s
     try:
         for i in range(30):
             first, second = (a, b) if i % 2 == 0 else (b, a)
-            iid = first.post("/v1.0/workflows/dapr/api_echo/start", content=b"1").json()["instanceID"]
+            iid = first.post("/v1.0/workflows/dapr/api_echo/start", content=b"1").json()[
+                "instanceID"
+            ]
             t0 = time.perf_counter()
             response = second.get(f"/v1.0/workflows/dapr/{iid}")
             timings.append(time.perf_counter() - t0)
@@ -109,5 +126,7 @@ def test_get_after_start_on_the_other_replica_with_the_engine_running(clients, s
     finally:
         host.stop()
     timings.sort()
-    print(f"\ncross-replica GET right after start: p50 {timings[len(timings) // 2] * 1000:.1f} ms, "
-          f"max {timings[-1] * 1000:.1f} ms")
+    print(
+        f"\ncross-replica GET right after start: p50 {timings[len(timings) // 2] * 1000:.1f} ms, "
+        f"max {timings[-1] * 1000:.1f} ms"
+    )

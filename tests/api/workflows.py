@@ -46,5 +46,7 @@ def fail(ctx: DaprWorkflowContext, value: Any) -> Any:
 @runtime.workflow(name="api_parent")
 def parent(ctx: DaprWorkflowContext, value: Any) -> Any:
     """Starts a child that waits for `go` (child ID `<parent>-child`)."""
-    result = yield ctx.call_child_workflow(gate, input=value, instance_id=f"{ctx.instance_id}-child")
+    result = yield ctx.call_child_workflow(
+        gate, input=value, instance_id=f"{ctx.instance_id}-child"
+    )
     return result
