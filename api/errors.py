@@ -194,7 +194,7 @@ def _classify(exc: BaseException, op_code: str) -> tuple[int, str, str]:
 
 def error_response(exc: BaseException, request: Request | None = None) -> Response:
     status, code, message = _classify(exc, _operation_code(request))
-    if status >= 500:
+    if status >= 500 and not isinstance(exc, NotReady):  # readiness probes are not incidents
         if isinstance(exc, ApiError):
             log.warning("%s %s: %s", code, status, message)
         else:

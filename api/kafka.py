@@ -68,6 +68,14 @@ class TrackedView(StatusView):
         return behind
 
     @property
+    def failure(self) -> BaseException | None:
+        """Why the follower stopped, if it did with an error."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
+
+    @property
     def following(self) -> bool:
         task = self._task
         return task is not None and not task.done()
@@ -130,6 +138,8 @@ class KafkaLink:
                 backoff = min(backoff * 2, 5.0)
         while True:
             await self._probe()
+            if self.reachable and not self.view.following:
+                await self._restart_view()
             await asyncio.sleep(self.settings.probe_interval_s)
 
     async def _connect(self) -> None:
@@ -188,6 +198,21 @@ class KafkaLink:
                 await asyncio.wait_for(self.admin.close(), 5)
         self.scanner = self.offsets = self.producer = None
         self.admin = None
+
+    async def _restart_view(self) -> None:
+        """A view whose follower died (an error aiokafka does not retry) is rebuilt from scratch."""
+        log.error("the status view stopped (%r); rebuilding it", self.view.failure)
+        old = self.view
+        fresh = TrackedView(self.settings.engine)
+        try:
+            await asyncio.wait_for(fresh.start(), self.settings.kafka_timeout_s * 4)
+            await asyncio.wait_for(fresh.caught_up.wait(), 60)
+        except (KafkaError, OSError, RuntimeError, TimeoutError) as exc:
+            log.warning("rebuilding the status view failed: %s; trying again", exc)
+            await fresh.stop()
+            return
+        self.view = fresh
+        await old.stop()
 
     async def _probe(self) -> None:
         admin = self.admin
