@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ops.stack",
     "api.server",
     "api.cli",
+    "ops.bench.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

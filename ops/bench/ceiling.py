@@ -1,0 +1,158 @@
+"""The ceiling: a raw aiokafka produce -> consume round trip through the same broker.
+
+Same client settings as the engine (security, idempotent producer with acks=all, read_committed
+consumer), same partition count, records about the size of an engine record, in one Python process
+as the engine's processes are. What an engine cannot beat is what this reaches; each scenario's
+Kafka records/s is printed as a fraction of it, which compares across machines of unequal speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from engine.runtime.settings import Settings
+
+from .load import FETCH_MAX_WAIT_MS
+from .stats import percentiles
+
+__all__ = ["Ceiling", "measure_ceiling"]
+
+_STAMP = struct.Struct("<dq")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    records: int
+    record_bytes: int
+    partitions: int
+    records_per_s: float
+    mb_per_s: float
+    #: Send -> consume latency while saturated (queueing included).
+    saturated_latency_ms: dict[str, float]
+    #: Send -> consume latency at a low fixed rate: the broker round trip itself.
+    idle_rate: float
+    idle_latency_ms: dict[str, float]
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+async def measure_ceiling(
+    settings: Settings,
+    *,
+    records: int = 50_000,
+    record_bytes: int = 512,
+    idle_rate: float = 200.0,
+    idle_s: float = 5.0,
+    in_flight: int = 2000,
+) -> Ceiling:
+    topic = f"{settings.topic_prefix}ceiling.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(**settings.client_kwargs())
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, settings.partitions, settings.replication_factor)]
+        )
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(**settings.client_kwargs(), enable_idempotence=True, linger_ms=2)
+    consumer = AIOKafkaConsumer(
+        **settings.client_kwargs(),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
+    await producer.start()
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        padding = b"x" * max(0, record_bytes - _STAMP.size)
+        # Warm the connections and metadata so the first timed record pays no setup.
+        await _round(producer, consumer, topic, padding, 200, in_flight, None)
+        t0 = time.monotonic()
+        saturated = await _round(producer, consumer, topic, padding, records, in_flight, None)
+        elapsed = time.monotonic() - t0
+        idle = await _round(
+            producer,
+            consumer,
+            topic,
+            padding,
+            max(1, int(idle_rate * idle_s)),
+            in_flight,
+            idle_rate,
+        )
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        admin = AIOKafkaAdminClient(**settings.client_kwargs())
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+        except KafkaError as exc:
+            # A leftover measurement topic is harmless; say so rather than fail the run.
+            log.warning("could not delete %s: %s", topic, exc)
+        finally:
+            await admin.close()
+    return Ceiling(
+        records=records,
+        record_bytes=record_bytes,
+        partitions=settings.partitions,
+        records_per_s=records / elapsed,
+        mb_per_s=records * record_bytes / elapsed / 1e6,
+        saturated_latency_ms=percentiles([x * 1000 for x in saturated]),
+        idle_rate=idle_rate,
+        idle_latency_ms=percentiles([x * 1000 for x in idle]),
+    )
+
+
+async def _round(
+    producer: AIOKafkaProducer,
+    consumer: AIOKafkaConsumer,
+    topic: str,
+    padding: bytes,
+    count: int,
+    in_flight: int,
+    rate: float | None,
+) -> list[float]:
+    """Send `count` records (as fast as `in_flight` allows, or at `rate`) and read them all back."""
+    latencies: list[float] = []
+    run = time.monotonic_ns()  # tells this round's records from an earlier round's stragglers
+
+    async def consume() -> None:
+        while len(latencies) < count:
+            batches = await consumer.getmany(timeout_ms=100, max_records=10_000)
+            now = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    sent, tag = _STAMP.unpack_from(record.value or b"")
+                    if tag == run:
+                        latencies.append(now - sent)
+
+    reader = asyncio.create_task(consume())
+    window = asyncio.Semaphore(in_flight)
+    t0 = time.monotonic()
+    for n in range(count):
+        if rate is not None:
+            await asyncio.sleep(max(0.0, t0 + n / rate - time.monotonic()))
+        await window.acquire()
+        value = _STAMP.pack(time.monotonic(), run) + padding
+        future = await producer.send(topic, value, key=str(n).encode())
+        future.add_done_callback(lambda _f: window.release())
+    await asyncio.wait_for(reader, timeout=120)
+    return latencies

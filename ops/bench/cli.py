@@ -1,0 +1,80 @@
+"""`headrace bench [SCENARIO ...]`: run the benchmark scenarios and write table, JSON and PNG.
+
+Without `--bootstrap-servers` it starts a private Kafka on free ports (and removes it after);
+with it, it uses that broker. Either way it starts its own engine and worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .scenarios import GROUPS, SCENARIO_NAMES
+
+    text = "measure throughput, latency and cost of the engine (Dapr perf-suite scenarios)"
+    parser = subparsers.add_parser(
+        "bench",
+        help=text,
+        description=text
+        + ". Scenarios: "
+        + ", ".join([*SCENARIO_NAMES, *GROUPS])
+        + " (default: all).",
+    )
+    parser.add_argument(
+        "scenarios", nargs="*", metavar="SCENARIO", help="scenarios to run (default: all)"
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="tens of workflows per scenario, short timers (what CI runs)",
+    )
+    size = parser.add_argument_group("size (overrides each scenario's own)")
+    size.add_argument("--workflows", type=int, help="workflows to measure after the warm-up")
+    size.add_argument("--duration", type=float, help="seconds to measure after the warm-up")
+    size.add_argument("--warmup", type=float, help="seconds of warm-up before measuring")
+    size.add_argument("--concurrency", type=int, help="workflows in flight (closed-loop scenarios)")
+    size.add_argument("--rate", type=float, help="starts per second (makes a scenario open-loop)")
+    deploy = parser.add_argument_group("deployment")
+    deploy.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
+    deploy.add_argument("--partitions", type=int, default=8, help="partitions of every topic (8)")
+    deploy.add_argument("--engines", type=int, default=1, help="engine processes (1)")
+    deploy.add_argument("--workers", type=int, default=1, help="activity worker processes (1)")
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--out", default="bench-results", help="directory for JSON, PNG, Markdown, logs"
+    )
+    out.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the raw Kafka round trip")
+    parser.add_argument(
+        "--ceiling-records", type=int, help="records for the ceiling (50,000; tiny 2,000)"
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=60.0,
+        help="give a scenario up when nothing completes for this long (60 s)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="random seed (timer delays)")
+    parser.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    import asyncio
+    import importlib.util
+
+    from ops.errors import OpsError
+
+    missing = [m for m in ("matplotlib", "rich") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise OpsError(f"headrace bench needs {' and '.join(missing)}: pip install -e '.[test]'")
+
+    from .session import run_session
+
+    doc: dict[str, Any] = asyncio.run(run_session(args, " ".join(["headrace", *sys.argv[1:]])))
+    bad = [r for r in doc["scenarios"] if "error" in r or r["unfinished"] or r["failed"]]
+    return 1 if bad else 0

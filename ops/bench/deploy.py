@@ -1,0 +1,231 @@
+"""What the benchmark measures: a broker (local or given) and engine and worker processes.
+
+Each scenario gets fresh engine and worker processes on a fresh topic prefix, so its CPU, RSS and
+record counts are its own; the broker lives for the whole run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from engine.runtime.settings import Settings
+from engine.runtime.topics import Topics
+from ops.errors import OpsError
+from ops.kafka.process import _die_with_parent
+
+from .procstats import listener_pid
+
+__all__ = ["BenchError", "Broker", "Deployment", "OffsetCounter", "Service"]
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "ops.bench.apps:runtime"
+#: Role -> the log line that says the process is ready.
+READY = {"engine": "engine ready", "worker": "activity worker started"}
+#: Internal topics every deployment on a broker writes to (offsets and transaction state).
+INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
+
+
+class BenchError(OpsError):
+    """A benchmark could not run (a process did not start, a scenario stalled)."""
+
+
+@dataclass
+class Broker:
+    bootstrap: str
+    pid: int | None
+    source: str
+    version: str | None = None
+    _local: object | None = None
+
+    @classmethod
+    def start_local(cls) -> Broker:
+        from ops.kafka import LocalKafka
+
+        state_dir = Path(tempfile.mkdtemp(prefix="headrace-bench-")) / "kafka"
+        local = LocalKafka(state_dir, die_with_parent=True)
+        result = local.up(nodes=1, port=None)
+        pids = [s.pid for s in local.status() if s.pid is not None]
+        return cls(
+            result.manifest.bootstrap,
+            pids[0] if pids else None,
+            "local",
+            result.manifest.version,
+            local,
+        )
+
+    @classmethod
+    def given(cls, bootstrap: str) -> Broker:
+        # The broker's CPU and RSS are only known when it listens on this machine.
+        first = bootstrap.split(",")[0]
+        host, _, port = first.rpartition(":")
+        pid = None
+        if host in ("localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0") and port.isdigit():  # noqa: S104
+            pid = listener_pid(int(port))
+        return cls(bootstrap, pid, "given")
+
+    def stop(self) -> None:
+        from ops.kafka import LocalKafka
+
+        if isinstance(self._local, LocalKafka):
+            self._local.down(wipe=True, grace_s=15.0)
+            self._local = None
+
+
+class Service:
+    """One `headrace engine|worker` process with its log in a file."""
+
+    def __init__(
+        self,
+        role: str,
+        settings: Settings,
+        log_dir: Path,
+        index: int,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.role = role
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "HEADRACE_TOPIC_PREFIX": settings.topic_prefix,
+            "HEADRACE_PARTITIONS": str(settings.partitions),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            **(extra_env or {}),
+        }
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{role}-{index}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "ops", role, "--app", APP],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            # If the harness dies, its engines and workers must not keep loading the machine.
+            preexec_fn=_die_with_parent,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def problems(self) -> list[str]:
+        """Log lines at WARNING or above (aborted transactions, restores, crashes)."""
+        return [
+            line
+            for line in self.log_text().splitlines()
+            if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback", line)
+        ]
+
+    async def wait_ready(self, deadline: float) -> float:
+        marker = READY[self.role]
+        t0 = time.monotonic()
+        while marker not in self.log_text():
+            if self.popen.poll() is not None:
+                raise BenchError(
+                    f"{self.role} exited with {self.popen.returncode} while starting:\n"
+                    + "\n".join(self.log_text().splitlines()[-20:])
+                )
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.role} not ready in time; log {self.log_path}")
+            await asyncio.sleep(0.05)
+        return time.monotonic() - t0
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        self._log.close()
+
+
+class Deployment:
+    """Engines and workers of one scenario."""
+
+    def __init__(self, settings: Settings, engines: int, workers: int, log_dir: Path) -> None:
+        self.settings = settings
+        self.services = [Service("engine", settings, log_dir, i) for i in range(engines)]
+        self.services += [Service("worker", settings, log_dir, i) for i in range(workers)]
+
+    async def wait_ready(self, timeout_s: float = 120.0) -> float:
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s
+        await asyncio.gather(*(s.wait_ready(deadline) for s in self.services))
+        return time.monotonic() - t0
+
+    def pids(self, role: str) -> list[int]:
+        return [s.pid for s in self.services if s.role == role]
+
+    def problems(self) -> dict[str, list[str]]:
+        return {s.log_path.name: p for s in self.services if (p := s.problems())}
+
+    def stop(self) -> None:
+        # Signal all first, then wait: they shut down side by side, not in turn.
+        for service in self.services:
+            if service.popen.poll() is None:
+                service.popen.send_signal(signal.SIGTERM)
+        for service in self.services:
+            service.stop()
+
+
+class OffsetCounter:
+    """Log end offsets of a deployment's topics: records (and transaction markers) written."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        topics = Topics.for_settings(settings)
+        self.topics = {
+            name: getattr(topics, name)
+            for name in (
+                "commands",
+                "results",
+                "tasks",
+                "status",
+                "history",
+                "history_store",
+                "dead_letter",
+            )
+        }
+        self._consumer: AIOKafkaConsumer | None = None
+        self._tps: dict[str, list[TopicPartition]] = {}
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **self.settings.client_kwargs(), group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        self._consumer = consumer
+        for label, topic in [*self.topics.items(), *((t, t) for t in INTERNAL_TOPICS)]:
+            parts = consumer.partitions_for_topic(topic)
+            if parts is None:
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(topic) or set()
+            self._tps[label] = [TopicPartition(topic, p) for p in sorted(parts)]
+
+    async def read(self) -> dict[str, int]:
+        """Per topic label: the sum of its partitions' end offsets."""
+        assert self._consumer is not None
+        every = [tp for tps in self._tps.values() for tp in tps]
+        ends = await self._consumer.end_offsets(every) if every else {}
+        return {label: sum(ends[tp] for tp in tps) for label, tps in self._tps.items()}
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()

@@ -1,0 +1,396 @@
+"""The load generator: StartWorkflow commands straight to Kafka, completions from the status topic.
+
+`DaprWorkflowClient` is synchronous and waits for each send (~5 ms a call), and `StatusView` wakes
+every waiter on every batch and keeps every state: fine for an app, too slow for thousands of
+workflows a second. Here sends are pipelined on one idempotent producer, and one consumer follows
+the compacted status topic, parsing only the fields it needs.
+
+Start-to-completion is measured from just before the send to the moment this process reads the
+terminal status record; the engine's own view (completed_at - created_at) is kept beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from engine.core.codec import encode
+from engine.core.commands import StartWorkflow
+from engine.core.payload import dump_payload
+from engine.runtime import settings as engine_settings
+from engine.runtime.settings import Settings
+from engine.runtime.topics import Topics
+
+from .scenarios import Scenario
+
+__all__ = ["Instance", "LoadGenerator", "LoadResult", "Stalled"]
+
+#: The engine's consumers' fetch wait where it defines one. Committed (read_committed) records
+#: become visible when their transaction's marker lands, which does not wake a fetch the broker
+#: is holding: a long hold would add up to its length to every completion we observe.
+FETCH_MAX_WAIT_MS: int = getattr(engine_settings, "FETCH_MAX_WAIT_MS", 10)
+
+TERMINAL = frozenset({"COMPLETED", "FAILED", "TERMINATED", "CANCELED"})
+
+
+class Stalled(Exception):
+    """No workflow completed for too long while some were still running."""
+
+
+@dataclass(slots=True)
+class Instance:
+    sent: float  # monotonic time just before the send
+    measured: bool  # started after the warm-up
+    done: float = 0.0  # monotonic time the terminal status was read
+    status: str = ""
+    engine_s: float | None = None  # completed_at - created_at, from the engine's clock
+    output: str | None = None
+
+
+@dataclass
+class LoadResult:
+    instances: dict[str, Instance]
+    t0: float  # monotonic time of the first start (after the probe)
+    window: tuple[float, float]
+    probe_s: float
+    peak_running: int
+    stalled: str | None = None
+    send_errors: list[str] = field(default_factory=list)
+
+
+Hook = Callable[[], None]
+Progress = Callable[
+    [str, int, int, int, float], None
+]  # phase, done, started, measured done, s in phase
+
+
+class _Follower:
+    """Reads the status topic; reports each instance's first running and first terminal record."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_running: Callable[[str], None],
+        on_done: Callable[[str, dict[str, object], float], None],
+    ) -> None:
+        self.settings = settings
+        self.topic = Topics.for_settings(settings).status
+        self.on_running = on_running
+        self.on_done = on_done
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **self.settings.client_kwargs(),
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        await consumer.start()
+        parts = consumer.partitions_for_topic(self.topic)
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._follow(consumer))
+
+    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+        seen: set[str] = set()
+        finished: set[str] = set()
+        while True:
+            batches = await consumer.getmany(timeout_ms=100, max_records=10_000)
+            now = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    if record.key is None or record.value is None:
+                        continue
+                    iid = record.key.decode()
+                    if iid in finished:
+                        continue
+                    state = orjson.loads(record.value)
+                    if state["status"] in TERMINAL:
+                        finished.add(iid)
+                        self.on_done(iid, state, now)
+                    elif iid not in seen:
+                        seen.add(iid)
+                        self.on_running(iid)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+def _engine_seconds(state: dict[str, object]) -> float | None:
+    created, completed = state.get("created_at"), state.get("completed_at")
+    if not isinstance(created, str) or not isinstance(completed, str):
+        return None
+    return (datetime.fromisoformat(completed) - datetime.fromisoformat(created)).total_seconds()
+
+
+class LoadGenerator:
+    """Runs one scenario's load shape; `on_window_start`/`on_window_end` mark the measurement."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        settings: Settings,
+        *,
+        on_window_start: Hook,
+        on_window_end: Hook,
+        progress: Progress,
+        seed: int = 1,
+        stall_s: float = 60.0,
+        probe_timeout_s: float | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.settings = settings
+        self.topic = Topics.for_settings(settings).commands
+        self.on_window_start = on_window_start
+        self.on_window_end = on_window_end
+        self.progress = progress
+        self.rng = random.Random(seed)  # noqa: S311 - timer delays, not secrets
+        self.stall_s = stall_s
+        # The probe waits for the workers to join their group, which takes seconds, not minutes.
+        self.probe_timeout_s = probe_timeout_s or max(stall_s, 30.0)
+        self.instances: dict[str, Instance] = {}
+        self.done_count = 0
+        self.running = 0
+        self.peak_running = 0
+        self.measured_started = 0
+        self.measured_done = 0
+        self.last_progress = time.monotonic()
+        self.send_errors: list[str] = []
+        self._slots = asyncio.Semaphore(0)
+        self._changed = asyncio.Event()
+        self._measuring = False
+        self._window: list[float] = [0.0, 0.0]
+        self._producer: AIOKafkaProducer | None = None
+        # Every chain/fan-out start carries the same input: encode it once, not per send.
+        self._fixed_input = (
+            None
+            if scenario.workflow == "bench_timer"
+            else dump_payload(scenario.workflow_input(self.rng))
+        )
+
+    # -- completions ---------------------------------------------------------------------------
+
+    def _on_running(self, iid: str) -> None:
+        if iid in self.instances:
+            self.running += 1
+            self.peak_running = max(self.peak_running, self.running)
+
+    def _on_done(self, iid: str, state: dict[str, object], now: float) -> None:
+        inst = self.instances.get(iid)
+        if inst is None or inst.done:
+            return
+        inst.done = now
+        inst.status = str(state["status"])
+        inst.engine_s = _engine_seconds(state)
+        output = state.get("output")
+        inst.output = output if isinstance(output, str) and len(output) < 64 else None
+        self.done_count += 1
+        self.running = max(0, self.running - 1)
+        if inst.measured:
+            self.measured_done += 1
+        self.last_progress = now
+        self._slots.release()
+        self._changed.set()
+
+    # -- starts --------------------------------------------------------------------------------
+
+    async def _start(self, iid: str) -> None:
+        assert self._producer is not None
+        text = (
+            self._fixed_input
+            if self._fixed_input is not None
+            else dump_payload(self.scenario.workflow_input(self.rng))
+        )
+        message = StartWorkflow(
+            instance_id=iid, command_id=uuid.uuid4().hex, name=self.scenario.workflow, input=text
+        )
+        now = time.monotonic()
+        self.instances[iid] = Instance(sent=now, measured=self._measuring)
+        if self._measuring:
+            self.measured_started += 1
+        self.last_progress = now
+        future = await self._producer.send(self.topic, encode(message), key=iid.encode())
+        future.add_done_callback(self._check_send)
+
+    def _check_send(self, future: asyncio.Future[object]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self.send_errors.append(repr(future.exception()))
+
+    # -- the run -------------------------------------------------------------------------------
+
+    async def run(self) -> LoadResult:
+        s = self.scenario
+        follower = _Follower(self.settings, self._on_running, self._on_done)
+        await follower.start()
+        self._producer = AIOKafkaProducer(
+            **self.settings.client_kwargs(),
+            enable_idempotence=True,
+            # A short linger batches bursts of starts; the latency scenario sends one at a time.
+            linger_ms=0 if s.shape == "open" else 2,
+            max_request_size=max(4 * 1024 * 1024, 2 * self.settings.max_payload_bytes),
+        )
+        await self._producer.start()
+        stalled: str | None = None
+        probe_s = math.nan
+        t0 = time.monotonic()
+        try:
+            try:
+                probe_s = await self._probe()
+                t0 = time.monotonic()
+                ticker = asyncio.create_task(self._tick(t0))
+                try:
+                    await self._drive(t0)
+                    await self._drain()
+                finally:
+                    ticker.cancel()
+                    await asyncio.gather(ticker, return_exceptions=True)
+            except Stalled as exc:
+                stalled = str(exc)
+            if not self._window[0]:
+                self._begin_window(t0)
+            if not self._window[1]:
+                self._end_window(time.monotonic())
+        finally:
+            await self._producer.stop()
+            await follower.stop()
+        return LoadResult(
+            self.instances,
+            t0,
+            (self._window[0], self._window[1]),
+            probe_s,
+            self.peak_running,
+            stalled,
+            self.send_errors,
+        )
+
+    async def _probe(self) -> float:
+        """One workflow end to end before anything counts: every process has joined its group."""
+        t0 = time.monotonic()
+        await self._start("probe")
+        self._slots = asyncio.Semaphore(0)
+        deadline = t0 + self.probe_timeout_s
+        while not self.instances["probe"].done:
+            if time.monotonic() > deadline:
+                raise Stalled(
+                    f"the probe workflow did not complete in {self.probe_timeout_s:.0f} s"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 0.5)
+        self._slots = asyncio.Semaphore(0)
+        return time.monotonic() - t0
+
+    def _begin_window(self, now: float) -> None:
+        self._measuring = True
+        self._window[0] = now
+        self.on_window_start()
+
+    def _end_window(self, now: float) -> None:
+        if not self._window[1]:
+            self._window[1] = now
+            self.on_window_end()
+
+    def _more(self, t0: float) -> bool:
+        s = self.scenario
+        if not self._measuring:
+            if time.monotonic() - t0 >= s.warmup_s:
+                self._begin_window(time.monotonic())
+            else:
+                return True
+        if s.workflows:
+            return self.measured_started < s.workflows
+        return time.monotonic() < self._window[0] + s.duration_s
+
+    async def _drive(self, t0: float) -> None:
+        s = self.scenario
+        if s.shape == "batch":
+            self._begin_window(t0)
+            for n in range(s.workflows):
+                await self._start(f"b{n}")
+            return
+        if s.shape == "open":
+            interval = 1.0 / s.rate
+            n = 0
+            while self._more(t0):
+                await self._start(f"b{n}")
+                n += 1
+                await asyncio.sleep(max(0.0, t0 + n * interval - time.monotonic()))
+                self._check_stall()
+            return
+        self._slots = asyncio.Semaphore(s.concurrency)
+        n = 0
+        while True:
+            while True:
+                try:
+                    await asyncio.wait_for(self._slots.acquire(), 1.0)
+                    break
+                except TimeoutError:
+                    self._check_stall()
+                    if s.duration_s and self._measuring and not self._more(t0):
+                        return
+            if not self._more(t0):
+                return
+            await self._start(f"b{n}")
+            n += 1
+
+    async def _drain(self) -> None:
+        s = self.scenario
+        while True:
+            now = time.monotonic()
+            if s.duration_s and self._window[0] and now >= self._window[0] + s.duration_s:
+                self._end_window(self._window[0] + s.duration_s)
+            if not s.duration_s and self.measured_done >= self.measured_started:
+                self._end_window(
+                    max((i.done for i in self.instances.values() if i.measured), default=now)
+                )
+            if self.done_count >= len(self.instances):
+                return
+            self._check_stall()
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 0.2)
+
+    def _check_stall(self) -> None:
+        idle = time.monotonic() - self.last_progress
+        if self.done_count < len(self.instances) and idle > self.stall_s:
+            missing = len(self.instances) - self.done_count
+            raise Stalled(f"no workflow completed for {idle:.0f} s; {missing} still not finished")
+
+    async def _tick(self, t0: float) -> None:
+        s = self.scenario
+        while True:
+            now = time.monotonic()
+            if s.duration_s and self._window[0] and now >= self._window[0] + s.duration_s:
+                self._end_window(self._window[0] + s.duration_s)
+            if not self._measuring:
+                phase, since = "warm-up", now - t0
+            elif not self._window[1]:
+                phase, since = "measure", now - self._window[0]
+            else:
+                phase, since = "drain", now - self._window[1]
+            self.progress(phase, self.done_count, len(self.instances), self.measured_done, since)
+            await asyncio.sleep(0.25)

@@ -1,0 +1,305 @@
+"""One scenario end to end: fresh topics and processes, the load, and every figure it produced."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.runtime.settings import Settings
+from engine.runtime.topics import ensure_topics
+
+from .deploy import INTERNAL_TOPICS, Broker, Deployment, OffsetCounter
+from .load import Instance, LoadGenerator, LoadResult, Progress
+from .procstats import CpuMem, ProcessTable, machine_busy_s
+from .scenarios import Scenario
+from .stats import log_histogram, percentiles
+
+__all__ = ["RunOptions", "run_scenario"]
+
+KINDS = ("broker", "engine", "worker", "api", "loadgen")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    run_id: str
+    partitions: int
+    engines: int
+    workers: int
+    stall_s: float
+    log_dir: Path
+    seed: int = 1
+    sample_s: float = 1.0
+
+
+@dataclass
+class _Marks:
+    """What the window hooks capture (CPU snapshots, machine CPU, log end offsets)."""
+
+    procs: ProcessTable
+    offsets: OffsetCounter
+    start_cpu: dict[str, dict[int, CpuMem]] | None = None
+    end_cpu: dict[str, dict[int, CpuMem]] | None = None
+    start_machine: float = 0.0
+    end_machine: float = 0.0
+    start_offsets: asyncio.Task[dict[str, int]] | None = None
+    end_offsets: asyncio.Task[dict[str, int]] | None = None
+
+    def window_start(self) -> None:
+        self.procs.reset_peaks()
+        self.start_cpu = self.procs.snapshot()
+        self.start_machine = machine_busy_s()[0]
+        self.start_offsets = asyncio.get_running_loop().create_task(self.offsets.read())
+
+    def window_end(self) -> None:
+        self.end_cpu = self.procs.snapshot()
+        self.end_machine = machine_busy_s()[0]
+        self.end_offsets = asyncio.get_running_loop().create_task(self.offsets.read())
+
+
+async def run_scenario(
+    scenario: Scenario, broker: Broker, opts: RunOptions, progress: Progress, note: Any = print
+) -> dict[str, Any]:
+    settings = Settings.from_env(
+        bootstrap_servers=broker.bootstrap,
+        topic_prefix=f"bench.{opts.run_id}.{scenario.name}.",
+        partitions=opts.partitions,
+    )
+    await ensure_topics(settings)
+    deployment = Deployment(settings, opts.engines, opts.workers, opts.log_dir / scenario.name)
+    samples: list[dict[str, Any]] = []
+    try:
+        ready_s = await deployment.wait_ready()
+        note(
+            f"{scenario.name}: {opts.engines} engine(s) and {opts.workers} worker(s) ready in "
+            f"{ready_s:.1f} s"
+        )
+        procs = ProcessTable()
+        if broker.pid is not None:
+            procs.add("broker", broker.pid)
+        for pid in deployment.pids("engine"):
+            procs.add("engine", pid)
+        for pid in deployment.pids("worker"):
+            procs.add("worker", pid)
+        procs.add("loadgen", os.getpid())
+        offsets = OffsetCounter(settings)
+        await offsets.start()
+        marks = _Marks(procs, offsets)
+        load = LoadGenerator(
+            scenario,
+            settings,
+            on_window_start=marks.window_start,
+            on_window_end=marks.window_end,
+            progress=progress,
+            seed=opts.seed,
+            stall_s=opts.stall_s,
+        )
+        sampler = asyncio.create_task(_sample(procs, load, opts.sample_s, samples))
+        try:
+            result = await load.run()
+        finally:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+        final = procs.snapshot()
+        totals = await offsets.read()
+        window_offsets = (
+            await marks.start_offsets if marks.start_offsets else {},
+            await marks.end_offsets if marks.end_offsets else totals,
+        )
+        await offsets.stop()
+    finally:
+        deployment.stop()
+    return _figures(
+        scenario,
+        opts,
+        result,
+        marks,
+        final,
+        totals,
+        window_offsets,
+        samples,
+        deployment.problems(),
+        ready_s,
+    )
+
+
+async def _sample(
+    procs: ProcessTable, load: LoadGenerator, every_s: float, out: list[dict[str, Any]]
+) -> None:
+    t0 = time.monotonic()
+    while True:
+        snap = procs.snapshot()
+        out.append(
+            {
+                "t": round(time.monotonic() - t0, 2),
+                "completed": load.done_count,
+                "running": load.running,
+                "rss": {
+                    kind: sum(m.rss_bytes for m in snap.get(kind, {}).values()) for kind in snap
+                },
+                "cpu": {
+                    kind: round(sum(m.cpu_s for m in snap.get(kind, {}).values()), 2)
+                    for kind in snap
+                },
+            }
+        )
+        await asyncio.sleep(every_s)
+
+
+def _ms(values: list[float]) -> dict[str, float]:
+    return {k: (v if k == "count" else round(v * 1000, 2)) for k, v in percentiles(values).items()}
+
+
+def _figures(
+    scenario: Scenario,
+    opts: RunOptions,
+    result: LoadResult,
+    marks: _Marks,
+    final: dict[str, dict[int, CpuMem]],
+    totals: dict[str, int],
+    window_offsets: tuple[dict[str, int], dict[str, int]],
+    samples: list[dict[str, Any]],
+    problems: dict[str, list[str]],
+    ready_s: float,
+) -> dict[str, Any]:
+    instances = result.instances
+    done = [i for i in instances.values() if i.done]
+    completed = sum(1 for i in done if i.status == "COMPLETED")
+    ws, we = result.window
+    window_s = max(we - ws, 1e-9)
+    in_window = sum(1 for i in done if ws <= i.done <= we)
+    measured = [i for i in done if i.measured]
+    latency = _ms([i.done - i.sent for i in measured])
+    engine_latency = _ms([i.engine_s for i in measured if i.engine_s is not None])
+
+    cpu: dict[str, Any] = {}
+    start, end = marks.start_cpu or {}, marks.end_cpu or final
+    ours = 0.0
+    for kind in KINDS:
+        pids = end.get(kind)
+        if not pids:
+            cpu[kind] = None
+            continue
+        used = sum(
+            m.cpu_s - start.get(kind, {}).get(pid, CpuMem(0, 0, 0)).cpu_s for pid, m in pids.items()
+        )
+        ours += used
+        cpu[kind] = {
+            "processes": len(pids),
+            "cpu_s": round(used, 2),
+            "cores": round(used / window_s, 3),
+            "cpu_ms_per_wf": round(used * 1000 / in_window, 3) if in_window else None,
+            # Peak over the window (VmHWM was reset at its start), largest process of the kind.
+            "peak_rss_mib": round(
+                max(m.peak_rss_bytes for m in final.get(kind, pids).values()) / 2**20, 1
+            ),
+            "rss_end_mib": round(
+                sum(m.rss_bytes for m in final.get(kind, pids).values()) / 2**20, 1
+            ),
+        }
+    machine_s = marks.end_machine - marks.start_machine
+    deployment_labels = [k for k in totals if k not in INTERNAL_TOPICS]
+    total_records = sum(totals[k] for k in deployment_labels)
+    w0, w1 = window_offsets
+    window_records = sum(w1.get(k, 0) - w0.get(k, 0) for k in deployment_labels)
+
+    figures: dict[str, Any] = {
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "load": scenario.load,
+        "spec": {
+            k: getattr(scenario, k)
+            for k in (
+                "workflow",
+                "activities",
+                "shape",
+                "concurrency",
+                "rate",
+                "workflows",
+                "duration_s",
+                "warmup_s",
+                "payload_bytes",
+                "timer_s",
+            )
+        },
+        "processes_ready_s": round(ready_s, 2),
+        "probe_s": None if math.isnan(result.probe_s) else round(result.probe_s, 3),
+        "started": len(instances),
+        "completed": completed,
+        "failed": sum(1 for i in done if i.status != "COMPLETED"),
+        "unfinished": len(instances) - len(done),
+        "stalled": result.stalled,
+        "send_errors": result.send_errors[:10],
+        "window_s": round(window_s, 3),
+        "completed_in_window": in_window,
+        "workflows_per_s": round(in_window / window_s, 2),
+        "activities_per_s": round(in_window * scenario.activities / window_s, 2),
+        "latency_ms": latency,
+        "engine_latency_ms": engine_latency,
+        "latency_histogram_ms": [
+            (round(b * 1000, 3), n) for b, n in log_histogram([i.done - i.sent for i in measured])
+        ],
+        "cpu": cpu,
+        "machine": {"busy_cpu_s": round(machine_s, 2), "other_cpu_s": round(machine_s - ours, 2)},
+        "records": {
+            "per_topic_total": totals,
+            "total": total_records,
+            "per_workflow": round(total_records / len(done), 2) if done else None,
+            "in_window": window_records,
+            "per_s": round(window_records / window_s, 1),
+        },
+        "peak_running": result.peak_running,
+        "throughput_series": _series(result.t0, done),
+        "samples": samples,
+        "log_problems": {name: lines[:20] for name, lines in problems.items()},
+        "log_problem_count": sum(len(lines) for lines in problems.values()),
+    }
+    if scenario.workflow == "bench_timer":
+        lateness = [
+            float(orjson.loads(i.output))
+            for i in measured
+            if i.status == "COMPLETED" and i.output is not None
+        ]
+        figures["timer_lateness_ms"] = _ms(lateness)
+        figures["timer_lateness_histogram_ms"] = [
+            (round(b * 1000, 3), n) for b, n in log_histogram(lateness)
+        ]
+    figures["engine_rss_growth"] = _growth(samples)
+    return figures
+
+
+def _series(t0: float, done: list[Instance]) -> list[int]:
+    """Workflows completed in each second since the first start."""
+    if not done:
+        return []
+    last = int(max(i.done for i in done) - t0)
+    counts = [0] * (last + 1)
+    for inst in done:
+        counts[max(0, int(inst.done - t0))] += 1
+    return counts
+
+
+def _growth(samples: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Engine RSS against completed workflows over the second half: bytes per finished workflow."""
+    points = [(s["completed"], s["rss"].get("engine", 0)) for s in samples if "engine" in s["rss"]]
+    half = points[len(points) // 2 :]
+    if len(half) < 3 or half[-1][0] == half[0][0]:
+        return None
+    n = len(half)
+    mx = sum(x for x, _ in half) / n
+    my = sum(y for _, y in half) / n
+    var = sum((x - mx) ** 2 for x, _ in half)
+    slope = sum((x - mx) * (y - my) for x, y in half) / var if var else 0.0
+    return {
+        "bytes_per_completed_wf": round(slope, 1),
+        "from_completed": half[0][0],
+        "to_completed": half[-1][0],
+        "rss_from_mib": round(half[0][1] / 2**20, 1),
+        "rss_to_mib": round(half[-1][1] / 2**20, 1),
+    }

@@ -1,0 +1,211 @@
+"""One `headrace bench` invocation: broker, ceiling, the scenarios in turn, then the files."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.runtime.settings import Settings
+
+from . import report
+from .ceiling import measure_ceiling
+from .deploy import ROOT, Broker
+from .procstats import machine_busy_s
+from .runner import RunOptions, run_scenario
+from .scenarios import Scenario, override, select
+
+__all__ = ["run_session"]
+
+
+def _environment() -> dict[str, Any]:
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        mem_kb = 0
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": commit or "unknown",
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+class _Progress:
+    """A rich progress bar with one line per scenario (plain lines when disabled or not a TTY)."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.bar = Progress(
+            TextColumn("{task.description:<16}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=not enabled,
+            refresh_per_second=4,
+        )
+        self.task: Any = None
+        self.scenario: Scenario | None = None
+
+    def begin(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.task = self.bar.add_task(scenario.name, total=1.0, info="starting processes")
+
+    def update(self, phase: str, done: int, started: int, measured_done: int, since: float) -> None:
+        s = self.scenario
+        assert s is not None
+        if phase == "warm-up":
+            frac = since / s.warmup_s if s.warmup_s else 0.0
+        elif phase == "measure":
+            frac = measured_done / s.workflows if s.workflows else since / max(s.duration_s, 1e-9)
+        else:
+            frac = done / max(started, 1)
+        rate = (
+            f"{done / since:.0f} wf/s"
+            if phase == "measure" and since > 1 and not s.workflows
+            else ""
+        )
+        self.bar.update(
+            self.task, completed=min(frac, 1.0), info=f"{phase}: {done}/{started} done {rate}"
+        )
+
+    def note(self, text: str) -> None:
+        self.console.print(text)
+
+
+async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    scenarios = [
+        override(
+            s,
+            workflows=args.workflows,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            concurrency=args.concurrency,
+            rate=args.rate,
+        )
+        for s in select(args.scenarios, tiny=args.tiny)
+    ]
+    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before any load runs
+    progress = _Progress(enabled=not args.no_progress)
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    if args.bootstrap_servers:
+        broker = Broker.given(args.bootstrap_servers)
+    else:
+        progress.note("starting a private Kafka broker on free ports")
+        broker = await asyncio.to_thread(Broker.start_local)
+    progress.note(f"broker {broker.bootstrap} ({broker.source}, pid {broker.pid or 'unknown'})")
+    doc: dict[str, Any] = {
+        "command": command,
+        "started_at": started_at,
+        "run_id": run_id,
+        "environment": _environment(),
+        "broker": {
+            "bootstrap": broker.bootstrap,
+            "source": broker.source,
+            "pid": broker.pid,
+            "version": broker.version,
+        },
+        "options": {
+            "partitions": args.partitions,
+            "engines": args.engines,
+            "workers": args.workers,
+            "tiny": args.tiny,
+            "stall_timeout_s": args.stall_timeout,
+            "seed": args.seed,
+        },
+        "ceiling": None,
+        "scenarios": [],
+    }
+    busy0, t0 = machine_busy_s()[0], time.monotonic()
+    try:
+        if not args.no_ceiling:
+            progress.note("measuring the ceiling: raw aiokafka produce -> consume round trip")
+            settings = Settings.from_env(
+                bootstrap_servers=broker.bootstrap,
+                topic_prefix=f"bench.{run_id}.",
+                partitions=args.partitions,
+            )
+            records = args.ceiling_records or (2_000 if args.tiny else 50_000)
+            ceiling = await measure_ceiling(
+                settings, records=records, idle_s=1.0 if args.tiny else 5.0
+            )
+            doc["ceiling"] = ceiling.to_json()
+            progress.note(
+                f"ceiling: {ceiling.records_per_s:.0f} records/s, idle round trip p50 "
+                f"{ceiling.idle_latency_ms.get('p50', 0):.1f} ms"
+            )
+        opts = RunOptions(
+            run_id=run_id,
+            partitions=args.partitions,
+            engines=args.engines,
+            workers=args.workers,
+            stall_s=args.stall_timeout,
+            log_dir=out / f"logs-{run_id}",
+            seed=args.seed,
+        )
+        with progress.bar:
+            for scenario in scenarios:
+                progress.begin(scenario)
+                try:
+                    figures = await run_scenario(
+                        scenario, broker, opts, progress.update, progress.note
+                    )
+                except Exception as exc:
+                    figures = {"scenario": scenario.name, "error": f"{type(exc).__name__}: {exc}"}
+                doc["scenarios"].append(figures)
+                progress.note(_one_line(figures))
+    finally:
+        broker.stop()
+    doc["environment"]["loadavg_at_end"] = os.getloadavg()
+    doc["environment"]["machine_busy_cores"] = round(
+        (machine_busy_s()[0] - busy0) / (time.monotonic() - t0), 2
+    )
+    doc["targets"] = report.targets(doc["scenarios"])
+    stem = out / f"bench-{run_id}"
+    report.write_json(stem.with_suffix(".json"), doc)
+    stem.with_suffix(".md").write_text(report.markdown(doc))
+    report.plot(stem.with_suffix(".png"), doc)
+    report.print_tables(doc)
+    progress.note(f"wrote {stem}.json, {stem}.png and {stem}.md")
+    return doc
+
+
+def _one_line(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"{r['scenario']}: ERROR {r['error']}"
+    lat = r["latency_ms"]
+    extra = f", STALLED: {r['stalled']}" if r["stalled"] else ""
+    return (
+        f"{r['scenario']}: {r['completed']}/{r['started']} completed, {r['workflows_per_s']} wf/s, "
+        f"p50 {lat.get('p50', '-')} ms, p99 {lat.get('p99', '-')} ms{extra}"
+    )

@@ -1,0 +1,100 @@
+"""`headrace bench --tiny` against the session's broker: every scenario runs and every workflow
+completes, and the JSON, PNG and Markdown files are written. Speed is never asserted here: CI
+machines are noisy, and this test only keeps the harness working.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ops.bench.scenarios import SCENARIO_NAMES
+
+pytestmark = pytest.mark.kafka
+
+ROOT = Path(__file__).resolve().parents[2]
+# payload-500k is known not to complete on the engine as built (see its own test below).
+EVERY_BUT_500K = [name for name in SCENARIO_NAMES if name != "payload-500k"]
+
+
+def bench(
+    bootstrap: str, out: Path, *scenarios: str, stall_s: float = 30
+) -> tuple[int, dict[str, Any], str]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ops",
+            "bench",
+            "--tiny",
+            "--no-progress",
+            "--bootstrap-servers",
+            bootstrap,
+            "--out",
+            str(out),
+            "--stall-timeout",
+            str(stall_s),
+            *scenarios,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    files = sorted(out.glob("bench-*.json"))
+    assert files, (
+        f"no JSON written; exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
+    return done.returncode, json.loads(files[-1].read_text()), done.stdout + done.stderr
+
+
+@pytest.mark.timeout(300)
+def test_every_scenario_completes_at_tiny_size_and_writes_its_files(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    code, doc, output = bench(kafka_bootstrap, tmp_path, *EVERY_BUT_500K)
+
+    assert [r["scenario"] for r in doc["scenarios"]] == EVERY_BUT_500K
+    for r in doc["scenarios"]:
+        assert "error" not in r, f"{r['scenario']}: {r.get('error')}"
+        assert r["stalled"] is None, f"{r['scenario']}: {r['stalled']}"
+        name = r["scenario"]
+        assert r["unfinished"] == 0, name
+        assert r["failed"] == 0, name
+        # Every start completed: the measured ones plus the probe that runs before them.
+        assert r["completed"] == r["started"] == r["spec"]["workflows"] + 1, name
+        # Every figure the issue asks for is there (values are whatever this machine gives).
+        assert {"p50", "p90", "p99", "max"} <= set(r["latency_ms"]), name
+        assert r["workflows_per_s"] > 0, name
+        assert r["records"]["per_workflow"] > 0, name
+        assert {"engine", "worker", "loadgen"} <= {k for k, v in r["cpu"].items() if v}, name
+    timers = next(r for r in doc["scenarios"] if r["scenario"] == "timers")
+    assert {"p50", "p99"} <= set(timers["timer_lateness_ms"])
+    assert doc["ceiling"]["records_per_s"] > 0
+    assert len(doc["targets"]) == 5
+    assert code == 0, output[-3000:]
+
+    stem = tmp_path / f"bench-{doc['run_id']}"
+    assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Targets" in stem.with_suffix(".md").read_text()
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.xfail(
+    reason="engine: a 500 KB input passed to an activity makes a history-store chunk larger "
+    "than the broker's 1 MiB message limit (MessageSizeTooLargeError, then a restore loop); "
+    "remove this marker once the engine bounds chunk size in bytes",
+    strict=True,
+)
+def test_payload_500k_completes_at_tiny_size(kafka_bootstrap: str, tmp_path: Path) -> None:
+    _, doc, _ = bench(kafka_bootstrap, tmp_path, "payload-500k", stall_s=15)
+    (r,) = doc["scenarios"]
+    assert "error" not in r, r.get("error")
+    assert r["stalled"] is None, r["stalled"]
+    assert r["unfinished"] == 0
