@@ -16,6 +16,8 @@ import orjson
 
 from engine.core.values import RuntimeStatus
 
+from .openapi_schemas import component_schemas
+
 __all__ = ["document", "document_bytes"]
 
 _REF_ERROR = {"$ref": "#/components/schemas/Error"}
@@ -129,104 +131,6 @@ _INSTANCE_LINKS = {
         "purgeWorkflow",
     )
 }
-
-
-def _timestamp(description: str) -> dict[str, Any]:
-    return {"type": "string", "format": "date-time", "description": description}
-
-
-def _schemas() -> dict[str, Any]:
-    statuses = [s.value for s in RuntimeStatus]
-    summary_props = {
-        "instanceID": {"type": "string"},
-        "workflowName": {"type": "string"},
-        "createdAt": _timestamp("RFC 3339, UTC."),
-        "lastUpdatedAt": _timestamp("RFC 3339, UTC."),
-        "runtimeStatus": {"type": "string", "enum": statuses},
-    }
-    return {
-        "Error": {
-            "type": "object",
-            "required": ["errorCode", "message"],
-            "additionalProperties": False,
-            "properties": {
-                "errorCode": {"type": "string", "pattern": "^ERR_[A-Z_]+$"},
-                "message": {"type": "string"},
-            },
-        },
-        "StartResponse": {
-            "type": "object",
-            "required": ["instanceID"],
-            "additionalProperties": False,
-            "properties": {"instanceID": {"type": "string"}},
-        },
-        "Workflow": {
-            "type": "object",
-            "required": [*summary_props, "properties"],
-            "additionalProperties": False,
-            "properties": {
-                **summary_props,
-                "properties": {
-                    "type": "object",
-                    "description": "Present keys follow daprd: `dapr.workflow.input`, "
-                    "`dapr.workflow.output` "
-                    "(never on a failed instance), `dapr.workflow.custom_status`, "
-                    "`dapr.workflow.failure.error_type`, `.error_message`, `.stack_trace`.",
-                    "additionalProperties": {"type": "string"},
-                    "propertyNames": {
-                        "enum": [
-                            "dapr.workflow.input",
-                            "dapr.workflow.output",
-                            "dapr.workflow.custom_status",
-                            "dapr.workflow.failure.error_type",
-                            "dapr.workflow.failure.error_message",
-                            "dapr.workflow.failure.stack_trace",
-                        ]
-                    },
-                },
-            },
-        },
-        "WorkflowSummary": {
-            "type": "object",
-            "required": list(summary_props),
-            "additionalProperties": False,
-            "properties": summary_props,
-        },
-        "WorkflowList": {
-            "type": "object",
-            "required": ["instances"],
-            "additionalProperties": False,
-            "properties": {
-                "instances": {
-                    "type": "array",
-                    "items": {"$ref": "#/components/schemas/WorkflowSummary"},
-                },
-                "continuationToken": {
-                    "type": "string",
-                    "description": "Pass as `continuationToken` for the next page; "
-                    "absent on the last.",
-                },
-            },
-        },
-        "History": {
-            "type": "object",
-            "required": ["instanceID", "executionID", "events"],
-            "additionalProperties": False,
-            "properties": {
-                "instanceID": {"type": "string"},
-                "executionID": {"type": "string"},
-                "events": {
-                    "type": "array",
-                    "description": "History events in order; their JSON Schemas are in "
-                    "`schemas/events/` (`type` names the event).",
-                    "items": {
-                        "type": "object",
-                        "required": ["type", "version", "seq", "timestamp"],
-                    },
-                },
-            },
-        },
-    }
 
 
 def _paths() -> dict[str, Any]:
@@ -419,7 +323,7 @@ def document_bytes() -> bytes:
         "security": [{}, {"daprApiToken": []}],
         "paths": _paths(),
         "components": {
-            "schemas": _schemas(),
+            "schemas": component_schemas(),
             "securitySchemes": {
                 "daprApiToken": {
                     "type": "apiKey",
