@@ -214,34 +214,39 @@ class Orchestrator:
             execution = WorkflowExecution(iid, self._resolve)
             if not new_history:
                 execution.replay(load_history())
-        result = execution.step([ev.WorkflowStarted(timestamp=now), *inputs])
+        start = 0 if new_history else state.history_length
+        # Events are numbered as they are made: a `replace` per event was a visible cost per turn.
+        marker = ev.WorkflowStarted(timestamp=now, seq=start)
+        numbered: list[ev.HistoryEvent] = [marker, *(_with_seq(e, start + 1 + i) for i, e in enumerate(inputs))]
+        result = execution.step(numbered)
         outcome = TurnOutcome(state)
-        events: list[ev.HistoryEvent] = [ev.WorkflowStarted(timestamp=now), *inputs]
         completion: CompleteWorkflow | None = None
         for action in result.actions:
+            seq = start + len(numbered)
             if isinstance(action, ScheduleTask):
-                events.append(ev.TaskScheduled(timestamp=now, event_id=action.id, name=action.name,
-                                               input=action.input))
+                numbered.append(ev.TaskScheduled(timestamp=now, seq=seq, event_id=action.id, name=action.name,
+                                                 input=action.input))
             elif isinstance(action, CreateTimer):
-                events.append(ev.TimerCreated(timestamp=now, event_id=action.id, fire_at=action.fire_at,
-                                              origin=action.origin))
+                numbered.append(ev.TimerCreated(timestamp=now, seq=seq, event_id=action.id, fire_at=action.fire_at,
+                                                origin=action.origin))
             elif isinstance(action, CreateChildWorkflow):
-                events.append(ev.ChildWorkflowCreated(timestamp=now, event_id=action.id,
-                                                      instance_id=action.instance_id, name=action.name,
-                                                      input=action.input))
+                numbered.append(ev.ChildWorkflowCreated(timestamp=now, seq=seq, event_id=action.id,
+                                                        instance_id=action.instance_id, name=action.name,
+                                                        input=action.input))
             elif isinstance(action, CompleteWorkflow):
                 completion = action
-        events.append(ev.WorkflowCompleted(timestamp=now, custom_status=result.custom_status))
+        numbered.append(ev.WorkflowCompleted(timestamp=now, seq=start + len(numbered),
+                                             custom_status=result.custom_status))
+        seq = start + len(numbered)
         if completion is None:
             pass
         elif completion.status is RuntimeStatus.CONTINUED_AS_NEW:
-            events.append(ev.ContinuedAsNew(timestamp=now, input=completion.result,
-                                            carryover_events=len(completion.carryover_events)))
+            numbered.append(ev.ContinuedAsNew(timestamp=now, seq=seq, input=completion.result,
+                                              carryover_events=len(completion.carryover_events)))
         else:
-            events.append(ev.ExecutionCompleted(timestamp=now, event_id=completion.id, status=completion.status,
-                                                result=completion.result, failure=completion.failure))
-        start = 0 if new_history else state.history_length
-        numbered = [_with_seq(e, start + i) for i, e in enumerate(events)]
+            numbered.append(ev.ExecutionCompleted(timestamp=now, seq=seq, event_id=completion.id,
+                                                  status=completion.status, result=completion.result,
+                                                  failure=completion.failure))
         new_state = fold_all(state, numbered)
         outcome.state = new_state
         outcome.events = numbered

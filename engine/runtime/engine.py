@@ -16,7 +16,7 @@ from ..core.cache import ExecutionCache
 from ..core.orchestrator import Orchestrator
 from ..sdk.registry import Registry
 from .partition import PartitionOwner
-from .settings import Settings
+from .settings import FETCH_MAX_WAIT_MS, Settings
 from .topics import Topics, ensure_topics
 
 __all__ = ["Engine"]
@@ -62,6 +62,7 @@ class Engine:
             # an instance's commands and results then reach the one owner of its state.
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self._consumer = consumer
         consumer.subscribe(list(self.topics.inputs), listener=_Rebalance(self))

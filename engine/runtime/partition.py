@@ -32,9 +32,11 @@ from .records import (
     decode_events,
     decode_state,
     encode_dead_letter,
+    encode_event,
     encode_events,
     encode_state,
     history_chunk_key,
+    join_events,
     parse_history_chunk_key,
 )
 from .settings import Settings
@@ -72,6 +74,7 @@ class PartitionOwner:
         self.group_id = group_id
         self.states: dict[str, InstanceState] = {}
         self.histories: dict[str, list[HistoryEvent]] = {}
+        self.encoded: dict[str, list[bytes]] = {}
         self._timers: list[tuple[datetime, str, str, int]] = []
         self.producer: AIOKafkaProducer | None = None
         self.processed = 0
@@ -110,6 +113,7 @@ class PartitionOwner:
             iid, execution_id, chunk = parse_history_chunk_key(key)
             chunks.setdefault((iid, execution_id), {})[chunk] = decode_events(value)[2]
         self.histories = {}
+        self.encoded = {}
         self._timers = []
         for iid, state in self.states.items():
             if not (state.is_running or state.status.value == "CONTINUED_AS_NEW"):
@@ -194,9 +198,11 @@ class PartitionOwner:
             pending.add(topics.history, key, encode_events(iid, execution_id, closed), self.number)
             self._drop_history_chunks(iid, execution_id, len(self.histories.get(iid, ())) + len(closed), pending)
             self.histories.pop(iid, None)
+            self.encoded.pop(iid, None)
         if outcome.purged:
             self.states.pop(iid, None)
             self.histories.pop(iid, None)
+            self.encoded.pop(iid, None)
             pending.add(topics.status, key, None, self.number)
         state = outcome.state
         if state is not None and outcome.events:
@@ -204,19 +210,25 @@ class PartitionOwner:
                 if old is not None and iid in self.histories and old.execution_id != state.execution_id:
                     self._drop_history_chunks(iid, old.execution_id, len(self.histories[iid]), pending)
                 self.histories[iid] = []
+                self.encoded[iid] = []
             history = self.histories.setdefault(iid, [])
+            encoded = self._encoded(iid)
             first_new = len(history)
             history.extend(outcome.events)
-            pending.add(topics.history, key, encode_events(iid, state.execution_id, outcome.events), self.number)
+            # Each event is encoded once, for the audit record and for the history-store chunks.
+            new_encoded = [encode_event(e) for e in outcome.events]
+            encoded.extend(new_encoded)
+            pending.add(topics.history, key, join_events(iid, state.execution_id, new_encoded), self.number)
             if state.is_running:
                 for chunk in range(first_new // HISTORY_CHUNK, (len(history) - 1) // HISTORY_CHUNK + 1):
-                    part = history[chunk * HISTORY_CHUNK:(chunk + 1) * HISTORY_CHUNK]
+                    part = encoded[chunk * HISTORY_CHUNK:(chunk + 1) * HISTORY_CHUNK]
                     pending.add(topics.history_store, history_chunk_key(iid, state.execution_id, chunk),
-                                encode_events(iid, state.execution_id, part), self.number)
+                                join_events(iid, state.execution_id, part), self.number)
             else:
                 # A finished instance is never replayed: its chunks go, the audit history stays.
                 self._drop_history_chunks(iid, state.execution_id, first_new, pending)
                 self.histories.pop(iid, None)
+                self.encoded.pop(iid, None)
             self.states[iid] = state
             pending.add(topics.status, key, encode_state(state), self.number)
         for item in outcome.work_items:
@@ -226,6 +238,14 @@ class PartitionOwner:
             heapq.heappush(self._timers, (f.fire_at, f.instance_id, f.execution_id, f.timer_id))
         for message in outcome.messages:
             pending.add(topics.commands, message.instance_id.encode(), _encode(message), None)
+
+    def _encoded(self, iid: str) -> list[bytes]:
+        """Encoded events of a running instance's history (encoded lazily after a restore)."""
+        history = self.histories.get(iid, [])
+        encoded = self.encoded.setdefault(iid, [])
+        if len(encoded) < len(history):
+            encoded.extend(encode_event(e) for e in history[len(encoded):])
+        return encoded
 
     def _drop_history_chunks(self, iid: str, execution_id: str, written: int, pending: _Pending) -> None:
         for chunk in range(0, max(written - 1, 0) // HISTORY_CHUNK + 1):

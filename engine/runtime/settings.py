@@ -12,6 +12,11 @@ __all__ = ["Settings"]
 
 MiB = 1024 * 1024
 
+#: How long the broker may hold a fetch that has no data. Transactional (read_committed) data only
+#: becomes visible when its commit marker lands, and a long hold then turns into latency; a short
+#: one costs a few idle fetches per second.
+FETCH_MAX_WAIT_MS = 100
+
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)

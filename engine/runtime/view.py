@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ..core.state import InstanceState
 from ..errors import DecodeError
 from .records import decode_state
-from .settings import Settings
+from .settings import FETCH_MAX_WAIT_MS, Settings
 from .topics import Topics, partition_count
 
 __all__ = ["StatusView"]
@@ -33,7 +33,8 @@ class StatusView:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(**self.settings.client_kwargs(), group_id=None, enable_auto_commit=False,
-                                    isolation_level="read_committed", auto_offset_reset="earliest")
+                                    isolation_level="read_committed", auto_offset_reset="earliest",
+                                    fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
         count = await partition_count(self.settings, self.topic)
         if not count:
             raise RuntimeError(f"topic {self.topic} does not exist: start an engine first")

@@ -23,7 +23,7 @@ from ..errors import DecodeError
 from ..sdk.activity import run_activity
 from ..sdk.registry import Registry
 from .records import WORK_ITEMS, encode_dead_letter
-from .settings import Settings
+from .settings import FETCH_MAX_WAIT_MS, Settings
 from .topics import Topics, ensure_topics
 
 __all__ = ["ActivityWorker"]
@@ -77,6 +77,7 @@ class ActivityWorker:
         consumer = AIOKafkaConsumer(
             self.topics.tasks, **self.settings.client_kwargs(), group_id=self.group_id,
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         producer = AIOKafkaProducer(**self.settings.client_kwargs(), enable_idempotence=True, linger_ms=1,
                                     max_request_size=max(2 * 1024 * 1024, 2 * self.settings.max_payload_bytes))
