@@ -94,6 +94,7 @@ class ExecutionTerminated(HistoryEvent):
 
     output: str | None = None
     recurse: bool = True
+    command_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +102,7 @@ class ExecutionSuspended(HistoryEvent):
     """The instance is paused: events that arrive now wait until it is resumed."""
 
     reason: str | None = None
+    command_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +110,7 @@ class ExecutionResumed(HistoryEvent):
     """The instance is resumed: events buffered while it was paused are delivered."""
 
     reason: str | None = None
+    command_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,10 +185,15 @@ class ChildWorkflowFailed(HistoryEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventRaised(HistoryEvent):
-    """An external event reached the instance. Names compare case-insensitively."""
+    """An external event reached the instance. Names compare case-insensitively.
+
+    `command_id` is the ID of the RaiseEvent command that brought it (empty for carried-over events):
+    the instance remembers recent ones, so the same command sent twice raises the event once.
+    """
 
     name: str
     input: str | None = None
+    command_id: str = ""
 
 
 EVENT_TYPES: tuple[type[HistoryEvent], ...] = (

@@ -23,7 +23,7 @@ from .executor import WorkflowExecution, WorkflowResolver
 from .state import InstanceState, fold_all
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 
-__all__ = ["Orchestrator", "TurnOutcome", "TimerRequest", "HistoryLoader"]
+__all__ = ["Orchestrator", "TurnOutcome", "TimerRequest", "HistoryLoader", "scheduled_start_command"]
 
 HistoryLoader = Callable[[], Sequence[ev.HistoryEvent]]
 
@@ -56,10 +56,14 @@ class TurnOutcome:
     #: The message was refused as invalid for the instance's state (the API maps it to an error).
     rejected: bool = False
     purged: bool = False
+    #: The state changed without history events (a start scheduled for later).
+    state_changed: bool = False
+    #: Starts to apply again at their `scheduled_start`.
+    scheduled_starts: list[cmd.StartWorkflow] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.events) or self.purged
+        return bool(self.events) or self.purged or self.state_changed
 
 
 class Orchestrator:
@@ -85,20 +89,26 @@ class Orchestrator:
             return self._purge(state, message, load_history)
         if state.is_terminal or state.status is RuntimeStatus.PENDING:
             return TurnOutcome(state, ignored=f"instance '{iid}' is {state.status.value}")
+        if isinstance(message, cmd.Command) and message.command_id in state.recent_commands:
+            return TurnOutcome(state, ignored=f"command {message.command_id} was applied already")
         if isinstance(message, cmd.RaiseEvent):
-            return self._turn(state, [ev.EventRaised(timestamp=now, name=message.name, input=message.input)], now,
+            return self._turn(state, [ev.EventRaised(timestamp=now, name=message.name, input=message.input,
+                                              command_id=message.command_id)], now,
                               load_history)
         if isinstance(message, cmd.SuspendWorkflow):
             if state.status is RuntimeStatus.SUSPENDED:
                 return TurnOutcome(state, ignored="already suspended")
-            return self._turn(state, [ev.ExecutionSuspended(timestamp=now, reason=message.reason)], now, load_history)
+            return self._turn(state, [ev.ExecutionSuspended(timestamp=now, reason=message.reason,
+                                                                   command_id=message.command_id)], now, load_history)
         if isinstance(message, cmd.ResumeWorkflow):
             if state.status is not RuntimeStatus.SUSPENDED:
                 return TurnOutcome(state, ignored="not suspended")
-            return self._turn(state, [ev.ExecutionResumed(timestamp=now, reason=message.reason)], now, load_history)
+            return self._turn(state, [ev.ExecutionResumed(timestamp=now, reason=message.reason,
+                                                                 command_id=message.command_id)], now, load_history)
         if isinstance(message, cmd.TerminateWorkflow):
             children = list(state.pending_children.values()) if message.recursive else []
-            terminated = ev.ExecutionTerminated(timestamp=now, output=message.output, recurse=message.recursive)
+            terminated = ev.ExecutionTerminated(timestamp=now, output=message.output, recurse=message.recursive,
+                                                command_id=message.command_id)
             outcome = self._turn(state, [terminated], now, load_history)
             outcome.messages.extend(
                 cmd.TerminateWorkflow(
@@ -116,14 +126,23 @@ class Orchestrator:
 
     def _start(self, state: InstanceState | None, message: cmd.StartWorkflow, now: datetime) -> TurnOutcome:
         iid = message.instance_id
+        due = message.scheduled_start is None or message.scheduled_start <= now
         if state is not None and state.run_id == message.command_id:
-            return TurnOutcome(state, ignored="this start was applied already")
-        if state is not None and not (state.is_terminal or state.status is RuntimeStatus.PENDING):
+            if not (due and state.status is RuntimeStatus.PENDING):
+                return TurnOutcome(state, ignored="this start was applied already")
+        elif state is not None and not (state.is_terminal or state.status is RuntimeStatus.PENDING):
             outcome = TurnOutcome(state, ignored=f"an active workflow with ID '{iid}' already exists",
                                   rejected=True)
             if message.parent is not None:
                 outcome.messages.append(self._child_refused(message, outcome.ignored or ""))
             return outcome
+        if not due:
+            # Dapr's start_at: the instance exists (PENDING) from now, and starts when due.
+            pending = InstanceState(
+                instance_id=iid, name=message.name, input=message.input, run_id=message.command_id,
+                created_at=now, last_updated_at=now, parent=message.parent, scheduled_start=message.scheduled_start,
+            )
+            return TurnOutcome(pending, state_changed=True, scheduled_starts=[message])
         self.cache.discard(iid)
         fresh = InstanceState(instance_id=iid)
         started = ev.ExecutionStarted(
@@ -314,6 +333,12 @@ class Orchestrator:
             result=state.output if failure is None else None,
             failure=failure,
         )
+
+
+def scheduled_start_command(state: InstanceState) -> cmd.StartWorkflow:
+    """The start a PENDING instance waits to apply (rebuilt from its state after a restart)."""
+    return cmd.StartWorkflow(instance_id=state.instance_id, command_id=state.run_id, name=state.name,
+                             input=state.input, scheduled_start=state.scheduled_start, parent=state.parent)
 
 
 def _no_history() -> Sequence[ev.HistoryEvent]:

@@ -23,6 +23,10 @@ __all__ = ["InstanceState", "fold", "fold_all"]
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
+#: How many command IDs an instance remembers. A duplicate comes from a retrying producer or user
+#: within moments of the original, so a short memory is enough and keeps the state record small.
+RECENT_COMMANDS = 32
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceState:
@@ -51,6 +55,10 @@ class InstanceState:
     buffered_events: int = 0
     #: Every child this generation started, finished or not: what a recursive purge reaches.
     children: tuple[str, ...] = ()
+    #: When a start was scheduled for later (`start_at`): the instance is PENDING until then.
+    scheduled_start: datetime | None = None
+    #: IDs of the last commands applied (bounded): a command delivered twice changes nothing.
+    recent_commands: tuple[str, ...] = ()
 
     @property
     def is_terminal(self) -> bool:
@@ -127,6 +135,10 @@ class _Draft:
                 raise self.fail(event, "the instance has not started")
         self.length += 1
         self.changes["last_updated_at"] = event.timestamp
+        command_id = getattr(event, "command_id", "")
+        if command_id:
+            recent = (*self.get("recent_commands"), command_id)
+            self.changes["recent_commands"] = recent[-RECENT_COMMANDS:]
         if isinstance(event, ev.TaskScheduled):
             self.tasks[event.event_id] = event.name
         elif isinstance(event, (ev.TaskCompleted, ev.TaskFailed)):
@@ -183,6 +195,7 @@ class _Draft:
             "parent": event.parent,
             "generation": self.state.generation + 1 if continuing else 0,
             "children": (),
+            "scheduled_start": None,
         }
         self.tasks.clear()
         self.timers.clear()

@@ -19,7 +19,7 @@ from ..core.state import InstanceState
 from ..errors import InstanceExistsError, InstanceNotFoundError, InstanceNotTerminalError, PayloadTooLargeError
 from ..sdk.state import WorkflowState
 from .settings import Settings
-from .topics import Topics, ensure_topics
+from .topics import Topics, ensure_topics, record_limit
 from .view import StatusView
 
 __all__ = ["DaprWorkflowClient"]
@@ -49,7 +49,8 @@ class DaprWorkflowClient:
 
     async def _open(self) -> None:
         await ensure_topics(self.settings)
-        self._producer = AIOKafkaProducer(**self.settings.client_kwargs(), enable_idempotence=True, linger_ms=0)
+        self._producer = AIOKafkaProducer(**self.settings.client_kwargs(), enable_idempotence=True, linger_ms=0,
+                                          max_request_size=record_limit(self.settings))
         await self._producer.start()
         await self._view.start()
         await self._view.caught_up.wait()

@@ -23,7 +23,7 @@ from aiokafka.structs import ConsumerRecord
 from ..core import commands as cmd
 from ..core.codec import encode
 from ..core.events import HistoryEvent
-from ..core.orchestrator import Orchestrator, TurnOutcome
+from ..core.orchestrator import Orchestrator, TurnOutcome, scheduled_start_command
 from ..core.state import InstanceState
 from ..errors import DecodeError
 from .records import (
@@ -40,7 +40,7 @@ from .records import (
     parse_history_chunk_key,
 )
 from .settings import Settings
-from .topics import Topics
+from .topics import Topics, record_limit
 
 __all__ = ["PartitionOwner"]
 
@@ -87,7 +87,7 @@ class PartitionOwner:
             transactional_id=f"{self.group_id}-p{self.number}",
             enable_idempotence=True,
             linger_ms=0,
-            max_request_size=max(2 * 1024 * 1024, 2 * self.settings.max_payload_bytes),
+            max_request_size=record_limit(self.settings),
         )
         # Starting registers the transactional ID: any earlier owner's open transaction is aborted
         # and its producer fenced, so the restore below reads the last committed state.
@@ -116,6 +116,8 @@ class PartitionOwner:
         self.encoded = {}
         self._timers = []
         for iid, state in self.states.items():
+            if state.status.value == "PENDING" and state.scheduled_start is not None:
+                heapq.heappush(self._timers, (state.scheduled_start, iid, "", -1))
             if not (state.is_running or state.status.value == "CONTINUED_AS_NEW"):
                 continue
             parts = chunks.get((iid, state.execution_id), {})
@@ -146,8 +148,16 @@ class PartitionOwner:
         fired = 0
         while self._timers and self._timers[0][0] <= now and fired < 1000:
             fire_at, iid, execution_id, timer_id = heapq.heappop(self._timers)
-            firing = cmd.TimerFiring(instance_id=iid, execution_id=execution_id, timer_id=timer_id, fire_at=fire_at)
-            self._apply(firing, pending)
+            message: cmd.InstanceMessage
+            if timer_id == -1:  # a start scheduled for later (see `_stage`)
+                state = self.states.get(iid)
+                if state is None or state.status.value != "PENDING":
+                    continue
+                message = scheduled_start_command(state)
+            else:
+                message = cmd.TimerFiring(instance_id=iid, execution_id=execution_id, timer_id=timer_id,
+                                          fire_at=fire_at)
+            self._apply(message, pending)
             fired += 1
         await self._commit(pending, {})
         return fired
@@ -205,6 +215,12 @@ class PartitionOwner:
             self.encoded.pop(iid, None)
             pending.add(topics.status, key, None, self.number)
         state = outcome.state
+        if state is not None and outcome.state_changed and not outcome.events:
+            self.states[iid] = state
+            pending.add(topics.status, key, encode_state(state), self.number)
+        for start in outcome.scheduled_starts:
+            assert start.scheduled_start is not None
+            heapq.heappush(self._timers, (start.scheduled_start, iid, "", -1))
         if state is not None and outcome.events:
             if outcome.history_reset:
                 if old is not None and iid in self.histories and old.execution_id != state.execution_id:

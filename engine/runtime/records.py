@@ -67,6 +67,8 @@ def encode_state(state: InstanceState) -> bytes:
             "pending_children": dict(state.pending_children),
             "buffered_events": state.buffered_events,
             "children": state.children,
+            "recent_commands": state.recent_commands,
+            "scheduled_start": state.scheduled_start,
         },
         option=orjson.OPT_NON_STR_KEYS,
     )
@@ -117,6 +119,8 @@ def decode_state(data: bytes) -> InstanceState:
             pending_children=MappingProxyType({int(k): v for k, v in raw["pending_children"].items()}),
             buffered_events=raw["buffered_events"],
             children=tuple(raw["children"]),
+            recent_commands=tuple(raw.get("recent_commands", ())),
+            scheduled_start=_dt(raw.get("scheduled_start")),
         )
     except DecodeError:
         raise

@@ -10,7 +10,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from .settings import Settings
 
-__all__ = ["Topics", "ensure_topics"]
+__all__ = ["Topics", "ensure_topics", "partition_count", "record_limit"]
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,17 @@ class Topics:
         return (self.commands, self.results)
 
 
+def record_limit(settings: Settings) -> int:
+    """Largest record (batch) the deployment's topics accept and its producers send."""
+    return 3 * settings.max_payload_bytes + 1024 * 1024
+
+
 async def ensure_topics(settings: Settings) -> Topics:
     """Create the deployment's topics if they are missing (safe to call from every process)."""
     topics = Topics.for_settings(settings)
-    common: dict[str, str] = {}
+    # A record may carry a payload at the limit twice (a status holds input and output) plus its
+    # envelope; Kafka's default of about 1 MB per batch would refuse it and stall the transaction.
+    common: dict[str, str] = {"max.message.bytes": str(record_limit(settings))}
     if settings.replication_factor > 1:
         common["min.insync.replicas"] = str(min(2, settings.replication_factor))
     compacted = {**common, "cleanup.policy": "compact", "min.compaction.lag.ms": "0",

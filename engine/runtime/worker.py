@@ -24,7 +24,7 @@ from ..sdk.activity import run_activity
 from ..sdk.registry import Registry
 from .records import WORK_ITEMS, encode_dead_letter
 from .settings import FETCH_MAX_WAIT_MS, Settings
-from .topics import Topics, ensure_topics
+from .topics import Topics, ensure_topics, record_limit
 
 __all__ = ["ActivityWorker"]
 
@@ -80,7 +80,7 @@ class ActivityWorker:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         producer = AIOKafkaProducer(**self.settings.client_kwargs(), enable_idempotence=True, linger_ms=1,
-                                    max_request_size=max(2 * 1024 * 1024, 2 * self.settings.max_payload_bytes))
+                                    max_request_size=record_limit(self.settings))
         await producer.start()
         await consumer.start()
         log.info("activity worker started (group %s, %d activities)", self.group_id, len(self.registry.activities))

@@ -84,20 +84,22 @@ class WorkflowTestEnvironment:
         self.ignored: list[tuple[cmd.InstanceMessage, str]] = []
         self._messages: deque[cmd.InstanceMessage] = deque()
         self._work: deque[cmd.ActivityWorkItem] = deque()
-        self._timers: list[tuple[datetime, int, cmd.TimerFiring]] = []
+        self._timers: list[tuple[datetime, int, cmd.InstanceMessage]] = []
         self._order = itertools.count()
 
     # -- the client API (Dapr's DaprWorkflowClient names) -----------------------------------
 
     def schedule_new_workflow(
-        self, workflow: Callable[..., Any] | str, *, input: Any = None, instance_id: str | None = None
+        self, workflow: Callable[..., Any] | str, *, input: Any = None, instance_id: str | None = None,
+        start_at: datetime | None = None,
     ) -> str:
         iid = instance_id or self._new_id()
         state = self.states.get(iid)
         if state is not None and not state.is_terminal:
             raise InstanceExistsError(iid)
         self._command(cmd.StartWorkflow(
-            instance_id=iid, command_id=self._new_id(), name=registered_name(workflow), input=dump_payload(input)
+            instance_id=iid, command_id=self._new_id(), name=registered_name(workflow), input=dump_payload(input),
+            scheduled_start=start_at,
         ))
         return iid
 
@@ -212,6 +214,9 @@ class WorkflowTestEnvironment:
         self._work.extend(outcome.work_items)
         for timer in outcome.timers:
             heapq.heappush(self._timers, (timer.firing.fire_at, next(self._order), timer.firing))
+        for start in outcome.scheduled_starts:
+            assert start.scheduled_start is not None
+            heapq.heappush(self._timers, (start.scheduled_start, next(self._order), start))
         self._messages.extend(outcome.messages)
 
     def _run_activity(self, item: cmd.ActivityWorkItem) -> None:

@@ -154,3 +154,44 @@ def test_unknown_activity_fails_the_task_naming_it(client: DaprWorkflowClient) -
     state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
     assert state is not None and state.runtime_status is WorkflowStatus.FAILED
     assert state.failure_details is not None and "no_such_activity" in state.failure_details.message
+
+
+def test_start_at_schedules_the_start(client: DaprWorkflowClient) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    due = datetime.now(timezone.utc) + timedelta(seconds=1.5)
+    iid = client.schedule_new_workflow("chain", input="later", start_at=due)
+    eventually(lambda: client._view.states[iid].status.value == "PENDING")
+    state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
+    assert state is not None and output(state) == "Hello, Hello, Hello, later!!!"
+    started = client._view.states[iid].created_at
+    assert started is not None and started >= due
+
+
+def test_the_same_command_twice_applies_once(client: DaprWorkflowClient, settings: object) -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from engine.core.codec import encode
+    from engine.core.commands import RaiseEvent
+    from engine.runtime.topics import Topics
+
+    iid = client.schedule_new_workflow("waiter", input=["a", "a"])
+    client.wait_for_workflow_start(iid, timeout_in_seconds=WAIT)
+    twice = RaiseEvent(instance_id=iid, command_id="same-id", name="a", input="1")
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(**settings.client_kwargs())  # type: ignore[attr-defined]
+        await producer.start()
+        try:
+            for _ in range(2):
+                await producer.send_and_wait(Topics.for_settings(settings).commands, encode(twice),  # type: ignore[arg-type]
+                                             key=iid.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    client.raise_workflow_event(iid, "a", data=2)
+    # Had the duplicate applied, the second wait would have received 1 again.
+    assert output(client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)) == [1, 2]

@@ -253,7 +253,9 @@ class Test_commands:
         resume = cmd.ResumeWorkflow(instance_id="i1", command_id="s2")
         assert h.handle(resume).ignored == "not suspended"
         assert h.handle(suspend).state.status is RuntimeStatus.SUSPENDED
-        assert h.handle(suspend).ignored == "already suspended"
+        assert h.handle(suspend).ignored == "command s1 was applied already"
+        again = cmd.SuspendWorkflow(instance_id="i1", command_id="s3")
+        assert h.handle(again).ignored == "already suspended"
         held = h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r1", name="go", input="1"))
         assert held.state is not None
         assert held.state.status is RuntimeStatus.SUSPENDED
@@ -262,6 +264,17 @@ class Test_commands:
         assert done.state is not None
         assert done.state.status is RuntimeStatus.COMPLETED
         assert done.state.output == "1"
+
+    def test_a_command_delivered_twice_applies_once(self):
+        h = Harness({"wf": waiter})
+        h.handle(start())
+        raise_once = cmd.RaiseEvent(instance_id="i1", command_id="r1", name="other", input="1")
+        first = h.handle(raise_once)
+        assert first.events and first.state is not None
+        assert "r1" in first.state.recent_commands
+        second = h.handle(raise_once)
+        assert second.events == []
+        assert second.ignored == "command r1 was applied already"
 
     @pytest.mark.parametrize("recursive", [True, False])
     def test_terminate_reaches_running_children_when_recursive(self, recursive):

@@ -573,3 +573,27 @@ def test_clock_only_moves_forward():
     env = WorkflowTestEnvironment(wfr)
     with pytest.raises(ValueError, match="forward"):
         env.clock.advance(timedelta(seconds=-1))
+
+
+def test_start_at_keeps_the_instance_pending_until_due() -> None:
+    from datetime import timedelta
+
+    from engine import WorkflowRuntime, WorkflowStatus
+    from engine.testing import WorkflowTestEnvironment
+
+    rt = WorkflowRuntime()
+
+    @rt.workflow(name="hello")
+    def hello(ctx, name):  # type: ignore[no-untyped-def]
+        return f"hi {name} at {ctx.current_utc_datetime.isoformat()}"
+
+    env = WorkflowTestEnvironment(rt)
+    due = env.clock.now + timedelta(minutes=5)
+    iid = env.schedule_new_workflow("hello", input="ada", start_at=due)
+    env.run()
+    state = env.get_workflow_state(iid)
+    assert state is not None and state.runtime_status is WorkflowStatus.PENDING
+    env.advance(timedelta(minutes=4))
+    assert env.get_workflow_state(iid).runtime_status is WorkflowStatus.PENDING  # type: ignore[union-attr]
+    done = env.wait_for_workflow_completion(iid)
+    assert done.serialized_output == f'"hi ada at {due.isoformat()}"'
