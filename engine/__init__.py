@@ -10,27 +10,27 @@ from .core.retry import RetryPolicy
 from .core.tasks import Task, TaskFailedError, when_all, when_any
 from .core.values import FailureDetails
 from .errors import HeadraceError, NonDeterminismError
+from .runtime.client import DaprWorkflowClient
 from .sdk.activity import WorkflowActivityContext
 from .sdk.registry import alternate_name
 from .sdk.runtime import WorkflowRuntime
-from .runtime.client import DaprWorkflowClient
 from .sdk.state import WorkflowState, WorkflowStatus
 
 __all__ = [
-    "WorkflowRuntime",
     "DaprWorkflowClient",
     "DaprWorkflowContext",
-    "WorkflowContext",
-    "WorkflowActivityContext",
-    "WorkflowState",
-    "WorkflowStatus",
+    "FailureDetails",
+    "HeadraceError",
+    "NonDeterminismError",
     "RetryPolicy",
     "Task",
     "TaskFailedError",
-    "NonDeterminismError",
-    "FailureDetails",
-    "HeadraceError",
+    "WorkflowActivityContext",
+    "WorkflowContext",
+    "WorkflowRuntime",
+    "WorkflowState",
+    "WorkflowStatus",
+    "alternate_name",
     "when_all",
     "when_any",
-    "alternate_name",
 ]

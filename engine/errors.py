@@ -6,20 +6,20 @@ Callers branch on the class (and on `retriable` where it is set), never on messa
 from __future__ import annotations
 
 __all__ = [
-    "HeadraceError",
-    "WorkflowError",
-    "NonDeterminismError",
-    "InvalidTransitionError",
     "DecodeError",
-    "RegistrationError",
-    "UnknownWorkflowError",
-    "UnknownActivityError",
+    "HeadraceError",
     "InstanceError",
-    "InstanceNotFoundError",
     "InstanceExistsError",
+    "InstanceNotFoundError",
     "InstanceNotTerminalError",
+    "InvalidTransitionError",
+    "NonDeterminismError",
     "PayloadTooLargeError",
+    "RegistrationError",
     "SerializationError",
+    "UnknownActivityError",
+    "UnknownWorkflowError",
+    "WorkflowError",
 ]
 
 

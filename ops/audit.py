@@ -17,7 +17,7 @@ from engine.runtime.records import decode_events
 from engine.runtime.settings import Settings
 from engine.runtime.topics import Topics, partition_count
 
-__all__ = ["HistoryAudit", "read_history", "audit"]
+__all__ = ["HistoryAudit", "audit", "read_history"]
 
 
 @dataclass

@@ -39,8 +39,9 @@ def stack_dir() -> Path:
 def _available_roles() -> list[str]:
     from ops.cli import build_parser
 
-    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    return [role for role, (argv, _) in ROLES.items() if argv[0] in commands]
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [role for role, (argv, _) in ROLES.items() if argv[0] in subcommands.choices]
 
 
 def up(app: str, roles: list[str], timeout_s: float = 90.0) -> None:

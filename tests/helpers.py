@@ -19,4 +19,5 @@ def eventually(condition: Callable[[], object], timeout: float = 30.0, interval:
         except (AttributeError, KeyError, TypeError) as exc:  # the state is not there yet
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(message or f"condition not met within {timeout}s" + (f" ({last_error!r})" if last_error else ""))
+    detail = f" ({last_error!r})" if last_error else ""
+    raise AssertionError(message or f"condition not met within {timeout}s{detail}")

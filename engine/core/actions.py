@@ -14,12 +14,12 @@ from .events import EventRaised
 from .values import FailureDetails, RuntimeStatus
 
 __all__ = [
-    "Action",
-    "ScheduleTask",
-    "CreateTimer",
-    "CreateChildWorkflow",
-    "CompleteWorkflow",
     "ACTION_TYPES",
+    "Action",
+    "CompleteWorkflow",
+    "CreateChildWorkflow",
+    "CreateTimer",
+    "ScheduleTask",
 ]
 
 

@@ -12,7 +12,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -20,7 +20,7 @@ import orjson
 
 from ..errors import DecodeError
 
-__all__ = ["Codec", "encode", "to_jsonable", "field_names"]
+__all__ = ["Codec", "encode", "field_names", "to_jsonable"]
 
 T = TypeVar("T")
 _Convert = Callable[[Any, str], Any]
@@ -52,8 +52,8 @@ def encode(value: Any) -> bytes:
 class Codec:
     """Decodes the wire form of one family of types (events, actions, commands, …)."""
 
-    def __init__(self, classes: Iterable[type]) -> None:
-        self._classes = {cls.__name__: cls for cls in classes}
+    def __init__(self, classes: Iterable[type[Any]]) -> None:
+        self._classes: dict[str, type[Any]] = {cls.__name__: cls for cls in classes}
         self._decoders: dict[type, _Convert] = {}
 
     @property
@@ -68,11 +68,12 @@ class Codec:
                 raise DecodeError(f"not valid JSON: {exc}") from None
         if not isinstance(data, Mapping):
             raise DecodeError(f"expected a JSON object, got {type(data).__name__}")
-        type_name = data.get("type")
-        cls = self._classes.get(type_name) if isinstance(type_name, str) else None
+        raw_type = data.get("type")
+        cls = self._classes.get(raw_type) if isinstance(raw_type, str) else None
         if cls is None:
             known = ", ".join(sorted(self._classes))
-            raise DecodeError(f"unknown message type {type_name!r}; expected one of: {known}")
+            raise DecodeError(f"unknown message type {raw_type!r}; expected one of: {known}")
+        type_name = str(raw_type)
         version = data.get("version")
         # `true == 1` in Python, but not in JSON Schema's `const`: refuse it as the schema does.
         if isinstance(version, bool) or version != cls.VERSION:
@@ -171,7 +172,7 @@ def _to_datetime(v: Any, p: str) -> datetime:
     except ValueError:
         raise DecodeError(f"{p}: {v!r} is not an RFC 3339 date-time") from None
     # A time without an offset is read as UTC: the engine's clock is UTC everywhere.
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _enum_converter(enum: type[Enum]) -> _Convert:

@@ -16,20 +16,20 @@ from typing import ClassVar
 from .values import FailureDetails, ParentInstance
 
 __all__ = [
-    "InstanceMessage",
-    "Command",
-    "StartWorkflow",
-    "RaiseEvent",
-    "SuspendWorkflow",
-    "ResumeWorkflow",
-    "TerminateWorkflow",
-    "PurgeWorkflow",
-    "ActivityResult",
-    "TimerFiring",
-    "ChildResult",
-    "ActivityWorkItem",
     "COMMAND_TYPES",
     "MESSAGE_TYPES",
+    "ActivityResult",
+    "ActivityWorkItem",
+    "ChildResult",
+    "Command",
+    "InstanceMessage",
+    "PurgeWorkflow",
+    "RaiseEvent",
+    "ResumeWorkflow",
+    "StartWorkflow",
+    "SuspendWorkflow",
+    "TerminateWorkflow",
+    "TimerFiring",
 ]
 
 

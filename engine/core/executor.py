@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import NonDeterminismError, SerializationError, UnknownWorkflowError
@@ -37,12 +37,12 @@ from .tasks import (
 )
 from .values import FailureDetails, RuntimeStatus
 
-__all__ = ["WorkflowExecution", "TurnResult", "WorkflowResolver", "execute", "call_with_optional_input"]
+__all__ = ["TurnResult", "WorkflowExecution", "WorkflowResolver", "call_with_optional_input", "execute"]
 
 WorkflowResolver = Callable[[str], Callable[..., Any] | None]
 
 _UUID_NAMESPACE = uuid.UUID("6f1e0c4e-9a57-5b39-8d0b-6865616472ac")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Events that a paused instance still takes in at once; all others wait for the resume.
 _NEVER_BUFFERED = (
@@ -214,7 +214,7 @@ class WorkflowExecution:
             self._diverged = True
             self._fail(exc)
 
-    def _dispatch(self, event: ev.HistoryEvent) -> None:  # noqa: C901 - one branch per event type
+    def _dispatch(self, event: ev.HistoryEvent) -> None:
         if isinstance(event, ev.WorkflowStarted):
             self.current_utc_datetime = event.timestamp
         elif isinstance(event, ev.ExecutionStarted):
@@ -260,12 +260,12 @@ class WorkflowExecution:
             return
         try:
             result = call_with_optional_input(fn, self._context, event.input)
-        except Exception as exc:  # noqa: BLE001 - user code: any failure fails the instance
+        except Exception as exc:
             self._fail(exc)
             return
         if inspect.isgenerator(result):
             self._generator = result
-            self._advance(lambda: next(result))
+            self._advance(next, result)
         else:
             self._finish(result)
 
@@ -351,21 +351,19 @@ class WorkflowExecution:
             task, gen = self._current, self._generator
             assert gen is not None
             if task.is_failed:
-                exc = task.get_exception()
-                self._advance(lambda: gen.throw(exc))
+                self._advance(gen.throw, task.get_exception())
             else:
-                value = task._result
-                self._advance(lambda: gen.send(value))
+                self._advance(gen.send, task._result)
 
-    def _advance(self, send: Callable[[], Any]) -> None:
+    def _advance(self, send: Callable[..., Any], *args: Any) -> None:
         self._current = None
         try:
-            yielded = send()
+            yielded = send(*args)
         except StopIteration as stop:
             self._finish(stop.value)
             self._close()  # ended: forget it, also when continue_as_new ended the run first
             return
-        except Exception as exc:  # noqa: BLE001 - user code: any failure fails the instance
+        except Exception as exc:
             self._fail(exc)
             self._close()
             return
@@ -435,7 +433,7 @@ class WorkflowExecution:
     def _due(self, when: datetime | timedelta) -> datetime:
         if isinstance(when, timedelta):
             return self.current_utc_datetime + when
-        return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+        return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def execute(

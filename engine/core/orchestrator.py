@@ -23,7 +23,7 @@ from .executor import WorkflowExecution, WorkflowResolver
 from .state import InstanceState, fold_all
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 
-__all__ = ["Orchestrator", "TurnOutcome", "TimerRequest", "HistoryLoader", "scheduled_start_command"]
+__all__ = ["HistoryLoader", "Orchestrator", "TimerRequest", "TurnOutcome", "scheduled_start_command"]
 
 HistoryLoader = Callable[[], Sequence[ev.HistoryEvent]]
 

@@ -23,9 +23,9 @@ class RetryPolicy:
     """
 
     __slots__ = (
+        "_backoff_coefficient",
         "_first_retry_interval",
         "_max_number_of_attempts",
-        "_backoff_coefficient",
         "_max_retry_interval",
         "_retry_timeout",
     )

@@ -21,7 +21,7 @@ from .actions import ACTION_TYPES
 from .commands import MESSAGE_TYPES, ActivityWorkItem
 from .events import EVENT_TYPES
 
-__all__ = ["FAMILIES", "schema_for", "write_schemas", "main"]
+__all__ = ["FAMILIES", "main", "schema_for", "write_schemas"]
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 BASE_ID = "https://headrace.dev/schemas"
@@ -34,7 +34,7 @@ FAMILIES: dict[str, tuple[type, ...]] = {
 }
 
 
-def schema_for(cls: type, family: str) -> dict[str, Any]:
+def schema_for(cls: type[Any], family: str) -> dict[str, Any]:
     defs: dict[str, Any] = {}
     body = _object_schema(cls, defs)
     body["properties"] = {
@@ -91,13 +91,13 @@ def _type_schema(hint: Any, defs: dict[str, Any]) -> dict[str, Any]:
         return {"type": "string", "format": "date-time"}
     if isinstance(hint, type) and issubclass(hint, Enum):
         return {"enum": [m.value for m in hint]}
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         name = hint.__name__
         if name not in defs:
             defs[name] = {}  # placeholder first: types may refer to themselves
             # Nested values, messages included (carryover events), are written as their fields
             # only, without "type" and "version": the enclosing field says what they are.
-            defs[name] = _object_schema(hint, defs)  # type: ignore[arg-type]
+            defs[name] = _object_schema(hint, defs)
         return {"$ref": f"#/$defs/{name}"}
     raise TypeError(f"no JSON Schema for {hint!r}")
 

@@ -114,7 +114,7 @@ class _Draft:
             f"'{self.state.instance_id}' ({self.get('status').value}): {why}"
         )
 
-    def apply(self, event: ev.HistoryEvent) -> None:  # noqa: C901 - one branch per event type
+    def apply(self, event: ev.HistoryEvent) -> None:
         status: RuntimeStatus = self.get("status")
         running = status in (RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED)
         # A turn marker on an instance that is not running opens a new history (a first start,

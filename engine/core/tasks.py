@@ -10,15 +10,15 @@ from ..errors import WorkflowError
 from .values import FailureDetails
 
 __all__ = [
-    "Task",
-    "CompletableTask",
     "ActivityTask",
     "ChildWorkflowTask",
-    "TimerTask",
+    "CompletableTask",
     "ExternalEventTask",
+    "Task",
+    "TaskFailedError",
+    "TimerTask",
     "WhenAllTask",
     "WhenAnyTask",
-    "TaskFailedError",
     "when_all",
     "when_any",
 ]
@@ -41,7 +41,7 @@ class TaskFailedError(WorkflowError):
 class Task(Generic[T]):
     """Something a workflow can `yield` and resume on when it completes."""
 
-    __slots__ = ("_complete", "_result", "_exception", "_parents")
+    __slots__ = ("_complete", "_exception", "_parents", "_result")
 
     def __init__(self) -> None:
         self._complete = False
@@ -94,7 +94,7 @@ class CompletableTask(Task[T]):
 class ActivityTask(CompletableTask[T]):
     """An activity call; with a retry policy it survives failed attempts until the policy gives up."""
 
-    __slots__ = ("name", "input", "retry_policy", "attempt", "first_attempt_at")
+    __slots__ = ("attempt", "first_attempt_at", "input", "name", "retry_policy")
 
     def __init__(self, name: str, input: str | None, retry_policy: Any, first_attempt_at: datetime) -> None:
         super().__init__()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
-__all__ = ["RuntimeStatus", "FailureDetails", "ParentInstance", "TERMINAL_STATUSES"]
+__all__ = ["TERMINAL_STATUSES", "FailureDetails", "ParentInstance", "RuntimeStatus"]
 
 
-class RuntimeStatus(str, Enum):
+class RuntimeStatus(StrEnum):
     """Runtime status with the exact strings Dapr's HTTP API returns (`statusMap` in daprd)."""
 
     RUNNING = "RUNNING"

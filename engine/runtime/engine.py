@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -99,7 +99,7 @@ class Engine:
                         consumer.seek(tp, records[0].offset)
                 continue
             await self._guarded(owner, owner.process(batch), consumer)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for owner in list(self.owners.values()):
             await self._guarded(owner, owner.fire_due_timers(now), consumer)
 
@@ -138,7 +138,7 @@ class Engine:
         due = [t for o in self.owners.values() if (t := o.next_timer()) is not None]
         if not due:
             return 100
-        wait = (min(due) - datetime.now(timezone.utc)).total_seconds()
+        wait = (min(due) - datetime.now(UTC)).total_seconds()
         return max(0, min(100, int(wait * 1000)))
 
     async def _claim(self, numbers: set[int]) -> None:

@@ -44,7 +44,7 @@ class RuntimeHost:
         self._loop = loop
         try:
             loop.run_until_complete(self._serve())
-        except BaseException as exc:  # noqa: BLE001 - reported to the thread that called start()
+        except BaseException as exc:
             self._error = exc
             self._started.set()
             log.exception("runtime stopped with an error")

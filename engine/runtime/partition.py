@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(slots=True)
@@ -102,7 +102,7 @@ class PartitionOwner:
     async def _restore(self) -> None:
         states = await _read_compacted(self.settings, self.topics.status, self.number)
         self.states = {}
-        for key, value in states.items():
+        for value in states.values():
             if value is not None:
                 state = decode_state(value)
                 self.states[state.instance_id] = state

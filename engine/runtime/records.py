@@ -17,19 +17,19 @@ from ..core.values import FailureDetails, ParentInstance, RuntimeStatus
 from ..errors import DecodeError
 
 __all__ = [
+    "EVENTS",
+    "HISTORY_CHUNK",
     "MESSAGES",
     "WORK_ITEMS",
-    "EVENTS",
-    "encode_state",
-    "decode_state",
-    "encode_events",
-    "encode_event",
-    "join_events",
     "decode_events",
-    "history_chunk_key",
-    "parse_history_chunk_key",
-    "HISTORY_CHUNK",
+    "decode_state",
     "encode_dead_letter",
+    "encode_event",
+    "encode_events",
+    "encode_state",
+    "history_chunk_key",
+    "join_events",
+    "parse_history_chunk_key",
 ]
 
 MESSAGES = Codec(MESSAGE_TYPES)

@@ -80,7 +80,7 @@ class StatusView:
             log.error("unreadable status record for %s: %s", iid, exc)
 
     async def wait_for(self, instance_id: str, done: Callable[[InstanceState | None], bool],
-                       timeout: float | None) -> InstanceState | None:
+                       timeout: float | None) -> InstanceState | None:  # noqa: ASYNC109 - Dapr's client API
         """Wait until `done(state)` holds for the instance; None timeout waits forever."""
         async def until() -> InstanceState | None:
             async with self._changed:

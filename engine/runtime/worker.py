@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 from collections import defaultdict
 
@@ -105,10 +106,8 @@ class ActivityWorker:
             # Backpressure: stop fetching until a slot frees, rather than buffering unbounded work.
             consumer.pause(*assigned)
             self._slot_free.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_free.wait(), timeout=0.1)
-            except TimeoutError:
-                pass
             await self._commit(consumer)
             return
         consumer.resume(*assigned)

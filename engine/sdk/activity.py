@@ -18,7 +18,7 @@ __all__ = ["WorkflowActivityContext", "run_activity"]
 class WorkflowActivityContext:
     """Who called this activity: the workflow instance and its task ID (Dapr's names)."""
 
-    __slots__ = ("_workflow_id", "_task_id", "_task_execution_id", "_name")
+    __slots__ = ("_name", "_task_execution_id", "_task_id", "_workflow_id")
 
     def __init__(self, workflow_id: str, task_id: int, name: str = "", task_execution_id: str = "") -> None:
         self._workflow_id = workflow_id
@@ -79,11 +79,13 @@ async def run_activity(
             if inspect.isawaitable(value):
                 value = await value
         return _result(item, result=dump_payload(value))
-    except Exception as exc:  # noqa: BLE001 - user code: any failure is reported, not raised
+    except Exception as exc:
         return _result(item, failure=FailureDetails.from_exception(exc))
 
 
-def _result(item: ActivityWorkItem, *, result: str | None = None, failure: FailureDetails | None = None) -> ActivityResult:
+def _result(
+    item: ActivityWorkItem, *, result: str | None = None, failure: FailureDetails | None = None
+) -> ActivityResult:
     return ActivityResult(
         instance_id=item.instance_id,
         execution_id=item.execution_id,

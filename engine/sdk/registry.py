@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -24,10 +25,9 @@ def alternate_name(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
 def _set_name(fn: Callable[..., Any], name: str) -> None:
     if not name or not isinstance(name, str):
         raise RegistrationError(f"a registered name must be a non-empty string, not {name!r}")
-    try:
+    # A builtin or bound method refuses attributes; it can still be called by its registered name.
+    with contextlib.suppress(AttributeError, TypeError):
         setattr(fn, NAME_ATTRIBUTE, name)
-    except (AttributeError, TypeError):
-        pass  # a builtin or bound method: it can still be called by the name given at registration
 
 
 class Registry:

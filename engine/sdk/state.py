@@ -12,7 +12,7 @@ import orjson
 from ..core.state import InstanceState
 from ..core.values import FailureDetails, RuntimeStatus
 
-__all__ = ["WorkflowState", "WorkflowStatus", "WorkflowFailedError"]
+__all__ = ["WorkflowFailedError", "WorkflowState", "WorkflowStatus"]
 
 
 class WorkflowStatus(Enum):

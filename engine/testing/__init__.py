@@ -19,7 +19,7 @@ import itertools
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..core import commands as cmd
@@ -35,9 +35,9 @@ from ..sdk.registry import Registry
 from ..sdk.runtime import WorkflowRuntime
 from ..sdk.state import WorkflowState
 
-__all__ = ["WorkflowTestEnvironment", "FakeClock"]
+__all__ = ["FakeClock", "WorkflowTestEnvironment"]
 
-DEFAULT_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _random_id() -> str:

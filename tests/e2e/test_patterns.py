@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 
 import orjson
 import pytest
@@ -157,9 +158,9 @@ def test_unknown_activity_fails_the_task_naming_it(client: DaprWorkflowClient) -
 
 
 def test_start_at_schedules_the_start(client: DaprWorkflowClient) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    due = datetime.now(timezone.utc) + timedelta(seconds=1.5)
+    due = datetime.now(UTC) + timedelta(seconds=1.5)
     iid = client.schedule_new_workflow("chain", input="later", start_at=due)
     eventually(lambda: client._view.states[iid].status.value == "PENDING")
     state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
