@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,11 @@ __all__ = ["PartitionOwner"]
 
 log = logging.getLogger(__name__)
 
+#: Finished instances whose state stays in memory (the most recent ones). Older ones live only in
+#: the status topic, so the engine's memory does not grow with the count of finished workflows;
+#: the few commands that still concern them (a purge) read their state back from there.
+FINISHED_KEPT = 10_000
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -75,6 +81,7 @@ class PartitionOwner:
         self.states: dict[str, InstanceState] = {}
         self.histories: dict[str, list[HistoryEvent]] = {}
         self.encoded: dict[str, list[bytes]] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
         self._timers: list[tuple[datetime, str, str, int]] = []
         self.producer: AIOKafkaProducer | None = None
         self.processed = 0
@@ -102,10 +109,11 @@ class PartitionOwner:
     async def _restore(self) -> None:
         states = await _read_compacted(self.settings, self.topics.status, self.number)
         self.states = {}
-        for value in states.values():
-            if value is not None:
-                state = decode_state(value)
-                self.states[state.instance_id] = state
+        self._finished = OrderedDict()
+        decoded = [decode_state(value) for value in states.values() if value is not None]
+        epoch = datetime.min.replace(tzinfo=UTC)
+        for state in sorted(decoded, key=lambda st: st.last_updated_at or epoch):
+            self._remember(state)
         chunks: dict[tuple[str, str], dict[int, list[HistoryEvent]]] = {}
         for key, value in (await _read_compacted(self.settings, self.topics.history_store, self.number)).items():
             if value is None:
@@ -135,11 +143,38 @@ class PartitionOwner:
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Apply a batch of input records and commit everything they caused, with their offsets."""
         pending = _Pending()
-        for tp, records in batches.items():
-            for record in records:
-                self._apply_record(tp.topic, record, pending)
+        decoded = [(tp.topic, record, self._decode(record)) for tp, records in batches.items() for record in records]
+        for _, _, message in decoded:
+            if isinstance(message, cmd.PurgeWorkflow) and message.instance_id not in self.states:
+                await self._recall(message.instance_id)
+        for topic, record, message in decoded:
+            self._apply_record(topic, record, message, pending)
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
         await self._commit(pending, offsets)
+
+    async def _recall(self, iid: str) -> None:
+        """Bring back the state of a finished instance that was let go from memory (for a purge)."""
+        records = await _read_compacted(self.settings, self.topics.status, self.number, only=iid.encode())
+        value = records.get(iid.encode())
+        if value is not None:
+            self._remember(decode_state(value))
+
+    def _remember(self, state: InstanceState) -> None:
+        """Keep a state in memory; finished ones only while they are among the most recent few."""
+        iid = state.instance_id
+        self.states[iid] = state
+        if state.is_terminal:
+            self._finished[iid] = None
+            self._finished.move_to_end(iid)
+            while len(self._finished) > FINISHED_KEPT:
+                old, _ = self._finished.popitem(last=False)
+                self.states.pop(old, None)
+        else:
+            self._finished.pop(iid, None)
+
+    def _forget(self, iid: str) -> None:
+        self.states.pop(iid, None)
+        self._finished.pop(iid, None)
 
     async def fire_due_timers(self, now: datetime) -> int:
         if not self._timers or self._timers[0][0] > now:
@@ -165,20 +200,25 @@ class PartitionOwner:
     def next_timer(self) -> datetime | None:
         return self._timers[0][0] if self._timers else None
 
-    def _apply_record(self, topic: str, record: ConsumerRecord[bytes, bytes], pending: _Pending) -> None:
+    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> cmd.InstanceMessage | DecodeError:
         try:
             if record.value is None:
                 raise DecodeError("empty record")
             if len(record.value) > self.settings.max_payload_bytes + 8192:  # room for the envelope
                 raise DecodeError(f"record of {len(record.value)} bytes is over the payload limit")
-            message = MESSAGES.decode(record.value)
-            expected_key = message.instance_id.encode()
-            if record.key is not None and record.key != expected_key:
+            message: cmd.InstanceMessage = MESSAGES.decode(record.value)
+            if record.key is not None and record.key != message.instance_id.encode():
                 raise DecodeError(f"record key {record.key!r} does not match instance_id {message.instance_id!r}")
+            return message
         except DecodeError as exc:
-            log.warning("dead-lettering %s[%d]@%d: %s", topic, record.partition, record.offset, exc)
+            return exc
+
+    def _apply_record(self, topic: str, record: ConsumerRecord[bytes, bytes],
+                      message: cmd.InstanceMessage | DecodeError, pending: _Pending) -> None:
+        if isinstance(message, DecodeError):
+            log.warning("dead-lettering %s[%d]@%d: %s", topic, record.partition, record.offset, message)
             pending.add(self.topics.dead_letter, record.key or b"",
-                        encode_dead_letter(str(exc), topic, record.partition, record.offset, record.key,
+                        encode_dead_letter(str(message), topic, record.partition, record.offset, record.key,
                                            record.value))
             return
         outcome = self._apply(message, pending)
@@ -210,13 +250,13 @@ class PartitionOwner:
             self.histories.pop(iid, None)
             self.encoded.pop(iid, None)
         if outcome.purged:
-            self.states.pop(iid, None)
+            self._forget(iid)
             self.histories.pop(iid, None)
             self.encoded.pop(iid, None)
             pending.add(topics.status, key, None, self.number)
         state = outcome.state
         if state is not None and outcome.state_changed and not outcome.events:
-            self.states[iid] = state
+            self._remember(state)
             pending.add(topics.status, key, encode_state(state), self.number)
         for start in outcome.scheduled_starts:
             assert start.scheduled_start is not None
@@ -245,7 +285,7 @@ class PartitionOwner:
                 self._drop_history_chunks(iid, state.execution_id, first_new, pending)
                 self.histories.pop(iid, None)
                 self.encoded.pop(iid, None)
-            self.states[iid] = state
+            self._remember(state)
             pending.add(topics.status, key, encode_state(state), self.number)
         for item in outcome.work_items:
             pending.add(topics.tasks, key, _encode(item), None)
@@ -287,8 +327,9 @@ def _encode(value: Any) -> bytes:
     return encode(value)
 
 
-async def _read_compacted(settings: Settings, topic: str, partition: int) -> dict[bytes, bytes | None]:
-    """The latest committed value of every key in one partition of a compacted topic."""
+async def _read_compacted(settings: Settings, topic: str, partition: int, only: bytes | None = None
+                          ) -> dict[bytes, bytes | None]:
+    """The latest committed value of every key (or of key `only`) in one partition of a compacted topic."""
     consumer = AIOKafkaConsumer(
         **settings.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed",
         auto_offset_reset="earliest", group_id=None, max_partition_fetch_bytes=8 * 1024 * 1024,
@@ -309,7 +350,7 @@ async def _read_compacted(settings: Settings, topic: str, partition: int) -> dic
                 break
             batch = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
             for record in batch.get(tp, []):
-                if record.key is not None:
+                if record.key is not None and (only is None or record.key == only):
                     latest[record.key] = record.value
             idle = idle + 1 if await consumer.position(tp) == position else 0
         return latest
