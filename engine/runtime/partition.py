@@ -27,16 +27,14 @@ from ..core.events import HistoryEvent
 from ..core.orchestrator import Orchestrator, TurnOutcome, scheduled_start_command
 from ..core.state import InstanceState
 from ..errors import DecodeError
+from .history_store import StoredHistory
 from .records import (
-    HISTORY_CHUNK,
     MESSAGES,
     decode_events,
     decode_state,
     encode_dead_letter,
-    encode_event,
     encode_events,
     encode_state,
-    history_chunk_key,
     join_events,
     parse_history_chunk_key,
 )
@@ -79,8 +77,7 @@ class PartitionOwner:
         self.orchestrator = orchestrator
         self.group_id = group_id
         self.states: dict[str, InstanceState] = {}
-        self.histories: dict[str, list[HistoryEvent]] = {}
-        self.encoded: dict[str, list[bytes]] = {}
+        self.histories: dict[str, StoredHistory] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._timers: list[tuple[datetime, str, str, int]] = []
         self.producer: AIOKafkaProducer | None = None
@@ -121,7 +118,6 @@ class PartitionOwner:
             iid, execution_id, chunk = parse_history_chunk_key(key)
             chunks.setdefault((iid, execution_id), {})[chunk] = decode_events(value)[2]
         self.histories = {}
-        self.encoded = {}
         self._timers = []
         for iid, state in self.states.items():
             if state.status.value == "PENDING" and state.scheduled_start is not None:
@@ -129,10 +125,12 @@ class PartitionOwner:
             if not (state.is_running or state.status.value == "CONTINUED_AS_NEW"):
                 continue
             parts = chunks.get((iid, state.execution_id), {})
-            history = [e for i in sorted(parts) for e in parts[i]]
-            if len(history) != state.history_length:
-                log.error("history of %s has %d events, state says %d", iid, len(history), state.history_length)
-            self.histories[iid] = history
+            ordered = [parts[i] for i in sorted(parts)]
+            stored = StoredHistory(iid, state.execution_id, [e for part in ordered for e in part],
+                                   [len(part) for part in ordered])
+            if len(stored) != state.history_length:
+                log.error("history of %s has %d events, state says %d", iid, len(stored), state.history_length)
+            self.histories[iid] = stored
             for timer_id, fire_at in state.pending_timers.items():
                 heapq.heappush(self._timers, (fire_at, iid, state.execution_id, timer_id))
         log.info("partition %d restored: %d instances, %d running, %d timers", self.number, len(self.states),
@@ -233,7 +231,7 @@ class PartitionOwner:
 
     def _apply(self, message: cmd.InstanceMessage, pending: _Pending) -> TurnOutcome:
         iid = message.instance_id
-        outcome = self.orchestrator.handle(self.states.get(iid), message, utcnow(), lambda: self.histories.get(iid, []))
+        outcome = self.orchestrator.handle(self.states.get(iid), message, utcnow(), lambda: self._events(iid))
         self.processed += 1
         if outcome.ignored is not None:
             log.debug("%s for %s changed nothing: %s", type(message).__name__, iid, outcome.ignored)
@@ -243,16 +241,12 @@ class PartitionOwner:
     def _stage(self, iid: str, outcome: TurnOutcome, pending: _Pending) -> None:
         key = iid.encode()
         topics = self.topics
-        old = self.states.get(iid)
         for execution_id, closed in outcome.closed:
             pending.add(topics.history, key, encode_events(iid, execution_id, closed), self.number)
-            self._drop_history_chunks(iid, execution_id, len(self.histories.get(iid, ())) + len(closed), pending)
-            self.histories.pop(iid, None)
-            self.encoded.pop(iid, None)
+            self._drop_history(iid, pending)
         if outcome.purged:
             self._forget(iid)
-            self.histories.pop(iid, None)
-            self.encoded.pop(iid, None)
+            self._drop_history(iid, pending)
             pending.add(topics.status, key, None, self.number)
         state = outcome.state
         if state is not None and outcome.state_changed and not outcome.events:
@@ -262,29 +256,19 @@ class PartitionOwner:
             assert start.scheduled_start is not None
             heapq.heappush(self._timers, (start.scheduled_start, iid, "", -1))
         if state is not None and outcome.events:
-            if outcome.history_reset:
-                if old is not None and iid in self.histories and old.execution_id != state.execution_id:
-                    self._drop_history_chunks(iid, old.execution_id, len(self.histories[iid]), pending)
-                self.histories[iid] = []
-                self.encoded[iid] = []
-            history = self.histories.setdefault(iid, [])
-            encoded = self._encoded(iid)
-            first_new = len(history)
-            history.extend(outcome.events)
+            stored = self.histories.get(iid)
+            if outcome.history_reset or stored is None or stored.execution_id != state.execution_id:
+                self._drop_history(iid, pending)
+                stored = self.histories[iid] = StoredHistory(iid, state.execution_id)
             # Each event is encoded once, for the audit record and for the history-store chunks.
-            new_encoded = [encode_event(e) for e in outcome.events]
-            encoded.extend(new_encoded)
-            pending.add(topics.history, key, join_events(iid, state.execution_id, new_encoded), self.number)
+            fresh = stored.append(outcome.events)
+            pending.add(topics.history, key, join_events(iid, state.execution_id, fresh), self.number)
             if state.is_running:
-                for chunk in range(first_new // HISTORY_CHUNK, (len(history) - 1) // HISTORY_CHUNK + 1):
-                    part = encoded[chunk * HISTORY_CHUNK:(chunk + 1) * HISTORY_CHUNK]
-                    pending.add(topics.history_store, history_chunk_key(iid, state.execution_id, chunk),
-                                join_events(iid, state.execution_id, part), self.number)
+                for chunk_key, chunk in stored.dirty_chunks():
+                    pending.add(topics.history_store, chunk_key, chunk, self.number)
             else:
                 # A finished instance is never replayed: its chunks go, the audit history stays.
-                self._drop_history_chunks(iid, state.execution_id, first_new, pending)
-                self.histories.pop(iid, None)
-                self.encoded.pop(iid, None)
+                self._drop_history(iid, pending)
             self._remember(state)
             pending.add(topics.status, key, encode_state(state), self.number)
         for item in outcome.work_items:
@@ -295,17 +279,16 @@ class PartitionOwner:
         for message in outcome.messages:
             pending.add(topics.commands, message.instance_id.encode(), _encode(message), None)
 
-    def _encoded(self, iid: str) -> list[bytes]:
-        """Encoded events of a running instance's history (encoded lazily after a restore)."""
-        history = self.histories.get(iid, [])
-        encoded = self.encoded.setdefault(iid, [])
-        if len(encoded) < len(history):
-            encoded.extend(encode_event(e) for e in history[len(encoded):])
-        return encoded
+    def _events(self, iid: str) -> list[HistoryEvent]:
+        stored = self.histories.get(iid)
+        return stored.events if stored is not None else []
 
-    def _drop_history_chunks(self, iid: str, execution_id: str, written: int, pending: _Pending) -> None:
-        for chunk in range(0, max(written - 1, 0) // HISTORY_CHUNK + 1):
-            pending.add(self.topics.history_store, history_chunk_key(iid, execution_id, chunk), None, self.number)
+    def _drop_history(self, iid: str, pending: _Pending) -> None:
+        """Forget a history that will not be replayed again, and tombstone its chunks."""
+        stored = self.histories.pop(iid, None)
+        if stored is not None:
+            for chunk_key in stored.chunk_keys():
+                pending.add(self.topics.history_store, chunk_key, None, self.number)
 
     async def _commit(self, pending: _Pending, offsets: dict[TopicPartition, int]) -> None:
         if not pending.sends and not offsets:

@@ -18,7 +18,6 @@ from ..errors import DecodeError
 
 __all__ = [
     "EVENTS",
-    "HISTORY_CHUNK",
     "MESSAGES",
     "WORK_ITEMS",
     "decode_events",
@@ -36,9 +35,6 @@ MESSAGES = Codec(MESSAGE_TYPES)
 WORK_ITEMS = Codec((ActivityWorkItem,))
 EVENTS = Codec(EVENT_TYPES)
 
-#: Events per history-store record: a turn rewrites at most one or two chunks of this size, so
-#: a larger chunk means fewer keys but more bytes rewritten per turn.
-HISTORY_CHUNK = 16
 _STATE_VERSION = 1
 
 

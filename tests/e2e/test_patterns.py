@@ -196,3 +196,11 @@ def test_the_same_command_twice_applies_once(client: DaprWorkflowClient, setting
     client.raise_workflow_event(iid, "a", data=2)
     # Had the duplicate applied, the second wait would have received 1 again.
     assert output(client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)) == [1, 2]
+
+
+def test_payloads_near_the_limit_flow_through(client: DaprWorkflowClient) -> None:
+    big = "x" * 900_000  # under the 1 MiB default limit; input and output together pass 1 MB
+    iid = client.schedule_new_workflow("chain", input=big)
+    state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
+    assert state is not None and state.runtime_status is WorkflowStatus.COMPLETED
+    assert output(state) == f"Hello, Hello, Hello, {big}!!!"
