@@ -13,11 +13,13 @@ from starlette.middleware import Middleware
 
 from engine.errors import HeadraceError
 
+from .dashboard import DASHBOARD_PREFIX, dashboard_routes
 from .errors import ApiError, handle_exception
 from .gateway import Gateway
 from .kafka import KafkaLink
 from .metrics import ApiMetrics
-from .middleware import BodyLimitMiddleware, MetricsMiddleware, TokenAuthMiddleware
+from .middleware import HEALTH_PREFIX, BodyLimitMiddleware, MetricsMiddleware, TokenAuthMiddleware
+from .overview import load_registered_names, overview_routes
 from .routes import routes
 from .settings import ApiSettings
 
@@ -43,7 +45,13 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
     # Outermost first: every answer is counted, even a 401 or a 413.
     middleware = [
         Middleware(MetricsMiddleware, metrics=metrics),
-        Middleware(TokenAuthMiddleware, token=settings.api_token),
+        # The dashboard's static files hold no data: its page asks for the token, then every
+        # request for data carries it.
+        Middleware(
+            TokenAuthMiddleware,
+            token=settings.api_token,
+            open_prefixes=(HEALTH_PREFIX, DASHBOARD_PREFIX),
+        ),
         Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes),
     ]
     handlers = {
@@ -59,7 +67,7 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
         )
     }
     app = Starlette(
-        routes=routes(),
+        routes=[*routes(), *overview_routes(), *dashboard_routes()],
         middleware=middleware,
         exception_handlers=handlers,
         lifespan=lifespan,
@@ -69,6 +77,7 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
     app.state.metrics = metrics
     app.state.link = link
     app.state.gateway = Gateway(link, metrics)
+    app.state.workflow_names = load_registered_names(settings.app)
     return app
 
 

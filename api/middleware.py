@@ -48,14 +48,22 @@ class MetricsMiddleware:
 
 
 class TokenAuthMiddleware:
-    """When a token is configured, every route but health needs `dapr-api-token: <token>`."""
+    """When a token is configured, every route but the open ones (health, by default) needs
+    `dapr-api-token: <token>`. An open prefix covers the path itself and everything below it."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str | None, open_prefixes: tuple[str, ...] = (HEALTH_PREFIX,)
+    ) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.open_prefixes = open_prefixes
+
+    def _open(self, path: str) -> bool:
+        # "/dashboard" opens "/dashboard" and "/dashboard/...", never "/dashboardish".
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.open_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is None or scope["type"] != "http" or scope["path"].startswith(HEALTH_PREFIX):
+        if self.token is None or scope["type"] != "http" or self._open(scope["path"]):
             await self.app(scope, receive, send)
             return
         given = b""

@@ -17,10 +17,13 @@ import orjson
 from engine.core.values import RuntimeStatus
 
 from .openapi_schemas import component_schemas
+from .overview import overview_paths
 
 __all__ = ["document", "document_bytes"]
 
 _REF_ERROR = {"$ref": "#/components/schemas/Error"}
+#: The list route's parameters the counts route takes too.
+_FILTERS = ("workflowName", "createdAfter", "createdBefore")
 _JSON = "application/json"
 
 _ID = {
@@ -136,7 +139,7 @@ _INSTANCE_LINKS = {
 def _paths() -> dict[str, Any]:
     base = "/v1.0/workflows/{component}"
     one = f"{base}/{{instanceID}}"
-    list_params = [
+    list_params: list[dict[str, Any]] = [
         _COMPONENT,
         {
             "name": "runtimeStatus",
@@ -166,8 +169,17 @@ def _paths() -> dict[str, Any]:
             "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
         },
         {"name": "continuationToken", "in": "query", "schema": {"type": "string"}},
+        {
+            "name": "order",
+            "in": "query",
+            "description": "`asc` (oldest first) or `desc` (newest first); pass the same with "
+            "a `continuationToken`.",
+            "schema": {"type": "string", "enum": ["asc", "desc"], "default": "asc"},
+        },
     ]
+    filters = [p for p in list_params if p["name"] in _FILTERS]
     return {
+        **overview_paths(filters, _errors()),
         base: {
             "get": {
                 "operationId": "listWorkflows",

@@ -14,13 +14,18 @@ from typing import Any
 __all__ = ["main", "register", "serve"]
 
 
-def serve(host: str | None = None, port: int | None = None, log_level: str | None = None) -> int:
+def serve(
+    host: str | None = None,
+    port: int | None = None,
+    log_level: str | None = None,
+    app: str | None = None,
+) -> int:
     import uvicorn
 
     from .app import create_app
     from .settings import ApiSettings
 
-    settings = ApiSettings.from_env(host=host, port=port)
+    settings = ApiSettings.from_env(host=host, port=port, app=app)
     level = (log_level or os.environ.get("HEADRACE_LOG_LEVEL") or "info").lower()
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -39,7 +44,7 @@ def serve(host: str | None = None, port: int | None = None, log_level: str | Non
 
 
 def _handle(args: argparse.Namespace) -> int:
-    return serve(args.host, args.port, args.log_level)
+    return serve(args.host, args.port, args.log_level, args.app)
 
 
 def register(subparsers: Any) -> None:
@@ -56,8 +61,14 @@ def register(subparsers: Any) -> None:
         "--port", type=int, default=None, help="port (default $HEADRACE_API_PORT or 3500)"
     )
     parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
-    # `headrace stack up` passes the app to every role; the API needs none (it only moves bytes).
-    parser.add_argument("--app", default=None, help=argparse.SUPPRESS)
+    # `headrace stack up` passes the app to every role. The API runs no workflow code: it only
+    # reads the registered workflow names, for the dashboard's start form.
+    parser.add_argument(
+        "--app",
+        default=None,
+        help="module:attribute of a WorkflowRuntime whose workflow names the dashboard offers "
+        "(default $HEADRACE_API_APP)",
+    )
     parser.set_defaults(handler=_handle)
 
 

@@ -48,6 +48,8 @@ class ApiSettings:
     probe_interval_s: float = 1.0
     #: How long this replica remembers the starts it accepted, to answer its own GETs at no cost.
     sent_ttl_s: float = 30.0
+    #: `module:attribute` of the WorkflowRuntime whose workflow names the dashboard offers.
+    app: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ApiSettings:
@@ -62,5 +64,6 @@ class ApiSettings:
             consistency_timeout_s=_number(env, "HEADRACE_API_CONSISTENCY_TIMEOUT_S", 2.0),
             probe_interval_s=_number(env, "HEADRACE_API_PROBE_INTERVAL_S", 1.0),
             sent_ttl_s=_number(env, "HEADRACE_API_SENT_TTL_S", 30.0),
+            app=env.get("HEADRACE_API_APP") or None,
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
