@@ -61,9 +61,7 @@ async def measure_ceiling(
     admin = AIOKafkaAdminClient(**settings.client_kwargs())
     await admin.start()
     try:
-        await admin.create_topics(
-            [NewTopic(topic, settings.partitions, settings.replication_factor)]
-        )
+        await admin.create_topics([NewTopic(topic, settings.partitions, settings.replication_factor)])
     finally:
         await admin.close()
     producer = AIOKafkaProducer(**settings.client_kwargs(), enable_idempotence=True, linger_ms=2)

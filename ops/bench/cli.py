@@ -20,14 +20,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "bench",
         help=text,
-        description=text
-        + ". Scenarios: "
-        + ", ".join([*SCENARIO_NAMES, *GROUPS])
-        + " (default: all).",
+        description=text + ". Scenarios: " + ", ".join([*SCENARIO_NAMES, *GROUPS]) + " (default: all).",
     )
-    parser.add_argument(
-        "scenarios", nargs="*", metavar="SCENARIO", help="scenarios to run (default: all)"
-    )
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenarios to run (default: all)")
     parser.add_argument(
         "--tiny",
         action="store_true",
@@ -44,20 +39,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     deploy.add_argument("--partitions", type=int, default=8, help="partitions of every topic (8)")
     deploy.add_argument("--engines", type=int, default=1, help="engine processes (1)")
     deploy.add_argument("--workers", type=int, default=1, help="activity worker processes (1)")
-    out = parser.add_argument_group("output")
-    out.add_argument(
-        "--out", default="bench-results", help="directory for JSON, PNG, Markdown, logs"
+    deploy.add_argument(
+        "--via",
+        choices=["kafka", "api"],
+        default="kafka",
+        help="start workflows straight on the commands topic (kafka, default) or through the "
+        "REST API's start route (api); completions are read from the status topic either way",
     )
+    deploy.add_argument("--apis", type=int, default=1, help="API processes with --via api (1)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", default="bench-results", help="directory for JSON, PNG, Markdown, logs")
     out.add_argument("--no-progress", action="store_true", help="no live progress bar")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the raw Kafka round trip")
-    parser.add_argument(
-        "--ceiling-records", type=int, help="records for the ceiling (50,000; tiny 2,000)"
-    )
+    parser.add_argument("--ceiling-records", type=int, help="records for the ceiling (50,000; tiny 2,000)")
     parser.add_argument(
         "--stall-timeout",
         type=float,
         default=60.0,
         help="give a scenario up when nothing completes for this long (60 s)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample engine and worker processes with py-spy during each window "
+        "(collapsed stacks in the logs folder, top functions in the JSON)",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed (timer delays)")
     parser.set_defaults(handler=_handle)
@@ -70,6 +75,11 @@ def _handle(args: argparse.Namespace) -> int:
     from ops.errors import OpsError
 
     missing = [m for m in ("matplotlib", "rich") if importlib.util.find_spec(m) is None]
+    if args.profile:
+        from .profile import py_spy
+
+        if py_spy() is None:
+            missing.append("py-spy")
     if missing:
         raise OpsError(f"headrace bench needs {' and '.join(missing)}: pip install -e '.[test]'")
 

@@ -7,9 +7,11 @@ record counts are its own; the broker lives for the whole run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,7 @@ __all__ = ["BenchError", "Broker", "Deployment", "OffsetCounter", "Service"]
 ROOT = Path(__file__).resolve().parents[2]
 APP = "ops.bench.apps:runtime"
 #: Role -> the log line that says the process is ready.
-READY = {"engine": "engine ready", "worker": "activity worker started"}
+READY = {"engine": "engine ready", "worker": "activity worker started", "api": "Uvicorn running"}
 #: Internal topics every deployment on a broker writes to (offsets and transaction state).
 INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
 
@@ -83,7 +85,7 @@ class Broker:
 
 
 class Service:
-    """One `headrace engine|worker` process with its log in a file."""
+    """One `headrace engine|worker|api` process with its log in a file."""
 
     def __init__(
         self,
@@ -106,6 +108,7 @@ class Service:
         self.log_path = log_dir / f"{role}-{index}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
+            # The API takes --app too (and ignores it): one command line for every role.
             [sys.executable, "-m", "ops", role, "--app", APP],
             cwd=ROOT,
             env=env,
@@ -126,9 +129,7 @@ class Service:
     def problems(self) -> list[str]:
         """Log lines at WARNING or above (aborted transactions, restores, crashes)."""
         return [
-            line
-            for line in self.log_text().splitlines()
-            if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback", line)
+            line for line in self.log_text().splitlines() if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback", line)
         ]
 
     async def wait_ready(self, deadline: float) -> float:
@@ -157,12 +158,21 @@ class Service:
 
 
 class Deployment:
-    """Engines and workers of one scenario."""
+    """Engines, workers and (when the load goes through HTTP) API processes of one scenario."""
 
-    def __init__(self, settings: Settings, engines: int, workers: int, log_dir: Path) -> None:
+    def __init__(self, settings: Settings, engines: int, workers: int, log_dir: Path, apis: int = 0) -> None:
         self.settings = settings
         self.services = [Service("engine", settings, log_dir, i) for i in range(engines)]
         self.services += [Service("worker", settings, log_dir, i) for i in range(workers)]
+        self.api_urls: list[str] = []
+        for i, port in enumerate(_free_ports(apis)):
+            env = {
+                "HEADRACE_API_HOST": "127.0.0.1",
+                "HEADRACE_API_PORT": str(port),
+                "HEADRACE_LOG_LEVEL": "info",
+            }
+            self.services.append(Service("api", settings, log_dir, i, env))
+            self.api_urls.append(f"http://127.0.0.1:{port}")
 
     async def wait_ready(self, timeout_s: float = 120.0) -> float:
         t0 = time.monotonic()
@@ -183,6 +193,17 @@ class Deployment:
                 service.popen.send_signal(signal.SIGTERM)
         for service in self.services:
             service.stop()
+
+
+def _free_ports(count: int) -> list[int]:
+    # Hold every socket until all are chosen so no port is handed out twice.
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 class OffsetCounter:
@@ -207,9 +228,7 @@ class OffsetCounter:
         self._tps: dict[str, list[TopicPartition]] = {}
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **self.settings.client_kwargs(), group_id=None, enable_auto_commit=False
-        )
+        consumer = AIOKafkaConsumer(**self.settings.client_kwargs(), group_id=None, enable_auto_commit=False)
         await consumer.start()
         self._consumer = consumer
         for label, topic in [*self.topics.items(), *((t, t) for t in INTERNAL_TOPICS)]:

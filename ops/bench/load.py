@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -69,9 +70,7 @@ class LoadResult:
 
 
 Hook = Callable[[], None]
-Progress = Callable[
-    [str, int, int, int, float], None
-]  # phase, done, started, measured done, s in phase
+Progress = Callable[[str, int, int, int, float], None]  # phase, done, started, measured done, s in phase
 
 
 class _Follower:
@@ -161,6 +160,7 @@ class LoadGenerator:
         seed: int = 1,
         stall_s: float = 60.0,
         probe_timeout_s: float | None = None,
+        api_urls: list[str] | None = None,
     ) -> None:
         self.scenario = scenario
         self.settings = settings
@@ -185,11 +185,13 @@ class LoadGenerator:
         self._measuring = False
         self._window: list[float] = [0.0, 0.0]
         self._producer: AIOKafkaProducer | None = None
+        self.api_urls = api_urls or []
+        self._http: httpx.AsyncClient | None = None
+        self._http_slots = asyncio.Semaphore(64)
+        self._posts: set[asyncio.Task[None]] = set()
         # Every chain/fan-out start carries the same input: encode it once, not per send.
         self._fixed_input = (
-            None
-            if scenario.workflow == "bench_timer"
-            else dump_payload(scenario.workflow_input(self.rng))
+            None if scenario.workflow == "bench_timer" else dump_payload(scenario.workflow_input(self.rng))
         )
 
     # -- completions ---------------------------------------------------------------------------
@@ -221,24 +223,49 @@ class LoadGenerator:
     async def _start(self, iid: str) -> None:
         assert self._producer is not None
         text = (
-            self._fixed_input
-            if self._fixed_input is not None
-            else dump_payload(self.scenario.workflow_input(self.rng))
+            self._fixed_input if self._fixed_input is not None else dump_payload(self.scenario.workflow_input(self.rng))
         )
-        message = StartWorkflow(
-            instance_id=iid, command_id=uuid.uuid4().hex, name=self.scenario.workflow, input=text
-        )
+        message = StartWorkflow(instance_id=iid, command_id=uuid.uuid4().hex, name=self.scenario.workflow, input=text)
         now = time.monotonic()
         self.instances[iid] = Instance(sent=now, measured=self._measuring)
         if self._measuring:
             self.measured_started += 1
         self.last_progress = now
+        if self._http is not None:
+            # Through the REST API: the POST runs beside the starter, so a slow response delays
+            # this start only, as with independent clients.
+            task = asyncio.create_task(self._post(iid, text))
+            self._posts.add(task)
+            task.add_done_callback(self._posts.discard)
+            return
         future = await self._producer.send(self.topic, encode(message), key=iid.encode())
-        future.add_done_callback(self._check_send)
+        future.add_done_callback(lambda f: self._check_send(iid, f))
 
-    def _check_send(self, future: asyncio.Future[object]) -> None:
+    async def _post(self, iid: str, text: str | None) -> None:
+        assert self._http is not None
+        url = self.api_urls[len(self.instances) % len(self.api_urls)]
+        async with self._http_slots:
+            try:
+                response = await self._http.post(
+                    f"{url}/v1.0/workflows/dapr/{self.scenario.workflow}/start",
+                    params={"instanceID": iid},
+                    content=(text or "").encode(),
+                    headers={"content-type": "application/json"},
+                )
+            except httpx.HTTPError as exc:
+                self._start_failed(iid, repr(exc))
+                return
+        if response.status_code != 202:
+            self._start_failed(iid, f"HTTP {response.status_code}: {response.text[:200]}")
+
+    def _check_send(self, iid: str, future: asyncio.Future[object]) -> None:
         if not future.cancelled() and future.exception() is not None:
-            self.send_errors.append(repr(future.exception()))
+            self._start_failed(iid, repr(future.exception()))
+
+    def _start_failed(self, iid: str, why: str) -> None:
+        # Counted as finished (and failed), so the run does not wait for it to stall.
+        self.send_errors.append(f"{iid}: {why}")
+        self._on_done(iid, {"status": "START_FAILED"}, time.monotonic())
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -254,6 +281,11 @@ class LoadGenerator:
             max_request_size=max(4 * 1024 * 1024, 2 * self.settings.max_payload_bytes),
         )
         await self._producer.start()
+        if self.api_urls:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(60.0, pool=None),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            )
         stalled: str | None = None
         probe_s = math.nan
         t0 = time.monotonic()
@@ -275,6 +307,11 @@ class LoadGenerator:
             if not self._window[1]:
                 self._end_window(time.monotonic())
         finally:
+            for task in list(self._posts):
+                task.cancel()
+            await asyncio.gather(*self._posts, return_exceptions=True)
+            if self._http is not None:
+                await self._http.aclose()
             await self._producer.stop()
             await follower.stop()
         return LoadResult(
@@ -295,9 +332,7 @@ class LoadGenerator:
         deadline = t0 + self.probe_timeout_s
         while not self.instances["probe"].done:
             if time.monotonic() > deadline:
-                raise Stalled(
-                    f"the probe workflow did not complete in {self.probe_timeout_s:.0f} s"
-                )
+                raise Stalled(f"the probe workflow did not complete in {self.probe_timeout_s:.0f} s")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), 0.5)
@@ -364,9 +399,7 @@ class LoadGenerator:
             if s.duration_s and self._window[0] and now >= self._window[0] + s.duration_s:
                 self._end_window(self._window[0] + s.duration_s)
             if not s.duration_s and self.measured_done >= self.measured_started:
-                self._end_window(
-                    max((i.done for i in self.instances.values() if i.measured), default=now)
-                )
+                self._end_window(max((i.done for i in self.instances.values() if i.measured), default=now))
             if self.done_count >= len(self.instances):
                 return
             self._check_stall()

@@ -36,9 +36,7 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if scenario not in by
             else (("met" if met else "missed") if comparable else "not comparable (smaller run)")
         )
-        out.append(
-            {"target": target, "scenario": scenario, "measured": measured, "verdict": verdict}
-        )
+        out.append({"target": target, "scenario": scenario, "measured": measured, "verdict": verdict})
 
     r = by.get("chain-5")
     add(
@@ -70,9 +68,7 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     add(
         "timers: 10,000 concurrent timer workflows, p99 lateness <= 1 s",
         "timers",
-        f"{r['started'] - 1} workflows, {r['peak_running']} running at once, p99 lateness {late} ms"
-        if r
-        else "-",
+        f"{r['started'] - 1} workflows, {r['peak_running']} running at once, p99 lateness {late} ms" if r else "-",
         bool(late is not None and late <= 1000 and r and r["unfinished"] == 0),
         bool(r and r["started"] - 1 >= 10_000),
     )
@@ -82,9 +78,7 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     add(
         "engine RSS after 100,000 completed workflows < 1 GiB, not growing with finished instances",
         "memory",
-        f"{rss} MiB after {r['completed']} workflows; growth {growth} B per finished workflow"
-        if r
-        else "-",
+        f"{rss} MiB after {r['completed']} workflows; growth {growth} B per finished workflow" if r else "-",
         bool(rss is not None and rss < GiB and growth is not None and growth < 100),
         bool(r and r["completed"] >= 100_000),
     )
@@ -127,6 +121,7 @@ def rows(
         "peak RSS MiB broker",
         "engine",
         "worker",
+        "api",
         "loadgen",
         "records/wf",
         "records/s",
@@ -137,9 +132,7 @@ def rows(
     cost: list[list[str]] = []
     for r in results:
         if "error" in r:
-            speed.append(
-                [r["scenario"], "error: " + r["error"][:80]] + [""] * (len(speed_head) - 2)
-            )
+            speed.append([r["scenario"], "error: " + r["error"][:80]] + [""] * (len(speed_head) - 2))
             continue
         lat = r["latency_ms"]
         eng = r["engine_latency_ms"]
@@ -167,15 +160,9 @@ def rows(
         cost.append(
             [
                 r["scenario"],
-                *[
-                    _f(_get(cpu, k, "cpu_ms_per_wf"), 2)
-                    for k in ("broker", "engine", "worker", "api", "loadgen")
-                ],
+                *[_f(_get(cpu, k, "cpu_ms_per_wf"), 2) for k in ("broker", "engine", "worker", "api", "loadgen")],
                 _f(cores, 2),
-                *[
-                    _f(_get(cpu, k, "peak_rss_mib"))
-                    for k in ("broker", "engine", "worker", "loadgen")
-                ],
+                *[_f(_get(cpu, k, "peak_rss_mib")) for k in ("broker", "engine", "worker", "api", "loadgen")],
                 _f(r["records"]["per_workflow"]),
                 _f(per_s, 0),
                 frac,
@@ -202,7 +189,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Python {env['python']}, broker {doc['broker']['source']} "
         f"{doc['broker'].get('version') or ''} at {doc['broker']['bootstrap']}, "
         f"{doc['options']['partitions']} partitions, {doc['options']['engines']} engine and "
-        f"{doc['options']['workers']} worker process(es); commit {env['commit']}.",
+        f"{doc['options']['workers']} worker process(es), starts via "
+        f"{doc['options'].get('via', 'kafka')}; commit {env['commit']}.",
         "",
     ]
     ceiling = doc.get("ceiling")
@@ -234,6 +222,20 @@ def markdown(doc: dict[str, Any]) -> str:
         ),
         "",
     ]
+    for r in doc["scenarios"]:
+        for process, prof in (r.get("profile") or {}).items():
+            parts += [
+                f"## Profile: {r['scenario']}, {process} ({prof['samples']} samples holding the GIL)",
+                "",
+                _md_table(
+                    ["own time %", "function", "total time %", "function (event loop left out)"],
+                    [
+                        [str(o[1]), o[0], str(t[1]), t[0]]
+                        for o, t in zip(prof["top_own_pct"], prof["top_total_pct"], strict=False)
+                    ],
+                ),
+                "",
+            ]
     return "\n".join(parts)
 
 
@@ -318,11 +320,7 @@ def plot(path: Path, doc: dict[str, Any]) -> None:
     timer_ax.grid(True, which="both", alpha=0.3)
     timer_ax.set_title("timer lateness (CDF)")
     for r in results:
-        pts = [
-            (s["completed"], s["rss"]["engine"] / 2**20)
-            for s in r["samples"]
-            if "engine" in s["rss"]
-        ]
+        pts = [(s["completed"], s["rss"]["engine"] / 2**20) for s in r["samples"] if "engine" in s["rss"]]
         if pts and r["scenario"] in ("memory", "chain-5", "timers"):
             mem_ax.plot([p[0] for p in pts], [p[1] for p in pts], label=r["scenario"])
     mem_ax.set_xlabel("completed workflows")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import os
 import time
@@ -15,9 +16,10 @@ import orjson
 from engine.runtime.settings import Settings
 from engine.runtime.topics import ensure_topics
 
-from .deploy import INTERNAL_TOPICS, Broker, Deployment, OffsetCounter
+from .deploy import INTERNAL_TOPICS, ROOT, Broker, Deployment, OffsetCounter
 from .load import Instance, LoadGenerator, LoadResult, Progress
 from .procstats import CpuMem, ProcessTable, machine_busy_s
+from .profile import Profiler
 from .scenarios import Scenario
 from .stats import log_histogram, percentiles
 
@@ -36,6 +38,10 @@ class RunOptions:
     log_dir: Path
     seed: int = 1
     sample_s: float = 1.0
+    #: API processes the starts go through (0: straight to the commands topic).
+    apis: int = 0
+    #: Sample engine and worker processes with py-spy during the window.
+    profile: bool = False
 
 
 @dataclass
@@ -44,6 +50,7 @@ class _Marks:
 
     procs: ProcessTable
     offsets: OffsetCounter
+    profiler: Profiler | None = None
     start_cpu: dict[str, dict[int, CpuMem]] | None = None
     end_cpu: dict[str, dict[int, CpuMem]] | None = None
     start_machine: float = 0.0
@@ -56,11 +63,15 @@ class _Marks:
         self.start_cpu = self.procs.snapshot()
         self.start_machine = machine_busy_s()[0]
         self.start_offsets = asyncio.get_running_loop().create_task(self.offsets.read())
+        if self.profiler is not None:
+            self.profiler.start()
 
     def window_end(self) -> None:
         self.end_cpu = self.procs.snapshot()
         self.end_machine = machine_busy_s()[0]
         self.end_offsets = asyncio.get_running_loop().create_task(self.offsets.read())
+        if self.profiler is not None:
+            self.profiler.interrupt()
 
 
 async def run_scenario(
@@ -72,14 +83,13 @@ async def run_scenario(
         partitions=opts.partitions,
     )
     await ensure_topics(settings)
-    deployment = Deployment(settings, opts.engines, opts.workers, opts.log_dir / scenario.name)
+    fingerprint = engine_fingerprint()
+    deployment = Deployment(settings, opts.engines, opts.workers, opts.log_dir / scenario.name, apis=opts.apis)
     samples: list[dict[str, Any]] = []
     try:
         ready_s = await deployment.wait_ready()
-        note(
-            f"{scenario.name}: {opts.engines} engine(s) and {opts.workers} worker(s) ready in "
-            f"{ready_s:.1f} s"
-        )
+        apis = f", {opts.apis} API process(es)" if opts.apis else ""
+        note(f"{scenario.name}: {opts.engines} engine(s), {opts.workers} worker(s){apis} ready in {ready_s:.1f} s")
         procs = ProcessTable()
         if broker.pid is not None:
             procs.add("broker", broker.pid)
@@ -87,10 +97,18 @@ async def run_scenario(
             procs.add("engine", pid)
         for pid in deployment.pids("worker"):
             procs.add("worker", pid)
+        for pid in deployment.pids("api"):
+            procs.add("api", pid)
         procs.add("loadgen", os.getpid())
         offsets = OffsetCounter(settings)
         await offsets.start()
         marks = _Marks(procs, offsets)
+        if opts.profile:
+            marks.profiler = Profiler(
+                opts.log_dir / scenario.name / "profile",
+                {"engine": deployment.pids("engine"), "worker": deployment.pids("worker")},
+                scenario.duration_s or 600,
+            )
         load = LoadGenerator(
             scenario,
             settings,
@@ -99,6 +117,7 @@ async def run_scenario(
             progress=progress,
             seed=opts.seed,
             stall_s=opts.stall_s,
+            api_urls=deployment.api_urls,
         )
         sampler = asyncio.create_task(_sample(procs, load, opts.sample_s, samples))
         try:
@@ -106,6 +125,7 @@ async def run_scenario(
         finally:
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
+        profile = await asyncio.to_thread(marks.profiler.stop) if marks.profiler else None
         final = procs.snapshot()
         totals = await offsets.read()
         window_offsets = (
@@ -115,7 +135,7 @@ async def run_scenario(
         await offsets.stop()
     finally:
         deployment.stop()
-    return _figures(
+    figures = _figures(
         scenario,
         opts,
         result,
@@ -127,11 +147,13 @@ async def run_scenario(
         deployment.problems(),
         ready_s,
     )
+    figures["engine_source"] = fingerprint
+    if profile is not None:
+        figures["profile"] = profile
+    return figures
 
 
-async def _sample(
-    procs: ProcessTable, load: LoadGenerator, every_s: float, out: list[dict[str, Any]]
-) -> None:
+async def _sample(procs: ProcessTable, load: LoadGenerator, every_s: float, out: list[dict[str, Any]]) -> None:
     t0 = time.monotonic()
     while True:
         snap = procs.snapshot()
@@ -140,13 +162,8 @@ async def _sample(
                 "t": round(time.monotonic() - t0, 2),
                 "completed": load.done_count,
                 "running": load.running,
-                "rss": {
-                    kind: sum(m.rss_bytes for m in snap.get(kind, {}).values()) for kind in snap
-                },
-                "cpu": {
-                    kind: round(sum(m.cpu_s for m in snap.get(kind, {}).values()), 2)
-                    for kind in snap
-                },
+                "rss": {kind: sum(m.rss_bytes for m in snap.get(kind, {}).values()) for kind in snap},
+                "cpu": {kind: round(sum(m.cpu_s for m in snap.get(kind, {}).values()), 2) for kind in snap},
             }
         )
         await asyncio.sleep(every_s)
@@ -186,9 +203,7 @@ def _figures(
         if not pids:
             cpu[kind] = None
             continue
-        used = sum(
-            m.cpu_s - start.get(kind, {}).get(pid, CpuMem(0, 0, 0)).cpu_s for pid, m in pids.items()
-        )
+        used = sum(m.cpu_s - start.get(kind, {}).get(pid, CpuMem(0, 0, 0)).cpu_s for pid, m in pids.items())
         ours += used
         cpu[kind] = {
             "processes": len(pids),
@@ -196,12 +211,8 @@ def _figures(
             "cores": round(used / window_s, 3),
             "cpu_ms_per_wf": round(used * 1000 / in_window, 3) if in_window else None,
             # Peak over the window (VmHWM was reset at its start), largest process of the kind.
-            "peak_rss_mib": round(
-                max(m.peak_rss_bytes for m in final.get(kind, pids).values()) / 2**20, 1
-            ),
-            "rss_end_mib": round(
-                sum(m.rss_bytes for m in final.get(kind, pids).values()) / 2**20, 1
-            ),
+            "peak_rss_mib": round(max(m.peak_rss_bytes for m in final.get(kind, pids).values()) / 2**20, 1),
+            "rss_end_mib": round(sum(m.rss_bytes for m in final.get(kind, pids).values()) / 2**20, 1),
         }
     machine_s = marks.end_machine - marks.start_machine
     deployment_labels = [k for k in totals if k not in INTERNAL_TOPICS]
@@ -229,6 +240,7 @@ def _figures(
             )
         },
         "processes_ready_s": round(ready_s, 2),
+        "via": "api" if opts.apis else "kafka",
         "probe_s": None if math.isnan(result.probe_s) else round(result.probe_s, 3),
         "started": len(instances),
         "completed": completed,
@@ -261,17 +273,21 @@ def _figures(
         "log_problem_count": sum(len(lines) for lines in problems.values()),
     }
     if scenario.workflow == "bench_timer":
-        lateness = [
-            float(orjson.loads(i.output))
-            for i in measured
-            if i.status == "COMPLETED" and i.output is not None
-        ]
+        lateness = [float(orjson.loads(i.output)) for i in measured if i.status == "COMPLETED" and i.output is not None]
         figures["timer_lateness_ms"] = _ms(lateness)
-        figures["timer_lateness_histogram_ms"] = [
-            (round(b * 1000, 3), n) for b, n in log_histogram(lateness)
-        ]
+        figures["timer_lateness_histogram_ms"] = [(round(b * 1000, 3), n) for b, n in log_histogram(lateness)]
     figures["engine_rss_growth"] = _growth(samples)
     return figures
+
+
+def engine_fingerprint() -> str:
+    """A hash of engine/ as the processes of this scenario loaded it: tells runs of one engine
+    version from another when the code changes between (or during) benchmark runs."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "engine").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _series(t0: float, done: list[Instance]) -> list[int]:

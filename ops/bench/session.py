@@ -88,14 +88,8 @@ class _Progress:
             frac = measured_done / s.workflows if s.workflows else since / max(s.duration_s, 1e-9)
         else:
             frac = done / max(started, 1)
-        rate = (
-            f"{done / since:.0f} wf/s"
-            if phase == "measure" and since > 1 and not s.workflows
-            else ""
-        )
-        self.bar.update(
-            self.task, completed=min(frac, 1.0), info=f"{phase}: {done}/{started} done {rate}"
-        )
+        rate = f"{done / since:.0f} wf/s" if phase == "measure" and since > 1 and not s.workflows else ""
+        self.bar.update(self.task, completed=min(frac, 1.0), info=f"{phase}: {done}/{started} done {rate}")
 
     def note(self, text: str) -> None:
         self.console.print(text)
@@ -139,6 +133,8 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "partitions": args.partitions,
             "engines": args.engines,
             "workers": args.workers,
+            "via": args.via,
+            "apis": args.apis if args.via == "api" else 0,
             "tiny": args.tiny,
             "stall_timeout_s": args.stall_timeout,
             "seed": args.seed,
@@ -156,9 +152,7 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 partitions=args.partitions,
             )
             records = args.ceiling_records or (2_000 if args.tiny else 50_000)
-            ceiling = await measure_ceiling(
-                settings, records=records, idle_s=1.0 if args.tiny else 5.0
-            )
+            ceiling = await measure_ceiling(settings, records=records, idle_s=1.0 if args.tiny else 5.0)
             doc["ceiling"] = ceiling.to_json()
             progress.note(
                 f"ceiling: {ceiling.records_per_s:.0f} records/s, idle round trip p50 "
@@ -172,14 +166,14 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
             stall_s=args.stall_timeout,
             log_dir=out / f"logs-{run_id}",
             seed=args.seed,
+            apis=args.apis if args.via == "api" else 0,
+            profile=args.profile,
         )
         with progress.bar:
             for scenario in scenarios:
                 progress.begin(scenario)
                 try:
-                    figures = await run_scenario(
-                        scenario, broker, opts, progress.update, progress.note
-                    )
+                    figures = await run_scenario(scenario, broker, opts, progress.update, progress.note)
                 except Exception as exc:
                     figures = {"scenario": scenario.name, "error": f"{type(exc).__name__}: {exc}"}
                 doc["scenarios"].append(figures)
@@ -187,9 +181,7 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
     finally:
         broker.stop()
     doc["environment"]["loadavg_at_end"] = os.getloadavg()
-    doc["environment"]["machine_busy_cores"] = round(
-        (machine_busy_s()[0] - busy0) / (time.monotonic() - t0), 2
-    )
+    doc["environment"]["machine_busy_cores"] = round((machine_busy_s()[0] - busy0) / (time.monotonic() - t0), 2)
     doc["targets"] = report.targets(doc["scenarios"])
     stem = out / f"bench-{run_id}"
     report.write_json(stem.with_suffix(".json"), doc)
