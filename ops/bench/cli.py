@@ -36,6 +36,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     size.add_argument("--rate", type=float, help="starts per second (makes a scenario open-loop)")
     deploy = parser.add_argument_group("deployment")
     deploy.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
+    deploy.add_argument(
+        "--broker-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a dynamic broker config before measuring (repeatable), e.g. "
+        "transaction.partition.verification.enable=false; applies to a given broker too",
+    )
     deploy.add_argument("--partitions", type=int, default=8, help="partitions of every topic (8)")
     deploy.add_argument("--engines", type=int, default=1, help="engine processes (1)")
     deploy.add_argument("--workers", type=int, default=1, help="activity worker processes (1)")

@@ -84,6 +84,26 @@ class Broker:
             self._local = None
 
 
+async def set_broker_config(bootstrap: str, config: dict[str, str]) -> None:
+    """Dynamic configs on every broker of the cluster (they stay set: a given broker keeps them)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(**Settings.from_env(bootstrap_servers=bootstrap).client_kwargs())
+    await admin.start()
+    try:
+        await admin._client.force_metadata_update()
+        ids = sorted(b.nodeId for b in admin._client.cluster.brokers())
+        resources = [ConfigResource(ConfigResourceType.BROKER, str(i), configs=config) for i in ids]
+        responses = await admin.alter_configs(resources)
+    finally:
+        await admin.close()
+    for response in responses:
+        for error_code, message, *_ in response.resources:
+            if error_code:
+                raise BenchError(f"broker config {config} refused: error {error_code} {message}")
+
+
 class Service:
     """One `headrace engine|worker|api` process with its log in a file."""
 

@@ -16,7 +16,7 @@ from engine.runtime.settings import Settings
 
 from . import report
 from .ceiling import measure_ceiling
-from .deploy import ROOT, Broker
+from .deploy import ROOT, Broker, set_broker_config
 from .procstats import machine_busy_s
 from .runner import RunOptions, run_scenario
 from .scenarios import Scenario, override, select
@@ -118,12 +118,14 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
         progress.note("starting a private Kafka broker on free ports")
         broker = await asyncio.to_thread(Broker.start_local)
     progress.note(f"broker {broker.bootstrap} ({broker.source}, pid {broker.pid or 'unknown'})")
+    broker_config = dict(item.split("=", 1) for item in args.broker_config)
     doc: dict[str, Any] = {
         "command": command,
         "started_at": started_at,
         "run_id": run_id,
         "environment": _environment(),
         "broker": {
+            "config": broker_config,
             "bootstrap": broker.bootstrap,
             "source": broker.source,
             "pid": broker.pid,
@@ -144,6 +146,9 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
     }
     busy0, t0 = machine_busy_s()[0], time.monotonic()
     try:
+        if broker_config:
+            await set_broker_config(broker.bootstrap, broker_config)
+            progress.note(f"broker config set: {broker_config}")
         if not args.no_ceiling:
             progress.note("measuring the ceiling: raw aiokafka produce -> consume round trip")
             settings = Settings.from_env(
