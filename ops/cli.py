@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "api.server",
     "api.cli",
     "ops.bench.cli",
+    "ops.chaos.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

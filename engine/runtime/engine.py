@@ -47,6 +47,10 @@ class Engine:
         self.owners: dict[int, PartitionOwner] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
+        #: Held while a batch or a timer firing is processed, and while partitions are released:
+        #: the rebalance listener runs beside the main loop, and stopping a producer in the middle
+        #: of its transaction leaves the commit waiting forever (aiokafka cancels its sender).
+        self._turn = asyncio.Lock()
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
@@ -90,18 +94,20 @@ class Engine:
         for tp, records in batches.items():
             by_partition[tp.partition][tp] = records
         for number, batch in by_partition.items():
-            owner = self.owners.get(number)
-            if owner is None:
-                # Not (or no longer) ours: put the position back so nothing fetched is skipped.
-                log.debug("partition %d fetched while unowned; rewinding", number)
-                for tp, records in batch.items():
-                    if tp in consumer.assignment():
-                        consumer.seek(tp, records[0].offset)
-                continue
-            await self._guarded(owner, owner.process(batch), consumer)
+            async with self._turn:
+                owner = self.owners.get(number)
+                if owner is None:
+                    # Not (or no longer) ours: put the position back so nothing fetched is skipped.
+                    log.debug("partition %d fetched while unowned; rewinding", number)
+                    for tp, records in batch.items():
+                        if tp in consumer.assignment():
+                            consumer.seek(tp, records[0].offset)
+                    continue
+                await self._guarded(owner, owner.process(batch), consumer)
         now = datetime.now(UTC)
-        for owner in list(self.owners.values()):
-            await self._guarded(owner, owner.fire_due_timers(now), consumer)
+        async with self._turn:
+            for owner in list(self.owners.values()):
+                await self._guarded(owner, owner.fire_due_timers(now), consumer)
 
     async def _guarded(self, owner: PartitionOwner, work: object, consumer: AIOKafkaConsumer) -> None:
         try:
@@ -157,10 +163,11 @@ class Engine:
             consumer.resume(*[tp for tp in tps if tp in consumer.assignment()])
 
     async def _release(self, numbers: set[int]) -> None:
-        for number in numbers:
-            owner = self.owners.pop(number, None)
-            if owner is not None:
-                await owner.stop()
-        if numbers:
-            # Live generators of instances now owned elsewhere must not be reused if they come back.
-            self.orchestrator.cache.clear()
+        async with self._turn:  # never in the middle of a transaction (see `_turn`)
+            for number in numbers:
+                owner = self.owners.pop(number, None)
+                if owner is not None:
+                    await owner.stop()
+            if numbers:
+                # Live generators of instances now owned elsewhere must not be reused if they come back.
+                self.orchestrator.cache.clear()

@@ -12,6 +12,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ops.kafka.security import BrokerSecurity
 
 LOG4J2_CONFIG = Path(__file__).with_name("log4j2.properties")
 
@@ -54,8 +58,15 @@ def new_cluster_id() -> str:
             return text
 
 
-def render_properties(node: NodeSpec, voters: Sequence[NodeSpec], log_dir: Path) -> str:
+def render_properties(
+    node: NodeSpec,
+    voters: Sequence[NodeSpec],
+    log_dir: Path,
+    security: BrokerSecurity | None = None,
+) -> str:
+    """`security` turns the broker listener into SASL_SSL (SCRAM-SHA-512), inter-broker included."""
     size = len(voters)
+    listener = "PLAINTEXT" if security is None else "SASL_SSL"
     replication = min(size, 3)
     min_isr = 2 if size >= 3 else 1
     props: dict[str, str | int] = {
@@ -65,17 +76,20 @@ def render_properties(node: NodeSpec, voters: Sequence[NodeSpec], log_dir: Path)
         # restart may move a node to new ports.
         "controller.quorum.voters": ",".join(v.voter for v in voters),
         "listeners": (
-            f"PLAINTEXT://{node.host}:{node.broker_port},"
+            f"{listener}://{node.host}:{node.broker_port},"
             f"CONTROLLER://{node.host}:{node.controller_port}"
         ),
-        "advertised.listeners": f"PLAINTEXT://{node.bootstrap}",
+        "advertised.listeners": f"{listener}://{node.bootstrap}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "inter.broker.listener.name": listener,
+        "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{listener}:{listener}",
         "log.dirs": str(log_dir),
         "num.partitions": 1,
         "default.replication.factor": replication,
         "min.insync.replicas": min_isr,
+        # The default, stated because the fault tests rely on it: a replica that was not in sync
+        # never becomes leader, so an acks=all write is never lost to a stale leader (KIP-966).
+        "unclean.leader.election.enable": "false",
         "offsets.topic.replication.factor": replication,
         # 50 partitions (the default) make the first consumer-group join slow on a small box.
         "offsets.topic.num.partitions": 10,
@@ -99,6 +113,8 @@ def render_properties(node: NodeSpec, voters: Sequence[NodeSpec], log_dir: Path)
         "broker.session.timeout.ms": 6000,
         "auto.create.topics.enable": "true",
     }
+    if security is not None:
+        props.update(security.broker_properties())
     lines = ["# Written by headrace (ops/kafka/config.py); regenerated on every start."]
     lines += [f"{key}={value}" for key, value in props.items()]
     return "\n".join(lines) + "\n"

@@ -1,9 +1,10 @@
 """A local Kafka deployment (one node or a 3-node cluster) rooted in one state directory.
 
 Layout of the state directory:
-    deployment.json      what was started: version, cluster id, nodes and their ports
+    deployment.json      what was started: version, cluster id, nodes and their ports, security
     lock                 serialises up/down/start/stop from concurrent processes
     node-N/server.properties, node-N/data/, node-N/server.log, node-N/pid
+    security/            only with `secure=True`: CA, keystores, SCRAM users (ops/kafka/security.py)
 Everything a later `down`, `status` or `kill-node` needs is on disk, so any process can manage a
 deployment another process started.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ops.kafka import process
+from ops.kafka import security as sasl_ssl
 from ops.kafka.config import NodeSpec, jvm_options, new_cluster_id, render_properties
 from ops.kafka.errors import (
     BrokerStartFailed,
@@ -45,6 +47,8 @@ class Manifest:
     version: str
     cluster_id: str
     nodes: tuple[NodeSpec, ...]
+    #: The broker listeners speak SASL_SSL with SCRAM-SHA-512 (see ops/kafka/security.py).
+    secure: bool = False
 
     @property
     def bootstrap(self) -> str:
@@ -71,6 +75,7 @@ class Manifest:
                     }
                     for n in self.nodes
                 ],
+                "secure": self.secure,
             },
             indent=2,
         )
@@ -87,7 +92,12 @@ class Manifest:
             )
             for n in raw["nodes"]
         )
-        return cls(version=str(raw["version"]), cluster_id=str(raw["cluster_id"]), nodes=nodes)
+        return cls(
+            version=str(raw["version"]),
+            cluster_id=str(raw["cluster_id"]),
+            nodes=nodes,
+            secure=bool(raw.get("secure", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,13 @@ class LocalKafka:
         except FileNotFoundError:
             return None
 
+    def security(self) -> sasl_ssl.BrokerSecurity | None:
+        """The CA, keystores and client credentials of a secure deployment (None otherwise)."""
+        found = self.manifest()
+        if found is None or not found.secure:
+            return None
+        return sasl_ssl.load(self.state_dir / "security")
+
     def _require_manifest(self) -> Manifest:
         found = self.manifest()
         if found is None:
@@ -210,14 +227,17 @@ class LocalKafka:
         port: int | None = DEFAULT_PORT,
         wipe: bool = False,
         timeout_s: float = READY_TIMEOUT_S,
+        secure: bool = False,
     ) -> UpResult:
+        """Start the deployment; `secure` makes its listeners SASL_SSL with SCRAM-SHA-512."""
         java = find_java(self._env)
         with file_lock(self.state_dir / "lock"):
             existing = self.manifest()
             running = [s for s in self.status() if s.pid is not None]
             if running and existing is not None:
                 requested_port = port is None or existing.nodes[0].broker_port == port
-                if len(existing.nodes) == nodes and requested_port and not wipe:
+                same = len(existing.nodes) == nodes and existing.secure == secure
+                if same and requested_port and not wipe:
                     self._start_missing(java, existing, timeout_s)
                     return UpResult(existing, True, False, 0.0, 0.0, 0.0)
                 raise DeploymentConflict(
@@ -232,6 +252,13 @@ class LocalKafka:
                     f"{self.state_dir} holds data of a {len(existing.nodes)}-node deployment; "
                     f"start with `--wipe` to replace it by a {nodes}-node one"
                 )
+            if existing is not None and existing.secure != secure:
+                # SCRAM users are written when storage is formatted: security cannot change later.
+                kind = "SASL_SSL" if existing.secure else "PLAINTEXT"
+                raise DeploymentConflict(
+                    f"{self.state_dir} holds data of a {kind} deployment; "
+                    "start with `--wipe` to change its security"
+                )
             t0 = time.monotonic()
             version = existing.version if existing else kafka_version(self._env)
             resolution = resolve_jars(version, java, env=self._env, log=self._log)
@@ -240,8 +267,11 @@ class LocalKafka:
                 version=version,
                 cluster_id=existing.cluster_id if existing else new_cluster_id(),
                 nodes=plan_nodes(nodes, port),
+                secure=secure,
             )
             self.state_dir.mkdir(parents=True, exist_ok=True)
+            if secure:
+                sasl_ssl.ensure(self.state_dir / "security", java)
             self._manifest_path().write_text(manifest.to_json() + "\n")
             self._format(java, resolution.jars, manifest)
             t2 = time.monotonic()
@@ -275,15 +305,22 @@ class LocalKafka:
             return ref.pid
 
     def start_node(self, node_id: int, timeout_s: float = READY_TIMEOUT_S) -> float:
+        return self.start_nodes([node_id], timeout_s)
+
+    def start_nodes(self, node_ids: Sequence[int], timeout_s: float = READY_TIMEOUT_S) -> float:
+        """Start stopped nodes side by side, on their old ports, and wait for all of them.
+
+        Together, not in turn: with every node of a cluster down, one node alone has no quorum."""
         java = find_java(self._env)
         with file_lock(self.state_dir / "lock"):
             manifest = self._require_manifest()
-            spec = manifest.node(node_id)
-            if self._running_ref(node_id) is not None:
+            specs = [manifest.node(i) for i in node_ids if self._running_ref(i) is None]
+            if not specs:
                 return 0.0
             jars = resolve_jars(manifest.version, java, env=self._env, log=self._log).jars
-            self._spawn(java, jars, spec)
-            return self._await(manifest, (spec,), timeout_s)
+            for spec in specs:
+                self._spawn(java, jars, spec)
+            return self._await(manifest, specs, timeout_s)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -293,12 +330,15 @@ class LocalKafka:
 
     def _format(self, java: JavaRuntime, jars: KafkaJars, manifest: Manifest) -> None:
         todo = []
+        security = self.security()
         for spec in manifest.nodes:
             node_dir = self.node_dir(spec.node_id)
             data = node_dir / "data"
             data.mkdir(parents=True, exist_ok=True)
             config = node_dir / "server.properties"
-            config.write_text(render_properties(spec, manifest.nodes, data))
+            config.write_text(render_properties(spec, manifest.nodes, data, security))
+            if security is not None:
+                config.chmod(0o600)  # it holds the broker's SCRAM password and keystore password
             if not (data / "meta.properties").exists():
                 todo.append((config, node_dir))
         if not todo:
@@ -314,6 +354,7 @@ class LocalKafka:
                     manifest.cluster_id,
                     # The storage tool needs little memory; a small heap starts faster.
                     jvm_options(node_dir, self._env, heap="-Xms64m -Xmx256m"),
+                    security.scram_arguments() if security is not None else (),
                 )
                 for config, node_dir in todo
             ]
@@ -349,11 +390,13 @@ class LocalKafka:
 
     def _await(self, manifest: Manifest, specs: Sequence[NodeSpec], timeout_s: float) -> float:
         try:
+            security = self.security() if manifest.secure else None
             return wait_ready(
                 [s.bootstrap for s in specs],
                 {s.node_id for s in specs},
                 timeout_s,
                 check_alive=lambda: self._check_alive(specs),
+                security=security.client_kwargs() if security is not None else None,
             )
         except (TimeoutError, BrokerStartFailed) as exc:
             # Leave nothing half-started behind a failed `up`.
@@ -386,4 +429,5 @@ class LocalKafka:
     def _wipe(self) -> None:
         for child in self.state_dir.glob("node-*"):
             shutil.rmtree(child, ignore_errors=True)
+        shutil.rmtree(self.state_dir / "security", ignore_errors=True)
         self._manifest_path().unlink(missing_ok=True)

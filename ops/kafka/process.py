@@ -112,8 +112,14 @@ def _die_with_parent() -> None:
 
 
 def format_storage(
-    java: JavaRuntime, jars: KafkaJars, config: Path, cluster_id: str, jvm_opts: Sequence[str]
+    java: JavaRuntime,
+    jars: KafkaJars,
+    config: Path,
+    cluster_id: str,
+    jvm_opts: Sequence[str],
+    extra_args: Sequence[str] = (),
 ) -> None:
+    """Format one node's KRaft storage; `extra_args` adds e.g. `--add-scram` credentials."""
     argv = [
         str(java.executable),
         *jvm_opts,
@@ -126,6 +132,7 @@ def format_storage(
         "--config",
         str(config),
         "--ignore-formatted",
+        *extra_args,
     ]
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=120, check=False, stdin=subprocess.DEVNULL

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -37,11 +37,17 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-async def broker_ids(bootstrap: str, request_timeout_ms: int = 5000) -> set[int]:
-    """Node ids of the brokers one metadata request reports; raises if the broker cannot answer."""
+async def broker_ids(
+    bootstrap: str, request_timeout_ms: int = 5000, security: Mapping[str, Any] | None = None
+) -> set[int]:
+    """Node ids of the brokers one metadata request reports; raises if the broker cannot answer.
+
+    `security` holds aiokafka's security arguments for a SASL_SSL listener."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=request_timeout_ms)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=request_timeout_ms, **(security or {})
+    )
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
@@ -56,10 +62,12 @@ def wait_ready(
     timeout_s: float,
     *,
     check_alive: Callable[[], None],
+    security: Mapping[str, Any] | None = None,
 ) -> float:
     """Block until metadata lists `expected_ids`; return the seconds waited.
 
     `check_alive` raises when a node process died, so a crash fails fast instead of at the deadline.
+    `security` holds aiokafka's security arguments when the listener is SASL_SSL.
     """
     started = time.monotonic()
     deadline = started + timeout_s
@@ -77,7 +85,9 @@ def wait_ready(
                     last_error = f"{bootstrap} does not accept connections yet"
                     continue
                 try:
-                    seen = run_sync(asyncio.wait_for(broker_ids(bootstrap), timeout=10))
+                    seen = run_sync(
+                        asyncio.wait_for(broker_ids(bootstrap, security=security), timeout=10)
+                    )
                 except Exception as exc:
                     last_error = f"{bootstrap}: {type(exc).__name__}: {exc}"
                     continue

@@ -65,3 +65,57 @@ def test_cluster_ids_have_kafka_uuid_shape():
 )
 def test_java_major_version(text, major):
     assert parse_java_major(text) == major
+
+
+def test_unclean_leader_election_is_off_explicitly():
+    nodes = plan_nodes(3, port=None)
+    props = _props(render_properties(nodes[0], nodes, Path("/data")))
+    assert props["unclean.leader.election.enable"] == "false"
+
+
+def _security(tmp_path: Path):
+    from ops.kafka.security import BrokerSecurity
+
+    return BrokerSecurity(directory=tmp_path, client_password="client-secret", broker_password="broker-secret",
+                          store_password="store-secret", salt="c2FsdHNhbHRzYWx0")
+
+
+def test_sasl_ssl_turns_the_broker_listener_and_inter_broker_traffic_to_scram_over_tls(tmp_path):
+    node = NodeSpec(node_id=1, broker_port=9092, controller_port=9093)
+    props = _props(render_properties(node, [node], Path("/data"), _security(tmp_path)))
+    assert props["listeners"] == "SASL_SSL://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+    assert props["advertised.listeners"] == "SASL_SSL://127.0.0.1:9092"
+    assert props["inter.broker.listener.name"] == "SASL_SSL"
+    assert props["listener.security.protocol.map"] == "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    assert 'username="headrace-broker" password="broker-secret"' in props[
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
+    assert props["ssl.keystore.location"] == str(tmp_path / "broker.p12")
+
+
+def test_scram_users_are_formatted_as_salted_credentials_not_passwords(tmp_path):
+    args = _security(tmp_path).scram_arguments()
+    assert args[0::2] == ["--add-scram", "--add-scram"]
+    assert args[1].startswith("SCRAM-SHA-512=[name=headrace-broker,iterations=4096,salt=")
+    assert args[3].startswith("SCRAM-SHA-512=[name=headrace,")
+    assert not any("secret" in arg for arg in args)
+
+
+def test_client_settings_of_a_secure_deployment(tmp_path):
+    from engine.runtime.settings import Settings
+
+    settings = Settings.from_env(_security(tmp_path).client_env())
+    assert settings.security_protocol == "SASL_SSL"
+    assert settings.sasl_mechanism == "SCRAM-SHA-512"
+    assert settings.sasl_username == "headrace"
+    assert settings.sasl_password == "client-secret"
+    assert settings.ssl_cafile == str(tmp_path / "ca.pem")
+    assert "client-secret" not in repr(settings)
+
+
+def test_manifest_remembers_security():
+    manifest = Manifest("4.1.2", new_cluster_id(), plan_nodes(1, port=None), secure=True)
+    assert Manifest.from_json(manifest.to_json()).secure is True
+    legacy = manifest.to_json().replace('"secure": true', '"ignored": 1')
+    assert Manifest.from_json(legacy).secure is False

@@ -1,0 +1,289 @@
+"""The system under test: a 3-node Kafka cluster and the engine, worker and API processes on it.
+
+Every process has its own log file (appended across restarts, each start after a `===== start`
+line), dies with the harness (PR_SET_PDEATHSIG), and can be killed (SIGKILL), stopped (SIGTERM),
+paused (SIGSTOP) and resumed (SIGCONT) by the fault injectors.
+
+Broker operations block for seconds (a node's start waits until it is ready). They run on one
+long-lived thread, so the load keeps flowing meanwhile, and because a broker started with
+`die_with_parent` is killed when the *thread* that spawned it exits, not the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+
+from engine.runtime.settings import Settings
+from engine.runtime.topics import Topics
+from ops.errors import OpsError
+from ops.kafka import LocalKafka
+from ops.kafka.process import _die_with_parent
+
+__all__ = ["APP", "APP_V2", "ChaosError", "Proc", "Supervisor", "on_broker_thread"]
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "ops.chaos.apps:runtime"
+APP_V2 = "ops.chaos.apps_v2:runtime"
+#: Log lines that say an engine or worker process is up.
+READY_LINE = {"engine": "engine ready", "worker": "activity worker started"}
+T = TypeVar("T")
+
+_BROKER_THREAD = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-brokers")
+
+
+class ChaosError(OpsError):
+    """The system under test could not be brought up or back."""
+
+
+async def on_broker_thread(fn: Callable[[], T]) -> T:
+    """Run a blocking LocalKafka call on the long-lived broker thread (see the module docstring)."""
+    return await asyncio.get_running_loop().run_in_executor(_BROKER_THREAD, fn)
+
+
+def settings_env(settings: Settings, security: Mapping[str, str]) -> dict[str, str]:
+    """The environment that gives a Headrace process these settings."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "HEADRACE_TOPIC_PREFIX": settings.topic_prefix,
+        "HEADRACE_PARTITIONS": str(settings.partitions),
+        "HEADRACE_REPLICATION_FACTOR": str(settings.replication_factor),
+        "HEADRACE_MAX_PAYLOAD_BYTES": str(settings.max_payload_bytes),
+        **security,
+    }
+
+
+class Proc:
+    """One `headrace engine|worker` or `python -m api` process, restartable."""
+
+    def __init__(self, role: str, index: int, env: Mapping[str, str], log_dir: Path, app: str = APP) -> None:
+        self.role = role
+        self.index = index
+        self.name = f"{role}-{index}"
+        self.env = dict(env)
+        self.app = app
+        self.log_path = log_dir / f"{self.name}.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.port = int(env["HEADRACE_API_PORT"]) if role == "api" else 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def start(self, app: str | None = None) -> None:
+        if self.alive:
+            return
+        self.app = app or self.app
+        argv = [sys.executable, "-m", "api"] if self.role == "api" else [
+            sys.executable, "-m", "ops", self.role, "--app", self.app]
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== start {self.starts}: {' '.join(argv[1:])}\n".encode())
+            log.flush()
+            self.popen = subprocess.Popen(
+                argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **self.env},
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                # If the harness dies, nothing it started may keep loading a shared machine.
+                preexec_fn=_die_with_parent,
+            )
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.alive:
+            assert self.popen is not None
+            self.popen.send_signal(sig)
+
+    def kill(self) -> None:
+        """kill -9: no shutdown code runs, as in a crash."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGCONT)  # a paused process must not linger as a zombie
+            self.popen.kill()
+            self.popen.wait(10)
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.send_signal(signal.SIGCONT)
+        self.popen.terminate()
+        try:
+            self.popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(10)
+
+    def current_log(self) -> str:
+        """The log of the current (latest) start."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return text.rsplit("\n===== start ", 1)[-1]
+
+    def log_tail(self, lines: int = 25) -> str:
+        return "\n".join(self.current_log().splitlines()[-lines:])
+
+    async def wait_ready(self, timeout_s: float = 90.0) -> float:
+        t0 = time.monotonic()
+        async with httpx.AsyncClient(timeout=2) as http:
+            while not await self._ready(http):
+                if not self.alive:
+                    raise ChaosError(f"{self.name} exited while starting:\n{self.log_tail()}")
+                if time.monotonic() - t0 > timeout_s:
+                    raise ChaosError(f"{self.name} not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
+                await asyncio.sleep(0.1)
+        return time.monotonic() - t0
+
+    async def _ready(self, http: httpx.AsyncClient) -> bool:
+        if self.role != "api":
+            return READY_LINE[self.role] in self.current_log()
+        try:
+            return (await http.get(f"{self.url}/v1.0/healthz/ready")).status_code == 204
+        except httpx.TransportError:
+            return False
+
+
+@dataclass
+class Supervisor:
+    """The cluster and the processes of one chaos run."""
+
+    kafka: LocalKafka
+    settings: Settings
+    log_dir: Path
+    marks_dir: Path
+    procs: list[Proc]
+
+    @classmethod
+    def create(cls, kafka: LocalKafka, settings: Settings, log_dir: Path, marks_dir: Path, *,
+               engines: int = 2, workers: int = 2, apis: int = 2) -> Supervisor:
+        security = kafka.security()
+        base = {**settings_env(settings, security.client_env() if security else {}),
+                "HEADRACE_CHAOS_MARKS": str(marks_dir), "HEADRACE_LOG_LEVEL": "info",
+                "HEADRACE_API_PROBE_INTERVAL_S": "0.5"}
+        log_dir.mkdir(parents=True, exist_ok=True)
+        marks_dir.mkdir(parents=True, exist_ok=True)
+        procs = [Proc("engine", i, base, log_dir) for i in range(engines)]
+        procs += [Proc("worker", i, base, log_dir) for i in range(workers)]
+        procs += [Proc("api", i, {**base, "HEADRACE_API_PORT": str(_free_port())}, log_dir) for i in range(apis)]
+        return cls(kafka, settings, log_dir, marks_dir, procs)
+
+    def role(self, role: str) -> list[Proc]:
+        return [p for p in self.procs if p.role == role]
+
+    @property
+    def api_urls(self) -> list[str]:
+        return [p.url for p in self.role("api")]
+
+    async def start(self, procs: list[Proc] | None = None, app: str | None = None, timeout_s: float = 120.0) -> None:
+        chosen = self.procs if procs is None else procs
+        for proc in chosen:
+            proc.start(app if proc.role == "engine" else None)
+        await asyncio.gather(*(p.wait_ready(timeout_s) for p in chosen))
+
+    async def wait_groups_stable(self, timeout_s: float = 120.0) -> None:
+        """Until the engine and worker groups are stable with every live member in them."""
+        wanted = {
+            self.settings.topic("engine"): sum(p.alive for p in self.role("engine")),
+            self.settings.topic(f"workers.{self.settings.task_queue}"): sum(p.alive for p in self.role("worker")),
+        }
+        deadline = time.monotonic() + timeout_s
+        last: object = None
+        while time.monotonic() < deadline:
+            try:
+                last = await group_members(self.settings, list(wanted))
+                if all(last.get(g) == ("Stable", n) for g, n in wanted.items()):
+                    return
+            except Exception as exc:  # the cluster may be settling; keep asking
+                last = exc
+            await asyncio.sleep(0.5)
+        raise ChaosError(f"consumer groups not stable after {timeout_s:.0f}s: wanted {wanted}, last {last!r}")
+
+    def stop_all(self, kill: bool = False) -> None:
+        # Signal every process first, then wait, so they shut down side by side.
+        for proc in self.procs:
+            proc.signal(signal.SIGCONT)
+            proc.signal(signal.SIGKILL if kill else signal.SIGTERM)
+        for proc in self.procs:
+            proc.kill() if kill else proc.stop()
+
+    async def busiest_leader(self) -> int:
+        """The broker that leads the partitions holding the most records of this deployment."""
+        topics = Topics.for_settings(self.settings)
+        names = [topics.commands, topics.results, topics.tasks, topics.status, topics.history]
+        admin = AIOKafkaAdminClient(**self.settings.client_kwargs())
+        await admin.start()
+        try:
+            described = await admin.describe_topics(names)
+        finally:
+            await admin.close()
+        leaders = {(t["topic"], p["partition"]): p["leader"] for t in described for p in t["partitions"]}
+        ends = await end_offsets(self.settings, list(leaders))
+        load: dict[int, int] = {}
+        for tp, leader in leaders.items():
+            load[leader] = load.get(leader, 0) + ends.get(tp, 0) + 1
+        return max(load, key=lambda node: load[node])
+
+
+async def group_members(settings: Settings, groups: list[str]) -> dict[str, tuple[str, int]]:
+    """Group → (state, member count)."""
+    admin = AIOKafkaAdminClient(**settings.client_kwargs(), request_timeout_ms=5000)
+    await admin.start()
+    try:
+        found: dict[str, tuple[str, int]] = {}
+        for group in groups:
+            for response in await admin.describe_consumer_groups([group]):
+                for described in response.groups:
+                    found[described[1]] = (described[2], len(described[5]))
+        return found
+    finally:
+        await admin.close()
+
+
+async def end_offsets(settings: Settings, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(**settings.client_kwargs(), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(t, p) for t, p in tps])
+        return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def client_settings(kafka: LocalKafka, **values: Any) -> Settings:
+    """Settings for this harness's own Kafka clients (driver, follower, checker)."""
+    manifest = kafka.manifest()
+    assert manifest is not None
+    security = kafka.security()
+    env = security.client_env() if security is not None else {}
+    return Settings.from_env(env, bootstrap_servers=manifest.bootstrap, replication_factor=len(manifest.nodes),
+                             **values)
