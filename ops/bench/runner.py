@@ -277,6 +277,7 @@ def _figures(
         figures["timer_lateness_ms"] = _ms(lateness)
         figures["timer_lateness_histogram_ms"] = [(round(b * 1000, 3), n) for b, n in log_histogram(lateness)]
     figures["engine_rss_growth"] = _growth(samples)
+    figures["engine_rss_at_completed_mib"] = _checkpoints(samples)
     return figures
 
 
@@ -299,6 +300,16 @@ def _series(t0: float, done: list[Instance]) -> list[int]:
     for inst in done:
         counts[max(0, int(inst.done - t0))] += 1
     return counts
+
+
+def _checkpoints(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """Engine RSS (all engine processes) when the completed count first reached each milestone."""
+    out: dict[str, float] = {}
+    for milestone in (1_000, 10_000, 50_000, 100_000, 150_000, 200_000, 300_000, 500_000, 1_000_000):
+        hit = next((s for s in samples if s["completed"] >= milestone and "engine" in s["rss"]), None)
+        if hit is not None:
+            out[str(milestone)] = round(hit["rss"]["engine"] / 2**20, 1)
+    return out
 
 
 def _growth(samples: list[dict[str, Any]]) -> dict[str, Any] | None:
