@@ -139,6 +139,7 @@ def rows(
         "records/wf",
         "records/s",
         "of ceiling",
+        "other procs cores",
         "log warnings",
     ]
     speed: list[list[str]] = []
@@ -179,6 +180,8 @@ def rows(
                 _f(r["records"]["per_workflow"]),
                 _f(per_s, 0),
                 frac,
+                # CPU the rest of the machine used meanwhile: how noisy this row is.
+                _f(r["machine"]["other_cpu_s"] / r["window_s"], 2),
                 str(r["log_problem_count"]),
             ]
         )
