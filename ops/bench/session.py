@@ -91,6 +91,15 @@ class _Progress:
         rate = f"{done / since:.0f} wf/s" if phase == "measure" and since > 1 and not s.workflows else ""
         self.bar.update(self.task, completed=min(frac, 1.0), info=f"{phase}: {done}/{started} done {rate}")
 
+    def finish(self, figures: dict[str, Any]) -> None:
+        """The bar's last word: the ticker stops before the drain's final completions."""
+        if "error" in figures:
+            info = "error"
+        else:
+            info = f"{figures['completed']}/{figures['started']} completed"
+            info += ", STALLED" if figures["stalled"] else f", {figures['workflows_per_s']} wf/s"
+        self.bar.update(self.task, completed=1.0, info=info)
+
     def note(self, text: str) -> None:
         self.console.print(text)
 
@@ -182,6 +191,7 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 except Exception as exc:
                     figures = {"scenario": scenario.name, "error": f"{type(exc).__name__}: {exc}"}
                 doc["scenarios"].append(figures)
+                progress.finish(figures)
                 progress.note(_one_line(figures))
     finally:
         broker.stop()
