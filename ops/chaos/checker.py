@@ -71,6 +71,9 @@ class Counts:
     retries_scheduled: int = 0
     timers_fired: int = 0
     dead_letters: int = 0
+    #: Dead letters that are a second start of a running instance: an ambiguous start (the API
+    #: answered 500 while Kafka was away, the command landed later) retried by the client.
+    refused_duplicate_starts: int = 0
     poison_sent: int = 0
     poison_dead_lettered: int = 0
     faults_injected: int = 0
@@ -278,6 +281,7 @@ def _check_dead_letters(dead_letters: list[TopicRecord], poison: Sequence[Poison
         if record.value is not None:
             letter = orjson.loads(record.value)
             reasons[str(letter.get("key"))].append(str(letter.get("reason")))
+            counts.refused_duplicate_starts += "already exists" in str(letter.get("reason"))
     counts.poison_sent = len(poison)
     for sent in poison:
         found = reasons.get(sent.key, [])

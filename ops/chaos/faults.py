@@ -5,11 +5,12 @@ it did. Timing inside a fault (which process, how long it stays down) is drawn f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,9 +57,23 @@ class FaultContext:
     wave: int = 20
     version: int = 1
     poison: list[PoisonRecord] = field(default_factory=list)
+    #: Targets of the faults in progress ("engine-0", "broker", ...): with overlapping faults, two
+    #: never hit the same process, and at most one broker is down.
+    busy: set[str] = field(default_factory=set)
 
     def fault(self, kind: str, target: str) -> Fault:
         return Fault(kind, target, time.monotonic() - self.t0)
+
+    def free(self, procs: list[Proc]) -> list[Proc]:
+        return [p for p in procs if p.name not in self.busy]
+
+    @contextlib.contextmanager
+    def holding(self, *targets: str) -> Iterator[None]:
+        self.busy.update(targets)
+        try:
+            yield
+        finally:
+            self.busy.difference_update(targets)
 
     def done(self, fault: Fault, detail: str = "") -> Fault:
         fault.took_s = time.monotonic() - self.t0 - fault.at_s
@@ -74,75 +89,108 @@ async def _restart(ctx: FaultContext, procs: list[Proc], down_s: float, app: str
     return time.monotonic() - t
 
 
-async def engine_kill(ctx: FaultContext) -> Fault:
-    victim = ctx.rng.choice(ctx.sup.role("engine"))
-    fault = ctx.fault("engine-kill", victim.name)
-    victim.kill()
-    ready = await _restart(ctx, [victim], ctx.rng.uniform(1.0, 3.0))
-    return ctx.done(fault, f"kill -9 pid, restarted, ready in {ready:.1f}s")
+async def engine_kill(ctx: FaultContext) -> Fault | None:
+    engines = ctx.free(ctx.sup.role("engine"))
+    if not engines:
+        return None
+    victim = ctx.rng.choice(engines)
+    with ctx.holding(victim.name):
+        fault = ctx.fault("engine-kill", victim.name)
+        victim.kill()
+        ready = await _restart(ctx, [victim], ctx.rng.uniform(1.0, 3.0))
+        return ctx.done(fault, f"kill -9 pid, restarted, ready in {ready:.1f}s")
 
 
 def _open_runs(ctx: FaultContext, proc: Proc) -> int:
+    """Activities the worker has started and not finished, from the tail of its marks file (a run
+    lasts milliseconds, so its start is recent; reading the whole file would cost more and more)."""
     path = ctx.sup.marks_dir / f"{proc.pid}.log"
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        with path.open("rb") as f:
+            start = max(0, path.stat().st_size - 16 * 1024)
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines()[1 if start else 0:]
     except FileNotFoundError:
         return 0
-    return sum(1 if line.startswith("S ") else -1 for line in lines if line[:2] in ("S ", "E "))
+    running: set[str] = set()
+    for line in lines:
+        kind, _, key = line.partition(" ")
+        if kind == "S":
+            running.add(key)
+        elif kind == "E":
+            running.discard(key)
+    return len(running)
 
 
-async def worker_kill(ctx: FaultContext) -> Fault:
-    workers = ctx.sup.role("worker")
+async def worker_kill(ctx: FaultContext) -> Fault | None:
+    workers = ctx.free(ctx.sup.role("worker"))
+    if not workers:
+        return None
     deadline = time.monotonic() + 10
     busy = [w for w in workers if _open_runs(ctx, w) > 0]
     while not busy and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
         busy = [w for w in workers if _open_runs(ctx, w) > 0]
-    victim = ctx.rng.choice(busy or workers)
-    fault = ctx.fault("worker-kill", victim.name)
-    victim.kill()
-    interrupted = _open_runs(ctx, victim)
-    ready = await _restart(ctx, [victim], ctx.rng.uniform(1.0, 3.0))
-    return ctx.done(fault, f"kill -9 with {interrupted} activities running, restarted in {ready:.1f}s")
+    victim = ctx.rng.choice([w for w in busy or workers if w.name not in ctx.busy] or [workers[0]])
+    if victim.name in ctx.busy:
+        return None
+    with ctx.holding(victim.name):
+        fault = ctx.fault("worker-kill", victim.name)
+        victim.kill()
+        interrupted = _open_runs(ctx, victim)
+        ready = await _restart(ctx, [victim], ctx.rng.uniform(1.0, 3.0))
+        return ctx.done(fault, f"kill -9 with {interrupted} activities running, restarted in {ready:.1f}s")
 
 
-async def api_kill(ctx: FaultContext) -> Fault:
-    apis = ctx.sup.role("api")
+async def api_kill(ctx: FaultContext) -> Fault | None:
+    apis = ctx.free(ctx.sup.role("api"))
+    if not apis:
+        return None
     deadline = time.monotonic() + 10
     busy = [a for a in apis if ctx.driver.in_flight[a.url] > 0]
     while not busy and time.monotonic() < deadline:
         await asyncio.sleep(0.002)
         busy = [a for a in apis if ctx.driver.in_flight[a.url] > 0]
-    victim = ctx.rng.choice(busy or apis)
-    fault = ctx.fault("api-kill", victim.name)
-    in_flight = ctx.driver.in_flight[victim.url]
-    victim.kill()
-    ready = await _restart(ctx, [victim], ctx.rng.uniform(1.0, 2.0))
-    return ctx.done(fault, f"kill -9 with {in_flight} requests in flight, restarted in {ready:.1f}s")
+    victim = ctx.rng.choice([a for a in busy or apis if a.name not in ctx.busy] or [apis[0]])
+    if victim.name in ctx.busy:
+        return None
+    with ctx.holding(victim.name):
+        fault = ctx.fault("api-kill", victim.name)
+        in_flight = ctx.driver.in_flight[victim.url]
+        victim.kill()
+        ready = await _restart(ctx, [victim], ctx.rng.uniform(1.0, 2.0))
+        return ctx.done(fault, f"kill -9 with {in_flight} requests in flight, restarted in {ready:.1f}s")
 
 
-async def engine_pause(ctx: FaultContext) -> Fault:
+async def engine_pause(ctx: FaultContext) -> Fault | None:
     """SIGSTOP past the session timeout: the zombie's partitions move; it must not write after."""
-    victim = ctx.rng.choice(ctx.sup.role("engine"))
-    fault = ctx.fault("engine-pause", victim.name)
-    before = victim.current_log().count("fenced by a newer owner")
-    victim.signal(signal.SIGSTOP)
-    await asyncio.sleep(ctx.pause_s + ctx.rng.uniform(0.0, 3.0))
-    victim.signal(signal.SIGCONT)
-    # Give it the time to notice: its next commit is refused, or its heartbeat learns of the move.
-    await asyncio.sleep(5.0)
-    fenced = victim.current_log().count("fenced by a newer owner") - before
-    return ctx.done(fault, f"SIGSTOP then SIGCONT; {fenced} fenced write attempts refused")
+    engines = ctx.free(ctx.sup.role("engine"))
+    if not engines:
+        return None
+    victim = ctx.rng.choice(engines)
+    with ctx.holding(victim.name):
+        fault = ctx.fault("engine-pause", victim.name)
+        before = victim.current_log().count("fenced by a newer owner")
+        victim.signal(signal.SIGSTOP)
+        await asyncio.sleep(ctx.pause_s + ctx.rng.uniform(0.0, 3.0))
+        victim.signal(signal.SIGCONT)
+        # Time to notice: its next commit is refused, or its heartbeat learns of the move.
+        await asyncio.sleep(5.0)
+        fenced = victim.current_log().count("fenced by a newer owner") - before
+        return ctx.done(fault, f"SIGSTOP then SIGCONT; {fenced} fenced write attempts refused")
 
 
-async def broker_kill(ctx: FaultContext) -> Fault:
-    node = await ctx.sup.busiest_leader()
-    fault = ctx.fault("broker-kill", f"broker-{node}")
-    kafka = ctx.sup.kafka
-    await on_broker_thread(lambda: kafka.kill_node(node))
-    await asyncio.sleep(ctx.rng.uniform(4.0, 8.0))
-    ready = await on_broker_thread(lambda: kafka.start_node(node))
-    return ctx.done(fault, f"kill -9 of the leader of the busiest partitions; back in {ready:.1f}s")
+async def broker_kill(ctx: FaultContext) -> Fault | None:
+    if "broker" in ctx.busy:
+        return None  # one broker down at a time: two of three would stop every acks=all write
+    with ctx.holding("broker"):
+        node = await ctx.sup.busiest_leader()
+        fault = ctx.fault("broker-kill", f"broker-{node}")
+        kafka = ctx.sup.kafka
+        await on_broker_thread(lambda: kafka.kill_node(node))
+        await asyncio.sleep(ctx.rng.uniform(4.0, 8.0))
+        ready = await on_broker_thread(lambda: kafka.start_node(node))
+        return ctx.done(fault, f"kill -9 of the leader of the busiest partitions; back in {ready:.1f}s")
 
 
 async def stack_restart(ctx: FaultContext) -> Fault:
@@ -240,7 +288,8 @@ async def nondeterminism(ctx: FaultContext) -> Fault:
                            f"with v{new} in {ready:.1f}s")
 
 
-Injector = Callable[[FaultContext], Awaitable[Fault]]
+#: An injector returns None when every target it could hit is under another fault already.
+Injector = Callable[[FaultContext], Awaitable[Fault | None]]
 
 FAULTS: dict[str, Injector] = {
     "engine-kill": engine_kill,

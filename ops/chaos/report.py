@@ -21,7 +21,8 @@ def render(summary: dict[str, Any]) -> str:
         f"  activities run {c['activity_runs']}, redelivered {c['activities_redelivered']} "
         f"(interrupted by a kill {c['activities_interrupted']}, most runs of one task "
         f"{c['max_runs_of_one_task']}), retries scheduled {c['retries_scheduled']}, timers fired {c['timers_fired']}",
-        f"  faults injected {c['faults_injected']} ({faults}); dead letters {c['dead_letters']}"
+        f"  faults injected {c['faults_injected']} ({faults}); dead letters {c['dead_letters']} "
+        f"(second starts of a running instance refused {c['refused_duplicate_starts']})"
         + (f", poison dead-lettered {c['poison_dead_lettered']}/{c['poison_sent']}" if c["poison_sent"] else ""),
         f"  history {c['history_events']} events in {c['executions']} executions; load {summary['load_s']}s "
         f"at {summary['rate_per_s']}/s, drain {summary['drain_s']}s",

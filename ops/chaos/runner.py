@@ -47,23 +47,27 @@ class RunOptions:
     #: Faults to inject; 0 keeps injecting until every start has been sent.
     faults: int
     seed: int = 1
-    every_s: tuple[float, float] = (4.0, 8.0)
+    every_s: tuple[float, float] = (3.0, 6.0)
     #: Starts per second; None paces the load to outlast the faults.
     rate: float | None = None
     partitions: int = 4
     hold_s: float = 60.0
     drain_s: float = 240.0
     secure: bool = False
+    #: Start a fault every `every_s` even while earlier ones are still recovering (their targets
+    #: never overlap); otherwise the next fault waits `every_s` after the previous one ended.
+    overlap: bool = False
     out: Path = Path("chaos-results")
     command: str = ""
 
     def pace(self) -> float:
+        """Starts per second: the load lasts until the last fault has begun, and 5 s more."""
         if self.rate is not None:
             return self.rate
-        mean = sum(self.every_s) / 2
-        span = self.scenario.span_s + (self.hold_s if "worker-burst" in self.scenario.faults else 0.0)
         rounds = max(self.faults, 1)
-        return min(40.0, max(4.0, self.workflows / (rounds * (mean + span) + mean)))
+        hold = self.hold_s if "worker-burst" in self.scenario.faults else 0.0
+        seconds = rounds * sum(self.every_s) / 2 + (rounds - 1) * self.scenario.span_s + hold + 5.0
+        return min(40.0, max(4.0, self.workflows / seconds))
 
 
 @dataclass
@@ -172,7 +176,7 @@ async def _run(options: RunOptions, sup: Supervisor, directory: Path, say: Calla
         "partitions": options.partitions,
         "secure": sup.kafka.security() is not None,
         "verdict": verdict.to_json(),
-        "faults": [f.to_json() for f in faults],
+        "faults": [f.to_json() for f in sorted(faults, key=lambda f: f.at_s)],
         "apps": {"v1": APP, "v2": APP_V2},
         "directory": str(directory),
     }
@@ -185,12 +189,28 @@ async def _run(options: RunOptions, sup: Supervisor, directory: Path, say: Calla
 
 async def _inject(options: RunOptions, ctx: FaultContext, load: asyncio.Task[None], faults: list[Fault]) -> None:
     kinds = options.scenario.faults
-    while options.faults == 0 or len(faults) < options.faults:
-        delay = ctx.rng.uniform(*options.every_s)
-        done, _ = await asyncio.wait({load}, timeout=delay)
+    running: set[asyncio.Task[None]] = set()
+
+    async def one(kind: str) -> None:
+        fault = await FAULTS[kind](ctx)
+        if fault is not None:
+            faults.append(fault)
+
+    started = 0
+    while options.faults == 0 or started < options.faults:
+        done, _ = await asyncio.wait({load}, timeout=ctx.rng.uniform(*options.every_s))
         if done and options.faults == 0:
-            return
-        faults.append(await FAULTS[ctx.rng.choice(kinds)](ctx))
+            break
+        kind = ctx.rng.choice(kinds)
+        started += 1
+        if not options.overlap:
+            await one(kind)
+            continue
+        task = asyncio.create_task(one(kind))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    if running:
+        await asyncio.gather(*running)
 
 
 async def _progress(driver: LoadDriver, follower: StatusFollower, faults: list[Fault], t0: float,

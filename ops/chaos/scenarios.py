@@ -15,10 +15,10 @@ class Scenario:
     #: Fault kinds (ops/chaos/faults.py) drawn from at random, one per injection.
     faults: tuple[str, ...]
     #: The short variant: workflows and faults.
-    workflows: int = 300
+    workflows: int = 200
     fault_count: int = 1
     #: Seconds between faults (drawn uniformly), short variant.
-    every_s: tuple[float, float] = (4.0, 8.0)
+    every_s: tuple[float, float] = (3.0, 6.0)
     #: Roughly how long one fault takes, so the load is paced to outlast the faults.
     span_s: float = 5.0
 

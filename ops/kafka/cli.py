@@ -30,7 +30,9 @@ def _up(args: argparse.Namespace) -> int:
 
     local = _deployment(args)
     port = None if args.free_port else (args.port or DEFAULT_PORT)
-    result = local.up(nodes=args.cluster, port=port, wipe=args.wipe, timeout_s=args.timeout)
+    result = local.up(
+        nodes=args.cluster, port=port, wipe=args.wipe, timeout_s=args.timeout, secure=args.sasl_ssl
+    )
     manifest = result.manifest
     size = len(manifest.nodes)
     shape = "single node" if size == 1 else f"{size}-node cluster"
@@ -47,6 +49,9 @@ def _up(args: argparse.Namespace) -> int:
     for status in local.status():
         _say(f"  node {status.spec.node_id}: pid {status.pid}, {status.spec.bootstrap}")
     _say(f"Bootstrap servers: {manifest.bootstrap}")
+    if manifest.secure:
+        env_file = local.state_dir / "security" / "client.env"
+        _say(f"SASL_SSL (SCRAM-SHA-512): clients need the settings in `source {env_file}`")
     where = "" if args.state_dir is None else f" --state-dir {args.state_dir}"
     _say(f"Stop it with: headrace kafka{where} down")
     print(manifest.bootstrap, flush=True)
@@ -132,6 +137,11 @@ def register(subparsers: Any) -> None:
         "--cluster", type=_positive, default=1, metavar="N", help="number of nodes (3 for RF=3)"
     )
     up.add_argument("--wipe", action="store_true", help="delete existing data before starting")
+    up.add_argument(
+        "--sasl-ssl",
+        action="store_true",
+        help="listeners require SCRAM-SHA-512 over TLS (a private CA and users are made once)",
+    )
     up.add_argument("--timeout", type=float, default=90.0, help="readiness deadline in seconds")
     up.set_defaults(handler=_up)
 

@@ -1,0 +1,61 @@
+"""The short variant of every chaos scenario: a few hundred workflows, one or two faults, and the
+checker's verdict. Each scenario is also the regression test of what it once found."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops.chaos.runner import RunOptions, RunResult, run_chaos
+from ops.chaos.scenarios import SCENARIOS
+from ops.kafka import LocalKafka
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(420)]
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Run in process; `poison` runs through the CLI below, `mixed` is for long runs.
+IN_PROCESS = [n for n in SCENARIOS if n not in ("poison", "mixed")]
+
+
+def run(name: str, cluster: LocalKafka, out: Path) -> RunResult:
+    scenario = SCENARIOS[name]
+    options = RunOptions(scenario, workflows=scenario.workflows, faults=scenario.fault_count, seed=7,
+                         every_s=scenario.every_s, hold_s=15.0, drain_s=150.0, out=out)
+    return asyncio.run(run_chaos(options, cluster, say=print))
+
+
+@pytest.mark.parametrize("name", IN_PROCESS)
+def test_scenario_loses_nothing_and_duplicates_nothing(name: str, chaos_cluster: LocalKafka, tmp_path: Path):
+    result = run(name, chaos_cluster, tmp_path)
+    c = result.verdict.counts
+    scenario = SCENARIOS[name]
+    assert result.verdict.violations == [], result.summary
+    assert (c.lost, c.duplicated, c.wrong_output) == (0, 0, 0)
+    assert c.faults_injected == scenario.fault_count
+    assert c.workflows_started >= scenario.workflows
+    assert c.completed + c.failed_as_expected == c.workflows_started
+    if name == "worker-kill":
+        # A kill mid-activity leaves the item to be delivered again.
+        assert c.activities_interrupted >= 1
+        assert c.activities_redelivered >= 1
+    if name == "api-kill":
+        assert c.ambiguous_resolved >= 1
+    if name == "nondeterminism":
+        assert c.failed_as_expected >= 1
+
+
+def test_one_command_runs_a_scenario_and_ends_with_the_verdict(chaos_cluster: LocalKafka, tmp_path: Path):
+    done = subprocess.run(
+        [sys.executable, "-m", "ops", "chaos", "poison", "--workflows", "200", "--kafka-state-dir",
+         str(chaos_cluster.state_dir), "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=400, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "chaos poison (seed 1): PASS" in done.stdout
+    assert "lost 0, duplicated 0" in done.stdout
+    assert "poison dead-lettered 10/10" in done.stdout
+    assert list(tmp_path.glob("poison-*/verdict.json"))
