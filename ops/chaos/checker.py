@@ -179,8 +179,9 @@ def _check_status_log(log: list[TopicRecord], report: _Report) -> dict[str, dict
     return latest
 
 
-def _check_starts(starts: dict[str, Start], history: History, finals: dict[str, dict[str, Any]],
-                  counts: Counts, report: _Report) -> None:
+def _check_starts(
+    starts: dict[str, Start], history: History, finals: dict[str, dict[str, Any]], counts: Counts, report: _Report
+) -> None:
     executions: Counter[str] = Counter()
     for iid, _execution_id, events in history:
         executions[iid] += sum(isinstance(e, ev.ExecutionStarted) for e in events)
@@ -221,12 +222,13 @@ def _check_starts(starts: dict[str, Start], history: History, finals: dict[str, 
         else:
             counts.wrong_output += 1
             detail = failure.get("message") if failure else output
-            report.add(f"{iid} ({start.kind} {start.args}): expected COMPLETED {start.expected}, "
-                       f"got {state['status']} {detail!r}")
+            report.add(
+                f"{iid} ({start.kind} {start.args}): expected COMPLETED {start.expected}, "
+                f"got {state['status']} {detail!r}"
+            )
 
 
-def _check_timers(by_execution: dict[tuple[str, str], list[ev.HistoryEvent]], counts: Counts,
-                  report: _Report) -> None:
+def _check_timers(by_execution: dict[tuple[str, str], list[ev.HistoryEvent]], counts: Counts, report: _Report) -> None:
     for (iid, _execution_id), events in by_execution.items():
         created = {e.event_id: e for e in events if isinstance(e, ev.TimerCreated)}
         fired: Counter[int] = Counter()
@@ -246,8 +248,14 @@ def _check_timers(by_execution: dict[tuple[str, str], list[ev.HistoryEvent]], co
                 report.add(f"{iid}: timer #{timer_id} ({timer.origin}) fired {fired[timer_id]} times")
 
 
-def _check_activities(by_execution: dict[tuple[str, str], list[ev.HistoryEvent]], marks: Marks, counts: Counts,
-                      report: _Report, *, allowance: int) -> None:
+def _check_activities(
+    by_execution: dict[tuple[str, str], list[ev.HistoryEvent]],
+    marks: Marks,
+    counts: Counts,
+    report: _Report,
+    *,
+    allowance: int,
+) -> None:
     scheduled: set[tuple[str, int]] = set()
     for (iid, _execution_id), events in by_execution.items():
         calls: Counter[tuple[str, str | None]] = Counter()
@@ -269,12 +277,14 @@ def _check_activities(by_execution: dict[tuple[str, str], list[ev.HistoryEvent]]
         if key not in scheduled:
             report.add(f"{key[0]}: task #{key[1]} ran {runs} times but was never scheduled")
         elif runs > allowance:
-            report.add(f"{key[0]}: task #{key[1]} ran {runs} times; at most {allowance} "
-                       f"(once, plus one redelivery per fault)")
+            report.add(
+                f"{key[0]}: task #{key[1]} ran {runs} times; at most {allowance} (once, plus one redelivery per fault)"
+            )
 
 
-def _check_dead_letters(dead_letters: list[TopicRecord], poison: Sequence[PoisonRecord], counts: Counts,
-                        report: _Report) -> None:
+def _check_dead_letters(
+    dead_letters: list[TopicRecord], poison: Sequence[PoisonRecord], counts: Counts, report: _Report
+) -> None:
     counts.dead_letters = len(dead_letters)
     reasons: dict[str, list[str]] = defaultdict(list)
     for record in dead_letters:

@@ -33,22 +33,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     text = "inject faults under a mixed load and check that no workflow is lost or duplicated"
     lines = "\n".join(f"  {s.name:<15} {s.about}" for s in SCENARIOS.values())
     parser = subparsers.add_parser(
-        "chaos", help=text, description=f"{text}.\n\nscenarios:\n{lines}",
+        "chaos",
+        help=text,
+        description=f"{text}.\n\nscenarios:\n{lines}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("scenario", choices=list(SCENARIOS), metavar="SCENARIO", help="one of the scenarios below")
     parser.add_argument("--workflows", type=int, help="workflows to start (default: the short variant's, 200)")
-    parser.add_argument("--faults", type=int,
-                        help="faults to inject; 0 = one every --every seconds until the load is sent")
+    parser.add_argument(
+        "--faults", type=int, help="faults to inject; 0 = one every --every seconds until the load is sent"
+    )
     parser.add_argument("--every", type=_span, help="seconds between faults, A-B (short variant: 3-6)")
     parser.add_argument("--seed", type=int, default=1, help="random seed: inputs, fault choice and timing")
     parser.add_argument("--rate", type=float, help="starts per second (default: paced to outlast the faults)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic (4)")
     parser.add_argument("--hold", type=float, default=60.0, help="seconds the workers stay away (worker-burst)")
     parser.add_argument("--drain", type=float, default=240.0, help="seconds to wait for the last workflows")
-    parser.add_argument("--overlap", action="store_true",
-                        help="start a fault every --every seconds even while earlier ones recover "
-                        "(never two on one process, never two brokers down)")
+    parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="start a fault every --every seconds even while earlier ones recover "
+        "(never two on one process, never two brokers down)",
+    )
     parser.add_argument("--secure", action="store_true", help="brokers speak SASL_SSL with SCRAM-SHA-512")
     parser.add_argument("--kafka-state-dir", help="use the running 3-node cluster of this state directory")
     parser.add_argument("--out", default="chaos-results", help="directory for verdicts, logs and marks")

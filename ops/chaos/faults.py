@@ -40,8 +40,13 @@ class Fault:
     detail: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "target": self.target, "at_s": round(self.at_s, 2),
-                "took_s": round(self.took_s, 2), "detail": self.detail}
+        return {
+            "kind": self.kind,
+            "target": self.target,
+            "at_s": round(self.at_s, 2),
+            "took_s": round(self.took_s, 2),
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -109,7 +114,7 @@ def _open_runs(ctx: FaultContext, proc: Proc) -> int:
         with path.open("rb") as f:
             start = max(0, path.stat().st_size - 16 * 1024)
             f.seek(start)
-            lines = f.read().decode(errors="replace").splitlines()[1 if start else 0:]
+            lines = f.read().decode(errors="replace").splitlines()[1 if start else 0 :]
     except FileNotFoundError:
         return 0
     running: set[str] = set()
@@ -220,8 +225,7 @@ async def worker_burst(ctx: FaultContext) -> Fault:
     await asyncio.sleep(ctx.hold_s)
     waiting = ctx.driver.unfinished()
     ready = await _restart(ctx, workers, 0.0)
-    return ctx.done(fault, f"workers stopped {ctx.hold_s:.0f}s; unfinished {piled} -> {waiting}; "
-                           f"back in {ready:.1f}s")
+    return ctx.done(fault, f"workers stopped {ctx.hold_s:.0f}s; unfinished {piled} -> {waiting}; back in {ready:.1f}s")
 
 
 async def poison(ctx: FaultContext) -> Fault:
@@ -229,20 +233,32 @@ async def poison(ctx: FaultContext) -> Fault:
     fault = ctx.fault("poison", "commands topic")
     settings = ctx.sup.settings
     tag = uuid.uuid4().hex[:6]
-    start = {"type": "StartWorkflow", "version": 1, "command_id": "c", "name": "chaos_chain",
-             "input": orjson.dumps({"x": 1, "n": 1}).decode()}
+    start = {
+        "type": "StartWorkflow",
+        "version": 1,
+        "command_id": "c",
+        "name": "chaos_chain",
+        "input": orjson.dumps({"x": 1, "n": 1}).decode(),
+    }
     big = "x" * (settings.max_payload_bytes + 16 * 1024)
     cases: list[tuple[str, str, bytes]] = [
         ("malformed-json", "not valid JSON", b'{"type": "StartWorkflow", "version": 1, '),
         ("schema-version", "unsupported schema version 99", orjson.dumps({**start, "version": 99})),
-        ("unknown-type", "unknown message type 'LaunchMissiles'",
-         orjson.dumps({"type": "LaunchMissiles", "version": 1})),
+        (
+            "unknown-type",
+            "unknown message type 'LaunchMissiles'",
+            orjson.dumps({"type": "LaunchMissiles", "version": 1}),
+        ),
         ("oversized", "over the payload limit", orjson.dumps({**start, "input": orjson.dumps(big).decode()})),
-        ("unknown-instance", "no workflow instance",
-         orjson.dumps({"type": "RaiseEvent", "version": 1, "command_id": "c", "name": "go", "input": "1"})),
+        (
+            "unknown-instance",
+            "no workflow instance",
+            orjson.dumps({"type": "RaiseEvent", "version": 1, "command_id": "c", "name": "go", "input": "1"}),
+        ),
     ]
-    producer = AIOKafkaProducer(**settings.client_kwargs(), enable_idempotence=True,
-                                max_request_size=2 * settings.max_payload_bytes + 64 * 1024)
+    producer = AIOKafkaProducer(
+        **settings.client_kwargs(), enable_idempotence=True, max_request_size=2 * settings.max_payload_bytes + 64 * 1024
+    )
     await producer.start()
     try:
         for kind, reason, value in cases:
@@ -284,8 +300,9 @@ async def nondeterminism(ctx: FaultContext) -> Fault:
         if start not in waiting:
             start.expect_failure, start.version, start.either = "NonDeterminismError", new, True
     await asyncio.gather(*(ctx.driver.raise_event(s) for s in wave))
-    return ctx.done(fault, f"{len(waiting)}/{len(wave)} waiting instances of v{old}; engines restarted "
-                           f"with v{new} in {ready:.1f}s")
+    return ctx.done(
+        fault, f"{len(waiting)}/{len(wave)} waiting instances of v{old}; engines restarted with v{new} in {ready:.1f}s"
+    )
 
 
 #: An injector returns None when every target it could hit is under another fault already.

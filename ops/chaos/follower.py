@@ -70,9 +70,13 @@ class StatusFollower:
 
     async def _follow(self, positions: dict[TopicPartition, int]) -> None:
         consumer = AIOKafkaConsumer(
-            **self.settings.client_kwargs(), group_id=None, enable_auto_commit=False,
-            isolation_level="read_committed", auto_offset_reset="earliest",
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS, max_partition_fetch_bytes=8 * 1024 * 1024,
+            **self.settings.client_kwargs(),
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         await consumer.start()
         try:

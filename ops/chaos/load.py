@@ -109,9 +109,17 @@ class Start:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "instance_id": self.instance_id, "kind": self.kind, "args": self.args, "event": self.event,
-            "version": self.version, "expect_failure": self.expect_failure, "attempts": self.attempts,
-            "acked": self.acked, "ack": self.ack, "ambiguous": self.ambiguous, "raised": self.raised,
+            "instance_id": self.instance_id,
+            "kind": self.kind,
+            "args": self.args,
+            "event": self.event,
+            "version": self.version,
+            "expect_failure": self.expect_failure,
+            "attempts": self.attempts,
+            "acked": self.acked,
+            "ack": self.ack,
+            "ambiguous": self.ambiguous,
+            "raised": self.raised,
             "errors": self.errors,
         }
 
@@ -119,8 +127,17 @@ class Start:
 class LoadDriver:
     """Starts workflows through the APIs at `rate` per second, at most `max_inflight` unfinished."""
 
-    def __init__(self, urls: list[str], follower: StatusFollower, rng: random.Random, *, prefix: str,
-                 rate: float, max_inflight: int = 200, give_up_s: float = 180.0) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        follower: StatusFollower,
+        rng: random.Random,
+        *,
+        prefix: str,
+        rate: float,
+        max_inflight: int = 200,
+        give_up_s: float = 180.0,
+    ) -> None:
         self.urls = urls
         self.follower = follower
         self.rng = rng
@@ -136,8 +153,10 @@ class LoadDriver:
         follower.on_done.append(self._on_done)
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_api = 0
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=3.0),
-                                       limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(15.0, connect=3.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -162,8 +181,9 @@ class LoadDriver:
         if self.follower.is_done(start.instance_id):
             self._acked_done += 1
 
-    async def run(self, count: int, kinds: dict[str, tuple[str, int]] = KINDS,
-                  stop: Callable[[], bool] = lambda: False) -> None:
+    async def run(
+        self, count: int, kinds: dict[str, tuple[str, int]] = KINDS, stop: Callable[[], bool] = lambda: False
+    ) -> None:
         """Start `count` workflows of the weighted `kinds`, then wait until every start is answered."""
         names = [k for k, (_, w) in kinds.items() if w > 0]
         weights = [kinds[k][1] for k in names]
@@ -240,12 +260,12 @@ class LoadDriver:
             await asyncio.sleep(self.rng.uniform(0.1, 0.5) * min(start.raise_attempts, 4))
         start.errors.append("raise: gave up")
 
-    async def _post(self, url: str, path: str, body: bytes, params: dict[str, str] | None
-                    ) -> tuple[int | None, str]:
+    async def _post(self, url: str, path: str, body: bytes, params: dict[str, str] | None) -> tuple[int | None, str]:
         self.in_flight[url] += 1
         try:
-            response = await self._http.post(url + path, content=body, params=params,
-                                             headers={"content-type": "application/json"})
+            response = await self._http.post(
+                url + path, content=body, params=params, headers={"content-type": "application/json"}
+            )
             return response.status_code, response.text
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"

@@ -25,9 +25,14 @@ class TopicRecord:
 async def read_topic(settings: Settings, topic: str) -> list[TopicRecord]:
     """Every committed record of `topic`, in offset order within each partition."""
     count = await partition_count(settings, topic)
-    consumer = AIOKafkaConsumer(**settings.client_kwargs(), group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=8 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        **settings.client_kwargs(),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(count)]

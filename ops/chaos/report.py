@@ -27,8 +27,9 @@ def render(summary: dict[str, Any]) -> str:
         f"  history {c['history_events']} events in {c['executions']} executions; load {summary['load_s']}s "
         f"at {summary['rate_per_s']}/s, drain {summary['drain_s']}s",
     ]
-    lines += [f"  - {fault['at_s']:7.1f}s {fault['kind']} {fault['target']}: {fault['detail']}"
-              for fault in summary["faults"]]
+    lines += [
+        f"  - {fault['at_s']:7.1f}s {fault['kind']} {fault['target']}: {fault['detail']}" for fault in summary["faults"]
+    ]
     if verdict["violations"]:
         lines.append("  violations:")
         lines += [f"    {v}" for v in verdict["violations"]]

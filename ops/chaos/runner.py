@@ -78,8 +78,9 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-async def run_chaos(options: RunOptions, kafka: LocalKafka | None = None,
-                    say: Callable[[str], None] = print) -> RunResult:
+async def run_chaos(
+    options: RunOptions, kafka: LocalKafka | None = None, say: Callable[[str], None] = print
+) -> RunResult:
     """Run one scenario; `kafka` is a running 3-node deployment to use (default: a private one)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     directory = options.out / f"{options.scenario.name}-s{options.seed}-{stamp}-{uuid.uuid4().hex[:4]}"
@@ -95,8 +96,12 @@ async def run_chaos(options: RunOptions, kafka: LocalKafka | None = None,
         if manifest is None or len(manifest.nodes) < 3:
             raise ChaosError("the chaos runs need a running 3-node deployment (`headrace kafka up --cluster 3`)")
         await on_broker_thread(lambda: kafka.start_nodes([n.node_id for n in manifest.nodes]))
-    settings = client_settings(kafka, topic_prefix=f"chaos.{options.scenario.name}.{uuid.uuid4().hex[:6]}.",
-                               partitions=options.partitions, max_payload_bytes=MAX_PAYLOAD_BYTES)
+    settings = client_settings(
+        kafka,
+        topic_prefix=f"chaos.{options.scenario.name}.{uuid.uuid4().hex[:6]}.",
+        partitions=options.partitions,
+        max_payload_bytes=MAX_PAYLOAD_BYTES,
+    )
     sup = Supervisor.create(kafka, settings, directory / "logs", directory / "marks")
     ok = False
     try:
@@ -120,8 +125,9 @@ async def _run(options: RunOptions, sup: Supervisor, directory: Path, say: Calla
     rng = random.Random(options.seed)  # noqa: S311 - reproducible fault timing, not secrets
     follower = StatusFollower(settings)
     await follower.start()
-    driver = LoadDriver(sup.api_urls, follower, rng, prefix=f"{options.scenario.name}-{options.seed}-",
-                        rate=options.pace())
+    driver = LoadDriver(
+        sup.api_urls, follower, rng, prefix=f"{options.scenario.name}-{options.seed}-", rate=options.pace()
+    )
     ctx = FaultContext(sup, driver, follower, rng, time.monotonic(), say, hold_s=options.hold_s)
     faults: list[Fault] = []
     try:
@@ -130,8 +136,10 @@ async def _run(options: RunOptions, sup: Supervisor, directory: Path, say: Calla
         await driver.settle()
         if not await driver.wait_done(60):
             raise ChaosError(f"the probe workflow did not complete; see the logs in {sup.log_dir}")
-        say(f"steady state reached; {options.workflows} workflows at {options.pace():.1f}/s, "
-            f"faults: {options.faults or 'every'} x {'/'.join(options.scenario.faults)}")
+        say(
+            f"steady state reached; {options.workflows} workflows at {options.pace():.1f}/s, "
+            f"faults: {options.faults or 'every'} x {'/'.join(options.scenario.faults)}"
+        )
         ctx.t0 = time.monotonic()
         ticker = asyncio.create_task(_progress(driver, follower, faults, ctx.t0, say))
         load = asyncio.create_task(driver.run(options.workflows))
@@ -150,8 +158,9 @@ async def _run(options: RunOptions, sup: Supervisor, directory: Path, say: Calla
         drain_s = time.monotonic() - ctx.t0 - load_s
         say(f"load sent in {load_s:.1f}s; drained {'in' if drained else 'NOT within'} {drain_s:.1f}s")
         crashed = [p for p in sup.procs if not p.alive]
-        crash_notes = [f"{p.name} exited on its own ({p.popen.returncode if p.popen else '?'}):\n{p.log_tail(15)}"
-                       for p in crashed]
+        crash_notes = [
+            f"{p.name} exited on its own ({p.popen.returncode if p.popen else '?'}):\n{p.log_tail(15)}" for p in crashed
+        ]
     finally:
         await follower.stop()
         await driver.close()
@@ -160,9 +169,17 @@ async def _run(options: RunOptions, sup: Supervisor, directory: Path, say: Calla
     history = await read_history(settings)
     status_log = await read_topic(settings, topics.status)
     dead_letters = await read_topic(settings, topics.dead_letter)
-    verdict = check(driver.starts, history, status_log, dead_letters, read_marks(sup.marks_dir),
-                    faults=Counter(f.kind for f in faults), poison=ctx.poison)
+    verdict = check(
+        driver.starts,
+        history,
+        status_log,
+        dead_letters,
+        read_marks(sup.marks_dir),
+        faults=Counter(f.kind for f in faults),
+        poison=ctx.poison,
+    )
     verdict.violations.extend(crash_notes)
+    verdict.violations.extend(_leaked_secrets(sup))
     summary = {
         "scenario": options.scenario.name,
         "command": options.command,
@@ -185,6 +202,25 @@ async def _run(options: RunOptions, sup: Supervisor, directory: Path, say: Calla
         for start in driver.starts.values():
             f.write(json.dumps(start.to_json()) + "\n")
     return RunResult(verdict, faults, directory, summary)
+
+
+def _leaked_secrets(sup: Supervisor) -> list[str]:
+    """On a SASL_SSL cluster: no password may appear in a process log or a broker log."""
+    security = sup.kafka.security()
+    manifest = sup.kafka.manifest()
+    if security is None or manifest is None:
+        return []
+    secrets = {
+        "client": security.client_password,
+        "broker": security.broker_password,
+        "keystore": security.store_password,
+    }
+    logs = [*sup.log_dir.glob("*.log"), *(sup.kafka.node_dir(n.node_id) / "server.log" for n in manifest.nodes)]
+    found = []
+    for log in logs:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        found += [f"{log.name} contains the {name} password" for name, secret in secrets.items() if secret in text]
+    return found
 
 
 async def _inject(options: RunOptions, ctx: FaultContext, load: asyncio.Task[None], faults: list[Fault]) -> None:
@@ -213,10 +249,13 @@ async def _inject(options: RunOptions, ctx: FaultContext, load: asyncio.Task[Non
         await asyncio.gather(*running)
 
 
-async def _progress(driver: LoadDriver, follower: StatusFollower, faults: list[Fault], t0: float,
-                    say: Callable[[str], None]) -> None:
+async def _progress(
+    driver: LoadDriver, follower: StatusFollower, faults: list[Fault], t0: float, say: Callable[[str], None]
+) -> None:
     while True:
         await asyncio.sleep(5.0)
         acked = sum(s.acked for s in driver.starts.values())
-        say(f"  t={time.monotonic() - t0:5.0f}s  sent {len(driver.starts)}  acked {acked}  "
-            f"unfinished {driver.unfinished()}  finished {len(follower.done)}  faults {len(faults)}")
+        say(
+            f"  t={time.monotonic() - t0:5.0f}s  sent {len(driver.starts)}  acked {acked}  "
+            f"unfinished {driver.unfinished()}  finished {len(follower.done)}  faults {len(faults)}"
+        )

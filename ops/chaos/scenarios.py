@@ -28,23 +28,49 @@ _CRASHES = ("engine-kill", "worker-kill", "api-kill", "engine-pause", "broker-ki
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("engine-kill", "kill -9 of an engine process, restarted", ("engine-kill",), fault_count=2,
-                 span_s=12.0),
+        Scenario(
+            "engine-kill", "kill -9 of an engine process, restarted", ("engine-kill",), fault_count=2, span_s=12.0
+        ),
         Scenario("worker-kill", "kill -9 of a worker mid-activity, restarted", ("worker-kill",), fault_count=2),
         Scenario("api-kill", "kill -9 of an API process mid-request, restarted", ("api-kill",), fault_count=2),
-        Scenario("engine-pause", "SIGSTOP of an engine past the session timeout, then SIGCONT (the zombie)",
-                 ("engine-pause",), span_s=22.0),
-        Scenario("broker-kill", "kill -9 of the broker leading the busiest partitions, restarted",
-                 ("broker-kill",), span_s=20.0),
-        Scenario("stack-restart", "every process and broker down mid-load, then all started again",
-                 ("stack-restart",), span_s=45.0),
-        Scenario("worker-burst", "workers stopped while work piles up, then started together",
-                 ("worker-burst",), span_s=20.0),
-        Scenario("poison", "malformed, wrong-version, unknown-type, oversized and orphan records "
-                 "produced straight to the commands topic", ("poison",), fault_count=2, span_s=1.0),
-        Scenario("nondeterminism", "workflow code changed under running instances: they fail with a "
-                 "NonDeterminismError, the engines keep running", ("nondeterminism",), span_s=25.0),
-        Scenario("mixed", "a random crash fault each time: " + ", ".join(_CRASHES), _CRASHES,
-                 fault_count=3, span_s=12.0),
+        Scenario(
+            "engine-pause",
+            "SIGSTOP of an engine past the session timeout, then SIGCONT (the zombie)",
+            ("engine-pause",),
+            span_s=22.0,
+        ),
+        Scenario(
+            "broker-kill",
+            "kill -9 of the broker leading the busiest partitions, restarted",
+            ("broker-kill",),
+            span_s=20.0,
+        ),
+        Scenario(
+            "stack-restart",
+            "every process and broker down mid-load, then all started again",
+            ("stack-restart",),
+            span_s=45.0,
+        ),
+        Scenario(
+            "worker-burst", "workers stopped while work piles up, then started together", ("worker-burst",), span_s=20.0
+        ),
+        Scenario(
+            "poison",
+            "malformed, wrong-version, unknown-type, oversized and orphan records "
+            "produced straight to the commands topic",
+            ("poison",),
+            fault_count=2,
+            span_s=1.0,
+        ),
+        Scenario(
+            "nondeterminism",
+            "workflow code changed under running instances: they fail with a "
+            "NonDeterminismError, the engines keep running",
+            ("nondeterminism",),
+            span_s=25.0,
+        ),
+        Scenario(
+            "mixed", "a random crash fault each time: " + ", ".join(_CRASHES), _CRASHES, fault_count=3, span_s=12.0
+        ),
     )
 }

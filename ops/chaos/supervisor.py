@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from engine.runtime.settings import Settings
@@ -96,15 +98,22 @@ class Proc:
         if self.alive:
             return
         self.app = app or self.app
-        argv = [sys.executable, "-m", "api"] if self.role == "api" else [
-            sys.executable, "-m", "ops", self.role, "--app", self.app]
+        argv = (
+            [sys.executable, "-m", "api"]
+            if self.role == "api"
+            else [sys.executable, "-m", "ops", self.role, "--app", self.app]
+        )
         self.starts += 1
         with self.log_path.open("ab") as log:
             log.write(f"\n===== start {self.starts}: {' '.join(argv[1:])}\n".encode())
             log.flush()
             self.popen = subprocess.Popen(
-                argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **self.env},
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                argv,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT), **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 # If the harness dies, nothing it started may keep loading a shared machine.
                 preexec_fn=_die_with_parent,
             )
@@ -174,12 +183,24 @@ class Supervisor:
     procs: list[Proc]
 
     @classmethod
-    def create(cls, kafka: LocalKafka, settings: Settings, log_dir: Path, marks_dir: Path, *,
-               engines: int = 2, workers: int = 2, apis: int = 2) -> Supervisor:
+    def create(
+        cls,
+        kafka: LocalKafka,
+        settings: Settings,
+        log_dir: Path,
+        marks_dir: Path,
+        *,
+        engines: int = 2,
+        workers: int = 2,
+        apis: int = 2,
+    ) -> Supervisor:
         security = kafka.security()
-        base = {**settings_env(settings, security.client_env() if security else {}),
-                "HEADRACE_CHAOS_MARKS": str(marks_dir), "HEADRACE_LOG_LEVEL": "info",
-                "HEADRACE_API_PROBE_INTERVAL_S": "0.5"}
+        base = {
+            **settings_env(settings, security.client_env() if security else {}),
+            "HEADRACE_CHAOS_MARKS": str(marks_dir),
+            "HEADRACE_LOG_LEVEL": "info",
+            "HEADRACE_API_PROBE_INTERVAL_S": "0.5",
+        }
         log_dir.mkdir(parents=True, exist_ok=True)
         marks_dir.mkdir(parents=True, exist_ok=True)
         procs = [Proc("engine", i, base, log_dir) for i in range(engines)]
@@ -260,8 +281,6 @@ async def group_members(settings: Settings, groups: list[str]) -> dict[str, tupl
 
 
 async def end_offsets(settings: Settings, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     consumer = AIOKafkaConsumer(**settings.client_kwargs(), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -272,8 +291,6 @@ async def end_offsets(settings: Settings, tps: list[tuple[str, int]]) -> dict[tu
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -285,5 +302,6 @@ def client_settings(kafka: LocalKafka, **values: Any) -> Settings:
     assert manifest is not None
     security = kafka.security()
     env = security.client_env() if security is not None else {}
-    return Settings.from_env(env, bootstrap_servers=manifest.bootstrap, replication_factor=len(manifest.nodes),
-                             **values)
+    return Settings.from_env(
+        env, bootstrap_servers=manifest.bootstrap, replication_factor=len(manifest.nodes), **values
+    )

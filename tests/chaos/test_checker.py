@@ -20,21 +20,39 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def _chain(iid: str, x: int = 1, *, result: int | None = None, extra: list[ev.HistoryEvent] = ()) -> list:
     """History of chaos_chain with n=1: one activity, then completion."""
     events = [
-        ev.ExecutionStarted(timestamp=T0, seq=0, name="chaos_chain", instance_id=iid, execution_id="e1",
-                            input=orjson.dumps({"x": x, "n": 1}).decode()),
+        ev.ExecutionStarted(
+            timestamp=T0,
+            seq=0,
+            name="chaos_chain",
+            instance_id=iid,
+            execution_id="e1",
+            input=orjson.dumps({"x": x, "n": 1}).decode(),
+        ),
         ev.TaskScheduled(timestamp=T0, seq=1, event_id=0, name="chaos_add", input=str(x)),
         ev.TaskCompleted(timestamp=T0, seq=2, task_scheduled_id=0, result=str(x + 1)),
         *extra,
     ]
-    events.append(ev.ExecutionCompleted(timestamp=T0, seq=len(events), status=RuntimeStatus.COMPLETED,
-                                        result=str(x + 1 if result is None else result)))
+    events.append(
+        ev.ExecutionCompleted(
+            timestamp=T0,
+            seq=len(events),
+            status=RuntimeStatus.COMPLETED,
+            result=str(x + 1 if result is None else result),
+        )
+    )
     return [(iid, "e1", events)]
 
 
 def _status(iid: str, status: str, output: object = None, execution_id: str = "e1", **extra) -> TopicRecord:
-    state = {"instance_id": iid, "execution_id": execution_id, "status": status,
-             "output": None if output is None else orjson.dumps(output).decode(), "failure": None,
-             "parent": None, **extra}
+    state = {
+        "instance_id": iid,
+        "execution_id": execution_id,
+        "status": status,
+        "output": None if output is None else orjson.dumps(output).decode(),
+        "failure": None,
+        "parent": None,
+        **extra,
+    }
     return TopicRecord(0, 0, iid.encode(), orjson.dumps(state))
 
 
@@ -51,8 +69,14 @@ def _marks(*keys: tuple[str, int]) -> Marks:
 
 
 def test_a_clean_run_passes_with_its_counts():
-    verdict = check({"a": _start("a")}, _chain("a"), [_status("a", "RUNNING"), _status("a", "COMPLETED", 2)], [],
-                    _marks(("a", 0)), faults=Counter({"engine-kill": 1}))
+    verdict = check(
+        {"a": _start("a")},
+        _chain("a"),
+        [_status("a", "RUNNING"), _status("a", "COMPLETED", 2)],
+        [],
+        _marks(("a", 0)),
+        faults=Counter({"engine-kill": 1}),
+    )
     assert verdict.ok, verdict.violations
     c = verdict.counts
     assert (c.workflows_started, c.completed, c.lost, c.duplicated, c.activity_runs) == (1, 1, 0, 0, 1)
@@ -60,8 +84,14 @@ def test_a_clean_run_passes_with_its_counts():
 
 
 def test_an_acknowledged_start_that_never_finishes_is_lost():
-    verdict = check({"a": _start("a"), "b": _start("b")}, _chain("a"),
-                    [_status("a", "COMPLETED", 2), _status("b", "RUNNING")], [], None, faults=Counter())
+    verdict = check(
+        {"a": _start("a"), "b": _start("b")},
+        _chain("a"),
+        [_status("a", "COMPLETED", 2), _status("b", "RUNNING")],
+        [],
+        None,
+        faults=Counter(),
+    )
     assert not verdict.ok
     assert verdict.counts.lost == 1
     assert "b (chain) acknowledged but lost: it is still RUNNING" in verdict.violations[0]
@@ -75,8 +105,9 @@ def test_an_unacknowledged_start_is_not_lost():
 
 
 def test_a_wrong_output_is_reported():
-    verdict = check({"a": _start("a")}, _chain("a", result=5), [_status("a", "COMPLETED", 5)], [], None,
-                    faults=Counter())
+    verdict = check(
+        {"a": _start("a")}, _chain("a", result=5), [_status("a", "COMPLETED", 5)], [], None, faults=Counter()
+    )
     assert verdict.counts.wrong_output == 1
     assert "expected COMPLETED 2, got COMPLETED 5" in verdict.violations[0]
 
@@ -97,18 +128,25 @@ def test_more_executions_than_start_requests_is_a_duplicate():
 
 def test_a_result_applied_twice_is_caught_by_the_history_audit():
     again = ev.TaskCompleted(timestamp=T0, seq=3, task_scheduled_id=0, result="2")
-    verdict = check({"a": _start("a")}, _chain("a", extra=[again]), [_status("a", "COMPLETED", 2)], [],
-                    _marks(("a", 0)), faults=Counter())
+    verdict = check(
+        {"a": _start("a")},
+        _chain("a", extra=[again]),
+        [_status("a", "COMPLETED", 2)],
+        [],
+        _marks(("a", 0)),
+        faults=Counter(),
+    )
     assert verdict.counts.duplicated == 1
     assert any("task #0 result applied 2 times" in v for v in verdict.violations)
 
 
 def test_a_sequence_gap_is_a_violation():
-    (iid, execution, events), = _chain("a")
+    ((iid, execution, events),) = _chain("a")
     gapped = [*events[:2], *[ev.TaskCompleted(timestamp=T0, seq=3, task_scheduled_id=0, result="2")]]
     gapped.append(ev.ExecutionCompleted(timestamp=T0, seq=4, status=RuntimeStatus.COMPLETED, result="2"))
-    verdict = check({"a": _start("a")}, [(iid, execution, gapped)], [_status("a", "COMPLETED", 2)], [], None,
-                    faults=Counter())
+    verdict = check(
+        {"a": _start("a")}, [(iid, execution, gapped)], [_status("a", "COMPLETED", 2)], [], None, faults=Counter()
+    )
     assert not verdict.ok
     assert "sequence numbers are not 0..3" in verdict.violations[0]
 
@@ -118,26 +156,31 @@ def test_activity_runs_are_bounded_by_one_redelivery_per_fault():
     marks.runs[("a", 0)] += 2  # three runs of one task
     no_faults = check({"a": _start("a")}, _chain("a"), [_status("a", "COMPLETED", 2)], [], marks, faults=Counter())
     assert "task #0 ran 3 times; at most 1" in no_faults.violations[0]
-    two_faults = check({"a": _start("a")}, _chain("a"), [_status("a", "COMPLETED", 2)], [], marks,
-                       faults=Counter({"worker-kill": 2}))
+    two_faults = check(
+        {"a": _start("a")}, _chain("a"), [_status("a", "COMPLETED", 2)], [], marks, faults=Counter({"worker-kill": 2})
+    )
     assert two_faults.ok, two_faults.violations
     assert two_faults.counts.activities_redelivered == 2
 
 
 def test_a_result_without_a_run_and_a_run_without_a_task_are_violations():
-    verdict = check({"a": _start("a")}, _chain("a"), [_status("a", "COMPLETED", 2)], [], _marks(("a", 7)),
-                    faults=Counter())
+    verdict = check(
+        {"a": _start("a")}, _chain("a"), [_status("a", "COMPLETED", 2)], [], _marks(("a", 7)), faults=Counter()
+    )
     assert any("task #0 has a result but never ran" in v for v in verdict.violations)
     assert any("task #7 ran 1 times but was never scheduled" in v for v in verdict.violations)
 
 
 def test_an_early_or_missing_timer_firing_is_a_violation():
     due = T0 + timedelta(seconds=5)
-    timers = [ev.TimerCreated(timestamp=T0, seq=3, event_id=1, fire_at=due),
-              ev.TimerFired(timestamp=due - timedelta(milliseconds=20), seq=4, timer_id=1, fire_at=due),
-              ev.TimerCreated(timestamp=T0, seq=5, event_id=2, fire_at=due)]
-    verdict = check({"a": _start("a")}, _chain("a", extra=timers), [_status("a", "COMPLETED", 2)], [], None,
-                    faults=Counter())
+    timers = [
+        ev.TimerCreated(timestamp=T0, seq=3, event_id=1, fire_at=due),
+        ev.TimerFired(timestamp=due - timedelta(milliseconds=20), seq=4, timer_id=1, fire_at=due),
+        ev.TimerCreated(timestamp=T0, seq=5, event_id=2, fire_at=due),
+    ]
+    verdict = check(
+        {"a": _start("a")}, _chain("a", extra=timers), [_status("a", "COMPLETED", 2)], [], None, faults=Counter()
+    )
     assert any("timer #1 fired 20.0 ms early" in v for v in verdict.violations)
     assert any("timer #2 (timer) fired 0 times" in v for v in verdict.violations)
 

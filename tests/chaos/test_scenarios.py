@@ -23,8 +23,16 @@ IN_PROCESS = [n for n in SCENARIOS if n not in ("poison", "mixed")]
 
 def run(name: str, cluster: LocalKafka, out: Path) -> RunResult:
     scenario = SCENARIOS[name]
-    options = RunOptions(scenario, workflows=scenario.workflows, faults=scenario.fault_count, seed=7,
-                         every_s=scenario.every_s, hold_s=15.0, drain_s=150.0, out=out)
+    options = RunOptions(
+        scenario,
+        workflows=scenario.workflows,
+        faults=scenario.fault_count,
+        seed=7,
+        every_s=scenario.every_s,
+        hold_s=15.0,
+        drain_s=150.0,
+        out=out,
+    )
     return asyncio.run(run_chaos(options, cluster, say=print))
 
 
@@ -50,9 +58,24 @@ def test_scenario_loses_nothing_and_duplicates_nothing(name: str, chaos_cluster:
 
 def test_one_command_runs_a_scenario_and_ends_with_the_verdict(chaos_cluster: LocalKafka, tmp_path: Path):
     done = subprocess.run(
-        [sys.executable, "-m", "ops", "chaos", "poison", "--workflows", "200", "--kafka-state-dir",
-         str(chaos_cluster.state_dir), "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=400, check=False,
+        [
+            sys.executable,
+            "-m",
+            "ops",
+            "chaos",
+            "poison",
+            "--workflows",
+            "200",
+            "--kafka-state-dir",
+            str(chaos_cluster.state_dir),
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "chaos poison (seed 1): PASS" in done.stdout

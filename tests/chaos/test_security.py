@@ -35,8 +35,9 @@ async def _refused(kafka: LocalKafka, **override: object) -> bool:
     security = kafka.security()
     manifest = kafka.manifest()
     assert security is not None and manifest is not None
-    producer = AIOKafkaProducer(bootstrap_servers=manifest.bootstrap,
-                                **{**security.client_kwargs(), **override}, request_timeout_ms=5000)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=manifest.bootstrap, **{**security.client_kwargs(), **override}, request_timeout_ms=5000
+    )
     try:
         await asyncio.wait_for(producer.start(), 20)
     except (KafkaError, OSError, TimeoutError):
@@ -56,14 +57,14 @@ def test_stack_runs_over_sasl_ssl_and_no_secret_reaches_a_log(secure_kafka: Loca
     assert security is not None
     settings = client_settings(secure_kafka, topic_prefix=f"secure.{uuid.uuid4().hex[:6]}.", partitions=2)
     assert settings.security_protocol == "SASL_SSL"
-    sup = Supervisor.create(secure_kafka, settings, tmp_path / "logs", tmp_path / "marks",
-                            engines=1, workers=1, apis=1)
+    sup = Supervisor.create(secure_kafka, settings, tmp_path / "logs", tmp_path / "marks", engines=1, workers=1, apis=1)
     try:
         asyncio.run(sup.start())
         (api,) = sup.role("api")
         with httpx.Client(base_url=api.url, timeout=30) as http:
-            started = http.post("/v1.0/workflows/dapr/chaos_chain/start", params={"instanceID": "secure-1"},
-                                json={"x": 40, "n": 2})
+            started = http.post(
+                "/v1.0/workflows/dapr/chaos_chain/start", params={"instanceID": "secure-1"}, json={"x": 40, "n": 2}
+            )
             assert started.status_code == 202, started.text
             deadline = time.monotonic() + 90
             while (body := http.get("/v1.0/workflows/dapr/secure-1").json())["runtimeStatus"] != "COMPLETED":
@@ -72,8 +73,11 @@ def test_stack_runs_over_sasl_ssl_and_no_secret_reaches_a_log(secure_kafka: Loca
         assert body["properties"]["dapr.workflow.output"] == "42"
     finally:
         sup.stop_all()
-    secrets = {"client": security.client_password, "broker": security.broker_password,
-               "keystore": security.store_password}
+    secrets = {
+        "client": security.client_password,
+        "broker": security.broker_password,
+        "keystore": security.store_password,
+    }
     logs = [*sorted((tmp_path / "logs").glob("*.log")), secure_kafka.node_dir(1) / "server.log"]
     assert len(logs) == 4
     for log in logs:
