@@ -11,6 +11,7 @@ restores state from the committed changelog before it reads a single input.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 from collections import OrderedDict
@@ -301,15 +302,26 @@ class PartitionOwner:
             return
         producer = self.producer
         assert producer is not None
-        async with producer.transaction():
-            futures = [
-                await producer.send(topic, value=value, key=key, partition=partition)
-                for topic, key, value, partition in pending.sends
-            ]
-            if offsets:
-                await producer.send_offsets_to_transaction(offsets, self.group_id)
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            async with producer.transaction():
+                for topic, key, value, partition in pending.sends:
+                    futures.append(await producer.send(topic, value=value, key=key, partition=partition))
+                if offsets:
+                    await producer.send_offsets_to_transaction(offsets, self.group_id)
+        except BaseException:
+            # The transaction's failure is what the caller handles; the sends' own errors are the
+            # same failure seen per record, and left unread they flood the log when fenced.
+            for future in futures:
+                future.add_done_callback(_consume_exception)
+            raise
         for future in futures:
             future.result()  # surfaced already by the commit; kept so errors are not silently dropped
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _encode(value: Any) -> bytes:
