@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
+from ops.kafka import deployment
 from ops.kafka.config import NodeSpec, new_cluster_id, render_properties
 from ops.kafka.deployment import Manifest, plan_nodes
+from ops.kafka.errors import PortInUse
 from ops.kafka.java import parse_java_major
 
 
@@ -38,14 +41,25 @@ def test_single_node_settings_fit_one_broker():
     assert props["min.insync.replicas"] == "1"
 
 
-def test_fixed_ports_follow_the_documented_layout():
-    # Only checks the arithmetic; ports far from common services, unlikely to be bound here.
+def test_fixed_ports_follow_the_documented_layout(monkeypatch):
+    # Only the arithmetic: the port check is stubbed, since any fixed port may be some client's
+    # ephemeral port at the moment (47110 was, once, in a CI-like run).
+    monkeypatch.setattr(deployment, "_port_free", lambda host, port: True)
     nodes = plan_nodes(3, port=47110)
     assert [(n.broker_port, n.controller_port) for n in nodes] == [
         (47110, 47111),
         (47112, 47113),
         (47114, 47115),
     ]
+
+
+def test_a_busy_fixed_port_is_refused_clearly():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(PortInUse, match=f"port\\(s\\) {port} on 127.0.0.1 are in use"):
+            plan_nodes(1, port=port)
 
 
 def test_manifest_roundtrips_through_json():
