@@ -30,7 +30,7 @@ from engine.core.commands import StartWorkflow
 from engine.core.payload import dump_payload
 from engine.runtime import settings as engine_settings
 from engine.runtime.settings import Settings
-from engine.runtime.topics import Topics
+from engine.runtime.topics import Topics, partition_count
 
 from .scenarios import Scenario
 
@@ -100,11 +100,8 @@ class _Follower:
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         await consumer.start()
-        parts = consumer.partitions_for_topic(self.topic)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(self.topic) or set()
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        # The engine's own lookup, not aiokafka's private metadata refresh.
+        tps = [TopicPartition(self.topic, p) for p in range(await partition_count(self.settings, self.topic))]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         self._consumer = consumer
