@@ -14,7 +14,9 @@ __all__ = [
     "InstanceNotTerminalError",
     "InvalidTransitionError",
     "NonDeterminismError",
+    "PayloadDecodeError",
     "PayloadTooLargeError",
+    "PoisonedInputError",
     "RegistrationError",
     "SerializationError",
     "UnknownActivityError",
@@ -44,6 +46,26 @@ class InvalidTransitionError(WorkflowError):
 
 class DecodeError(HeadraceError):
     """A message on the wire is not valid JSON or does not match its schema."""
+
+
+class PayloadDecodeError(DecodeError):
+    """A payload (an input, result or event body) is not the JSON text it must be."""
+
+
+class PoisonedInputError(HeadraceError):
+    """Applying one input (a record or a timer firing) failed in a way the engine did not foresee.
+
+    The partition is rebuilt from its committed state and the input is set aside with `reason`
+    (dead-lettered, its instance failed) the next time it comes round, so one input can never stop
+    a partition.
+    """
+
+    retriable = True
+
+    def __init__(self, source: object, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
 
 
 class SerializationError(HeadraceError):

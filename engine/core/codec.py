@@ -158,9 +158,15 @@ def _exact(kind: type, label: str) -> _Convert:
     return convert
 
 
+#: Integers on the wire are signed 64-bit, as in the JSON Schemas and in every consumer's language.
+_INT_RANGE = range(-(2**63), 2**63)
+
+
 def _to_int(v: Any, p: str) -> int:
     if type(v) is not int:
         raise DecodeError(f"{p}: expected an integer, got {_json_type(v)}")
+    if v not in _INT_RANGE:
+        raise DecodeError(f"{p}: {v} is outside the signed 64-bit range")
     return v
 
 

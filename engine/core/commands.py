@@ -9,10 +9,13 @@ its `instance_id` (the partition key) and an identity that makes a second delive
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import ClassVar
 
+from ..errors import DecodeError, PayloadDecodeError
+from .ids import IdError, check_id
+from .payload import check_payload
 from .values import FailureDetails, ParentInstance
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "SuspendWorkflow",
     "TerminateWorkflow",
     "TimerFiring",
+    "check_message",
 ]
 
 
@@ -136,3 +140,41 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
 )
 
 MESSAGE_TYPES: tuple[type[InstanceMessage], ...] = (*COMMAND_TYPES, ActivityResult, TimerFiring, ChildResult)
+
+
+def check_message(message: InstanceMessage) -> InstanceMessage:
+    """What the engine accepts from outside, beyond the schema; returns the message to apply.
+
+    IDs must pass `check_id` (they become Kafka keys and history-store keys) and payloads must be
+    JSON text: a command that breaks either is refused with a `DecodeError` naming the field, to be
+    dead-lettered. A result whose payload is not JSON text is the instance's business, not the
+    producer's: it becomes a failed result, so the workflow sees a failed task it may handle.
+    """
+    try:
+        check_id(message.instance_id, "instance_id")
+        if isinstance(message, Command):
+            check_id(message.command_id, "command_id")
+        execution_id = getattr(message, "execution_id", None)
+        if execution_id is not None:
+            check_id(execution_id, "execution_id")
+        if isinstance(message, ChildResult):
+            check_id(message.child_instance_id, "child_instance_id")
+        if isinstance(message, StartWorkflow):
+            if message.parent is not None:
+                check_id(message.parent.instance_id, "parent.instance_id")
+                check_id(message.parent.execution_id, "parent.execution_id")
+            check_payload(message.input, "StartWorkflow.input")
+        elif isinstance(message, RaiseEvent):
+            check_payload(message.input, "RaiseEvent.input")
+        elif isinstance(message, TerminateWorkflow):
+            check_payload(message.output, "TerminateWorkflow.output")
+    except IdError as exc:
+        raise DecodeError(f"{type(message).__name__}: {exc}") from None
+    if isinstance(message, (ActivityResult, ChildResult)) and message.failure is None:
+        what = "activity result" if isinstance(message, ActivityResult) else "child workflow result"
+        try:
+            check_payload(message.result, what)
+        except PayloadDecodeError as exc:
+            return replace(message, result=None, failure=FailureDetails(
+                error_type=type(exc).__name__, message=str(exc), non_retriable=True))
+    return message

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..errors import NonDeterminismError, SerializationError, UnknownWorkflowError
+from ..errors import NonDeterminismError, PayloadDecodeError, SerializationError, UnknownWorkflowError
 from . import events as ev
 from .actions import Action, CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
 from .context import DaprWorkflowContext
+from .ids import check_id
 from .payload import dump_payload, load_payload
 from .retry import RetryPolicy
 from .tasks import (
@@ -152,7 +153,9 @@ class WorkflowExecution:
         self, name: str, input: Any, instance_id: str | None, retry_policy: RetryPolicy | None
     ) -> Task[Any]:
         payload = dump_payload(input)
-        child_id = instance_id or f"{self.instance_id}:{self._sequence:04x}"
+        # A child ID becomes a Kafka key: one the engine would refuse fails here, in the code that chose it.
+        child_id = check_id(instance_id, "child instance ID") if instance_id else \
+            f"{self.instance_id}:{self._sequence:04x}"
         task: ChildWorkflowTask[Any] = ChildWorkflowTask(
             name, payload, retry_policy, self.current_utc_datetime, child_id
         )
@@ -172,7 +175,7 @@ class WorkflowExecution:
         task: ExternalEventTask[Any] = ExternalEventTask(name)
         inbox = self._inbox.get(key)
         if inbox:
-            task.complete(load_payload(inbox.popleft()[1].input))
+            _deliver(task, inbox.popleft()[1].input)
             return task
         if timeout is not None and not (isinstance(timeout, timedelta) and timeout < timedelta(0)):
             due = self._due(timeout)
@@ -228,11 +231,11 @@ class WorkflowExecution:
         elif isinstance(event, ev.ChildWorkflowCreated):
             self._match(event, CreateChildWorkflow, event.name, f"call_child_workflow('{event.name}')")
         elif isinstance(event, ev.TaskCompleted):
-            self._settle(event.task_scheduled_id, load_payload(event.result), None)
+            self._settle_result(event.task_scheduled_id, event.result)
         elif isinstance(event, ev.TaskFailed):
             self._settle(event.task_scheduled_id, None, event.failure)
         elif isinstance(event, ev.ChildWorkflowCompleted):
-            self._settle(event.task_scheduled_id, load_payload(event.result), None)
+            self._settle_result(event.task_scheduled_id, event.result)
         elif isinstance(event, ev.ChildWorkflowFailed):
             self._settle(event.task_scheduled_id, None, event.failure)
         elif isinstance(event, ev.TimerFired):
@@ -298,6 +301,17 @@ class WorkflowExecution:
             )
         self._completion_recorded = True
 
+    def _settle_result(self, task_id: int, text: str | None) -> None:
+        # A result that is not JSON text (a worker in another language that forgot to encode it)
+        # fails its task, which the code may catch; it must never stop the engine.
+        try:
+            value = load_payload(text)
+        except PayloadDecodeError as exc:
+            self._settle(task_id, None, FailureDetails(error_type=type(exc).__name__, message=str(exc),
+                                                       non_retriable=True))
+            return
+        self._settle(task_id, value, None)
+
     def _settle(self, task_id: int, result: Any, failure: FailureDetails | None) -> None:
         task = self._tasks.pop(task_id, None)
         if task is None:
@@ -339,7 +353,7 @@ class WorkflowExecution:
         key = event.name.casefold()
         waiters = self._waiters.get(key)
         if waiters:
-            waiters.popleft().complete(load_payload(event.input))
+            _deliver(waiters.popleft(), event.input)
         else:
             self._inbox.setdefault(key, deque()).append((self._arrivals, event))
             self._arrivals += 1
@@ -464,6 +478,16 @@ def _takes_input(fn: Callable[..., Any]) -> bool:
             cached = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
         _ARITY[fn] = cached
     return cached
+
+
+def _deliver(task: CompletableTask[Any], text: str | None) -> None:
+    """Complete an event task with its payload, or fail it if the payload is not JSON text."""
+    try:
+        value = load_payload(text)
+    except PayloadDecodeError as exc:
+        task.fail(exc)
+        return
+    task.complete(value)
 
 
 def call_with_optional_input(fn: Callable[..., Any], ctx: Any, payload: str | None) -> Any:

@@ -122,6 +122,43 @@ class Orchestrator:
             return TurnOutcome(state, ignored=stale)
         return self._turn(state, [self._result_event(message, now)], now, load_history)
 
+    def fail(self, state: InstanceState | None, failure: FailureDetails, now: datetime,
+             start: cmd.StartWorkflow | None = None) -> TurnOutcome:
+        """End an instance FAILED without running its code, for `failure` (an engine-side reason).
+
+        Used when the engine cannot apply an input to the instance at all (the turn it produced
+        cannot be written, or applying it raised): the instance fails alone, with the reason, and
+        its parent hears of it as of any failure. When the input was `start`, the instance is
+        started and failed in one turn, so whoever started it sees why.
+        """
+        if start is not None and (state is None or not state.is_running):
+            state = InstanceState(instance_id=start.instance_id)
+            opening: list[ev.HistoryEvent] = [
+                ev.WorkflowStarted(timestamp=now, seq=0),
+                ev.ExecutionStarted(timestamp=now, seq=1, name=start.name, instance_id=start.instance_id,
+                                    execution_id=start.command_id, input=start.input, parent=start.parent,
+                                    scheduled_start=start.scheduled_start),
+            ]
+        elif state is None or not state.is_running:
+            iid = start.instance_id if state is None and start is not None else getattr(state, "instance_id", "")
+            return TurnOutcome(state, ignored=f"instance '{iid}' is not running")
+        else:
+            opening = [ev.WorkflowStarted(timestamp=now, seq=state.history_length)]
+        iid = state.instance_id
+        self.cache.discard(iid)
+        first = state.history_length if start is None or state.is_running else 0
+        seq = first + len(opening)
+        events: list[ev.HistoryEvent] = [
+            *opening,
+            ev.WorkflowCompleted(timestamp=now, seq=seq, custom_status=state.custom_status),
+            ev.ExecutionCompleted(timestamp=now, seq=seq + 1, status=RuntimeStatus.FAILED, failure=failure),
+        ]
+        new_state = fold_all(state, events)
+        outcome = TurnOutcome(new_state, events=events, history_reset=len(opening) > 1)
+        if new_state.parent is not None:
+            outcome.messages.append(self._child_result(new_state))
+        return outcome
+
     # -- starting and purging ----------------------------------------------------------------
 
     def _start(self, state: InstanceState | None, message: cmd.StartWorkflow, now: datetime) -> TurnOutcome:

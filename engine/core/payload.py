@@ -1,14 +1,26 @@
-"""Payloads between user code and history: Python values in, JSON text out, and back."""
+"""Payloads between user code and history: Python values in, JSON text out, and back.
+
+orjson is the fast path. It is limited to 64-bit integers: it refuses to encode a larger one and
+reads one back as a float, losing digits, while Dapr's SDKs (Python's `json`, Go's `json.Number`
+in daprd) keep them exact. Payloads with integer literals of 19 digits or more therefore go through
+the standard library, which is exact; every other payload never pays for it.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import orjson
 
-from ..errors import SerializationError
+from ..errors import PayloadDecodeError, SerializationError
 
-__all__ = ["dump_payload", "load_payload"]
+__all__ = ["check_payload", "dump_payload", "load_payload"]
+
+# 2**63 has 19 digits: a run of 19+ digits may be an integer orjson cannot hold exactly. (It may
+# also be inside a string or a fraction; the exact path is then merely slower, never wrong.)
+_LONG_DIGITS = re.compile(r"\d{19,}")
 
 
 def _default(value: Any) -> Any:
@@ -20,6 +32,16 @@ def _default(value: Any) -> Any:
     raise TypeError
 
 
+def _exact_dumps(value: Any) -> str:
+    def default(item: Any) -> Any:
+        try:
+            return _default(item)
+        except TypeError:
+            raise TypeError(f"Type is not JSON serializable: {type(item).__name__}") from None
+
+    return json.dumps(value, default=default, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def dump_payload(value: Any) -> str | None:
     """JSON text for `value`; `None` stays `None` so "no payload" is kept apart from `null`."""
     if value is None:
@@ -27,10 +49,37 @@ def dump_payload(value: Any) -> str | None:
     try:
         return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError as exc:
+        if "64-bit" not in str(exc):
+            raise SerializationError(f"cannot encode a {type(value).__name__} as JSON: {exc}") from None
+    try:
+        return _exact_dumps(value)
+    except (TypeError, ValueError) as exc:
         raise SerializationError(f"cannot encode a {type(value).__name__} as JSON: {exc}") from None
 
 
 def load_payload(text: str | None) -> Any:
+    """The value of JSON text; `PayloadDecodeError` (never orjson's own error) when it is not JSON."""
     if text is None:
         return None
-    return orjson.loads(text)
+    try:
+        if _LONG_DIGITS.search(text) is not None:
+            return json.loads(text)
+        return orjson.loads(text)
+    except (ValueError, RecursionError) as exc:  # orjson.JSONDecodeError and json's are ValueErrors
+        raise PayloadDecodeError(f"payload is not JSON text: {_describe(exc)}") from None
+
+
+def check_payload(text: str | None, what: str) -> None:
+    """Raise `PayloadDecodeError` naming `what` unless `text` is None or JSON text."""
+    if text is None:
+        return
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadDecodeError(f"{what} is not JSON text ({_describe(exc)}); payloads are JSON-encoded "
+                                 f"values, e.g. '\"approved\"' for the string approved") from None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from ..core import commands as cmd
 from ..core.codec import encode
 from ..core.context import registered_name
+from ..core.ids import check_id, check_new_instance_id
 from ..core.payload import dump_payload
 from ..core.state import InstanceState
 from ..errors import InstanceExistsError, InstanceNotFoundError, InstanceNotTerminalError, PayloadTooLargeError
@@ -87,6 +88,8 @@ class DaprWorkflowClient:
         return text
 
     def _send(self, message: cmd.InstanceMessage) -> None:
+        check_id(message.instance_id)
+
         async def send() -> None:
             assert self._producer is not None
             await self._producer.send_and_wait(self.topics.commands, encode(message),
@@ -103,6 +106,7 @@ class DaprWorkflowClient:
         return seen
 
     def _existing(self, instance_id: str) -> InstanceState:
+        check_id(instance_id)
         state = self._state(instance_id)
         if state is None:
             raise InstanceNotFoundError(instance_id)
@@ -113,7 +117,8 @@ class DaprWorkflowClient:
     def schedule_new_workflow(self, workflow: Callable[..., Any] | str, *, input: Any = None,
                               instance_id: str | None = None, start_at: datetime | None = None,
                               reuse_id_policy: Any = None) -> str:
-        iid = instance_id or str(uuid.uuid4())
+        # daprd's rule for a new instance's ID (IdError, a ValueError, says which part is wrong).
+        iid = check_new_instance_id(instance_id) if instance_id else str(uuid.uuid4())
         current = self._state(iid)
         if current is not None and not current.is_terminal:
             raise InstanceExistsError(iid)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -14,14 +17,34 @@ from aiokafka.structs import ConsumerRecord
 
 from ..core.cache import ExecutionCache
 from ..core.orchestrator import Orchestrator
+from ..errors import PoisonedInputError
 from ..sdk.registry import Registry
 from .partition import PartitionOwner
 from .settings import FETCH_MAX_WAIT_MS, Settings
-from .topics import Topics, ensure_topics
+from .topics import Topics, ensure_topics, partition_count
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "PartitionProblem"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between attempts to take over a partition whose restore failed (doubling up to the cap).
+CLAIM_RETRY_FIRST, CLAIM_RETRY_MAX = 0.5, 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionProblem:
+    """Why one owned partition is not making progress, for health checks and operators."""
+
+    partition: int
+    reason: str
+
+
+@dataclass(slots=True)
+class _Progress:
+    """When the consumer position of one input partition last moved, to tell idle from stuck."""
+
+    position: int
+    since: float
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -52,9 +75,20 @@ class Engine:
         #: of its transaction leaves the commit waiting forever (aiokafka cancels its sender).
         self._turn = asyncio.Lock()
         self.ready = asyncio.Event()
+        #: Partitions of the input topics (read from the cluster at start).
+        self.partitions = self.settings.partitions
+        #: Assigned partitions that could not be restored yet, with the last error.
+        self._claim_errors: dict[int, str] = {}
+        self._claim_retries: dict[int, asyncio.Task[None]] = {}
+        self._progress: dict[TopicPartition, _Progress] = {}
+        #: Partitions whose turns keep failing: since when (monotonic) and the latest error.
+        self._failing: dict[int, tuple[float, str]] = {}
+        #: How long input may wait on a partition without its position moving before it is reported.
+        self.stall_seconds = self.settings.stall_seconds
 
     async def run(self) -> None:
         await ensure_topics(self.settings)
+        self.partitions = await partition_count(self.settings, self.topics.commands) or self.settings.partitions
         consumer = AIOKafkaConsumer(
             *self.topics.inputs,
             **self.settings.client_kwargs(),
@@ -76,6 +110,8 @@ class Engine:
             while not self._stopping.is_set():
                 await self._poll_once(consumer)
         finally:
+            for retry in self._claim_retries.values():
+                retry.cancel()
             await consumer.stop()
             await self._release(set(self.owners))
             self._consumer = None
@@ -112,6 +148,21 @@ class Engine:
     async def _guarded(self, owner: PartitionOwner, work: object, consumer: AIOKafkaConsumer) -> None:
         try:
             await work  # type: ignore[misc]
+        except Exception as exc:
+            since = self._failing.get(owner.number, (time.monotonic(), ""))[0]
+            self._failing[owner.number] = (since, f"{type(exc).__name__}: {exc}")
+            await self._recover(owner, consumer, exc)
+        else:
+            self._failing.pop(owner.number, None)
+
+    async def _recover(self, owner: PartitionOwner, consumer: AIOKafkaConsumer, error: Exception) -> None:
+        try:
+            raise error
+        except PoisonedInputError as exc:
+            # One input broke its turn; the partition is rebuilt and re-reads its inputs, and that
+            # input is set aside the next time round (see PartitionOwner.process).
+            log.error("partition %d: %s; restoring from committed state", owner.number, exc)
+            await self._reset(owner, consumer)
         except ProducerFenced:
             # Another process owns this partition now (we were paused or cut off past the session
             # timeout): write nothing more for it. The rebalance that follows hands it back to us
@@ -126,11 +177,25 @@ class Engine:
             # was committed. Rebuild this partition from the committed topics and re-read its inputs.
             log.warning("partition %d: %s; restoring from committed state", owner.number, exc)
             await self._reset(owner, consumer)
+        except Exception:
+            # Not foreseen, and not tied to one input: never let it end the process. Rebuild the
+            # partition; if it keeps failing, the partition shows as stalled in `problems()`.
+            log.exception("partition %d: processing failed; restoring from committed state", owner.number)
+            await self._reset(owner, consumer)
 
     async def _reset(self, owner: PartitionOwner, consumer: AIOKafkaConsumer) -> None:
         self.orchestrator.cache.clear()
         await owner.stop()
-        await owner.start()
+        try:
+            await owner.start()
+        except Exception as exc:
+            log.exception("partition %d: restore failed; retrying in the background", owner.number)
+            self.owners.pop(owner.number, None)
+            tps = [TopicPartition(t, owner.number) for t in self.topics.inputs]
+            consumer.pause(*[tp for tp in tps if tp in consumer.assignment()])
+            await owner.stop()
+            self._retry_claim(owner.number, exc)
+            return
         for topic in self.topics.inputs:
             tp = TopicPartition(topic, owner.number)
             if tp in consumer.assignment():
@@ -155,16 +220,118 @@ class Engine:
         if consumer is not None:
             consumer.pause(*tps)
         new = sorted(numbers - set(self.owners))
-        owners = [PartitionOwner(n, self.settings, self.topics, self.orchestrator, self.group_id) for n in new]
-        await asyncio.gather(*(owner.start() for owner in owners))
-        for owner in owners:
+        owners = [self._new_owner(n) for n in new]
+        results = await asyncio.gather(*(owner.start() for owner in owners), return_exceptions=True)
+        ready: set[int] = set(numbers) - set(new)
+        for owner, result in zip(owners, results, strict=True):
+            if isinstance(result, BaseException):
+                # The listener must not fail: aiokafka would go on with the partitions assigned
+                # and paused, processing nothing and saying nothing. Retry it until it works.
+                log.error("partition %d: restore failed (%r); retrying in the background", owner.number, result)
+                with contextlib.suppress(Exception):
+                    await owner.stop()
+                self._retry_claim(owner.number, result)
+                continue
             self.owners[owner.number] = owner
+            self._claim_errors.pop(owner.number, None)
+            ready.add(owner.number)
         if consumer is not None:
-            consumer.resume(*[tp for tp in tps if tp in consumer.assignment()])
+            consumer.resume(*[tp for tp in tps if tp in consumer.assignment() and tp.partition in ready])
+
+    def _new_owner(self, number: int) -> PartitionOwner:
+        return PartitionOwner(number, self.settings, self.topics, self.orchestrator, self.group_id,
+                              partitions=self.partitions)
+
+    def _retry_claim(self, number: int, error: BaseException) -> None:
+        self._claim_errors[number] = f"restore failed: {type(error).__name__}: {error}"
+        if number not in self._claim_retries:
+            self._claim_retries[number] = asyncio.create_task(self._claim_later(number))
+
+    async def _claim_later(self, number: int) -> None:
+        delay = CLAIM_RETRY_FIRST
+        try:
+            while True:
+                await asyncio.sleep(delay)  # back-off between attempts, not a wait for a condition
+                consumer = self._consumer
+                if consumer is None or number not in {tp.partition for tp in consumer.assignment()}:
+                    self._claim_errors.pop(number, None)
+                    return
+                owner = self._new_owner(number)
+                try:
+                    await owner.start()
+                except Exception as exc:
+                    with contextlib.suppress(Exception):
+                        await owner.stop()
+                    self._claim_errors[number] = f"restore failed: {type(exc).__name__}: {exc}"
+                    log.error("partition %d: restore failed again (%r)", number, exc)
+                    delay = min(delay * 2, CLAIM_RETRY_MAX)
+                    continue
+                async with self._turn:
+                    if number not in {tp.partition for tp in consumer.assignment()} or number in self.owners:
+                        await owner.stop()
+                        return
+                    self.owners[number] = owner
+                    self._claim_errors.pop(number, None)
+                    for topic in self.topics.inputs:
+                        tp = TopicPartition(topic, number)
+                        committed = await consumer.committed(tp)
+                        if committed is None:
+                            await consumer.seek_to_beginning(tp)
+                        else:
+                            consumer.seek(tp, committed)
+                        consumer.resume(tp)
+                log.info("partition %d: restored after earlier failures", number)
+                return
+        finally:
+            self._claim_retries.pop(number, None)
+
+    def problems(self) -> list[PartitionProblem]:
+        """Owned or assigned partitions that are not making progress (empty when healthy)."""
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        found = [PartitionProblem(n, reason) for n, reason in sorted(self._claim_errors.items())]
+        now = time.monotonic()
+        for number, (since, error) in sorted(self._failing.items()):
+            if number in self.owners and now - since >= self.stall_seconds:
+                found.append(PartitionProblem(number, f"no progress for {now - since:.0f} s: every turn fails "
+                                                      f"({error})"))
+        failing = {p.partition for p in found}
+        for tp in sorted(consumer.assignment()):
+            if tp.partition in failing:
+                continue
+            offsets = self._offsets(consumer, tp)
+            seen = self._progress.get(tp)
+            if offsets is None:
+                continue
+            position, end = offsets
+            waiting = end - position
+            if seen is None or seen.position != position or waiting <= 0:
+                self._progress[tp] = _Progress(position, now)
+                continue
+            stalled = now - seen.since
+            if stalled >= self.stall_seconds:
+                found.append(PartitionProblem(
+                    tp.partition, f"{waiting} record(s) waiting on {tp.topic} and no progress for {stalled:.0f} s"))
+        return found
+
+    @staticmethod
+    def _offsets(consumer: AIOKafkaConsumer, tp: TopicPartition) -> tuple[int, int] | None:
+        """(position, last stable offset) of an assigned partition, once both are known."""
+        try:
+            # aiokafka's public `position()` waits for a position and `last_stable_offset()` asserts;
+            # health checks must neither wait nor fail, so read the same state directly.
+            state = consumer._subscription.subscription.assignment.state_value(tp)
+            if state is None or not state.has_valid_position or state.lso is None or state.lso < 0:
+                return None
+            return int(state.position), int(state.lso)
+        except AttributeError:
+            return None
 
     async def _release(self, numbers: set[int]) -> None:
         async with self._turn:  # never in the middle of a transaction (see `_turn`)
             for number in numbers:
+                self._failing.pop(number, None)
                 owner = self.owners.pop(number, None)
                 if owner is not None:
                     await owner.stop()

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from ..core import commands as cmd
@@ -27,14 +28,15 @@ from ..core.codec import encode
 from ..core.events import HistoryEvent
 from ..core.orchestrator import Orchestrator, TurnOutcome, scheduled_start_command
 from ..core.state import InstanceState
-from ..errors import DecodeError
+from ..core.values import FailureDetails
+from ..errors import DecodeError, PoisonedInputError
 from .history_store import StoredHistory
 from .records import (
     MESSAGES,
     decode_events,
     decode_state,
     encode_dead_letter,
-    encode_events,
+    encode_event,
     encode_state,
     join_events,
     parse_history_chunk_key,
@@ -42,7 +44,7 @@ from .records import (
 from .settings import Settings
 from .topics import Topics, record_limit
 
-__all__ = ["PartitionOwner"]
+__all__ = ["PartitionOwner", "partition_for"]
 
 log = logging.getLogger(__name__)
 
@@ -53,28 +55,71 @@ FINISHED_KEPT = 10_000
 
 PRODUCER_RETRY_BACKOFF_MS = 5
 
+#: Room a record needs beside its key and value (batch and record headers), below the size limit.
+RECORD_OVERHEAD = 1024
+
+#: Inputs set aside at once; old entries go first (they were dead-lettered long ago).
+POISON_KEPT = 10_000
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition the Java client's default partitioner (murmur2) gives a key, as aiokafka's does."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+#: What an input was: ("record", topic, offset) or ("timer", instance, execution, timer ID).
+Source = tuple[str, str, str | int] | tuple[str, str, str, int]
+
+
+@dataclass(slots=True)
+class _Send:
+    topic: str
+    key: bytes
+    value: bytes | None
+    partition: int | None
+    #: The input whose turn made this record, to set it aside if the record cannot be written.
+    source: Source | None
 
 
 @dataclass(slots=True)
 class _Pending:
     """Records buffered for the current transaction."""
 
-    sends: list[tuple[str, bytes, bytes | None, int | None]] = field(default_factory=list)
+    sends: list[_Send] = field(default_factory=list)
+    source: Source | None = None
 
     def add(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:
-        self.sends.append((topic, key, value, partition))
+        self.sends.append(_Send(topic, key, value, partition, self.source))
+
+    def mark(self) -> int:
+        return len(self.sends)
+
+    def rollback(self, mark: int) -> None:
+        del self.sends[mark:]
+
+
+@dataclass(slots=True)
+class _Poison:
+    """An input that could not be applied: why, and whether failing its instance was tried."""
+
+    reason: str
+    fail_tried: bool = False
 
 
 class PartitionOwner:
     """State and processing of partition `number` of every input topic (see the module docstring)."""
 
     def __init__(
-        self, number: int, settings: Settings, topics: Topics, orchestrator: Orchestrator, group_id: str
+        self, number: int, settings: Settings, topics: Topics, orchestrator: Orchestrator, group_id: str,
+        partitions: int | None = None,
     ) -> None:
         self.number = number
+        #: Partitions of the input topics, to check that each record was keyed onto this one.
+        self.partitions = partitions or settings.partitions
         self.settings = settings
         self.topics = topics
         self.orchestrator = orchestrator
@@ -85,6 +130,14 @@ class PartitionOwner:
         self._timers: list[tuple[datetime, str, str, int]] = []
         self.producer: AIOKafkaProducer | None = None
         self.processed = 0
+        #: Inputs that broke a turn; kept across rebuilds (see `PoisonedInputError`).
+        self.poisoned: OrderedDict[Source, _Poison] = OrderedDict()
+        #: Records found unreadable during the last restore (skipped, and logged).
+        self.restore_problems = 0
+        self._record_limit = record_limit(settings)
+        # An audit record holds a turn's events; a turn of several large payloads is split across
+        # records so none is over the limit (each event alone is under it, or the turn fails).
+        self._audit_bytes = max(self._record_limit // 2, 256 * 1024)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -114,7 +167,17 @@ class PartitionOwner:
         states = await _read_compacted(self.settings, self.topics.status, self.number)
         self.states = {}
         self._finished = OrderedDict()
-        decoded = [decode_state(value) for value in states.values() if value is not None]
+        self.restore_problems = 0
+        decoded: list[InstanceState] = []
+        for key, value in states.items():
+            if value is None:
+                continue
+            try:
+                decoded.append(decode_state(value))
+            except DecodeError as exc:
+                # One unreadable record must not keep the partition from being owned at all.
+                self.restore_problems += 1
+                log.error("partition %d: skipping unreadable status record %r: %s", self.number, key[:200], exc)
         epoch = datetime.min.replace(tzinfo=UTC)
         for state in sorted(decoded, key=lambda st: st.last_updated_at or epoch):
             self._remember(state)
@@ -122,8 +185,12 @@ class PartitionOwner:
         for key, value in (await _read_compacted(self.settings, self.topics.history_store, self.number)).items():
             if value is None:
                 continue
-            iid, execution_id, chunk = parse_history_chunk_key(key)
-            chunks.setdefault((iid, execution_id), {})[chunk] = decode_events(value)[2]
+            try:
+                iid, execution_id, chunk = parse_history_chunk_key(key)
+                chunks.setdefault((iid, execution_id), {})[chunk] = decode_events(value)[2]
+            except DecodeError as exc:
+                self.restore_problems += 1
+                log.error("partition %d: skipping unreadable history chunk %r: %s", self.number, key[:200], exc)
         self.histories = {}
         self._timers = []
         for iid, state in self.states.items():
@@ -146,16 +213,73 @@ class PartitionOwner:
     # -- processing --------------------------------------------------------------------------
 
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Apply a batch of input records and commit everything they caused, with their offsets."""
+        """Apply a batch of input records and commit everything they caused, with their offsets.
+
+        Raises `PoisonedInputError` when one record broke its turn: the caller rebuilds the
+        partition from committed state and reads the batch again, and that record is then set
+        aside (`_set_aside`) instead of applied.
+        """
         pending = _Pending()
         decoded = [(tp.topic, record, self._decode(record)) for tp, records in batches.items() for record in records]
-        for _, _, message in decoded:
-            if isinstance(message, cmd.PurgeWorkflow) and message.instance_id not in self.states:
-                await self._recall(message.instance_id)
         for topic, record, message in decoded:
-            self._apply_record(topic, record, message, pending)
+            if isinstance(message, cmd.PurgeWorkflow) and message.instance_id not in self.states:
+                source: Source = ("record", topic, record.offset)
+                if source in self.poisoned:
+                    continue
+                try:
+                    await self._recall(message.instance_id)
+                except DecodeError as exc:
+                    raise self._poison(source, f"its instance's stored state is unreadable: {exc}") from exc
+        for topic, record, message in decoded:
+            source = ("record", topic, record.offset)
+            pending.source = source
+            poison = self.poisoned.get(source)
+            if poison is not None:
+                self._set_aside(topic, record, message, poison, pending)
+                continue
+            mark = pending.mark()
+            try:
+                self._apply_record(topic, record, message, pending)
+            except Exception as exc:
+                pending.rollback(mark)
+                log.exception("partition %d: applying %s[%d]@%d failed", self.number, topic, record.partition,
+                              record.offset)
+                raise self._poison(source, f"applying it failed: {type(exc).__name__}: {exc}") from exc
+        pending.source = None
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
         await self._commit(pending, offsets)
+
+    def _poison(self, source: Source, reason: str) -> PoisonedInputError:
+        """Remember `source` as an input to set aside, and the error that makes the caller rebuild."""
+        if source not in self.poisoned:
+            self.poisoned[source] = _Poison(reason)
+            while len(self.poisoned) > POISON_KEPT:
+                self.poisoned.popitem(last=False)
+        return PoisonedInputError(source, reason)
+
+    def _set_aside(self, topic: str, record: ConsumerRecord[bytes, bytes],
+                   message: cmd.InstanceMessage | DecodeError, poison: _Poison, pending: _Pending) -> None:
+        """Dead-letter an input that broke a turn, and fail its instance (once) with the reason."""
+        reason = f"the engine could not apply this record: {poison.reason}"
+        log.error("partition %d: setting aside %s[%d]@%d: %s", self.number, topic, record.partition, record.offset,
+                  poison.reason)
+        pending.add(self.topics.dead_letter, record.key or b"",
+                    encode_dead_letter(reason, topic, record.partition, record.offset, record.key, record.value))
+        if isinstance(message, cmd.InstanceMessage):
+            start = message if isinstance(message, cmd.StartWorkflow) else None
+            self._fail_instance(message.instance_id, poison, reason, pending, start)
+
+    def _fail_instance(self, iid: str, poison: _Poison, reason: str, pending: _Pending,
+                       start: cmd.StartWorkflow | None = None) -> None:
+        state = self.states.get(iid)
+        running = state is not None and state.is_running
+        if poison.fail_tried or not (running or start is not None):
+            return
+        # Failing the instance is itself a turn that could break; it is tried once, and after that
+        # the input is only dead-lettered.
+        poison.fail_tried = True
+        failure = FailureDetails(error_type="EngineError", message=reason, non_retriable=True)
+        self._stage(iid, self.orchestrator.fail(state, failure, utcnow(), start), pending)
 
     async def _recall(self, iid: str) -> None:
         """Bring back the state of a finished instance that was let go from memory (for a purge)."""
@@ -188,6 +312,15 @@ class PartitionOwner:
         fired = 0
         while self._timers and self._timers[0][0] <= now and fired < 1000:
             fire_at, iid, execution_id, timer_id = heapq.heappop(self._timers)
+            source: Source = ("timer", iid, execution_id, timer_id)
+            pending.source = source
+            poison = self.poisoned.get(source)
+            if poison is not None:
+                log.error("partition %d: setting aside timer %d of %r: %s", self.number, timer_id, iid[:200],
+                          poison.reason)
+                self._fail_instance(iid, poison, f"the engine could not fire timer #{timer_id}: {poison.reason}",
+                                    pending)
+                continue
             message: cmd.InstanceMessage
             if timer_id == -1:  # a start scheduled for later (see `_stage`)
                 state = self.states.get(iid)
@@ -197,8 +330,15 @@ class PartitionOwner:
             else:
                 message = cmd.TimerFiring(instance_id=iid, execution_id=execution_id, timer_id=timer_id,
                                           fire_at=fire_at)
-            self._apply(message, pending)
+            mark = pending.mark()
+            try:
+                self._apply(message, pending)
+            except Exception as exc:
+                pending.rollback(mark)
+                log.exception("partition %d: firing timer %d of %r failed", self.number, timer_id, iid[:200])
+                raise self._poison(source, f"firing it failed: {type(exc).__name__}: {exc}") from exc
             fired += 1
+        pending.source = None
         await self._commit(pending, {})
         return fired
 
@@ -211,9 +351,10 @@ class PartitionOwner:
                 raise DecodeError("empty record")
             if len(record.value) > self.settings.max_payload_bytes + 8192:  # room for the envelope
                 raise DecodeError(f"record of {len(record.value)} bytes is over the payload limit")
-            message: cmd.InstanceMessage = MESSAGES.decode(record.value)
+            message: cmd.InstanceMessage = cmd.check_message(MESSAGES.decode(record.value))
             if record.key is not None and record.key != message.instance_id.encode():
-                raise DecodeError(f"record key {record.key!r} does not match instance_id {message.instance_id!r}")
+                raise DecodeError(f"record key {record.key[:200]!r} does not match instance_id "
+                                  f"{message.instance_id[:200]!r}")
             return message
         except DecodeError as exc:
             return exc
@@ -225,6 +366,16 @@ class PartitionOwner:
             pending.add(self.topics.dead_letter, record.key or b"",
                         encode_dead_letter(str(message), topic, record.partition, record.offset, record.key,
                                            record.value))
+            return
+        key = message.instance_id.encode()
+        home = partition_for(key, self.partitions)
+        if record.key is None or home != self.number:
+            # Produced without a key, or by a client whose partitioner is not the Java default
+            # (librdkafka's is CRC32): the instance's state lives on `home`, so the record goes
+            # there, keyed, within this transaction; applying it here would split the instance.
+            log.warning("%s[%d]@%d for %r belongs on partition %d; forwarding it there", topic, record.partition,
+                        record.offset, message.instance_id[:200], home)
+            pending.add(topic, key, record.value, home)
             return
         outcome = self._apply(message, pending)
         refused = outcome.rejected or (self.states.get(message.instance_id) is None and not outcome.changed
@@ -249,7 +400,7 @@ class PartitionOwner:
         key = iid.encode()
         topics = self.topics
         for execution_id, closed in outcome.closed:
-            pending.add(topics.history, key, encode_events(iid, execution_id, closed), self.number)
+            self._audit(pending, key, iid, execution_id, [encode_event(e) for e in closed])
             self._drop_history(iid, pending)
         if outcome.purged:
             self._forget(iid)
@@ -269,7 +420,7 @@ class PartitionOwner:
                 stored = self.histories[iid] = StoredHistory(iid, state.execution_id)
             # Each event is encoded once, for the audit record and for the history-store chunks.
             fresh = stored.append(outcome.events)
-            pending.add(topics.history, key, join_events(iid, state.execution_id, fresh), self.number)
+            self._audit(pending, key, iid, state.execution_id, fresh)
             if state.is_running:
                 for chunk_key, chunk in stored.dirty_chunks():
                     pending.add(topics.history_store, chunk_key, chunk, self.number)
@@ -286,6 +437,17 @@ class PartitionOwner:
         for message in outcome.messages:
             pending.add(topics.commands, message.instance_id.encode(), _encode(message), None)
 
+    def _audit(self, pending: _Pending, key: bytes, iid: str, execution_id: str, encoded: list[bytes]) -> None:
+        """A turn's events on the audit topic: one record, or several when their payloads are large."""
+        start, size = 0, 0
+        for index, event in enumerate(encoded):
+            if index > start and size + len(event) > self._audit_bytes:
+                pending.add(self.topics.history, key, join_events(iid, execution_id, encoded[start:index]),
+                            self.number)
+                start, size = index, 0
+            size += len(event) + 1
+        pending.add(self.topics.history, key, join_events(iid, execution_id, encoded[start:]), self.number)
+
     def _events(self, iid: str) -> list[HistoryEvent]:
         stored = self.histories.get(iid)
         return stored.events if stored is not None else []
@@ -300,13 +462,21 @@ class PartitionOwner:
     async def _commit(self, pending: _Pending, offsets: dict[TopicPartition, int]) -> None:
         if not pending.sends and not offsets:
             return
+        for send in pending.sends:
+            size = len(send.key) + len(send.value or b"") + RECORD_OVERHEAD
+            if size > self._record_limit and send.source is not None:
+                # Kafka would refuse the record and the transaction with it, on every retry: the
+                # input that made it is set aside instead (its instance fails with this reason).
+                raise self._poison(send.source, f"its turn would write a record of {size} bytes to {send.topic}, "
+                                   f"over the limit of {self._record_limit} bytes")
         producer = self.producer
         assert producer is not None
         futures: list[asyncio.Future[Any]] = []
         try:
             async with producer.transaction():
-                for topic, key, value, partition in pending.sends:
-                    futures.append(await producer.send(topic, value=value, key=key, partition=partition))
+                for send in pending.sends:
+                    futures.append(await producer.send(send.topic, value=send.value, key=send.key,
+                                                       partition=send.partition))
                 if offsets:
                     await producer.send_offsets_to_transaction(offsets, self.group_id)
         except BaseException:

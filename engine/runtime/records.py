@@ -141,8 +141,13 @@ def join_events(instance_id: str, execution_id: str, encoded: Sequence[bytes]) -
 
 
 def decode_events(data: bytes) -> tuple[str, str, list[HistoryEvent]]:
-    raw = orjson.loads(data)
-    return raw["instance_id"], raw["execution_id"], [EVENTS.decode(e) for e in raw["events"]]
+    try:
+        raw = orjson.loads(data)
+        return raw["instance_id"], raw["execution_id"], [EVENTS.decode(e) for e in raw["events"]]
+    except DecodeError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise DecodeError(f"invalid history record: {exc!r}") from None
 
 
 def history_chunk_key(instance_id: str, execution_id: str, chunk: int) -> bytes:
@@ -150,8 +155,16 @@ def history_chunk_key(instance_id: str, execution_id: str, chunk: int) -> bytes:
 
 
 def parse_history_chunk_key(key: bytes) -> tuple[str, str, int]:
-    instance_id, execution_id, chunk = key.decode().split("\x00")
-    return instance_id, execution_id, int(chunk)
+    """Read `history_chunk_key`'s format; split from the right, so no instance ID can break it.
+
+    Execution IDs are made by the engine (UUIDs) and chunk numbers are digits; the instance ID is
+    whatever came first, NUL characters included (keys written before IDs were checked had them).
+    """
+    try:
+        instance_id, execution_id, chunk = key.decode().rsplit("\x00", 2)
+        return instance_id, execution_id, int(chunk)
+    except ValueError:  # UnicodeDecodeError is a ValueError
+        raise DecodeError(f"malformed history-store key {key[:200]!r}") from None
 
 
 def encode_dead_letter(reason: str, topic: str, partition: int, offset: int, key: bytes | None,

@@ -42,6 +42,14 @@ class Settings:
     #: Live workflow generators kept per engine process (sticky execution).
     cache_size: int = 10_000
     task_queue: str = "default"
+    #: Seconds input may wait on an engine partition with no progress before health reports it.
+    stall_seconds: float = 60.0
+    #: Seconds a stopping worker lets running activities finish; what still runs is abandoned
+    #: (not committed, so delivered again) and the process exits.
+    shutdown_grace_seconds: float = 30.0
+    #: Port of the /metrics, /healthz and /readyz endpoints of engine and worker processes; 0 = off.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -62,6 +70,10 @@ class Settings:
             activity_concurrency=_int(env, "HEADRACE_ACTIVITY_CONCURRENCY", 64),
             cache_size=_int(env, "HEADRACE_CACHE_SIZE", 10_000),
             task_queue=env.get("HEADRACE_TASK_QUEUE", "default"),
+            stall_seconds=float(env.get("HEADRACE_STALL_SECONDS") or 60.0),
+            shutdown_grace_seconds=float(env.get("HEADRACE_SHUTDOWN_GRACE_SECONDS") or 30.0),
+            metrics_port=_int(env, "HEADRACE_METRICS_PORT", 0),
+            metrics_host=env.get("HEADRACE_METRICS_HOST") or "127.0.0.1",
             security_protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
             sasl_mechanism=env.get("KAFKA_SASL_MECHANISM") or None,
             sasl_username=env.get("KAFKA_SASL_USERNAME") or None,

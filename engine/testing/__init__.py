@@ -26,6 +26,7 @@ from ..core import commands as cmd
 from ..core.cache import ExecutionCache
 from ..core.context import registered_name
 from ..core.events import HistoryEvent
+from ..core.ids import check_id, check_new_instance_id
 from ..core.orchestrator import Orchestrator, TurnOutcome
 from ..core.payload import dump_payload
 from ..core.state import InstanceState
@@ -93,7 +94,8 @@ class WorkflowTestEnvironment:
         self, workflow: Callable[..., Any] | str, *, input: Any = None, instance_id: str | None = None,
         start_at: datetime | None = None,
     ) -> str:
-        iid = instance_id or self._new_id()
+        # The same rules as the Kafka client: daprd's for a new ID, the engine's for the rest.
+        iid = check_new_instance_id(instance_id) if instance_id else self._new_id()
         state = self.states.get(iid)
         if state is not None and not state.is_terminal:
             raise InstanceExistsError(iid)
@@ -175,6 +177,7 @@ class WorkflowTestEnvironment:
     # -- internals ---------------------------------------------------------------------------
 
     def _require(self, instance_id: str) -> InstanceState:
+        check_id(instance_id)
         state = self.states.get(instance_id)
         if state is None:
             raise InstanceNotFoundError(instance_id)

@@ -110,3 +110,28 @@ def tree(ctx: DaprWorkflowContext, depth: int) -> Any:
 @runtime.workflow(name="missing_activity")
 def missing_activity(ctx: DaprWorkflowContext) -> Any:
     return (yield ctx.call_activity("no_such_activity"))
+
+
+# -- hostile-input probes (tests/e2e/test_hostile.py) ------------------------------------------
+
+
+@runtime.activity(name="measure")
+def measure(ctx: WorkflowActivityContext, doc: str) -> int:
+    return len(doc)
+
+
+@runtime.workflow(name="fan_same")
+def fan_same(ctx: DaprWorkflowContext, args: dict[str, Any]) -> Any:
+    # One turn that schedules `n` activities with the same large input: its events are n payloads.
+    sizes = yield when_all([ctx.call_activity(measure, input=args["doc"]) for _ in range(args["n"])])
+    return sum(sizes)
+
+
+@runtime.workflow(name="loud_failure")
+def loud_failure(ctx: DaprWorkflowContext, size: int) -> Any:
+    raise RuntimeError("x" * size)
+
+
+@runtime.workflow(name="child_named")
+def child_named(ctx: DaprWorkflowContext, child_id: str) -> Any:
+    return (yield ctx.call_child_workflow(counter, input=1, instance_id=child_id))
