@@ -27,6 +27,9 @@ _Convert = Callable[[Any, str], Any]
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
+#: Deepest nesting of objects a message may have (a failure's chain of inner failures).
+MAX_DEPTH = 64
+
 
 def field_names(cls: type) -> tuple[str, ...]:
     names = _FIELD_NAMES.get(cls)
@@ -103,6 +106,10 @@ def _dataclass_decoder(cls: type) -> _Convert:
     def decode(value: Any, path: str) -> Any:
         if not isinstance(value, Mapping):
             raise DecodeError(f"{path}: expected an object, got {_json_type(value)}")
+        if path.count(".") > MAX_DEPTH:
+            # Recursive types (a failure's `inner`) would otherwise recurse until Python's limit,
+            # and what does decode can still be too deep for orjson to encode (255 levels).
+            raise DecodeError(f"{path[:120]}...: nested more than {MAX_DEPTH} levels deep")
         if not converters:
             converters.update({f.name: _converter(hints[f.name]) for f in fields})
         unknown = value.keys() - converters.keys()

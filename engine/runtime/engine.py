@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between attempts to take over a partition whose restore failed (doubling up to the cap).
 CLAIM_RETRY_FIRST, CLAIM_RETRY_MAX = 0.5, 30.0
+#: A partition whose turns fail this many times in a row is paused between attempts (doubling).
+FAILURES_BEFORE_BACKOFF, BACKOFF_FIRST, BACKOFF_MAX = 3, 0.2, 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +83,8 @@ class Engine:
         self._claim_errors: dict[int, str] = {}
         self._claim_retries: dict[int, asyncio.Task[None]] = {}
         self._progress: dict[TopicPartition, _Progress] = {}
-        #: Partitions whose turns keep failing: since when (monotonic) and the latest error.
-        self._failing: dict[int, tuple[float, str]] = {}
+        #: Partitions whose turns keep failing: since when (monotonic), the latest error, how many in a row.
+        self._failing: dict[int, tuple[float, str, int]] = {}
         #: How long input may wait on a partition without its position moving before it is reported.
         self.stall_seconds = self.settings.stall_seconds
 
@@ -149,11 +151,28 @@ class Engine:
         try:
             await work  # type: ignore[misc]
         except Exception as exc:
-            since = self._failing.get(owner.number, (time.monotonic(), ""))[0]
-            self._failing[owner.number] = (since, f"{type(exc).__name__}: {exc}")
+            since, _, count = self._failing.get(owner.number, (time.monotonic(), "", 0))
+            if isinstance(exc, PoisonedInputError):
+                count = 0  # the next attempt sets the input aside: that is progress
+            self._failing[owner.number] = (since, f"{type(exc).__name__}: {exc}", count + 1)
             await self._recover(owner, consumer, exc)
+            if count + 1 >= FAILURES_BEFORE_BACKOFF:
+                self._back_off(owner.number, consumer, count + 1)
         else:
             self._failing.pop(owner.number, None)
+
+    def _back_off(self, number: int, consumer: AIOKafkaConsumer, failures: int) -> None:
+        """Pause a partition whose turns keep failing, so it does not rebuild itself in a tight loop."""
+        delay = min(BACKOFF_FIRST * 2 ** (failures - FAILURES_BEFORE_BACKOFF), BACKOFF_MAX)
+        tps = [tp for tp in (TopicPartition(t, number) for t in self.topics.inputs) if tp in consumer.assignment()]
+        consumer.pause(*tps)
+        log.warning("partition %d: %d failures in a row; pausing it for %.1f s", number, failures, delay)
+
+        def resume() -> None:
+            if self._consumer is not None and self._consumer is consumer and number in self.owners:
+                consumer.resume(*[tp for tp in tps if tp in consumer.assignment()])
+
+        asyncio.get_running_loop().call_later(delay, resume)
 
     async def _recover(self, owner: PartitionOwner, consumer: AIOKafkaConsumer, error: Exception) -> None:
         try:
@@ -292,7 +311,7 @@ class Engine:
             return []
         found = [PartitionProblem(n, reason) for n, reason in sorted(self._claim_errors.items())]
         now = time.monotonic()
-        for number, (since, error) in sorted(self._failing.items()):
+        for number, (since, error, _) in sorted(self._failing.items()):
             if number in self.owners and now - since >= self.stall_seconds:
                 found.append(PartitionProblem(number, f"no progress for {now - since:.0f} s: every turn fails "
                                                       f"({error})"))

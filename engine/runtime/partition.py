@@ -264,7 +264,8 @@ class PartitionOwner:
         log.error("partition %d: setting aside %s[%d]@%d: %s", self.number, topic, record.partition, record.offset,
                   poison.reason)
         pending.add(self.topics.dead_letter, record.key or b"",
-                    encode_dead_letter(reason, topic, record.partition, record.offset, record.key, record.value))
+                    encode_dead_letter(reason, topic, record.partition, record.offset, record.key, record.value,
+                                       self.settings.dead_letter_value_bytes))
         if isinstance(message, cmd.InstanceMessage):
             start = message if isinstance(message, cmd.StartWorkflow) else None
             self._fail_instance(message.instance_id, poison, reason, pending, start)
@@ -358,6 +359,8 @@ class PartitionOwner:
             return message
         except DecodeError as exc:
             return exc
+        except Exception as exc:  # e.g. RecursionError: nothing a record holds may escape decoding
+            return DecodeError(f"undecodable record: {type(exc).__name__}: {exc}")
 
     def _apply_record(self, topic: str, record: ConsumerRecord[bytes, bytes],
                       message: cmd.InstanceMessage | DecodeError, pending: _Pending) -> None:
@@ -365,7 +368,7 @@ class PartitionOwner:
             log.warning("dead-lettering %s[%d]@%d: %s", topic, record.partition, record.offset, message)
             pending.add(self.topics.dead_letter, record.key or b"",
                         encode_dead_letter(str(message), topic, record.partition, record.offset, record.key,
-                                           record.value))
+                                           record.value, self.settings.dead_letter_value_bytes))
             return
         key = message.instance_id.encode()
         home = partition_for(key, self.partitions)
@@ -385,7 +388,7 @@ class PartitionOwner:
             # its reason, so whoever produced it can find out; results and firings are dropped.
             pending.add(self.topics.dead_letter, record.key or b"",
                         encode_dead_letter(outcome.ignored, topic, record.partition, record.offset, record.key,
-                                           record.value))
+                                           record.value, self.settings.dead_letter_value_bytes))
 
     def _apply(self, message: cmd.InstanceMessage, pending: _Pending) -> TurnOutcome:
         iid = message.instance_id

@@ -37,6 +37,9 @@ EVENTS = Codec(EVENT_TYPES)
 
 _STATE_VERSION = 1
 
+#: Longest key copied into a dead letter (IDs the engine accepts are at most 1 KiB).
+DEAD_LETTER_KEY_BYTES = 1024
+
 
 def encode_state(state: InstanceState) -> bytes:
     return orjson.dumps(
@@ -168,14 +171,21 @@ def parse_history_chunk_key(key: bytes) -> tuple[str, str, int]:
 
 
 def encode_dead_letter(reason: str, topic: str, partition: int, offset: int, key: bytes | None,
-                       value: bytes | None) -> bytes:
+                       value: bytes | None, value_limit: int = 64 * 1024) -> bytes:
+    """A dead letter: why, where the record was, and a bounded copy of its key and value.
+
+    The copy is for whoever produced the record to see what was refused; it is cut at
+    `value_limit` bytes (HEADRACE_DEAD_LETTER_VALUE_BYTES) and the key at `DEAD_LETTER_KEY_BYTES`,
+    so a dead letter never holds a whole large payload (see docs/data-retention.md).
+    """
     return orjson.dumps(
         {
-            "reason": reason,
+            "reason": reason[:4096],
             "topic": topic,
             "partition": partition,
             "offset": offset,
-            "key": None if key is None else key.decode(errors="replace"),
-            "value": None if value is None else value[:65536].decode(errors="replace"),
+            "key": None if key is None else key[:DEAD_LETTER_KEY_BYTES].decode(errors="replace"),
+            "value": None if value is None else value[:value_limit].decode(errors="replace"),
+            "value_bytes": None if value is None else len(value),
         }
     )

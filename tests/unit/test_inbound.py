@@ -129,3 +129,28 @@ def test_engine_can_fail_a_start_it_cannot_apply() -> None:
     assert [e.seq for e in outcome.events] == [0, 1, 2, 3]
     finished = orchestrator.fail(outcome.state, FailureDetails(error_type="E", message="m"), NOW)
     assert finished.events == [] and finished.ignored is not None
+
+
+def _nested_failure(depth: int) -> dict[str, object]:
+    failure: dict[str, object] = {"error_type": "E", "message": "m"}
+    for _ in range(depth):
+        failure = {"error_type": "E", "message": "m", "inner": failure}
+    return failure
+
+
+def test_deeply_nested_failures_are_refused_not_recursed_into() -> None:
+    # Found by the poison fuzzer: 600 nested `inner` failures raised RecursionError in the codec,
+    # which escaped decoding and crash-looped the partition.
+    body = {"type": "ActivityResult", "version": 1, "instance_id": "i", "execution_id": "e", "task_id": 0}
+    assert MESSAGES.decode(orjson.dumps({**body, "failure": _nested_failure(30)})).failure is not None
+    deep = orjson.dumps({**body, "failure": _nested_failure(200)})
+    with pytest.raises(DecodeError, match="nested more than"):
+        MESSAGES.decode(deep)
+
+
+def test_dead_letters_hold_a_bounded_copy() -> None:
+    from engine.runtime.records import encode_dead_letter
+
+    letter = orjson.loads(encode_dead_letter("why", "t", 0, 1, b"k" * 5000, b"v" * 100_000, value_limit=1000))
+    assert len(letter["value"]) == 1000 and letter["value_bytes"] == 100_000
+    assert len(letter["key"]) == 1024
