@@ -3,6 +3,9 @@
 `engine` runs orchestrator processors, `worker` runs activity workers, `run` both in one process.
 Any number of each may run at once; they share the work through Kafka consumer groups.
 Settings come from the environment (KAFKA_BOOTSTRAP_SERVERS, HEADRACE_TOPIC_PREFIX, …); flags win.
+With --metrics-port (HEADRACE_METRICS_PORT) the process serves /metrics, /healthz and /readyz
+(engine/runtime/telemetry.py). SIGTERM or SIGINT stops it: a worker lets running activities finish
+for --shutdown-grace seconds (HEADRACE_SHUTDOWN_GRACE_SECONDS) and abandons the rest.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -25,7 +29,9 @@ class AppNotFound(OpsError):
 def load_runtime(reference: str) -> Any:
     """`package.module:attribute` → the WorkflowRuntime it names."""
     from engine import WorkflowRuntime
+    from engine.runtime.logs import import_path_like_python_m
 
+    import_path_like_python_m()
     module_name, _, attribute = reference.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -46,37 +52,59 @@ def _settings(args: argparse.Namespace) -> Any:
         partitions=args.partitions,
         replication_factor=args.replication_factor,
         activity_concurrency=getattr(args, "concurrency", None),
+        shutdown_grace_seconds=getattr(args, "shutdown_grace", None),
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
 
 
-async def _serve(roles: list[Any]) -> None:
+async def _serve(roles: dict[str, Any], settings: Any) -> None:
+    from engine.runtime.telemetry import TelemetryServer
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: [role.stop() for role in roles])
-    tasks = [asyncio.create_task(role.run()) for role in roles]
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    for role in roles:
-        role.stop()
-    await asyncio.gather(*pending, return_exceptions=True)
-    for task in done:
-        task.result()
+        loop.add_signal_handler(sig, lambda: [role.stop() for role in roles.values()])
+    telemetry = None
+    if settings.metrics_port:
+        telemetry = TelemetryServer(settings.metrics_port, settings.metrics_host)
+        for name, role in roles.items():
+            # The engine's metrics and problems() hook are picked up by name (telemetry.py).
+            telemetry.watch(name, role)
+        telemetry.start(loop)
+    try:
+        tasks = [asyncio.create_task(role.run()) for role in roles.values()]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for role in roles.values():
+            role.stop()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()
+    finally:
+        if telemetry is not None:
+            telemetry.stop()
 
 
 def _run(args: argparse.Namespace) -> int:
     from engine.runtime.engine import Engine
+    from engine.runtime.logs import configure_logging
     from engine.runtime.worker import ActivityWorker
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    configure_logging(args.log_level)
     runtime = load_runtime(args.app)
     settings = _settings(args)
-    roles: list[Any] = []
+    roles: dict[str, Any] = {}
     if args.role in ("engine", "run"):
-        roles.append(Engine(runtime.registry, settings))
+        roles["engine"] = Engine(runtime.registry, settings)
     if args.role in ("worker", "run"):
-        roles.append(ActivityWorker(runtime.registry, settings))
-    asyncio.run(_serve(roles))
+        roles["worker"] = ActivityWorker(runtime.registry, settings)
+    asyncio.run(_serve(roles, settings))
+    if any(getattr(role, "abandoned", 0) for role in roles.values()):
+        # Abandoned activities still run on daemon threads; interpreter shutdown would race them
+        # for stdout and the logging locks. Everything worth keeping is committed and flushed.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -96,5 +124,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             help="replication of new topics (HEADRACE_REPLICATION_FACTOR)")
         if role != "engine":
             parser.add_argument("--concurrency", type=int, help="activities at once (HEADRACE_ACTIVITY_CONCURRENCY)")
+            parser.add_argument("--shutdown-grace", type=float, metavar="SECONDS",
+                                help="on SIGTERM, seconds running activities may finish before they are "
+                                "abandoned and delivered again (HEADRACE_SHUTDOWN_GRACE_SECONDS, 30)")
+        parser.add_argument("--metrics-port", type=int,
+                            help="serve /metrics, /healthz and /readyz on this port (HEADRACE_METRICS_PORT; 0 = off)")
+        parser.add_argument("--metrics-host", help="address for --metrics-port (HEADRACE_METRICS_HOST, 127.0.0.1)")
         parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         parser.set_defaults(handler=_run, role=role)

@@ -2,13 +2,15 @@
 
 `ops/dev up` calls this after starting Kafka, so a newcomer gets a working stack with the example
 workflows registered. Pid files (with process start times, so a recycled pid is never killed) and
-logs live in the state directory beside Kafka's.
+logs live in the state directory beside Kafka's. The engine and the worker serve metrics and health
+on free ports (remembered in `<role>.metrics-port`), and `status` prints each one's health.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +26,10 @@ ROLES: dict[str, tuple[list[str], str]] = {
     "worker": (["worker"], "activity worker started"),
     "api": (["api"], "Uvicorn running"),
 }
+
+
+#: Roles that serve /metrics, /healthz and /readyz (engine/runtime/telemetry.py).
+METRICS_ROLES = ("engine", "worker")
 
 
 class StackError(OpsError):
@@ -55,11 +61,16 @@ def up(app: str, roles: list[str], timeout_s: float = 90.0) -> None:
             continue
         log_file = directory / f"{role}.log"
         argv, _ = ROLES[role]
+        env = os.environ.copy()
+        if role in METRICS_ROLES:
+            port = _free_port()
+            env["HEADRACE_METRICS_PORT"] = str(port)
+            (directory / f"{role}.metrics-port").write_text(str(port))
         with log_file.open("ab") as log:
             child = subprocess.Popen(
                 [sys.executable, "-m", "ops", *argv, "--app", app],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True, env=os.environ.copy(),
+                start_new_session=True, close_fds=True, env=env,
             )
         ref = identify(child.pid)
         if ref is None:
@@ -85,9 +96,11 @@ def down() -> None:
         pidfile = directory / f"{role}.pid"
         ref = read_pidfile(pidfile)
         if ref is not None:
-            clean = terminate(ref, grace_s=20.0)
+            # A worker lets running activities finish for its grace period (30 s by default) first.
+            clean = terminate(ref, grace_s=45.0)
             print(f"{role}: stopped{'' if clean else ' (killed)'}", file=sys.stderr)
         pidfile.unlink(missing_ok=True)
+        (directory / f"{role}.metrics-port").unlink(missing_ok=True)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -105,11 +118,40 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def health(role: str) -> str:
+    """One line on a running role's /readyz: "healthy", or its problems; "" if it serves none."""
+    import httpx
+
+    path = stack_dir() / f"{role}.metrics-port"
+    if role not in METRICS_ROLES or not path.exists():
+        return ""
+    try:
+        reply = httpx.get(f"http://127.0.0.1:{path.read_text().strip()}/readyz", timeout=5)
+        body = reply.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"health unknown ({type(exc).__name__})"
+    if reply.status_code == 200:
+        return "healthy"
+    problems = "; ".join(
+        f"{'partition ' + str(p['partition']) + ': ' if p.get('partition') is not None else ''}{p.get('reason')}"
+        for p in body.get("problems", [])
+    )
+    return f"UNHEALTHY: {problems}"
+
+
 def _status(args: argparse.Namespace) -> int:
     for role in ROLES:
         ref = read_pidfile(stack_dir() / f"{role}.pid")
-        state = f"running (pid {ref.pid})" if ref is not None and is_running(ref) else "stopped"
-        print(f"{role}: {state}")
+        running = ref is not None and is_running(ref)
+        state = f"running (pid {ref.pid})" if ref is not None and running else "stopped"
+        line = health(role) if running else ""
+        print(f"{role}: {state}{', ' + line if line else ''}")
     return 0
 
 
@@ -122,4 +164,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up_parser.add_argument("--timeout", type=float, default=90.0)
     up_parser.set_defaults(handler=_up)
     sub.add_parser("down", help="stop them").set_defaults(handler=_down)
-    sub.add_parser("status", help="show which run").set_defaults(handler=_status)
+    sub.add_parser("status", help="show which run, and the health of engine and worker").set_defaults(
+        handler=_status)

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -21,9 +20,10 @@ from ..errors import PoisonedInputError
 from ..sdk.registry import Registry
 from .partition import PartitionOwner
 from .settings import FETCH_MAX_WAIT_MS, Settings
+from .telemetry import EngineMetrics, Problem, partition_offsets
 from .topics import Topics, ensure_topics, partition_count
 
-__all__ = ["Engine", "PartitionProblem"]
+__all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +31,6 @@ log = logging.getLogger(__name__)
 CLAIM_RETRY_FIRST, CLAIM_RETRY_MAX = 0.5, 30.0
 #: A partition whose turns fail this many times in a row is paused between attempts (doubling).
 FAILURES_BEFORE_BACKOFF, BACKOFF_FIRST, BACKOFF_MAX = 3, 0.2, 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionProblem:
-    """Why one owned partition is not making progress, for health checks and operators."""
-
-    partition: int
-    reason: str
-
-
-@dataclass(slots=True)
-class _Progress:
-    """When the consumer position of one input partition last moved, to tell idle from stuck."""
-
-    position: int
-    since: float
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -82,7 +66,8 @@ class Engine:
         #: Assigned partitions that could not be restored yet, with the last error.
         self._claim_errors: dict[int, str] = {}
         self._claim_retries: dict[int, asyncio.Task[None]] = {}
-        self._progress: dict[TopicPartition, _Progress] = {}
+        #: Prometheus metrics (served by `headrace engine --metrics-port`, see telemetry.py).
+        self.metrics = EngineMetrics()
         #: Partitions whose turns keep failing: since when (monotonic), the latest error, how many in a row.
         self._failing: dict[int, tuple[float, str, int]] = {}
         #: How long input may wait on a partition without its position moving before it is reported.
@@ -141,25 +126,44 @@ class Engine:
                         if tp in consumer.assignment():
                             consumer.seek(tp, records[0].offset)
                     continue
-                await self._guarded(owner, owner.process(batch), consumer)
+                if await self._guarded(owner, owner.process(batch), consumer):
+                    self.metrics.turns(number, sum(len(records) for records in batch.values()))
+                    self.metrics.progress(number)
         now = datetime.now(UTC)
         async with self._turn:
             for owner in list(self.owners.values()):
-                await self._guarded(owner, owner.fire_due_timers(now), consumer)
+                if await self._guarded(owner, owner.fire_due_timers(now), consumer) and owner.fired:
+                    self.metrics.progress(owner.number)
+        self._observe(consumer)
 
-    async def _guarded(self, owner: PartitionOwner, work: object, consumer: AIOKafkaConsumer) -> None:
+    def _observe(self, consumer: AIOKafkaConsumer) -> None:
+        """Input lag and timers of every owned partition, for metrics and stall detection."""
+        for number, owner in self.owners.items():
+            waiting = 0
+            for topic in self.topics.inputs:
+                offsets = partition_offsets(consumer, TopicPartition(topic, number))
+                if offsets is not None:
+                    waiting += max(0, offsets[1] - offsets[0])
+            self.metrics.input_lag(number, waiting)
+            if waiting == 0:
+                self.metrics.progress(number)  # idle is not stuck
+            self.metrics.timers_pending(number, owner.timer_count)
+
+    async def _guarded(self, owner: PartitionOwner, work: object, consumer: AIOKafkaConsumer) -> bool:
+        """Run one batch or timer firing of `owner`; recover from any failure. True if it succeeded."""
         try:
             await work  # type: ignore[misc]
         except Exception as exc:
             since, _, count = self._failing.get(owner.number, (time.monotonic(), "", 0))
             if isinstance(exc, PoisonedInputError):
                 count = 0  # the next attempt sets the input aside: that is progress
-            self._failing[owner.number] = (since, f"{type(exc).__name__}: {exc}", count + 1)
+            self._failing[owner.number] = (since, type(exc).__name__, count + 1)
             await self._recover(owner, consumer, exc)
             if count + 1 >= FAILURES_BEFORE_BACKOFF:
                 self._back_off(owner.number, consumer, count + 1)
-        else:
-            self._failing.pop(owner.number, None)
+            return False
+        self._failing.pop(owner.number, None)
+        return True
 
     def _back_off(self, number: int, consumer: AIOKafkaConsumer, failures: int) -> None:
         """Pause a partition whose turns keep failing, so it does not rebuild itself in a tight loop."""
@@ -188,6 +192,7 @@ class Engine:
             # if it is ours after all, with positions reset to the committed offsets.
             log.warning("partition %d: fenced by a newer owner; releasing it", owner.number)
             self.owners.pop(owner.number, None)
+            self.metrics.released(owner.number)
             self.orchestrator.cache.clear()
             consumer.pause(*[TopicPartition(t, owner.number) for t in self.topics.inputs])
             await owner.stop()
@@ -259,10 +264,10 @@ class Engine:
 
     def _new_owner(self, number: int) -> PartitionOwner:
         return PartitionOwner(number, self.settings, self.topics, self.orchestrator, self.group_id,
-                              partitions=self.partitions)
+                              partitions=self.partitions, metrics=self.metrics)
 
     def _retry_claim(self, number: int, error: BaseException) -> None:
-        self._claim_errors[number] = f"restore failed: {type(error).__name__}: {error}"
+        self._claim_errors[number] = f"restore failed ({type(error).__name__})"
         if number not in self._claim_retries:
             self._claim_retries[number] = asyncio.create_task(self._claim_later(number))
 
@@ -281,7 +286,7 @@ class Engine:
                 except Exception as exc:
                     with contextlib.suppress(Exception):
                         await owner.stop()
-                    self._claim_errors[number] = f"restore failed: {type(exc).__name__}: {exc}"
+                    self._claim_errors[number] = f"restore failed ({type(exc).__name__})"
                     log.error("partition %d: restore failed again (%r)", number, exc)
                     delay = min(delay * 2, CLAIM_RETRY_MAX)
                     continue
@@ -304,53 +309,26 @@ class Engine:
         finally:
             self._claim_retries.pop(number, None)
 
-    def problems(self) -> list[PartitionProblem]:
-        """Owned or assigned partitions that are not making progress (empty when healthy)."""
-        consumer = self._consumer
-        if consumer is None:
-            return []
-        found = [PartitionProblem(n, reason) for n, reason in sorted(self._claim_errors.items())]
+    def problems(self) -> list[Problem]:
+        """Owned or assigned partitions that are not making progress (empty when healthy).
+
+        Reasons name the kind of error only: the health route is for anyone who can reach the
+        port, and Kafka's error texts carry broker addresses (the logs have the whole error).
+        """
+        found = [Problem(n, reason) for n, reason in sorted(self._claim_errors.items())]
         now = time.monotonic()
         for number, (since, error, _) in sorted(self._failing.items()):
             if number in self.owners and now - since >= self.stall_seconds:
-                found.append(PartitionProblem(number, f"no progress for {now - since:.0f} s: every turn fails "
-                                                      f"({error})"))
-        failing = {p.partition for p in found}
-        for tp in sorted(consumer.assignment()):
-            if tp.partition in failing:
-                continue
-            offsets = self._offsets(consumer, tp)
-            seen = self._progress.get(tp)
-            if offsets is None:
-                continue
-            position, end = offsets
-            waiting = end - position
-            if seen is None or seen.position != position or waiting <= 0:
-                self._progress[tp] = _Progress(position, now)
-                continue
-            stalled = now - seen.since
-            if stalled >= self.stall_seconds:
-                found.append(PartitionProblem(
-                    tp.partition, f"{waiting} record(s) waiting on {tp.topic} and no progress for {stalled:.0f} s"))
-        return found
-
-    @staticmethod
-    def _offsets(consumer: AIOKafkaConsumer, tp: TopicPartition) -> tuple[int, int] | None:
-        """(position, last stable offset) of an assigned partition, once both are known."""
-        try:
-            # aiokafka's public `position()` waits for a position and `last_stable_offset()` asserts;
-            # health checks must neither wait nor fail, so read the same state directly.
-            state = consumer._subscription.subscription.assignment.state_value(tp)
-            if state is None or not state.has_valid_position or state.lso is None or state.lso < 0:
-                return None
-            return int(state.position), int(state.lso)
-        except AttributeError:
-            return None
+                found.append(Problem(number, f"no progress for {now - since:.0f} s: every turn fails ({error})"))
+        reported = {p.partition for p in found}
+        found.extend(p for p in self.metrics.stalled(self.stall_seconds) if p.partition not in reported)
+        return sorted(found, key=lambda p: p.partition if p.partition is not None else -1)
 
     async def _release(self, numbers: set[int]) -> None:
         async with self._turn:  # never in the middle of a transaction (see `_turn`)
             for number in numbers:
                 self._failing.pop(number, None)
+                self.metrics.released(number)
                 owner = self.owners.pop(number, None)
                 if owner is not None:
                     await owner.stop()

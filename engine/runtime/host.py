@@ -66,9 +66,12 @@ class RuntimeHost:
             if task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        """Stops both roles; waits the worker's grace period for running activities, plus a margin."""
         if self._loop is None or self._thread is None:
             return
+        if timeout is None:
+            timeout = self.settings.shutdown_grace_seconds + 30
         self._loop.call_soon_threadsafe(self.engine.stop)
         self._loop.call_soon_threadsafe(self.worker.stop)
         self._thread.join(timeout)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ from .records import (
     parse_history_chunk_key,
 )
 from .settings import Settings
+from .telemetry import EngineMetrics
 from .topics import Topics, record_limit
 
 __all__ = ["PartitionOwner", "partition_for"]
@@ -91,6 +93,8 @@ class _Pending:
 
     sends: list[_Send] = field(default_factory=list)
     source: Source | None = None
+    #: Kinds of the inputs set aside in this transaction (counted once it commits).
+    set_aside: list[str] = field(default_factory=list)
 
     def add(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:
         self.sends.append(_Send(topic, key, value, partition, self.source))
@@ -100,6 +104,10 @@ class _Pending:
 
     def rollback(self, mark: int) -> None:
         del self.sends[mark:]
+
+    def dead_letter(self, kind: str, topic: str, key: bytes, value: bytes) -> None:
+        self.add(topic, key, value)
+        self.set_aside.append(kind)
 
 
 @dataclass(slots=True)
@@ -115,7 +123,7 @@ class PartitionOwner:
 
     def __init__(
         self, number: int, settings: Settings, topics: Topics, orchestrator: Orchestrator, group_id: str,
-        partitions: int | None = None,
+        partitions: int | None = None, metrics: EngineMetrics | None = None,
     ) -> None:
         self.number = number
         #: Partitions of the input topics, to check that each record was keyed onto this one.
@@ -132,6 +140,9 @@ class PartitionOwner:
         self.processed = 0
         #: Inputs that broke a turn; kept across rebuilds (see `PoisonedInputError`).
         self.poisoned: OrderedDict[Source, _Poison] = OrderedDict()
+        self.metrics = metrics or EngineMetrics()
+        #: Timers fired by the last `fire_due_timers`.
+        self.fired = 0
         #: Records found unreadable during the last restore (skipped, and logged).
         self.restore_problems = 0
         self._record_limit = record_limit(settings)
@@ -156,7 +167,9 @@ class PartitionOwner:
         # Starting registers the transactional ID: any earlier owner's open transaction is aborted
         # and its producer fenced, so the restore below reads the last committed state.
         await self.producer.start()
+        began = time.monotonic()
         await self._restore()
+        self.metrics.restore(self.number, time.monotonic() - began)
 
     async def stop(self) -> None:
         if self.producer is not None:
@@ -263,7 +276,8 @@ class PartitionOwner:
         reason = f"the engine could not apply this record: {poison.reason}"
         log.error("partition %d: setting aside %s[%d]@%d: %s", self.number, topic, record.partition, record.offset,
                   poison.reason)
-        pending.add(self.topics.dead_letter, record.key or b"",
+        kind = "too_large" if "over the limit" in poison.reason else "poisoned"
+        pending.dead_letter(kind, self.topics.dead_letter, record.key or b"",
                     encode_dead_letter(reason, topic, record.partition, record.offset, record.key, record.value,
                                        self.settings.dead_letter_value_bytes))
         if isinstance(message, cmd.InstanceMessage):
@@ -307,6 +321,7 @@ class PartitionOwner:
         self._finished.pop(iid, None)
 
     async def fire_due_timers(self, now: datetime) -> int:
+        self.fired = 0
         if not self._timers or self._timers[0][0] > now:
             return 0
         pending = _Pending()
@@ -341,7 +356,12 @@ class PartitionOwner:
             fired += 1
         pending.source = None
         await self._commit(pending, {})
+        self.fired = fired
         return fired
+
+    @property
+    def timer_count(self) -> int:
+        return len(self._timers)
 
     def next_timer(self) -> datetime | None:
         return self._timers[0][0] if self._timers else None
@@ -366,7 +386,7 @@ class PartitionOwner:
                       message: cmd.InstanceMessage | DecodeError, pending: _Pending) -> None:
         if isinstance(message, DecodeError):
             log.warning("dead-lettering %s[%d]@%d: %s", topic, record.partition, record.offset, message)
-            pending.add(self.topics.dead_letter, record.key or b"",
+            pending.dead_letter("invalid_record", self.topics.dead_letter, record.key or b"",
                         encode_dead_letter(str(message), topic, record.partition, record.offset, record.key,
                                            record.value, self.settings.dead_letter_value_bytes))
             return
@@ -379,6 +399,7 @@ class PartitionOwner:
             log.warning("%s[%d]@%d for %r belongs on partition %d; forwarding it there", topic, record.partition,
                         record.offset, message.instance_id[:200], home)
             pending.add(topic, key, record.value, home)
+            pending.set_aside.append("wrong_partition")
             return
         outcome = self._apply(message, pending)
         refused = outcome.rejected or (self.states.get(message.instance_id) is None and not outcome.changed
@@ -386,7 +407,7 @@ class PartitionOwner:
         if refused and outcome.ignored is not None:
             # A command that could not apply (unknown instance, refused start or purge) is kept with
             # its reason, so whoever produced it can find out; results and firings are dropped.
-            pending.add(self.topics.dead_letter, record.key or b"",
+            pending.dead_letter("rejected", self.topics.dead_letter, record.key or b"",
                         encode_dead_letter(outcome.ignored, topic, record.partition, record.offset, record.key,
                                            record.value, self.settings.dead_letter_value_bytes))
 
@@ -475,6 +496,7 @@ class PartitionOwner:
         producer = self.producer
         assert producer is not None
         futures: list[asyncio.Future[Any]] = []
+        began = time.monotonic()
         try:
             async with producer.transaction():
                 for send in pending.sends:
@@ -487,7 +509,11 @@ class PartitionOwner:
             # same failure seen per record, and left unread they flood the log when fenced.
             for future in futures:
                 future.add_done_callback(_consume_exception)
+            self.metrics.transaction(self.number, time.monotonic() - began, committed=False)
             raise
+        self.metrics.transaction(self.number, time.monotonic() - began)
+        for kind in pending.set_aside:
+            self.metrics.dead_letter(kind)
         for future in futures:
             future.result()  # surfaced already by the commit; kept so errors are not silently dropped
 

@@ -1,20 +1,37 @@
 """The activity worker: runs work items from a task queue and reports their results.
 
-At-least-once: an offset is committed only after the result of that work item, and of every
-earlier one in its partition, has been written. A worker killed mid-activity leaves the item to be
-delivered again; the engine drops a second result for the same task.
+At-least-once, and never again once finished. An item's offset counts as finished once its result
+is written. Activities finish out of order, so each commit carries two things (the technique of
+Confluent's parallel consumer): the offset is the lowest unfinished offset of the partition, and
+the commit's metadata string lists the finished offsets above it (`encode_finished`). Whoever
+reads the partition next (this worker after a restart, or another one after a rebalance) reads that
+metadata back and skips those offsets instead of running them again. A worker killed mid-activity
+leaves its unfinished items to be delivered again; the engine drops a second result for a task.
+
+Stopping (`stop()`, SIGTERM in `headrace worker`) stops fetching, gives running activities
+`shutdown_grace_seconds` to finish, commits, and abandons what still runs: not committed, so it is
+delivered again, and not waited for. Sync activities run on daemon threads (`DaemonThreadPool`)
+because `ThreadPoolExecutor` joins its threads at interpreter exit, whatever `shutdown(wait=False)`
+says: a SIGTERM used to wait for the longest running activity (minutes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import logging
-from collections import defaultdict
+import queue
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError, KafkaError, OffsetMetadataTooLargeError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from ..core.codec import encode
@@ -25,33 +42,170 @@ from ..sdk.activity import run_activity
 from ..sdk.registry import Registry
 from .records import WORK_ITEMS, encode_dead_letter
 from .settings import FETCH_MAX_WAIT_MS, Settings
+from .telemetry import Problem, WorkerMetrics, partition_offsets
 from .topics import Topics, ensure_topics, record_limit
 
-__all__ = ["ActivityWorker"]
+__all__ = ["ActivityWorker", "DaemonThreadPool", "decode_finished", "encode_finished"]
 
 log = logging.getLogger(__name__)
 
+#: Kafka refuses commit metadata over `offset.metadata.max.bytes` (4096 by default); stay under it.
+METADATA_BUDGET = 4000
+#: Decoded bitmaps larger than this are refused: metadata is input, and zlib can inflate 1000-fold.
+_MAX_BITMAP_BYTES = 4 * 1024 * 1024
+_METADATA_PREFIX = "hr1:"
+#: Commits at most this often while running (always on stop and on rebalance). Encoding the
+#: finished set is linear in its size, which can be large behind one long activity.
+COMMIT_INTERVAL_S = 0.2
+#: Seconds between refreshes of the lag gauges.
+OBSERVE_INTERVAL_S = 1.0
 
-class _Offsets:
-    """Per partition: which fetched offsets are still running, so commits never skip one."""
 
-    def __init__(self) -> None:
-        self.running: dict[TopicPartition, set[int]] = defaultdict(set)
-        self.highest_done: dict[TopicPartition, int] = {}
+def _pack(bitmap: bytes) -> str:
+    return _METADATA_PREFIX + base64.b64encode(zlib.compress(bitmap, 9)).decode("ascii")
 
-    def begin(self, tp: TopicPartition, offset: int) -> None:
-        self.running[tp].add(offset)
 
-    def done(self, tp: TopicPartition, offset: int) -> None:
-        self.running[tp].discard(offset)
-        self.highest_done[tp] = max(offset, self.highest_done.get(tp, -1))
+def encode_finished(base: int, finished: Iterable[int], budget: int = METADATA_BUDGET) -> tuple[str, int]:
+    """Commit metadata naming the offsets above `base` (the committed offset) that are finished.
 
-    def committable(self) -> dict[TopicPartition, int]:
-        out = {}
-        for tp, highest in self.highest_done.items():
-            running = self.running.get(tp)
-            out[tp] = min(running) if running else highest + 1
-        return out
+    A bitmap (bit i = offset base + 1 + i), zlib-compressed, base64. Returns the metadata and how
+    many finished offsets it leaves out: when the whole bitmap does not fit `budget` characters,
+    the longest prefix that does is kept (the left-out offsets would run again after a restart).
+    """
+    above = sorted(o for o in finished if o > base)
+    if not above:
+        return "", 0
+    bitmap = bytearray((above[-1] - base + 7) // 8)
+    for offset in above:
+        index = offset - base - 1
+        bitmap[index >> 3] |= 1 << (index & 7)
+    text = _pack(bytes(bitmap))
+    if len(text) <= budget:
+        return text, 0
+    fits, too_long = 0, len(bitmap)
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if len(_pack(bytes(bitmap[:middle]))) <= budget:
+            fits = middle
+        else:
+            too_long = middle
+    kept = sum(1 for o in above if o - base - 1 < fits * 8)
+    return (_pack(bytes(bitmap[:fits])) if kept else ""), len(above) - kept
+
+
+def decode_finished(base: int, metadata: str) -> set[int]:
+    """The finished offsets `encode_finished` put in `metadata`; empty for anything else."""
+    if not metadata.startswith(_METADATA_PREFIX):
+        return set()
+    try:
+        packed = base64.b64decode(metadata[len(_METADATA_PREFIX):], validate=True)
+        inflate = zlib.decompressobj()
+        bitmap = inflate.decompress(packed, _MAX_BITMAP_BYTES)
+        if inflate.unconsumed_tail:
+            raise ValueError("bitmap too large")
+    except (ValueError, zlib.error) as exc:
+        log.warning("ignoring unreadable commit metadata at offset %d (%s)", base, exc)
+        return set()
+    return {base + 1 + (i << 3) + bit for i, byte in enumerate(bitmap) if byte for bit in range(8) if byte >> bit & 1}
+
+
+class DaemonThreadPool(concurrent.futures.Executor):
+    """A fixed-size thread pool whose threads never hold the process open.
+
+    `ThreadPoolExecutor` registers its threads to be joined at interpreter exit, so one activity
+    that runs for minutes keeps a stopping worker alive for minutes. Here the threads are daemons:
+    an activity still running when the process ends is simply cut off (its item was not committed,
+    so it is delivered again).
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "pool") -> None:
+        self._max_workers = max_workers
+        self._prefix = thread_name_prefix
+        self._queue: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...],
+                                             dict[str, Any]] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            self._queue.put((future, fn, args, kwargs))
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
+                thread = threading.Thread(target=self._work, name=f"{self._prefix}_{len(self._threads)}",
+                                          daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._queue.put(None)  # wake the next thread, so every thread sees the end
+                return
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:
+                    future.set_exception(exc)
+            del item, future
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        item = self._queue.get_nowait()
+                        if item is not None:
+                            item[0].cancel()
+            self._queue.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
+class _Partition:
+    """One assigned task partition: what runs, and what finished above the lowest unfinished offset."""
+
+    __slots__ = ("committed", "finished", "next", "running")
+
+    def __init__(self, committed: int, finished: set[int]) -> None:
+        self.running: set[int] = set()
+        #: Finished offsets not yet below the commit point: from this run, or read from the
+        #: committed metadata (finished by an earlier owner, not fetched yet).
+        self.finished = finished
+        #: The offset after the last one fetched (until a fetch: the committed offset).
+        self.next = committed
+        self.committed: tuple[int, str] | None = None
+
+    def commit_point(self, position: int | None, budget: int) -> tuple[int, str, int]:
+        """(offset to commit, metadata, finished offsets the metadata had to leave out)."""
+        base = min(self.running) if self.running else max(self.next, position or 0)
+        if self.finished and min(self.finished) <= base:
+            self.finished = {o for o in self.finished if o > base}
+        metadata, dropped = encode_finished(base, self.finished, budget)
+        return base, metadata, dropped
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: ActivityWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.worker._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            self.worker.metrics.progress(tp.partition)  # a new partition has had no time to progress
+        # In the group, even with nothing assigned (more workers than partitions): a standby is ready.
+        self.worker.ready.set()
 
 
 class ActivityWorker:
@@ -62,44 +216,62 @@ class ActivityWorker:
         self.registry = registry
         self.topics = Topics.for_settings(self.settings)
         self.group_id = self.settings.topic(f"workers.{self.settings.task_queue}")
+        self.metrics = WorkerMetrics()
         self._limit = self.settings.activity_concurrency
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self._limit,
-                                                           thread_name_prefix="headrace-activity")
+        self._pool = DaemonThreadPool(self._limit, thread_name_prefix="headrace-activity")
         self._running: set[asyncio.Task[None]] = set()
-        self._offsets = _Offsets()
-        self._committed: dict[TopicPartition, int] = {}
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._budget = METADATA_BUDGET
+        self._last_commit = 0.0
+        self._last_observe = 0.0
         self._stopping = asyncio.Event()
+        self._stop_requested: float | None = None
         self._slot_free = asyncio.Event()
         self.ready = asyncio.Event()
         self.completed = 0
+        #: Activities still running when the grace period ended (delivered again elsewhere).
+        self.abandoned = 0
 
     async def run(self) -> None:
         await ensure_topics(self.settings)
         consumer = AIOKafkaConsumer(
-            self.topics.tasks, **self.settings.client_kwargs(), group_id=self.group_id,
+            **self.settings.client_kwargs(), group_id=self.group_id,
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
+        consumer.subscribe([self.topics.tasks], listener=_Rebalance(self))
         producer = AIOKafkaProducer(**self.settings.client_kwargs(), enable_idempotence=True, linger_ms=1,
                                     max_request_size=record_limit(self.settings))
+        admin = AIOKafkaAdminClient(**self.settings.client_kwargs())
         await producer.start()
+        await admin.start()
         await consumer.start()
+        self._consumer = consumer
         log.info("activity worker started (group %s, %d activities)", self.group_id, len(self.registry.activities))
         try:
             while not self._stopping.is_set():
-                await self._poll_once(consumer, producer)
-            if self._running:
-                await asyncio.wait(self._running, timeout=30)
-            await self._commit(consumer)
+                await self._poll_once(consumer, producer, admin)
+            await self._drain(consumer)
         finally:
+            self._consumer = None
             await consumer.stop()
             await producer.stop()
+            await admin.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
+        if self._stop_requested is None:
+            self._stop_requested = time.monotonic()
         self._stopping.set()
 
-    async def _poll_once(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+    def problems(self) -> list[Problem]:
+        """Partitions with tasks waiting and nothing started or finished for `stall_seconds`."""
+        busy = f" ({len(self._running)} of {self._limit} activity slots busy)"
+        return self.metrics.stalls.stalled(self.settings.stall_seconds, busy)
+
+    async def _poll_once(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+                         admin: AIOKafkaAdminClient) -> None:
         free = self._limit - len(self._running)
         assigned = consumer.assignment()
         if free <= 0:
@@ -109,38 +281,98 @@ class ActivityWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_free.wait(), timeout=0.1)
             await self._commit(consumer)
+            self._observe(consumer)
             return
         consumer.resume(*assigned)
         batches = await consumer.getmany(timeout_ms=50, max_records=free)
         if assigned:
             self.ready.set()
+        # Records are begun without an await in between: the rebalance listener runs during any
+        # await and commits up to the consumer's position, which is already past this batch.
+        unknown = {tp: records for tp, records in batches.items() if tp not in self._partitions}
         for tp, records in batches.items():
-            for record in records:
-                self._offsets.begin(tp, record.offset)
-                task = asyncio.create_task(self._handle(tp, record, producer))
-                self._running.add(task)
-                task.add_done_callback(self._finished)
+            if tp not in unknown:
+                self._begin(tp, self._partitions[tp], records, producer)
+        if unknown:
+            await self._load(list(unknown), admin)
+            for tp, records in unknown.items():
+                state = self._partitions.get(tp)
+                if state is not None:  # else revoked meanwhile: the new owner starts at its commit
+                    self._begin(tp, state, records, producer)
         await self._commit(consumer)
+        self._observe(consumer)
+
+    def _begin(self, tp: TopicPartition, state: _Partition, records: list[ConsumerRecord[bytes, bytes]],
+               producer: AIOKafkaProducer) -> None:
+        for record in records:
+            state.next = record.offset + 1
+            self.metrics.progress(tp.partition)
+            if record.offset in state.finished:
+                # Finished before a restart or rebalance (the committed metadata says so).
+                self.metrics.run("-", "skipped")
+                continue
+            state.running.add(record.offset)
+            task = asyncio.create_task(self._handle(tp, state, record, producer))
+            self._running.add(task)
+            self.metrics.running.set(len(self._running))
+            task.add_done_callback(self._finished)
+
+    async def _load(self, tps: list[TopicPartition], admin: AIOKafkaAdminClient) -> None:
+        """Reads the committed offsets and metadata of newly fetched partitions (which to skip)."""
+        while True:
+            try:
+                committed = await admin.list_consumer_group_offsets(self.group_id, partitions=tps)
+                break
+            except KafkaError as exc:
+                if self._stopping.is_set():
+                    return  # nothing of these partitions ran; their items are delivered again
+                # Running the items without knowing which already ran could run them twice.
+                log.warning("could not read the committed offsets of %s (%s); retrying", tps, exc)
+                await asyncio.sleep(1)  # back-off between attempts while Kafka is away
+        consumer = self._consumer
+        for tp in tps:
+            if consumer is None or tp not in consumer.assignment():
+                continue
+            entry = committed.get(tp)
+            offset = entry.offset if entry is not None and entry.offset >= 0 else 0
+            finished = decode_finished(offset, entry.metadata) if entry is not None and entry.offset >= 0 else set()
+            if finished:
+                log.info("%s: %d item(s) above offset %d finished before; they will not run again",
+                         tp, len(finished), offset)
+            self._partitions[tp] = _Partition(offset, finished)
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        consumer = self._consumer
+        if consumer is not None:
+            await self._commit(consumer, only=revoked, force=True)
+        for tp in revoked:
+            self._partitions.pop(tp, None)
+            self.metrics.forget(tp.partition)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self.metrics.running.set(len(self._running))
         self._slot_free.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("activity handling crashed", exc_info=task.exception())
 
-    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], producer: AIOKafkaProducer
-                      ) -> None:
+    async def _handle(self, tp: TopicPartition, state: _Partition, record: ConsumerRecord[bytes, bytes],
+                      producer: AIOKafkaProducer) -> None:
         try:
             item = WORK_ITEMS.decode(record.value or b"")
         except DecodeError as exc:
             await producer.send_and_wait(self.topics.dead_letter, encode_dead_letter(
                 str(exc), tp.topic, tp.partition, record.offset, record.key, record.value))
-            self._offsets.done(tp, record.offset)
+            self.metrics.dead_letters.labels("invalid_work_item").inc()
+            self._done(tp, state, record.offset)
             return
+        started = time.monotonic()
         result = await run_activity(self.registry, item, self._pool)
+        outcome = "completed" if result.failure is None else "failed"
         payload = encode(result)
         if len(payload) > self.settings.max_payload_bytes:
             payload = encode(self._too_large(item, len(payload)))
+            outcome = "too_large"
         while True:
             try:
                 await producer.send_and_wait(self.topics.results, payload, key=item.instance_id.encode())
@@ -150,7 +382,14 @@ class ActivityWorker:
                 log.warning("could not write the result of %s#%d (%s); retrying", item.instance_id, item.task_id, exc)
                 await asyncio.sleep(1)
         self.completed += 1
-        self._offsets.done(tp, record.offset)
+        activity = item.name if item.name in self.registry.activities else "unregistered"
+        self.metrics.run(activity, outcome, time.monotonic() - started)
+        self._done(tp, state, record.offset)
+
+    def _done(self, tp: TopicPartition, state: _Partition, offset: int) -> None:
+        state.running.discard(offset)
+        state.finished.add(offset)
+        self.metrics.progress(tp.partition)
 
     def _too_large(self, item: ActivityWorkItem, size: int) -> ActivityResult:
         return ActivityResult(
@@ -163,14 +402,74 @@ class ActivityWorker:
             ),
         )
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+    async def _drain(self, consumer: AIOKafkaConsumer) -> None:
+        """Lets running activities finish within the grace period, then abandons the rest."""
+        consumer.pause(*consumer.assignment())
+        grace = self.settings.shutdown_grace_seconds
+        deadline = (self._stop_requested or time.monotonic()) + grace
+        if self._running:
+            log.info("stopping: waiting up to %.0f s for %d running activities", grace, len(self._running))
+        while self._running and (left := deadline - time.monotonic()) > 0:
+            self._slot_free.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), timeout=min(0.5, left))
+            await self._commit(consumer)
+        abandoned = list(self._running)
+        for task in abandoned:
+            task.cancel()
+        await asyncio.gather(*abandoned, return_exceptions=True)
+        if abandoned:
+            self.abandoned += len(abandoned)
+            self.metrics.runs.labels("-", "abandoned").inc(len(abandoned))
+            log.warning("stopping with %d activities still running after the %.0f s grace period: they are "
+                        "not committed and will be delivered again", len(abandoned), grace)
+        await self._commit(consumer, force=True)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None,
+                      force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_commit < COMMIT_INTERVAL_S:
+            return
         assigned = consumer.assignment()
-        offsets = {tp: off for tp, off in self._offsets.committable().items()
-                   if tp in assigned and self._committed.get(tp) != off}
-        if not offsets:
+        points: dict[TopicPartition, tuple[_Partition, tuple[int, str]]] = {}
+        for tp, state in self._partitions.items():
+            if tp not in assigned or (only is not None and tp not in only):
+                continue
+            offsets = partition_offsets(consumer, tp)
+            base, metadata, dropped = state.commit_point(offsets[0] if offsets else None, self._budget)
+            if (base, metadata) == state.committed:
+                continue
+            if dropped:
+                self.metrics.metadata_truncated.inc()
+                log.warning("%s: %d finished item(s) above offset %d do not fit the commit metadata; they "
+                            "would run again after a restart", tp, dropped, base)
+            points[tp] = (state, (base, metadata))
+        self._last_commit = now
+        if not points:
             return
         try:
-            await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
-            self._committed.update(offsets)
+            await consumer.commit({tp: OffsetAndMetadata(*point) for tp, (_, point) in points.items()})
+        except OffsetMetadataTooLargeError:
+            # The brokers allow less than Kafka's default; halve what we send until it fits.
+            self._budget = max(0, self._budget // 2)
+            log.warning("commit metadata refused as too large; now sending at most %d characters", self._budget)
+            return
         except (CommitFailedError, KafkaError) as exc:
             log.info("offset commit skipped (%s); the items may be delivered again", exc)
+            return
+        for state, point in points.values():
+            state.committed = point
+
+    def _observe(self, consumer: AIOKafkaConsumer) -> None:
+        now = time.monotonic()
+        if now - self._last_observe < OBSERVE_INTERVAL_S:
+            return
+        self._last_observe = now
+        for tp in consumer.assignment():
+            offsets = partition_offsets(consumer, tp)
+            if offsets is None:
+                continue
+            position, end = offsets
+            state = self._partitions.get(tp)
+            base = min(state.running) if state is not None and state.running else position
+            self.metrics.input_lag(tp.partition, max(0, end - base), max(0, end - position))

@@ -65,13 +65,15 @@ def _handle(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
+    from engine.runtime.logs import configure_logging
     from ops.kafka import LocalKafka
 
     from .report import render
     from .runner import RunOptions, run_chaos
     from .scenarios import SCENARIOS
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.WARNING)
+    # The harness's own Kafka clients see every injected outage; the processes under test log it.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     scenario = SCENARIOS[args.scenario]
     options = RunOptions(

@@ -18,7 +18,7 @@ import pytest
 from engine import WorkflowStatus
 from engine.core import commands as cmd
 from engine.runtime.client import DaprWorkflowClient
-from engine.runtime.engine import PartitionProblem
+from engine.runtime.telemetry import Problem as PartitionProblem
 from engine.runtime.host import RuntimeHost
 from engine.runtime.partition import PartitionOwner, partition_for
 from engine.runtime.settings import Settings

@@ -38,6 +38,13 @@ def test_stack_runs_the_examples_and_stops_without_leftovers(kafka_bootstrap: st
             iid = client.schedule_new_workflow("fan_out", input=[1, 2, 3])
             state = client.wait_for_workflow_completion(iid, timeout_in_seconds=60)
             assert state is not None and orjson.loads(state.serialized_output or "null") == 14
+        # Each process serves its health on a port of its own; status reads it.
+        status = _headrace(["stack", "status"], env)
+        assert status.returncode == 0, status.stderr
+        lines = status.stdout.splitlines()
+        for role, ref in zip(("engine", "worker"), pids, strict=True):
+            assert ref is not None
+            assert f"{role}: running (pid {ref.pid}), healthy" in lines, status.stdout
     finally:
         down = _headrace(["stack", "down"], env)
     assert down.returncode == 0, down.stderr
