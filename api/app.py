@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 
 from engine.errors import HeadraceError
 
@@ -18,7 +19,14 @@ from .errors import ApiError, handle_exception
 from .gateway import Gateway
 from .kafka import KafkaLink
 from .metrics import ApiMetrics
-from .middleware import HEALTH_PREFIX, BodyLimitMiddleware, MetricsMiddleware, TokenAuthMiddleware
+from .middleware import (
+    HEALTH_PREFIX,
+    BodyLimitMiddleware,
+    InFlightLimitMiddleware,
+    MetricsMiddleware,
+    TokenAuthMiddleware,
+    UnexpectedErrorMiddleware,
+)
 from .overview import load_registered_names, overview_routes
 from .routes import routes
 from .settings import ApiSettings
@@ -33,6 +41,7 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
     settings = settings or ApiSettings.from_env()
     metrics = ApiMetrics()
     link = KafkaLink(settings)
+    gateway = Gateway(link, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -40,11 +49,18 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
         try:
             yield
         finally:
+            await gateway.close()
             await link.stop()
 
     # Outermost first: every answer is counted, even a 401 or a 413.
     middleware = [
         Middleware(MetricsMiddleware, metrics=metrics),
+        Middleware(UnexpectedErrorMiddleware),
+        Middleware(
+            InFlightLimitMiddleware,
+            limit=settings.max_in_flight,
+            exempt_prefixes=(HEALTH_PREFIX, "/metrics"),
+        ),
         # The dashboard's static files hold no data: its page asks for the token, then every
         # request for data carries it.
         Middleware(
@@ -58,6 +74,9 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
         cls: handle_exception
         for cls in (
             ApiError,
+            # Caught here, not by Starlette's outermost handler, which would re-raise it for
+            # uvicorn to log a second traceback.
+            ClientDisconnect,
             HeadraceError,
             HTTPException,
             KafkaError,
@@ -76,7 +95,7 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.link = link
-    app.state.gateway = Gateway(link, metrics)
+    app.state.gateway = gateway
     app.state.workflow_names = load_registered_names(settings.app)
     return app
 

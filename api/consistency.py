@@ -27,7 +27,10 @@ The whole barrier is bounded by `consistency_timeout_s`; past it the request fai
 says the view is lagging, rather than answering something stale.
 
 A replica also remembers the starts it accepted itself (`remember`) for `sent_ttl_s`, so a client
-that polls the replica it started on gets PENDING with no Kafka round trip at all.
+that polls the replica it started on gets PENDING with no Kafka round trip at all. It forgets one as
+soon as its view shows that run or removes the instance (a purge, from any replica or client), and
+when it accepts a purge itself: what it remembers must never outlive the instance, or a purged
+instance would come back as PENDING and refuse a new start with its ID.
 """
 
 from __future__ import annotations
@@ -42,12 +45,13 @@ import orjson
 from aiokafka import TopicPartition
 
 from engine.core.commands import StartWorkflow
+from engine.core.state import InstanceState
 from engine.errors import DecodeError
 from engine.runtime.records import MESSAGES
 
 from .errors import BackendError
 from .kafka import KafkaLink
-from .model import Instance
+from .model import Instance, run_id
 
 __all__ = ["Consistency", "PendingStart"]
 
@@ -98,8 +102,23 @@ class Consistency:
         self._backlogs: dict[int, _Backlog] = {}
         self._scan_lock = asyncio.Lock()
         self._sent: OrderedDict[str, tuple[float, PendingStart]] = OrderedDict()
+        link.observe_view(self._view_changed)
 
     # -- this replica's own starts -------------------------------------------------------------
+
+    def forget(self, instance_id: str) -> None:
+        """Drop this replica's memory of a start of the instance (it is being purged). Always
+        safe: a read that finds nothing here asks the barrier."""
+        self._sent.pop(instance_id, None)
+
+    def _view_changed(self, instance_id: str, state: InstanceState | None) -> None:
+        entry = self._sent.get(instance_id)
+        if entry is None:
+            return
+        # Gone from the view (purged), or the view shows the run itself: the view answers now.
+        # A removal that was really of an older run only costs the next read a barrier.
+        if state is None or run_id(state) == entry[1].start.command_id:
+            del self._sent[instance_id]
 
     def remember(self, start: StartWorkflow, offset: int) -> None:
         self._sent[start.instance_id] = (time.monotonic(), PendingStart(offset, start, _now()))

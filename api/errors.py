@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from engine.errors import (
@@ -36,12 +36,14 @@ __all__ = [
     "BackendError",
     "BadRequest",
     "BodyTooLarge",
+    "Busy",
     "ComponentNotFound",
     "EventNameMissing",
     "InstanceIdInvalid",
     "InstanceIdMissing",
     "InstanceIdTooLong",
     "NotReady",
+    "RequestTimeout",
     "Unauthorized",
     "WorkflowNameMissing",
     "error_body",
@@ -104,11 +106,14 @@ class InstanceIdTooLong(ApiError):
 class InstanceIdInvalid(ApiError):
     code = "ERR_INSTANCE_ID_INVALID"
 
-    def __init__(self, instance_id: str) -> None:
-        super().__init__(
-            f"workflow instance ID '{instance_id}' is invalid: only alphanumeric and underscore "
-            "characters are allowed"
-        )
+    def __init__(self, instance_id: str, reason: str | None = None) -> None:
+        if reason is None:  # daprd's message for a new ID
+            super().__init__(
+                f"workflow instance ID '{instance_id}' is invalid: only alphanumeric and "
+                "underscore characters are allowed"
+            )
+        else:  # `reason` shows the ID escaped: it may hold control characters
+            super().__init__(f"workflow instance ID is invalid: {reason}")
 
 
 class WorkflowNameMissing(ApiError):
@@ -141,6 +146,26 @@ class Unauthorized(ApiError):
 class NotReady(ApiError):
     status = 503
     code = "ERR_HEALTH_NOT_READY"
+
+
+class Busy(ApiError):
+    """A bounded resource (history reads) stayed full for as long as a request may wait: retry
+    after `retry_after_s`. 503 rather than 429: the limit is this replica's, not the caller's
+    quota, so a load balancer may retry on another replica."""
+
+    status = 503
+    code = "ERR_API_BUSY"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RequestTimeout(ApiError):
+    """The client did not send its whole request (headers or body) within the read deadline."""
+
+    status = 408
+    code = "ERR_REQUEST_TIMEOUT"
 
 
 class BackendError(ApiError):
@@ -184,6 +209,9 @@ def _classify(exc: BaseException, op_code: str) -> tuple[int, str, str]:
         return 413, BodyTooLarge.code, str(exc)
     if isinstance(exc, (DecodeError, SerializationError)):
         return 400, "ERR_MALFORMED_REQUEST", str(exc)
+    if isinstance(exc, ClientDisconnect):
+        # nginx's "client closed request": nobody reads it, but metrics count it apart.
+        return 499, "ERR_CLIENT_DISCONNECTED", "the client disconnected before sending its request"
     if isinstance(exc, HTTPException):
         code = {404: "ERR_ROUTE_NOT_FOUND", 405: "ERR_METHOD_NOT_ALLOWED"}.get(
             exc.status_code, op_code
@@ -194,12 +222,21 @@ def _classify(exc: BaseException, op_code: str) -> tuple[int, str, str]:
 
 def error_response(exc: BaseException, request: Request | None = None) -> Response:
     status, code, message = _classify(exc, _operation_code(request))
-    if status >= 500 and not isinstance(exc, NotReady):  # readiness probes are not incidents
+    if isinstance(exc, ClientDisconnect):
+        # Routine (a client gave up or timed out): one quiet line, never a traceback.
+        where = f"{request.method} {request.url.path}" if request is not None else "a request"
+        log.info("%s: the client disconnected before sending the whole request body", where)
+    elif status >= 500 and not isinstance(exc, (NotReady, Busy)):
+        # Readiness probes and back-pressure are not incidents: metrics count them.
         if isinstance(exc, ApiError):
             log.warning("%s %s: %s", code, status, message)
         else:
             log.error("%s failed", code, exc_info=exc)
-    headers = {"WWW-Authenticate": "dapr-api-token"} if status == 401 else None
+    headers: dict[str, str] | None = None
+    if status == 401:
+        headers = {"WWW-Authenticate": "dapr-api-token"}
+    elif isinstance(exc, Busy):
+        headers = {"Retry-After": str(exc.retry_after_s)}
     return json_response(error_body(code, message), status, headers=headers)
 
 

@@ -23,7 +23,7 @@ from engine.errors import (
 )
 
 from .consistency import Consistency
-from .history import read_history
+from .history import HistoryReader
 from .kafka import KafkaLink
 from .listing import Page, Query, list_instances
 from .metrics import ApiMetrics
@@ -37,6 +37,10 @@ class Gateway:
         self.link = link
         self.metrics = metrics
         self.consistency = Consistency(link)
+        self.histories = HistoryReader(link)
+
+    async def close(self) -> None:
+        await self.histories.close()
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -68,7 +72,7 @@ class Gateway:
         seen = self.consistency.view_state(instance_id)
         if seen is None or seen.run_id != instance.run_id:
             return instance, []  # a start the engine has not applied yet: no history so far
-        events = await read_history(self.link, instance)
+        events = await self.histories.read(instance)
         return instance, events
 
     # -- commands --------------------------------------------------------------------------------
@@ -157,3 +161,5 @@ class Gateway:
         await self._send(
             cmd.PurgeWorkflow(instance_id=instance_id, command_id=uuid.uuid4().hex, recursive=True)
         )
+        # The start it remembers is of the run being purged (purge passed only on a finished run).
+        self.consistency.forget(instance_id)

@@ -7,11 +7,19 @@ records written since the instance was created (Kafka's time index, with a margi
 adjustments), so the cost is the partition's traffic during the instance's lifetime, not its whole
 retention. An instance that lives for weeks on a busy partition is the expensive case; an index
 topic keyed by instance would be the next step if that matters.
+
+Reads are bounded, so no burst of requests can grow the process without limit: at most
+`history_concurrency` run at once, each on a consumer from a pool of that size (reused, so a read
+pays no connection setup) whose fetch buffer is 1 MiB (a larger record still arrives whole: the
+broker always returns the first batch). A read that finds every slot taken waits up to
+`history_wait_s`, then gets a 503 `ERR_API_BUSY` with `Retry-After`. Memory is then about the
+slots times (the fetch buffer plus the events of the instances being read).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 import orjson
@@ -21,68 +29,137 @@ from engine.core.events import HistoryEvent
 from engine.errors import DecodeError
 from engine.runtime.records import decode_events
 
-from .errors import BackendError
+from .errors import BackendError, Busy
 from .kafka import KafkaLink
 from .model import Instance
 
-__all__ = ["read_history"]
+__all__ = ["FETCH_BYTES", "HistoryReader"]
 
 #: Records are stamped by the engine's clock, like `created_at`; this absorbs clock adjustments.
 _CLOCK_MARGIN = timedelta(minutes=5)
 #: A history read may scan much more than one request's Kafka deadline allows.
 _MIN_BUDGET_S = 30.0
+#: Per-read fetch buffer. Small on purpose: it is held once per slot, and a bigger one only saves
+#: round trips on partitions with a lot of traffic.
+FETCH_BYTES = 1024 * 1024
+#: Records decoded per `getmany`: bounds the decoded copies held at once, like the fetch buffer.
+_MAX_RECORDS = 500
 
 
-async def read_history(link: KafkaLink, instance: Instance) -> list[HistoryEvent]:
-    link.require()
-    budget = max(_MIN_BUDGET_S, link.settings.kafka_timeout_s)
+class HistoryReader:
+    """Bounded, pooled history reads (see the module docstring)."""
+
+    def __init__(self, link: KafkaLink) -> None:
+        self.link = link
+        self.limit = link.settings.history_concurrency
+        self._slots = asyncio.Semaphore(self.limit)
+        self._idle: list[AIOKafkaConsumer] = []
+        self._closed = False
+
+    async def read(self, instance: Instance) -> list[HistoryEvent]:
+        link = self.link
+        link.require()
+        wait = link.settings.history_wait_s
+        try:
+            async with asyncio.timeout(wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise Busy(
+                f"all {self.limit} history read slots of this API replica stayed busy for "
+                f"{wait:g}s; try again shortly"
+            ) from None
+        try:
+            return await self._read_on_pooled(instance)
+        finally:
+            self._slots.release()
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for consumer in idle:
+            await _stop(consumer)
+
+    async def _read_on_pooled(self, instance: Instance) -> list[HistoryEvent]:
+        budget = max(_MIN_BUDGET_S, self.link.settings.kafka_timeout_s)
+        consumer: AIOKafkaConsumer | None = self._idle.pop() if self._idle else None
+        reusable = False
+        try:
+            async with asyncio.timeout(budget):
+                if consumer is None:
+                    consumer = self._new_consumer()
+                    await consumer.start()
+                events = await _read(self.link, consumer, instance)
+            reusable = True
+            return events
+        except TimeoutError:
+            raise BackendError(
+                f"reading the history of '{instance.instance_id}' took longer than {budget:g}s"
+            ) from None
+        finally:
+            if consumer is not None:
+                if reusable and not self._closed and _unassign(consumer):
+                    self._idle.append(consumer)
+                else:
+                    # After a failure or a timeout its state is unknown: never reuse it.
+                    await _stop(consumer)
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **self.link.settings.engine.client_kwargs(),
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=FETCH_BYTES,
+            fetch_max_bytes=FETCH_BYTES,
+            # A read stops at the end it found and never waits for more. A long-polling fetch
+            # left in flight would also hold up the next read's offset requests on this
+            # connection (the broker answers in order).
+            fetch_max_wait_ms=10,
+            request_timeout_ms=int(self.link.settings.kafka_timeout_s * 1000),
+        )
+
+
+def _unassign(consumer: AIOKafkaConsumer) -> bool:
+    """Unassigned, a consumer stops fetching and drops what it buffered: ready for the next read."""
     try:
-        async with asyncio.timeout(budget):
-            return await _read(link, instance)
-    except TimeoutError:
-        raise BackendError(
-            f"reading the history of '{instance.instance_id}' took longer than {budget:g}s"
-        ) from None
+        consumer.assign([])
+    except Exception:
+        return False
+    return True
 
 
-async def _read(link: KafkaLink, instance: Instance) -> list[HistoryEvent]:
-    settings = link.settings.engine
+async def _stop(consumer: AIOKafkaConsumer) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(consumer.stop(), 10)
+
+
+async def _read(
+    link: KafkaLink, consumer: AIOKafkaConsumer, instance: Instance
+) -> list[HistoryEvent]:
     tp = TopicPartition(link.topics.history, link.partition(instance.instance_id))
-    consumer = AIOKafkaConsumer(
-        **settings.client_kwargs(),
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        request_timeout_ms=int(link.settings.kafka_timeout_s * 1000),
-    )
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        start = await _start_offset(consumer, tp, instance, end)
-        if start is None:
-            await consumer.seek_to_beginning(tp)
-        else:
-            consumer.seek(tp, start)
-        key = instance.instance_id.encode()
-        events: list[HistoryEvent] = []
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=200, max_records=10_000)
-            for record in batch.get(tp, ()):
-                if record.key != key or record.value is None:
-                    continue
-                try:
-                    _, execution_id, turn = decode_events(record.value)
-                except (DecodeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # an unreadable record is the engine's bug; skip, do not fail the read
-                if execution_id == instance.execution_id:
-                    events.extend(turn)
-        events.sort(key=lambda e: e.seq)
-        return events
-    finally:
-        await consumer.stop()
+    consumer.assign([tp])
+    end = (await consumer.end_offsets([tp]))[tp]
+    start = await _start_offset(consumer, tp, instance, end)
+    if start is None:
+        await consumer.seek_to_beginning(tp)
+    else:
+        consumer.seek(tp, start)
+    key = instance.instance_id.encode()
+    events: list[HistoryEvent] = []
+    while await consumer.position(tp) < end:
+        batch = await consumer.getmany(tp, timeout_ms=200, max_records=_MAX_RECORDS)
+        for record in batch.get(tp, ()):
+            if record.key != key or record.value is None:
+                continue
+            try:
+                _, execution_id, turn = decode_events(record.value)
+            except (DecodeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # an unreadable record is the engine's bug; skip, do not fail the read
+            if execution_id == instance.execution_id:
+                events.extend(turn)
+    events.sort(key=lambda e: e.seq)
+    return events
 
 
 async def _start_offset(

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -25,6 +25,8 @@ from aiokafka.structs import RecordMetadata
 
 from engine.core.codec import encode
 from engine.core.commands import Command
+from engine.core.state import InstanceState
+from engine.runtime.settings import Settings
 from engine.runtime.topics import Topics, ensure_topics
 from engine.runtime.view import StatusView
 
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Told of every instance the view changes: its new state, or None once it is removed (purged).
+ViewObserver = Callable[[str, InstanceState | None], None]
+
 
 def engine_group_id(settings: ApiSettings) -> str:
     """The engine group (`Engine.group_id`): its committed offsets say what it applied."""
@@ -45,7 +50,18 @@ def engine_group_id(settings: ApiSettings) -> str:
 
 class TrackedView(StatusView):
     """The engine's status view, plus the two numbers a read barrier needs: how far it has read
-    each partition, and where that partition ends (read_committed, so the last stable offset)."""
+    each partition, and where that partition ends (read_committed, so the last stable offset),
+    and an observer of every change (what this replica remembers must follow the view)."""
+
+    def __init__(self, settings: Settings, observer: ViewObserver | None = None) -> None:
+        super().__init__(settings)
+        self.observer = observer
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        super()._apply(key, value)
+        if key is not None and self.observer is not None:
+            iid = key.decode()
+            self.observer(iid, self.states.get(iid))
 
     async def position(self, partition: int) -> int:
         consumer = self._consumer
@@ -88,6 +104,8 @@ class KafkaLink:
         self.settings = settings
         self.topics = Topics.for_settings(settings.engine)
         self.group_id = engine_group_id(settings)
+        #: See `observe_view`.
+        self.view_observer: ViewObserver | None = None
         self.view = TrackedView(settings.engine)
         self.producer: AIOKafkaProducer | None = None
         self.admin: AIOKafkaAdminClient | None = None
@@ -106,6 +124,11 @@ class KafkaLink:
         self._partitioner = DefaultPartitioner()
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def observe_view(self, observer: ViewObserver) -> None:
+        """Tell `observer` of every change of this link's views, the current one and rebuilt ones."""
+        self.view_observer = observer
+        self.view.observer = observer
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="headrace-api-kafka")
@@ -188,7 +211,7 @@ class KafkaLink:
 
     async def _close_partial(self) -> None:
         await self.view.stop()
-        self.view = TrackedView(self.settings.engine)
+        self.view = TrackedView(self.settings.engine, self.view_observer)
         for client in (self.scanner, self.offsets, self.producer):
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -203,7 +226,7 @@ class KafkaLink:
         """A view whose follower died (an error aiokafka does not retry) is rebuilt from scratch."""
         log.error("the status view stopped (%r); rebuilding it", self.view.failure)
         old = self.view
-        fresh = TrackedView(self.settings.engine)
+        fresh = TrackedView(self.settings.engine, self.view_observer)
         try:
             await asyncio.wait_for(fresh.start(), self.settings.kafka_timeout_s * 4)
             await asyncio.wait_for(fresh.caught_up.wait(), 60)

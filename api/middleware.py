@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request metrics, API-token auth, and the request body limit.
+"""Pure ASGI middleware: request metrics, the last-resort error answer, the in-flight limit,
+API-token auth, and the request body limit.
 
 Errors raised here are answered by `errors.error_response`, like every other error.
 """
@@ -6,18 +7,42 @@ Errors raised here are answered by `errors.error_response`, like every other err
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import BodyTooLarge, Unauthorized, error_response
+from .errors import BodyTooLarge, Busy, Unauthorized, error_response
 from .metrics import ApiMetrics
 
-__all__ = ["HEALTH_PREFIX", "BodyLimitMiddleware", "MetricsMiddleware", "TokenAuthMiddleware"]
+__all__ = [
+    "HEALTH_PREFIX",
+    "METHOD_LABELS",
+    "BodyLimitMiddleware",
+    "InFlightLimitMiddleware",
+    "MetricsMiddleware",
+    "TokenAuthMiddleware",
+    "UnexpectedErrorMiddleware",
+    "is_authenticated",
+]
+
+log = logging.getLogger(__name__)
 
 #: Health routes stay open without a token, as daprd's do (orchestrators probe them).
 HEALTH_PREFIX = "/v1.0/healthz"
+#: The methods that get a label of their own; any other (a client may send any token) is "other".
+METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+#: The route label of every request no route matched (a 404, or a 401 before routing).
+UNMATCHED = "<unmatched>"
+_AUTHENTICATED = "headrace.authenticated"
+
+
+def is_authenticated(scope: Scope) -> bool:
+    """Whether the request carried the API token (always true when none is configured). Open
+    routes use it to decide how much they tell."""
+    return bool(scope.get(_AUTHENTICATED, False))
 
 
 class MetricsMiddleware:
@@ -41,10 +66,67 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            # The route template, not the path: instance IDs must not become label values.
+            # Every label from a fixed set, so no request can add series: the route template (not
+            # the path, which holds instance IDs) and a known method (anyone may send any token).
             route: Any = scope.get("route")
-            label = getattr(route, "path", None) or "<unmatched>"
-            self.metrics.observe(label, scope["method"], status, time.perf_counter() - started)
+            label = getattr(route, "path", None) or UNMATCHED
+            method = scope["method"] if scope["method"] in METHOD_LABELS else "other"
+            self.metrics.observe(label, method, status, time.perf_counter() - started)
+
+
+class UnexpectedErrorMiddleware:
+    """Answers an exception no handler took (a bug) through `error_response`, which logs it
+    once. Starlette's own last resort would answer too, but then re-raise it for the server to
+    log a second traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            if started:  # too late to answer: the server closes the connection
+                log.error("%s %s failed mid-response", scope["method"], scope["path"], exc_info=exc)
+                return
+            await error_response(exc, Request(scope))(scope, receive, send)
+
+
+class InFlightLimitMiddleware:
+    """At most `limit` requests in the app at once; more get a 503 `ERR_API_BUSY` with
+    Retry-After at once. Each request may buffer a body up to the body limit, so this is what
+    bounds the memory of many concurrent uploads (limit x body limit). Health checks and
+    metrics are exempt: an overloaded replica is alive, and says so."""
+
+    def __init__(self, app: ASGIApp, limit: int, exempt_prefixes: tuple[str, ...]) -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt_prefixes = exempt_prefixes
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefixes):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            busy = Busy(f"this API replica is answering {self.limit} requests already; try again")
+            await error_response(busy)(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 class TokenAuthMiddleware:
@@ -62,17 +144,23 @@ class TokenAuthMiddleware:
         # "/dashboard" opens "/dashboard" and "/dashboard/...", never "/dashboardish".
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.open_prefixes)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is None or scope["type"] != "http" or self._open(scope["path"]):
-            await self.app(scope, receive, send)
-            return
+    def _valid(self, scope: Scope) -> bool:
+        assert self.token is not None
         given = b""
         for name, value in scope["headers"]:
             if name == b"dapr-api-token":
                 given = value
                 break
         # Constant time, so the response time does not tell how much of a guess was right.
-        if not hmac.compare_digest(given, self.token):
+        return hmac.compare_digest(given, self.token)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        valid = self.token is None or self._valid(scope)
+        scope[_AUTHENTICATED] = valid
+        if not valid and not self._open(scope["path"]):
             await error_response(Unauthorized())(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -21,6 +21,7 @@ from .gateway import Gateway
 from .kafka import KafkaLink
 from .listing import parse_query
 from .metrics import CONTENT_TYPE_LATEST, ApiMetrics
+from .middleware import is_authenticated
 from .openapi import document_bytes
 from .responses import instance_body, json_response, summary_body
 from .validation import (
@@ -29,6 +30,7 @@ from .validation import (
     check_instance_id,
     check_new_instance_id,
     check_workflow_name,
+    first_query_value,
     payload_from_body,
 )
 
@@ -81,7 +83,7 @@ async def start_workflow(request: Request) -> Response:
     check_component(request.path_params["component"])
     name: str = request.path_params["workflowName"]
     check_workflow_name(name)
-    instance_id = request.query_params.get("instanceID") or None
+    instance_id = first_query_value(request.query_params, "instanceID") or None
     if instance_id is not None:
         check_new_instance_id(instance_id)
     payload = payload_from_body(await request.body())
@@ -168,6 +170,9 @@ async def ready(request: Request) -> Response:
     """Readiness: connected to Kafka, the probe succeeds and the view follows the status topic."""
     link: KafkaLink = request.app.state.link
     if not link.ready:
+        if not is_authenticated(request.scope):
+            # An open route: Kafka's address and client errors are for operators, not anyone.
+            raise NotReady("not ready")
         raise NotReady(
             f"not ready: {link.last_error}"
             if not link.reachable or not link.connected.is_set()

@@ -7,7 +7,6 @@ settings are imported when the command runs.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from typing import Any
 
@@ -22,16 +21,19 @@ def serve(
 ) -> int:
     import uvicorn
 
+    from engine.runtime.logs import configure_logging, import_path_like_python_m
+
     from .app import create_app
+    from .protocol import uvicorn_options
     from .settings import ApiSettings
 
     settings = ApiSettings.from_env(host=host, port=port, app=app)
     level = (log_level or os.environ.get("HEADRACE_LOG_LEVEL") or "info").lower()
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # aiokafka logs every failed reconnect at ERROR while Kafka is away; the API says it once.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL if level != "debug" else logging.DEBUG)
+    # The same setup as the engine's processes: repeated errors (aiokafka's reconnects while Kafka
+    # is away) are rate-limited rather than silenced.
+    configure_logging(level)
+    # --app is imported by create_app; find it in the current directory as `python -m` would.
+    import_path_like_python_m()
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -39,6 +41,7 @@ def serve(
         log_level=level,
         access_log=level == "debug",
         lifespan="on",
+        **uvicorn_options(settings),
     )
     return 0
 

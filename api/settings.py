@@ -50,6 +50,18 @@ class ApiSettings:
     sent_ttl_s: float = 30.0
     #: `module:attribute` of the WorkflowRuntime whose workflow names the dashboard offers.
     app: str | None = None
+    #: Requests in the app at once (health and metrics aside); more get a 503 at once. With the
+    #: body limit it bounds what request bodies can hold: 256 x 4 MiB = 1 GiB at worst.
+    max_in_flight: int = 256
+    #: History reads running at once (each holds a Kafka consumer and a fetch buffer).
+    history_concurrency: int = 4
+    #: How long a history read waits for a free slot before it is answered 503 with Retry-After.
+    history_wait_s: float = 5.0
+    #: A client must send a request's headers within this many seconds of its first byte (or of
+    #: connecting), else the connection is closed (a 408 when nothing was answered yet).
+    header_timeout_s: float = 10.0
+    #: ... and its whole body within this many seconds of the headers.
+    body_timeout_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ApiSettings:
@@ -65,5 +77,10 @@ class ApiSettings:
             probe_interval_s=_number(env, "HEADRACE_API_PROBE_INTERVAL_S", 1.0),
             sent_ttl_s=_number(env, "HEADRACE_API_SENT_TTL_S", 30.0),
             app=env.get("HEADRACE_API_APP") or None,
+            max_in_flight=_number(env, "HEADRACE_API_MAX_IN_FLIGHT", 256, int),
+            history_concurrency=_number(env, "HEADRACE_API_HISTORY_CONCURRENCY", 4, int),
+            history_wait_s=_number(env, "HEADRACE_API_HISTORY_WAIT_S", 5.0),
+            header_timeout_s=_number(env, "HEADRACE_API_HEADER_TIMEOUT_S", 10.0),
+            body_timeout_s=_number(env, "HEADRACE_API_BODY_TIMEOUT_S", 60.0),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

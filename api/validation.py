@@ -1,8 +1,15 @@
-"""Request validation with daprd's rules (`validateInstanceID` in dapr/dapr pkg/api/universal)."""
+"""Request validation with daprd's rules (`validateInstanceID` in dapr/dapr pkg/api/universal).
+
+The ID rules themselves live in `engine.core.ids`, once for every entrance; this module maps their
+`IdError` to daprd's error codes.
+"""
 
 from __future__ import annotations
 
 import orjson
+from starlette.datastructures import QueryParams
+
+from engine.core import ids
 
 from .errors import (
     BadRequest,
@@ -22,12 +29,13 @@ __all__ = [
     "check_instance_id",
     "check_new_instance_id",
     "check_workflow_name",
+    "first_query_value",
     "payload_from_body",
 ]
 
 #: The one workflow component, built in as in Dapr.
 COMPONENT = "dapr"
-MAX_INSTANCE_ID_LENGTH = 64
+MAX_INSTANCE_ID_LENGTH = ids.MAX_NEW_INSTANCE_ID_BYTES
 
 
 def check_component(component: str) -> None:
@@ -35,28 +43,46 @@ def check_component(component: str) -> None:
         raise ComponentNotFound(component)
 
 
+def _utf8_size(value: str) -> int:
+    return len(value.encode(errors="surrogatepass"))
+
+
 def check_instance_id(instance_id: str) -> None:
-    """Any operation on an existing instance only needs a non-empty ID (as in daprd)."""
+    """An ID for an operation on an existing instance: non-empty (daprd's only rule), and one the
+    engine can hold (`ids.check_id`): no instance has any other, and a NUL or control character
+    must never reach a command on Kafka."""
     if not instance_id:
         raise InstanceIdMissing()
-
-
-def _allowed(char: str) -> bool:
-    # Go's unicode.IsLetter is category L*, IsDigit is Nd: str.isalpha and str.isdecimal.
-    return char.isalpha() or char.isdecimal() or char in "_-"
+    try:
+        ids.check_id(instance_id)
+    except ids.IdError as exc:
+        if _utf8_size(instance_id) > ids.MAX_ID_BYTES:
+            raise InstanceIdTooLong(ids.MAX_ID_BYTES) from None
+        raise InstanceIdInvalid(instance_id, str(exc)) from None
 
 
 def check_new_instance_id(instance_id: str) -> None:
     """Rules for an ID that creates an instance: at most 64, only letters, digits, `_`, `-`.
 
     The length is counted in UTF-8 bytes, as daprd's `len(instanceID)` does, so an ID accepted
-    here is accepted by Dapr too (and fits state stores with short key limits).
+    here is accepted by Dapr too (and fits state stores with short key limits). daprd checks the
+    length first, so an ID that breaks both rules is "too long".
     """
-    check_instance_id(instance_id)
-    if len(instance_id.encode()) > MAX_INSTANCE_ID_LENGTH:
-        raise InstanceIdTooLong(MAX_INSTANCE_ID_LENGTH)
-    if not all(_allowed(c) for c in instance_id):
-        raise InstanceIdInvalid(instance_id)
+    if not instance_id:
+        raise InstanceIdMissing()
+    try:
+        ids.check_new_instance_id(instance_id)
+    except ids.IdError:
+        if _utf8_size(instance_id) > MAX_INSTANCE_ID_LENGTH:
+            raise InstanceIdTooLong(MAX_INSTANCE_ID_LENGTH) from None
+        raise InstanceIdInvalid(instance_id) from None
+
+
+def first_query_value(params: QueryParams, name: str) -> str | None:
+    """The first value of a repeated query parameter, as daprd's `r.URL.Query().Get` takes it
+    (Starlette's `.get` takes the last)."""
+    values = params.getlist(name)
+    return values[0] if values else None
 
 
 def check_workflow_name(name: str) -> None:

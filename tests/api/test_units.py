@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from api.consistency import PendingStart, _Backlog, fold_starts
-from api.errors import BackendError, InstanceIdInvalid, _classify
+from api.errors import BackendError, InstanceIdInvalid, InstanceIdTooLong, _classify
 from api.listing import Cursor, Query, list_instances, parse_query
 from api.model import Instance
 from api.openapi import document
 from api.responses import instance_body, rfc3339
 from api.settings import ApiSettings
-from api.validation import check_new_instance_id, payload_from_body
+from api.validation import check_instance_id, check_new_instance_id, payload_from_body
 from engine.core.commands import StartWorkflow
 from engine.core.state import InstanceState
 from engine.core.values import FailureDetails, RuntimeStatus
@@ -39,6 +39,30 @@ def test_length_is_counted_in_utf8_bytes_as_daprd_does() -> None:
     check_new_instance_id("é" * 32)
     with pytest.raises(Exception, match="max length of 64"):
         check_new_instance_id("é" * 33)
+
+
+def test_a_new_id_too_long_and_invalid_is_too_long_as_in_daprd() -> None:
+    with pytest.raises(InstanceIdTooLong):
+        check_new_instance_id("$" * 65)
+    with pytest.raises(InstanceIdInvalid):
+        check_new_instance_id("a\x00b")
+
+
+@pytest.mark.parametrize("iid", ["parent:0001", "a.b", "x" * 1024, "Zürich/1"])
+def test_ids_of_existing_instances_follow_the_engine_rule(iid: str) -> None:
+    check_instance_id(iid)
+
+
+@pytest.mark.parametrize("iid", ["a\x00b", "\x01", "tab\there", "sp ace", "bidi\u202e", "\ud800"])
+def test_ids_no_instance_can_have_are_invalid(iid: str) -> None:
+    with pytest.raises(InstanceIdInvalid) as caught:
+        check_instance_id(iid)
+    assert caught.value.message.isprintable()  # the ID is shown escaped: safe to log
+
+
+def test_ids_over_the_engine_limit_are_too_long() -> None:
+    with pytest.raises(InstanceIdTooLong, match="1024"):
+        check_instance_id("x" * 1025)
 
 
 @pytest.mark.parametrize(
