@@ -6,6 +6,14 @@ A workflow module written for Dapr runs here after changing its imports to `from
 from __future__ import annotations
 
 from .core.context import DaprWorkflowContext, WorkflowContext
+from .core.propagation import (
+    ActivityResult,
+    ChildWorkflowResult,
+    PropagatedHistory,
+    PropagationNotFoundError,
+    PropagationScope,
+    WorkflowResult,
+)
 from .core.retry import RetryPolicy
 from .core.tasks import Task, TaskFailedError, when_all, when_any
 from .core.values import FailureDetails
@@ -17,16 +25,22 @@ from .sdk.runtime import WorkflowRuntime
 from .sdk.state import WorkflowState, WorkflowStatus
 
 __all__ = [
+    "ActivityResult",
+    "ChildWorkflowResult",
     "DaprWorkflowClient",
     "DaprWorkflowContext",
     "FailureDetails",
     "HeadraceError",
     "NonDeterminismError",
+    "PropagatedHistory",
+    "PropagationNotFoundError",
+    "PropagationScope",
     "RetryPolicy",
     "Task",
     "TaskFailedError",
     "WorkflowActivityContext",
     "WorkflowContext",
+    "WorkflowResult",
     "WorkflowRuntime",
     "WorkflowState",
     "WorkflowStatus",

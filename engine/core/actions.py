@@ -37,6 +37,8 @@ class ScheduleTask(Action):
     name: str
     input: str | None = None
     task_execution_id: str = ""
+    #: A `PropagationScope` name: the history the engine hands on with the work ("" for none).
+    propagation: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +52,7 @@ class CreateChildWorkflow(Action):
     instance_id: str
     name: str
     input: str | None = None
+    propagation: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -59,6 +59,8 @@ class StartWorkflow(Command):
     input: str | None = None
     scheduled_start: datetime | None = None
     parent: ParentInstance | None = None
+    #: History the parent hands on (`engine.core.propagation`), JSON text.
+    propagated_history: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +130,8 @@ class ActivityWorkItem:
     name: str
     input: str | None = None
     task_execution_id: str = ""
+    #: History the workflow hands on (`engine.core.propagation`), JSON text.
+    propagated_history: str | None = None
 
 
 COMMAND_TYPES: tuple[type[Command], ...] = (

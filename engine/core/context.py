@@ -7,12 +7,14 @@ replaying. Workflow code must use these, never `datetime.now()` or `uuid.uuid4()
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .payload import dump_payload
+from .propagation import PropagatedHistory, PropagationScope
 from .retry import RetryPolicy
+from .serializer import to_json
 from .tasks import Task
 
 if TYPE_CHECKING:
@@ -54,8 +56,17 @@ class DaprWorkflowContext:
         return self._execution.is_replaying
 
     def set_custom_status(self, custom_status: Any) -> None:
-        """Shown as `dapr.workflow.custom_status` (stored as JSON text, as durabletask does)."""
-        self._execution.custom_status = dump_payload(custom_status)
+        """Shown as `dapr.workflow.custom_status`: a string as it is, as Dapr's SDK stores it.
+
+        Any other value is stored as its JSON text, which Dapr's SDK still does but deprecates
+        (pass a string; `json.dumps` your value first).
+        """
+        if custom_status is not None and not isinstance(custom_status, str):
+            warnings.warn("Passing a non-str value to set_custom_status is deprecated (as in Dapr's SDK): "
+                          "serialize your value to a JSON string before calling.", DeprecationWarning, stacklevel=2)
+            self._execution.custom_status = to_json(custom_status)
+        else:
+            self._execution.custom_status = custom_status
 
     def create_timer(self, fire_at: datetime | timedelta) -> Task[None]:
         """A durable timer; a timedelta counts from `current_utc_datetime`."""
@@ -68,9 +79,14 @@ class DaprWorkflowContext:
         input: Any = None,
         retry_policy: RetryPolicy | None = None,
         app_id: str | None = None,
+        propagation: PropagationScope | None = None,
     ) -> Task[Any]:
-        """Schedule an activity; `app_id` is accepted for Dapr compatibility (one app here)."""
-        return self._execution.call_activity(registered_name(activity), input, retry_policy)
+        """Schedule an activity; `app_id` is accepted for Dapr compatibility (one app here).
+
+        With `propagation`, the activity gets this workflow's history (`OWN_HISTORY`), or that plus
+        the history this workflow received (`LINEAGE`), through `ctx.get_propagated_history()`.
+        """
+        return self._execution.call_activity(registered_name(activity), input, retry_policy, _scope(propagation))
 
     def call_child_workflow(
         self,
@@ -80,9 +96,18 @@ class DaprWorkflowContext:
         instance_id: str | None = None,
         retry_policy: RetryPolicy | None = None,
         app_id: str | None = None,
+        propagation: PropagationScope | None = None,
     ) -> Task[Any]:
-        """Start a child workflow; its ID defaults to `{instance_id}:{task id as 4 hex digits}`."""
-        return self._execution.call_child_workflow(registered_name(workflow), input, instance_id, retry_policy)
+        """Start a child workflow; its ID defaults to Dapr's `{instance_id}:0001`, `:0002`, … (the action's number).
+
+        `propagation` hands history on as for `call_activity`.
+        """
+        return self._execution.call_child_workflow(registered_name(workflow), input, instance_id, retry_policy,
+                                                   _scope(propagation))
+
+    def get_propagated_history(self) -> PropagatedHistory | None:
+        """The history the parent handed on with `propagation=`, or None when it handed on none."""
+        return PropagatedHistory.from_json(self._execution.propagated_history)
 
     def wait_for_external_event(self, name: str, *, timeout: datetime | timedelta | None = None) -> Task[Any]:
         """Wait for an event raised by name (case-insensitive), first-in first-out.
@@ -102,6 +127,12 @@ class DaprWorkflowContext:
     def new_uuid(self) -> str:
         """A UUID that is the same on every replay (derived from instance, turn time and a counter)."""
         return self._execution.new_uuid()
+
+
+def _scope(propagation: PropagationScope | None) -> str:
+    if propagation is None or propagation is PropagationScope.NONE:
+        return ""
+    return PropagationScope(propagation).name
 
 
 #: Dapr exports the abstract type as `WorkflowContext`; here one class serves both names.

@@ -77,6 +77,8 @@ class ExecutionStarted(HistoryEvent):
     input: str | None = None
     parent: ParentInstance | None = None
     scheduled_start: datetime | None = None
+    #: History the caller handed on (`engine.core.propagation`), JSON text; kept for every replay.
+    propagated_history: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,8 +25,8 @@ from . import events as ev
 from .actions import Action, CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
 from .context import DaprWorkflowContext
 from .ids import check_id
-from .payload import dump_payload, load_payload
 from .retry import RetryPolicy
+from .serializer import call_with_input, from_json, to_json
 from .tasks import (
     ActivityTask,
     ChildWorkflowTask,
@@ -92,6 +92,8 @@ class WorkflowExecution:
         self.current_utc_datetime = _EPOCH
         self.is_replaying = False
         self.custom_status: str | None = None
+        #: History the caller handed on, from `ExecutionStarted` (JSON text; `engine.core.propagation`).
+        self.propagated_history: str | None = None
         self._resolve = resolve
         self._context = DaprWorkflowContext(self)
         self._name = ""
@@ -143,21 +145,25 @@ class WorkflowExecution:
 
     # -- what the context asks for ---------------------------------------------------------
 
-    def call_activity(self, name: str, input: Any, retry_policy: RetryPolicy | None) -> Task[Any]:
-        payload = dump_payload(input)
-        task: ActivityTask[Any] = ActivityTask(name, payload, retry_policy, self.current_utc_datetime)
+    def call_activity(
+        self, name: str, input: Any, retry_policy: RetryPolicy | None, propagation: str = ""
+    ) -> Task[Any]:
+        payload = to_json(input)
+        task: ActivityTask[Any] = ActivityTask(name, payload, retry_policy, self.current_utc_datetime, propagation)
         self._schedule(task)
         return task
 
     def call_child_workflow(
-        self, name: str, input: Any, instance_id: str | None, retry_policy: RetryPolicy | None
+        self, name: str, input: Any, instance_id: str | None, retry_policy: RetryPolicy | None, propagation: str = ""
     ) -> Task[Any]:
-        payload = dump_payload(input)
+        payload = to_json(input)
         # A child ID becomes a Kafka key: one the engine would refuse fails here, in the code that chose it.
+        # The default is Dapr's `{parent}:{action ID as 4 hex digits}`, whose action IDs count from 1
+        # where ours count from 0 (kept, so recorded histories still replay): hence the + 1.
         child_id = check_id(instance_id, "child instance ID") if instance_id else \
-            f"{self.instance_id}:{self._sequence:04x}"
+            f"{self.instance_id}:{self._sequence + 1:04x}"
         task: ChildWorkflowTask[Any] = ChildWorkflowTask(
-            name, payload, retry_policy, self.current_utc_datetime, child_id
+            name, payload, retry_policy, self.current_utc_datetime, child_id, propagation
         )
         self._schedule(task)
         return task
@@ -195,7 +201,7 @@ class WorkflowExecution:
         if save_events:
             pending = sorted(item for inbox in self._inbox.values() for item in inbox)
             carryover = tuple(event for _, event in pending)
-        self._complete(RuntimeStatus.CONTINUED_AS_NEW, result=dump_payload(new_input), carryover=carryover)
+        self._complete(RuntimeStatus.CONTINUED_AS_NEW, result=to_json(new_input), carryover=carryover)
 
     def new_uuid(self) -> str:
         name = f"{self.instance_id}|{self.current_utc_datetime.isoformat()}|{self._uuid_counter}"
@@ -257,6 +263,7 @@ class WorkflowExecution:
 
     def _start(self, event: ev.ExecutionStarted) -> None:
         self._name = event.name
+        self.propagated_history = event.propagated_history
         fn = self._resolve(event.name)
         if fn is None:
             self._fail(UnknownWorkflowError(f"no workflow named '{event.name}' is registered with this engine"))
@@ -305,7 +312,7 @@ class WorkflowExecution:
         # A result that is not JSON text (a worker in another language that forgot to encode it)
         # fails its task, which the code may catch; it must never stop the engine.
         try:
-            value = load_payload(text)
+            value = from_json(text)
         except PayloadDecodeError as exc:
             self._settle(task_id, None, FailureDetails(error_type=type(exc).__name__, message=str(exc),
                                                        non_retriable=True))
@@ -393,7 +400,7 @@ class WorkflowExecution:
         if self._completion is not None:
             return  # continue_as_new already ended this generation
         try:
-            payload = dump_payload(value)
+            payload = to_json(value)
         except SerializationError as exc:
             self._fail(exc)
             return
@@ -433,9 +440,10 @@ class WorkflowExecution:
         task_id = self._next_id()
         action: Action
         if isinstance(task, ChildWorkflowTask):
-            action = CreateChildWorkflow(id=task_id, instance_id=task.instance_id, name=task.name, input=task.input)
+            action = CreateChildWorkflow(id=task_id, instance_id=task.instance_id, name=task.name, input=task.input,
+                                         propagation=task.propagation)
         else:
-            action = ScheduleTask(id=task_id, name=task.name, input=task.input)
+            action = ScheduleTask(id=task_id, name=task.name, input=task.input, propagation=task.propagation)
         self._pending_actions[task_id] = action
         self._tasks[task_id] = task
 
@@ -462,28 +470,10 @@ def execute(
     return execution, execution.step(new)
 
 
-_ARITY: dict[Callable[..., Any], bool] = {}
-
-
-def _takes_input(fn: Callable[..., Any]) -> bool:
-    """Whether `fn` accepts a second positional argument (Dapr calls `fn(ctx)` without one)."""
-    cached = _ARITY.get(fn)
-    if cached is None:
-        try:
-            params = list(inspect.signature(fn).parameters.values())
-        except (TypeError, ValueError):
-            cached = True
-        else:
-            positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-            cached = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
-        _ARITY[fn] = cached
-    return cached
-
-
 def _deliver(task: CompletableTask[Any], text: str | None) -> None:
     """Complete an event task with its payload, or fail it if the payload is not JSON text."""
     try:
-        value = load_payload(text)
+        value = from_json(text)
     except PayloadDecodeError as exc:
         task.fail(exc)
         return
@@ -491,10 +481,8 @@ def _deliver(task: CompletableTask[Any], text: str | None) -> None:
 
 
 def call_with_optional_input(fn: Callable[..., Any], ctx: Any, payload: str | None) -> Any:
-    """Call a workflow or activity the way Dapr does: with its input when it takes one."""
-    if _takes_input(fn):
-        return fn(ctx, load_payload(payload))
-    return fn(ctx)
+    """Call a workflow or activity the way Dapr does: with its input, as its declared type, when it takes one."""
+    return call_with_input(fn, ctx, payload)
 
 
 def _describe(action: Action) -> str:

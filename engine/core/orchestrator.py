@@ -20,6 +20,7 @@ from . import events as ev
 from .actions import CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
 from .cache import ExecutionCache
 from .executor import WorkflowExecution, WorkflowResolver
+from .propagation import build_propagated_history
 from .state import InstanceState, fold_all
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 
@@ -190,6 +191,7 @@ class Orchestrator:
             input=message.input,
             parent=message.parent,
             scheduled_start=message.scheduled_start,
+            propagated_history=message.propagated_history,
         )
         outcome = self._turn(fresh, [started], now, _no_history, new_history=True)
         outcome.history_reset = True
@@ -306,7 +308,7 @@ class Orchestrator:
         new_state = fold_all(state, numbered)
         outcome.state = new_state
         outcome.events = numbered
-        self._effects(new_state, result.actions, outcome)
+        self._effects(new_state, result.actions, outcome, lambda: [*load_history(), *numbered])
         if completion is None:
             self.cache.put(iid, execution)
         elif completion.status is RuntimeStatus.CONTINUED_AS_NEW:
@@ -315,14 +317,19 @@ class Orchestrator:
             outcome.messages.append(self._child_result(new_state))
         return outcome
 
-    def _effects(self, state: InstanceState, actions: Sequence[object], outcome: TurnOutcome) -> None:
+    def _effects(self, state: InstanceState, actions: Sequence[object], outcome: TurnOutcome,
+                 history: Callable[[], Sequence[ev.HistoryEvent]]) -> None:
         if state.is_terminal or state.status is RuntimeStatus.CONTINUED_AS_NEW:
             return  # work for a finished generation would only produce results nobody wants
+
+        def handed_on(scope: str) -> str | None:  # history propagation: only built when asked for
+            return build_propagated_history(scope, state.instance_id, state.name, history()) if scope else None
+
         for action in actions:
             if isinstance(action, ScheduleTask):
                 outcome.work_items.append(cmd.ActivityWorkItem(
                     instance_id=state.instance_id, execution_id=state.execution_id, task_id=action.id,
-                    name=action.name, input=action.input,
+                    name=action.name, input=action.input, propagated_history=handed_on(action.propagation),
                 ))
             elif isinstance(action, CreateTimer):
                 outcome.timers.append(TimerRequest(cmd.TimerFiring(
@@ -337,6 +344,7 @@ class Orchestrator:
                     input=action.input,
                     parent=ParentInstance(instance_id=state.instance_id, name=state.name,
                                           task_scheduled_id=action.id, execution_id=state.execution_id),
+                    propagated_history=handed_on(action.propagation),
                 ))
 
     def _continue_as_new(

@@ -94,24 +94,28 @@ class CompletableTask(Task[T]):
 class ActivityTask(CompletableTask[T]):
     """An activity call; with a retry policy it survives failed attempts until the policy gives up."""
 
-    __slots__ = ("attempt", "first_attempt_at", "input", "name", "retry_policy")
+    __slots__ = ("attempt", "first_attempt_at", "input", "name", "propagation", "retry_policy")
 
-    def __init__(self, name: str, input: str | None, retry_policy: Any, first_attempt_at: datetime) -> None:
+    def __init__(self, name: str, input: str | None, retry_policy: Any, first_attempt_at: datetime,
+                 propagation: str = "") -> None:
         super().__init__()
         self.name = name
         self.input = input
         self.retry_policy = retry_policy
         self.attempt = 1
         self.first_attempt_at = first_attempt_at
+        #: The `PropagationScope` name each attempt hands on ("" for none).
+        self.propagation = propagation
 
 
 class ChildWorkflowTask(ActivityTask[T]):
     __slots__ = ("instance_id",)
 
     def __init__(
-        self, name: str, input: str | None, retry_policy: Any, first_attempt_at: datetime, instance_id: str
+        self, name: str, input: str | None, retry_policy: Any, first_attempt_at: datetime, instance_id: str,
+        propagation: str = "",
     ) -> None:
-        super().__init__(name, input, retry_policy, first_attempt_at)
+        super().__init__(name, input, retry_policy, first_attempt_at, propagation)
         self.instance_id = instance_id
 
 

@@ -7,8 +7,8 @@ import concurrent.futures
 import inspect
 
 from ..core.commands import ActivityResult, ActivityWorkItem
-from ..core.executor import call_with_optional_input
-from ..core.payload import dump_payload
+from ..core.propagation import PropagatedHistory
+from ..core.serializer import call_with_input, to_json
 from ..core.values import FailureDetails
 from .registry import Registry
 
@@ -18,13 +18,15 @@ __all__ = ["WorkflowActivityContext", "run_activity"]
 class WorkflowActivityContext:
     """Who called this activity: the workflow instance and its task ID (Dapr's names)."""
 
-    __slots__ = ("_name", "_task_execution_id", "_task_id", "_workflow_id")
+    __slots__ = ("_name", "_propagated_history", "_task_execution_id", "_task_id", "_workflow_id")
 
-    def __init__(self, workflow_id: str, task_id: int, name: str = "", task_execution_id: str = "") -> None:
+    def __init__(self, workflow_id: str, task_id: int, name: str = "", task_execution_id: str = "",
+                 propagated_history: str | None = None) -> None:
         self._workflow_id = workflow_id
         self._task_id = task_id
         self._name = name
         self._task_execution_id = task_execution_id
+        self._propagated_history = propagated_history
 
     @property
     def workflow_id(self) -> str:
@@ -49,6 +51,10 @@ class WorkflowActivityContext:
     def get_inner_context(self) -> WorkflowActivityContext:
         return self
 
+    def get_propagated_history(self) -> PropagatedHistory | None:
+        """The history the calling workflow handed on with `propagation=`, or None."""
+        return PropagatedHistory.from_json(self._propagated_history)
+
     def __repr__(self) -> str:
         return f"WorkflowActivityContext(workflow_id={self._workflow_id!r}, task_id={self._task_id})"
 
@@ -69,16 +75,17 @@ async def run_activity(
             non_retriable=True,
         )
         return _result(item, failure=failure)
-    ctx = WorkflowActivityContext(item.instance_id, item.task_id, item.name, item.task_execution_id)
+    ctx = WorkflowActivityContext(item.instance_id, item.task_id, item.name, item.task_execution_id,
+                                  item.propagated_history)
     try:
         if inspect.iscoroutinefunction(fn):
-            value = await call_with_optional_input(fn, ctx, item.input)
+            value = await call_with_input(fn, ctx, item.input)
         else:
             loop = asyncio.get_running_loop()
-            value = await loop.run_in_executor(pool, call_with_optional_input, fn, ctx, item.input)
+            value = await loop.run_in_executor(pool, call_with_input, fn, ctx, item.input)
             if inspect.isawaitable(value):
                 value = await value
-        return _result(item, result=dump_payload(value))
+        return _result(item, result=to_json(value))
     except Exception as exc:
         return _result(item, failure=FailureDetails.from_exception(exc))
 

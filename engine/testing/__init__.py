@@ -28,7 +28,7 @@ from ..core.context import registered_name
 from ..core.events import HistoryEvent
 from ..core.ids import check_id, check_new_instance_id
 from ..core.orchestrator import Orchestrator, TurnOutcome
-from ..core.payload import dump_payload
+from ..core.serializer import to_json
 from ..core.state import InstanceState
 from ..errors import InstanceExistsError, InstanceNotFoundError, InstanceNotTerminalError, WorkflowError
 from ..sdk.activity import run_activity
@@ -100,7 +100,7 @@ class WorkflowTestEnvironment:
         if state is not None and not state.is_terminal:
             raise InstanceExistsError(iid)
         self._command(cmd.StartWorkflow(
-            instance_id=iid, command_id=self._new_id(), name=registered_name(workflow), input=dump_payload(input),
+            instance_id=iid, command_id=self._new_id(), name=registered_name(workflow), input=to_json(input),
             scheduled_start=start_at,
         ))
         return iid
@@ -108,7 +108,7 @@ class WorkflowTestEnvironment:
     def raise_workflow_event(self, instance_id: str, event_name: str, *, data: Any = None) -> None:
         self._require(instance_id)
         self._command(cmd.RaiseEvent(instance_id=instance_id, command_id=self._new_id(), name=event_name,
-                                  input=dump_payload(data)))
+                                  input=to_json(data)))
 
     def pause_workflow(self, instance_id: str) -> None:
         self._require(instance_id)
@@ -121,7 +121,7 @@ class WorkflowTestEnvironment:
     def terminate_workflow(self, instance_id: str, *, output: Any = None, recursive: bool = True) -> None:
         self._require(instance_id)
         self._command(cmd.TerminateWorkflow(instance_id=instance_id, command_id=self._new_id(),
-                                         output=dump_payload(output), recursive=recursive))
+                                         output=to_json(output), recursive=recursive))
 
     def purge_workflow(self, instance_id: str, recursive: bool = True) -> None:
         state = self._require(instance_id)

@@ -55,7 +55,7 @@ def test_full_lifecycle_with_events(http: httpx.Client) -> None:
     # Paused: the event waits for the resume.
     assert (
         wait_status(http, iid, "SUSPENDED")["properties"]["dapr.workflow.custom_status"]
-        == '"waiting"'
+        == "waiting"  # stored as written, as Dapr's SDK does
     )
     assert http.post(f"/v1.0/workflows/dapr/{iid}/resume").status_code == 202
 
@@ -64,7 +64,7 @@ def test_full_lifecycle_with_events(http: httpx.Client) -> None:
         "input": {"order": 7},
         "doubled": 42,
     }
-    assert done["properties"]["dapr.workflow.custom_status"] == '"going"'
+    assert done["properties"]["dapr.workflow.custom_status"] == "going"
 
     purged = http.post(f"/v1.0/workflows/dapr/{iid}/purge")
     assert purged.status_code == 202

@@ -136,7 +136,7 @@ def test_raise_an_event_on_a_waiting_instance(page: Page, http: httpx.Client) ->
     instance = start(http, "api_gate", '{"order": 1}')
     open_instance(page, instance)
     expect_status(page, "RUNNING")
-    expect(page.locator("#custom-status")).to_have_text('"waiting"', timeout=SETTLE_MS)
+    expect(page.locator("#custom-status")).to_have_text("waiting", timeout=SETTLE_MS)
 
     page.click("#act-raise")
     page.fill("#event-name", "go")

@@ -41,8 +41,8 @@ def test_parent_with_children(client: DaprWorkflowClient) -> None:
     iid = client.schedule_new_workflow("parent", input=["a", "b", "c"])
     result = output(client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT))
     assert result == [f"Hello, Hello, Hello, {n}!!!" for n in "abc"]
-    # Children get Dapr's default IDs: parent ID, a colon, the task's sequence number in 4 hex digits.
-    child = client.get_workflow_state(f"{iid}:0000")
+    # Children get Dapr's default IDs: parent ID, a colon, the action's number (from 1) in 4 hex digits.
+    child = client.get_workflow_state(f"{iid}:0001")
     assert child is not None and child.runtime_status is WorkflowStatus.COMPLETED
 
 
@@ -50,7 +50,7 @@ def test_approval_event_and_timeout(client: DaprWorkflowClient) -> None:
     approved = client.schedule_new_workflow("order_approval", input={"id": 1, "amount": 5, "timeout_s": 60})
     client.wait_for_workflow_start(approved, timeout_in_seconds=WAIT)
     eventually(lambda: (s := client.get_workflow_state(approved)) is not None
-               and s.serialized_custom_status == '"waiting for approval"')
+               and s.serialized_custom_status == "waiting for approval")
     client.raise_workflow_event(approved, "approval", data=True)
     assert output(client.wait_for_workflow_completion(approved, timeout_in_seconds=WAIT))["status"] == "approved"  # type: ignore[index]
 
@@ -101,7 +101,7 @@ def test_pause_buffers_events_until_resume(client: DaprWorkflowClient) -> None:
 
 def test_terminate_is_recursive(client: DaprWorkflowClient) -> None:
     iid = client.schedule_new_workflow("tree", input=2)
-    leaves = [f"{iid}:0000:0000", f"{iid}:0000:0001", f"{iid}:0001:0000", f"{iid}:0001:0001"]
+    leaves = [f"{iid}:0001:0001", f"{iid}:0001:0002", f"{iid}:0002:0001", f"{iid}:0002:0002"]
     eventually(lambda: all((s := client.get_workflow_state(leaf)) is not None
                            and s.runtime_status is WorkflowStatus.RUNNING for leaf in leaves))
     client.terminate_workflow(iid)
@@ -124,7 +124,7 @@ def test_purge_is_recursive_and_refused_while_running(client: DaprWorkflowClient
     iid = client.schedule_new_workflow("parent", input=["x"])
     client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
     client.purge_workflow(iid)
-    eventually(lambda: client.get_workflow_state(iid) is None and client.get_workflow_state(f"{iid}:0000") is None)
+    eventually(lambda: client.get_workflow_state(iid) is None and client.get_workflow_state(f"{iid}:0001") is None)
     with pytest.raises(InstanceNotFoundError):
         client.raise_workflow_event(iid, "x")
 

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 from support import Runner, at, numbered, resolver, started
 
 from engine import DaprWorkflowContext, TaskFailedError, alternate_name, when_any
@@ -47,7 +48,7 @@ class Test_start:
 
         result = Runner(resolver(plain), "plain", input="21").start()
         assert result.actions == (
-            CompleteWorkflow(id=0, status=RuntimeStatus.COMPLETED, result='{"doubled":42}'),
+            CompleteWorkflow(id=0, status=RuntimeStatus.COMPLETED, result='{"doubled": 42}'),
         )
 
     def test_workflow_without_input_parameter_is_called_with_ctx_only(self):
@@ -227,7 +228,9 @@ class Test_call_activity:
 
 
 class Test_call_child_workflow:
-    def test_default_child_id_is_parent_and_sequence_in_four_hex_digits(self):
+    def test_default_child_id_is_parent_and_daprs_action_number_in_four_hex_digits(self):
+        # Dapr numbers actions from 1 (durabletask's next_sequence_number), so the 18th action's
+        # child is `:0012`; our action IDs count from 0 and stay so (recorded histories replay).
         def child(ctx):
             return 1
 
@@ -239,7 +242,7 @@ class Test_call_child_workflow:
 
         result = Runner(resolver(parent, child), "parent", instance_id="order-7").start()
         assert result.actions[17] == CreateChildWorkflow(
-            id=17, instance_id="order-7:0011", name="child", input='{"k":1}'
+            id=17, instance_id="order-7:0012", name="child", input='{"k": 1}'
         )
         assert result.actions[18] == CreateChildWorkflow(
             id=18, instance_id="explicit-id", name="other"
@@ -502,16 +505,17 @@ class Test_deterministic_context:
 
         def wf(ctx):
             seen.append((ctx.instance_id, ctx.current_utc_datetime))
-            ctx.set_custom_status({"phase": 1})
+            with pytest.deprecated_call():  # as in Dapr's SDK: a non-str is JSON-encoded, and deprecated
+                ctx.set_custom_status({"phase": 1})
             yield ctx.create_timer(timedelta(seconds=60))
             seen.append((ctx.instance_id, ctx.current_utc_datetime))
             ctx.set_custom_status("phase 2")
 
         run = Runner(resolver(wf), "wf", instance_id="abc")
         first = run.start(7)
-        assert first.custom_status == '{"phase":1}'
+        assert first.custom_status == '{"phase": 1}'
         second = run.fire(99, 0)  # the turn's time is the WorkflowStarted time, not the fire_at
-        assert second.custom_status == '"phase 2"'
+        assert second.custom_status == "phase 2"  # a string is stored as it is, as Dapr's SDK does
         assert seen == [("abc", at(7)), ("abc", at(99))]
         seen.clear()
         run.replayed()

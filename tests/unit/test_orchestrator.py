@@ -282,7 +282,7 @@ class Test_commands:
         created = h.handle(start(name="parent", iid="p"))
         (child_start,) = created.messages
         assert isinstance(child_start, cmd.StartWorkflow)
-        assert child_start.instance_id == "p:0000"
+        assert child_start.instance_id == "p:0001"
         assert child_start.parent == ParentInstance(
             instance_id="p", name="parent", task_scheduled_id=0, execution_id="c1"
         )
@@ -297,7 +297,7 @@ class Test_commands:
         assert outcome.state.output == '"bye"'
         if recursive:
             assert outcome.messages == [
-                cmd.TerminateWorkflow(instance_id="p:0000", command_id="t1:p:0000", output='"bye"')
+                cmd.TerminateWorkflow(instance_id="p:0001", command_id="t1:p:0001", output='"bye"')
             ]
         else:
             assert outcome.messages == []
@@ -306,7 +306,7 @@ class Test_commands:
         h = Harness({"parent": parent_wf, "waiter": waiter})
         (child_start,) = h.handle(start(name="parent", iid="p")).messages
         h.handle(child_start)
-        outcome = h.handle(cmd.TerminateWorkflow(instance_id="p:0000", command_id="t1"))
+        outcome = h.handle(cmd.TerminateWorkflow(instance_id="p:0001", command_id="t1"))
         (report,) = outcome.messages
         assert isinstance(report, cmd.ChildResult)
         assert report.failure is not None
@@ -339,11 +339,11 @@ class Test_commands:
         assert outcome.purged
         assert outcome.state is None
         assert [(m.instance_id, m.command_id) for m in outcome.messages] == [
-            ("p:0000", "pg:p:0000"),
             ("p:0001", "pg:p:0001"),
+            ("p:0002", "pg:p:0002"),
         ]
         assert "p" not in h.states
-        flat = h.handle(cmd.PurgeWorkflow(instance_id="p:0000", command_id="pg2", recursive=False))
+        flat = h.handle(cmd.PurgeWorkflow(instance_id="p:0001", command_id="pg2", recursive=False))
         assert flat.purged
         assert flat.messages == []
 
@@ -354,11 +354,11 @@ class Test_children:
         (child_start,) = h.handle(start(name="parent", iid="p")).messages
         h.handle(child_start)
         outcome = h.handle(
-            cmd.RaiseEvent(instance_id="p:0000", command_id="r", name="go", input='"v"')
+            cmd.RaiseEvent(instance_id="p:0001", command_id="r", name="go", input='"v"')
         )
         (report,) = outcome.messages
         assert report == cmd.ChildResult(
-            instance_id="p", execution_id="c1", task_id=0, child_instance_id="p:0000", result='"v"'
+            instance_id="p", execution_id="c1", task_id=0, child_instance_id="p:0001", result='"v"'
         )
         done = h.handle(report)
         assert done.state is not None

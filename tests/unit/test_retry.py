@@ -239,12 +239,12 @@ class Test_retries_in_history:
 
         run = Runner(resolver(wf), "wf", instance_id="p")
         assert run.start().actions == (
-            CreateChildWorkflow(id=0, instance_id="p:0000", name="child"),
+            CreateChildWorkflow(id=0, instance_id="p:0001", name="child"),
         )
         failure = FailureDetails(error_type="E", message="child failed")
         run.turn(1, ev.ChildWorkflowFailed(timestamp=at(1), task_scheduled_id=0, failure=failure))
         assert run.fire(2, 1).actions == (
-            CreateChildWorkflow(id=2, instance_id="p:0000", name="child"),
+            CreateChildWorkflow(id=2, instance_id="p:0001", name="child"),
         )
         done = run.turn(
             3, ev.ChildWorkflowCompleted(timestamp=at(3), task_scheduled_id=2, result="1")

@@ -219,7 +219,7 @@ class Test_run_activity:
         registry.add_activity(charge)
         out = run(registry, item("charge", '{"amount": 5}'))
         assert out == ActivityResult(
-            instance_id="wf-1", execution_id="e1", task_id=3, result='{"charged":5}'
+            instance_id="wf-1", execution_id="e1", task_id=3, result='{"charged": 5}'
         )
         assert seen == [("wf-1", 3, "charge", {"amount": 5})]
 

@@ -230,15 +230,15 @@ class Test_authoring_features:
         env.run()
         state = env.get_workflow_state(iid)
         assert state.runtime_status is WorkflowStatus.RUNNING
-        assert state.serialized_custom_status == '"charging"'
+        assert state.serialized_custom_status == "charging"
         env.raise_workflow_event(iid, "APPROVAL", data="yes")
-        assert env.wait_for_workflow_completion(iid).serialized_custom_status == '"done"'
+        assert env.wait_for_workflow_completion(iid).serialized_custom_status == "done"
         assert output(env, iid) == {
             "doubled": 2,
             "greeting": "hello ada",
             "fanned": [2, 4, 6],
             "approved": "yes",
-            "child": {"child": "order-1:0006", "value": 20},
+            "child": {"child": "order-1:0007", "value": 20},
         }
         check_replay_turns(iid, wfr.registry.get_workflow, env.history(iid))
 
@@ -381,7 +381,7 @@ class Test_lifecycle:
     def test_terminate_is_recursive(self, env):
         iid = env.schedule_new_workflow(parent, input=2, instance_id="p")
         env.run()
-        children = ["p:0000", "p:0001"]
+        children = ["p:0001", "p:0002"]
         assert all(
             env.get_workflow_state(c).runtime_status is WorkflowStatus.RUNNING for c in children
         )
@@ -399,10 +399,10 @@ class Test_lifecycle:
         env.run()
         env.terminate_workflow(iid, recursive=False)
         env.run()
-        assert env.get_workflow_state("p:0000").runtime_status is WorkflowStatus.RUNNING
-        env.raise_workflow_event("p:0000", "release", data=1)
+        assert env.get_workflow_state("p:0001").runtime_status is WorkflowStatus.RUNNING
+        env.raise_workflow_event("p:0001", "release", data=1)
         env.run()  # the child's result reaches a terminated parent and is dropped
-        assert env.get_workflow_state("p:0000").runtime_status is WorkflowStatus.COMPLETED
+        assert env.get_workflow_state("p:0001").runtime_status is WorkflowStatus.COMPLETED
         assert env.get_workflow_state(iid).runtime_status is WorkflowStatus.TERMINATED
 
     def test_purge_is_refused_for_a_running_instance(self, env):
@@ -415,13 +415,13 @@ class Test_lifecycle:
     def test_purge_is_recursive(self, env):
         iid = env.schedule_new_workflow(parent, input=2, instance_id="p")
         env.run()
-        for c in ("p:0000", "p:0001"):
+        for c in ("p:0001", "p:0002"):
             env.raise_workflow_event(c, "release", data=c)
         env.run()
-        assert output(env, iid) == ["p:0000", "p:0001"]
+        assert output(env, iid) == ["p:0001", "p:0002"]
         env.purge_workflow(iid)
         env.run()
-        for gone in ("p", "p:0000", "p:0001"):
+        for gone in ("p", "p:0001", "p:0002"):
             assert env.get_workflow_state(gone) is None
             assert env.history(gone) == []
         with pytest.raises(InstanceNotFoundError):
@@ -430,12 +430,12 @@ class Test_lifecycle:
     def test_purge_not_recursive_keeps_children(self, env):
         iid = env.schedule_new_workflow(parent, input=1, instance_id="p")
         env.run()
-        env.raise_workflow_event("p:0000", "release")
+        env.raise_workflow_event("p:0001", "release")
         env.run()
         env.purge_workflow(iid, recursive=False)
         env.run()
         assert env.get_workflow_state(iid) is None
-        assert env.get_workflow_state("p:0000") is not None
+        assert env.get_workflow_state("p:0001") is not None
 
     def test_start_over_a_running_instance_is_refused(self, env):
         env.schedule_new_workflow(events, instance_id="x")
@@ -478,7 +478,7 @@ class Test_children_and_timers:
         iid = env.schedule_new_workflow(parent_of_generations, instance_id="p")
         env.wait_for_workflow_completion(iid)
         assert output(env, iid) == 3
-        assert env.states["p:0000"].generation == 3
+        assert env.states["p:0001"].generation == 3
 
     def test_unknown_child_workflow_fails_the_parent_task(self, env):
         iid = env.schedule_new_workflow(parent_of_unknown)
@@ -523,7 +523,7 @@ class Test_retry_and_continue_as_new:
         assert len(generations) == 3
         state = env.states["c"]
         assert state.generation == 2
-        assert state.input == '{"total":11,"round":3}'
+        assert state.input == '{"total": 11, "round": 3}'
         check_replay_turns("c", wfr.registry.get_workflow, env.history("c"))
 
 
