@@ -373,6 +373,10 @@ class PartitionOwner:
             if len(record.value) > self.settings.max_payload_bytes + 8192:  # room for the envelope
                 raise DecodeError(f"record of {len(record.value)} bytes is over the payload limit")
             message: cmd.InstanceMessage = cmd.check_message(MESSAGES.decode(record.value))
+            if isinstance(message, cmd.TimerFiring):
+                # Timers fire inside the owner (never through a topic): a firing from outside would
+                # end anyone's durable timer early, with IDs readable from the status topic.
+                raise DecodeError("TimerFiring is internal to the engine and is not accepted from a topic")
             if record.key is not None and record.key != message.instance_id.encode():
                 raise DecodeError(f"record key {record.key[:200]!r} does not match instance_id "
                                   f"{message.instance_id[:200]!r}")

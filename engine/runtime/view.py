@@ -54,30 +54,45 @@ class StatusView:
             await self._consumer.stop()
 
     async def _follow(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
+        # Nothing awaits this task: if it ended, every waiter of this process would wait forever
+        # and every read would be stale. It outlives any error (the logging setup rate-limits).
         while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-            if batches:
-                for records in batches.values():
-                    for record in records:
-                        self._apply(record.key, record.value)
-                async with self._changed:
-                    self._changed.notify_all()
-            if not self.caught_up.is_set():
-                positions = {tp: await consumer.position(tp) for tp in ends}
-                if all(positions[tp] >= end for tp, end in ends.items()) or not batches:
-                    self.caught_up.set()
+            try:
+                await self._follow_once(consumer, ends)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("status view of %s: reading failed; trying again in 1 s", self.topic)
+                await asyncio.sleep(1.0)  # back-off before the next read, not a wait for a condition
+
+    async def _follow_once(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
+        batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+        if batches:
+            for records in batches.values():
+                for record in records:
+                    self._apply(record.key, record.value)
+            async with self._changed:
+                self._changed.notify_all()
+        if not self.caught_up.is_set():
+            positions = {tp: await consumer.position(tp) for tp in ends}
+            if all(positions[tp] >= end for tp, end in ends.items()) or not batches:
+                self.caught_up.set()
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             return
-        iid = key.decode()
+        try:
+            iid = key.decode()
+        except UnicodeDecodeError:
+            log.error("status record with a key that is not UTF-8 (%r): skipped", key[:100])
+            return
         if value is None:
             self.states.pop(iid, None)
             return
         try:
             self.states[iid] = decode_state(value)
         except DecodeError as exc:
-            log.error("unreadable status record for %s: %s", iid, exc)
+            log.error("unreadable status record for %r: %s", iid[:200], exc)
 
     async def wait_for(self, instance_id: str, done: Callable[[InstanceState | None], bool],
                        timeout: float | None) -> InstanceState | None:  # noqa: ASYNC109 - Dapr's client API

@@ -44,6 +44,8 @@ class Stack:
     engine: Process
     worker: Process
     logs: Path
+    #: Every process started for this module, stopped at its end (tests may start more).
+    spawned: list[Process]
 
     def alive(self) -> None:
         assert self.engine.popen.poll() is None, self.engine.log_text()[-3000:]
@@ -57,14 +59,14 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     asyncio.run(ensure_topics(settings))
     logs = tmp_path_factory.mktemp("hostile")
     env = {"HEADRACE_MAX_PAYLOAD_BYTES": str(PAYLOAD_LIMIT)}
-    engine = Process("engine", settings, logs, env)
-    worker = Process("worker", settings, logs, env)
+    processes: list[Process] = []
     try:
+        processes += [Process("engine", settings, logs, env), Process("worker", settings, logs, env)]
         with DaprWorkflowClient(settings=settings) as client:
-            yield Stack(settings, client, engine, worker, logs)
+            yield Stack(settings, client, processes[0], processes[1], logs, processes)
     finally:
-        engine.stop()
-        worker.kill()
+        for process in processes:
+            process.kill()
 
 
 def _command(kind: str, iid: str, **fields: Any) -> bytes:
@@ -227,8 +229,38 @@ def test_unreadable_stored_records_do_not_stall_a_restarted_engine(stack: Stack)
     stack.engine.stop()
     stack.engine = Process("engine", stack.settings, stack.logs,
                            {"HEADRACE_MAX_PAYLOAD_BYTES": str(PAYLOAD_LIMIT)})
+    stack.spawned.append(stack.engine)
     iid = f"restart-{uuid.uuid4().hex[:6]}"
     stack.client.schedule_new_workflow("counter", input=2, instance_id=iid)
     assert completed(stack, iid) == 2
     stack.alive()
     assert "skipping unreadable status record" in stack.engine.log_text()
+
+
+def test_timer_firing_from_outside_is_refused(stack: Stack) -> None:
+    # Found by the poison fuzzer: anyone could end a durable timer early by producing its firing
+    # (the execution and timer IDs are readable in the status topic).
+    iid = f"timer-{uuid.uuid4().hex[:6]}"
+    stack.client.schedule_new_workflow("sleeper", input=600.0, instance_id=iid)
+    eventually(lambda: bool(stack.client._view.states[iid].pending_timers), timeout=WAIT)
+    state = stack.client._view.states[iid]
+    timer_id, fire_at = next(iter(state.pending_timers.items()))
+    firing = _command("TimerFiring", iid, execution_id=state.execution_id, timer_id=timer_id,
+                      fire_at=fire_at.isoformat())
+    produce(stack, [(iid.encode(), firing)])
+    dead_letter(stack, iid, "TimerFiring is internal")
+    assert stack.client._view.states[iid].pending_timers == state.pending_timers
+    stack.client.terminate_workflow(iid)
+    stack.alive()
+
+
+def test_status_view_survives_a_record_it_cannot_read(stack: Stack) -> None:
+    # The view's reader task is awaited by nobody: a key that is not UTF-8 used to end it, and every
+    # client and API replica of the process then waited forever.
+    topics = Topics.for_settings(stack.settings)
+    asyncio.run(_produce(stack.settings, topics.status, [
+        (b"\xff\xfe" + bytes([p]), b"\x00garbage", p) for p in range(stack.settings.partitions)
+    ]))
+    iid = f"view-{uuid.uuid4().hex[:6]}"
+    stack.client.schedule_new_workflow("counter", input=1, instance_id=iid)
+    assert completed(stack, iid) == 1
