@@ -11,6 +11,7 @@ from typing import Any
 __all__ = ["Settings"]
 
 MiB = 1024 * 1024
+DAY_MS = 24 * 60 * 60 * 1000
 
 #: How long the broker may hold a fetch that has no data. Transactional (read_committed) data only
 #: becomes visible when its commit marker lands, and a long hold then turns into latency; a short
@@ -50,6 +51,22 @@ class Settings:
     #: Port of the /metrics, /healthz and /readyz endpoints of engine and worker processes; 0 = off.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    # Retention (docs/data-retention.md). Times in milliseconds; -1 keeps records forever. Applied when
+    # topics are created, and to existing topics whose values differ (`topics.ensure_topics`).
+    #: How long records stay in the append-only topics: commands, results, tasks.<queue>, history and
+    #: dead-letter. A purge does not remove an instance's records from these; only this does.
+    retention_commands_ms: int = 7 * DAY_MS
+    retention_results_ms: int = 7 * DAY_MS
+    retention_tasks_ms: int = 7 * DAY_MS
+    retention_history_ms: int = 7 * DAY_MS
+    retention_dead_letter_ms: int = 7 * DAY_MS
+    #: Compacted topics (status, history-store): the longest a record that a newer one (a tombstone
+    #: after a purge, a newer state) replaced stays before compaction removes it ...
+    max_compaction_lag_ms: int = DAY_MS
+    #: ... and how long the tombstone itself (a key, no value) stays readable after that.
+    tombstone_retention_ms: int = DAY_MS
+    #: Bytes of a refused record's value copied into its dead letter (the rest is cut off).
+    dead_letter_value_bytes: int = 64 * 1024
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -74,6 +91,14 @@ class Settings:
             shutdown_grace_seconds=float(env.get("HEADRACE_SHUTDOWN_GRACE_SECONDS") or 30.0),
             metrics_port=_int(env, "HEADRACE_METRICS_PORT", 0),
             metrics_host=env.get("HEADRACE_METRICS_HOST") or "127.0.0.1",
+            retention_commands_ms=_int(env, "HEADRACE_RETENTION_COMMANDS_MS", 7 * DAY_MS),
+            retention_results_ms=_int(env, "HEADRACE_RETENTION_RESULTS_MS", 7 * DAY_MS),
+            retention_tasks_ms=_int(env, "HEADRACE_RETENTION_TASKS_MS", 7 * DAY_MS),
+            retention_history_ms=_int(env, "HEADRACE_RETENTION_HISTORY_MS", 7 * DAY_MS),
+            retention_dead_letter_ms=_int(env, "HEADRACE_RETENTION_DEAD_LETTER_MS", 7 * DAY_MS),
+            max_compaction_lag_ms=_int(env, "HEADRACE_MAX_COMPACTION_LAG_MS", DAY_MS),
+            tombstone_retention_ms=_int(env, "HEADRACE_TOMBSTONE_RETENTION_MS", DAY_MS),
+            dead_letter_value_bytes=_int(env, "HEADRACE_DEAD_LETTER_VALUE_BYTES", 64 * 1024),
             security_protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
             sasl_mechanism=env.get("KAFKA_SASL_MECHANISM") or None,
             sasl_username=env.get("KAFKA_SASL_USERNAME") or None,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from .settings import Settings
 
-__all__ = ["Topics", "ensure_topics", "partition_count", "record_limit"]
+__all__ = ["MANAGED_CONFIGS", "Topics", "ensure_topics", "partition_count", "record_limit", "topic_configs"]
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +59,64 @@ def record_limit(settings: Settings) -> int:
     return 3 * settings.max_payload_bytes + 1024 * 1024
 
 
-async def ensure_topics(settings: Settings) -> Topics:
-    """Create the deployment's topics if they are missing (safe to call from every process)."""
+#: Topic configs that follow the settings: set at creation, and changed on existing topics whose
+#: values differ. (Partition counts, replication and cleanup policy are never changed here.)
+MANAGED_CONFIGS = ("retention.ms", "segment.ms", "delete.retention.ms", "max.compaction.lag.ms")
+
+#: The shortest and longest a segment of an append-only topic stays open. Retention deletes whole
+#: segments once their newest record is older than `retention.ms`, so a record can outlive its
+#: retention by up to one segment's time; Kafka's default segment is 7 days.
+_MIN_SEGMENT_MS = 10 * 60 * 1000
+_MAX_SEGMENT_MS = 24 * 60 * 60 * 1000
+#: Compacted topics roll a segment every 10 minutes: compaction never touches the open segment.
+_COMPACTED_SEGMENT_MS = 10 * 60 * 1000
+
+
+def _segment_ms(retention_ms: int) -> int:
+    if retention_ms < 0:
+        return _MAX_SEGMENT_MS
+    return max(_MIN_SEGMENT_MS, min(_MAX_SEGMENT_MS, retention_ms // 7))
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """The configs each of the deployment's topics is created with, by topic name."""
     topics = Topics.for_settings(settings)
     # A record may carry a payload at the limit twice (a status holds input and output) plus its
     # envelope; Kafka's default of about 1 MB per batch would refuse it and stall the transaction.
     common: dict[str, str] = {"max.message.bytes": str(record_limit(settings))}
     if settings.replication_factor > 1:
         common["min.insync.replicas"] = str(min(2, settings.replication_factor))
+
+    def plain(retention_ms: int) -> dict[str, str]:
+        return {**common, "cleanup.policy": "delete", "retention.ms": str(retention_ms),
+                "segment.ms": str(_segment_ms(retention_ms))}
+
+    # A purge writes tombstones here; `max.compaction.lag.ms` bounds how long the values they replace
+    # stay, `delete.retention.ms` how long the tombstones themselves stay readable after compaction.
     compacted = {**common, "cleanup.policy": "compact", "min.compaction.lag.ms": "0",
-                 "segment.ms": "600000"}
-    plain = {**common, "cleanup.policy": "delete"}
+                 "segment.ms": str(min(_COMPACTED_SEGMENT_MS, max(settings.max_compaction_lag_ms, 1))),
+                 "max.compaction.lag.ms": str(settings.max_compaction_lag_ms),
+                 "delete.retention.ms": str(settings.tombstone_retention_ms)}
+    return {
+        topics.commands: plain(settings.retention_commands_ms),
+        topics.results: plain(settings.retention_results_ms),
+        topics.tasks: plain(settings.retention_tasks_ms),
+        topics.status: compacted,
+        topics.history: plain(settings.retention_history_ms),
+        topics.history_store: compacted,
+        topics.dead_letter: plain(settings.retention_dead_letter_ms),
+    }
+
+
+async def ensure_topics(settings: Settings) -> Topics:
+    """Create the deployment's topics if they are missing, and bring existing topics' retention
+    configs (`MANAGED_CONFIGS`) to the settings' values (safe to call from every process)."""
+    topics = Topics.for_settings(settings)
+    configs = topic_configs(settings)
     wanted = [
-        NewTopic(topics.commands, settings.partitions, settings.replication_factor, topic_configs=plain),
-        NewTopic(topics.results, settings.partitions, settings.replication_factor, topic_configs=plain),
-        NewTopic(topics.tasks, settings.partitions, settings.replication_factor, topic_configs=plain),
-        NewTopic(topics.status, settings.partitions, settings.replication_factor, topic_configs=compacted),
-        NewTopic(topics.history, settings.partitions, settings.replication_factor, topic_configs=plain),
-        NewTopic(topics.history_store, settings.partitions, settings.replication_factor,
-                 topic_configs=compacted),
-        NewTopic(topics.dead_letter, 1, settings.replication_factor, topic_configs=plain),
+        NewTopic(name, 1 if name == topics.dead_letter else settings.partitions, settings.replication_factor,
+                 topic_configs=config)
+        for name, config in configs.items()
     ]
     admin = AIOKafkaAdminClient(**settings.client_kwargs())
     await admin.start()
@@ -87,9 +127,64 @@ async def ensure_topics(settings: Settings) -> Topics:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process created them first
                 await admin.create_topics(missing)
             log.info("created topics %s", ", ".join(t.name for t in missing))
+        present = [name for name in configs if name in existing]
+        if present:
+            try:
+                await _align_configs(admin, {name: configs[name] for name in present})
+            except KafkaError as exc:
+                # Without DescribeConfigs/AlterConfigs rights (ACLs) the topics keep their configs;
+                # that must not stop a process from starting.
+                log.warning("could not check or set the topics' retention configs: %r", exc)
     finally:
         await admin.close()
     return topics
+
+
+#: DescribeConfigs' `config_source` of a value set on the topic itself (not a broker or default).
+_DYNAMIC_TOPIC_CONFIG = 1
+
+
+async def _align_configs(admin: AIOKafkaAdminClient, configs: dict[str, dict[str, str]]) -> None:
+    """Set `MANAGED_CONFIGS` on existing topics whose values differ from `configs`.
+
+    aiokafka has no IncrementalAlterConfigs, and AlterConfigs replaces a topic's whole set of
+    topic-level overrides: the request therefore carries every override the topic has now (an
+    operator's own included), with only the managed keys changed.
+    """
+    names = list(configs)
+    described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+    current: dict[str, dict[str, tuple[str, bool]]] = {}
+    for response in described:
+        for resource in response.resources:
+            error_code, _message, _type, name, entries = resource[:5]
+            if error_code != 0:
+                log.warning("cannot read the configs of topic %s (error %d); leaving them as they are",
+                            name, error_code)
+                continue
+            # v0 entries carry `is_default`, v1+ `config_source`; either way: (name, value, overridden?).
+            current[name] = {entry[0]: (entry[1], _overridden(response.API_VERSION, entry)) for entry in entries}
+    changes: list[ConfigResource] = []
+    for name, entries in current.items():
+        want = {key: configs[name][key] for key in MANAGED_CONFIGS if key in configs[name]}
+        differ = {key: value for key, value in want.items() if entries.get(key, ("", False))[0] != value}
+        if not differ:
+            continue
+        overrides = {key: value for key, (value, overridden) in entries.items() if overridden and value is not None}
+        log.info("topic %s: setting %s", name, ", ".join(f"{k}={v}" for k, v in sorted(differ.items())))
+        changes.append(ConfigResource(ConfigResourceType.TOPIC, name, configs={**overrides, **want}))
+    if not changes:
+        return
+    for response in await admin.alter_configs(changes):
+        for error_code, message, _type, name in response.resources:
+            if error_code != 0:
+                log.warning("could not set the retention configs of topic %s: error %d %s", name, error_code,
+                            message)
+
+
+def _overridden(version: int, entry: Any) -> bool:
+    if version == 0:
+        return not entry[3]  # is_default
+    return bool(entry[3] == _DYNAMIC_TOPIC_CONFIG)
 
 
 async def partition_count(settings: Settings, topic: str) -> int:

@@ -360,9 +360,11 @@ class ActivityWorker:
                       producer: AIOKafkaProducer) -> None:
         try:
             item = WORK_ITEMS.decode(record.value or b"")
-        except DecodeError as exc:
+        except Exception as exc:  # a DecodeError, or anything else a hostile record provokes
+            reason = str(exc) if isinstance(exc, DecodeError) else f"undecodable record: {type(exc).__name__}: {exc}"
             await producer.send_and_wait(self.topics.dead_letter, encode_dead_letter(
-                str(exc), tp.topic, tp.partition, record.offset, record.key, record.value))
+                reason, tp.topic, tp.partition, record.offset, record.key, record.value,
+                self.settings.dead_letter_value_bytes))
             self.metrics.dead_letters.labels("invalid_work_item").inc()
             self._done(tp, state, record.offset)
             return

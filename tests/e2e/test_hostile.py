@@ -175,7 +175,7 @@ def test_ids_with_nul_or_control_characters_are_refused_at_every_entrance(stack:
 def test_turn_with_many_large_payloads_is_split_across_records(stack: Stack) -> None:
     iid = f"big-{uuid.uuid4().hex[:6]}"
     doc = "d" * (60 * 1024)
-    # 25 × 60 KiB in one turn: 1.5 MB of events, over the 1.25 MiB record limit of this deployment.
+    # 25 x 60 KiB in one turn: 1.5 MB of events, over the 1.25 MiB record limit of this deployment.
     stack.client.schedule_new_workflow("fan_same", input={"doc": doc, "n": 25}, instance_id=iid)
     assert completed(stack, iid) == 25 * len(doc)
     stack.alive()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -15,14 +16,40 @@ from ops.kafka.process import pids_mentioning
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 
+PARTITIONS = 3
+
+
 async def _partition_leaders(bootstrap: str, topic: str) -> dict[int, tuple[int, list[int]]]:
+    """Leader and in-sync replicas of each partition, as the metadata shows them now (maybe none yet)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
     finally:
         await admin.close()
-    return {p["partition"]: (p["leader"], sorted(p["isr"])) for p in described["partitions"]}
+    return {p["partition"]: (p["leader"], sorted(p["isr"])) for p in described.get("partitions", [])}
+
+
+async def _wait_for_leaders(
+    bootstrap: str, topic: str, accept: Callable[[int, list[int]], bool], what: str, within: float = 60
+) -> dict[int, tuple[int, list[int]]]:
+    """Wait until the metadata lists every partition of `topic` with a leader that `accept`s.
+
+    Right after `create_topics` (or a broker kill) the metadata may list no partitions, some, or
+    leaders of -1; a check over what is listed then would pass vacuously or fail with KeyError.
+    """
+    leaders: dict[int, tuple[int, list[int]]] = {}
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                leaders = await _partition_leaders(bootstrap, topic)
+                if sorted(leaders) == list(range(PARTITIONS)) and all(
+                    leader >= 0 and accept(leader, isr) for leader, isr in leaders.values()
+                ):
+                    return leaders
+                await asyncio.sleep(0.5)  # polling the metadata, bounded by the timeout above
+    except TimeoutError:
+        raise AssertionError(f"{topic}: not every partition had {what} within {within}s: {leaders}") from None
 
 
 async def _produce(producer: AIOKafkaProducer, topic: str, values: range) -> None:
@@ -48,13 +75,13 @@ async def test_acks_all_producer_keeps_writing_when_a_leader_is_killed(tmp_path,
         await admin.start()
         try:
             response = await admin.create_topics(
-                [NewTopic(topic, 3, 3, topic_configs={"min.insync.replicas": "2"})]
+                [NewTopic(topic, PARTITIONS, 3, topic_configs={"min.insync.replicas": "2"})]
             )
         finally:
             await admin.close()
-        assert all(err == 0 for _name, err, *_ in response.topic_errors), response
-        leaders = await _partition_leaders(bootstrap, topic)
-        assert all(isr == [1, 2, 3] for _leader, isr in leaders.values()), leaders
+        assert [(name, err) for name, err, *_ in response.topic_errors] == [(topic, 0)], response
+        leaders = await _wait_for_leaders(bootstrap, topic, lambda _leader, isr: isr == [1, 2, 3],
+                                          "a leader and all three replicas in sync")
 
         producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, retry_backoff_ms=200
@@ -78,10 +105,12 @@ async def test_acks_all_producer_keeps_writing_when_a_leader_is_killed(tmp_path,
             await producer.stop()
 
         survivors = ",".join(n.bootstrap for n in up.manifest.nodes if n.node_id != victim)
-        after = await _partition_leaders(survivors, topic)
-        assert after[0][0] != victim
-        # min.insync.replicas=2 is still met by the two survivors.
-        assert all(len(isr) >= 2 and victim not in isr for _leader, isr in after.values()), after
+        # Every partition has a leader other than the victim, and min.insync.replicas=2 is still met
+        # by the two survivors.
+        after = await _wait_for_leaders(
+            survivors, topic, lambda leader, isr: leader != victim and len(isr) >= 2 and victim not in isr,
+            "a surviving leader and two survivors in sync")
+        assert sorted(after) == list(range(PARTITIONS))
 
         consumer = AIOKafkaConsumer(
             topic, bootstrap_servers=survivors, auto_offset_reset="earliest", group_id=None
@@ -100,12 +129,9 @@ async def test_acks_all_producer_keeps_writing_when_a_leader_is_killed(tmp_path,
 
         # The killed node comes back from its own data and rejoins every partition's ISR.
         local.start_node(victim)
-        async with asyncio.timeout(60):
-            while True:
-                rejoined = await _partition_leaders(bootstrap, topic)
-                if all(isr == [1, 2, 3] for _leader, isr in rejoined.values()):
-                    break
-                await asyncio.sleep(0.5)  # polling the ISR, bounded by the timeout above
+        rejoined = await _wait_for_leaders(bootstrap, topic, lambda _leader, isr: isr == [1, 2, 3],
+                                           "all three replicas in sync again")
+        assert sorted(rejoined) == list(range(PARTITIONS))
     finally:
         stopped_at = time.monotonic()
         local.down(wipe=True)

@@ -76,11 +76,11 @@ def test_commands_with_bad_ids_or_payloads_are_refused() -> None:
         _decode(**base, instance_id="a\x00b")
     with pytest.raises(DecodeError, match="command_id"):
         _decode(**{**base, "command_id": "c\x07"}, instance_id="i")
-    with pytest.raises(DecodeError, match="RaiseEvent.input is not JSON text"):
+    with pytest.raises(DecodeError, match=r"RaiseEvent\.input is not JSON text"):
         _decode(**base, instance_id="i", input="approved")
-    with pytest.raises(DecodeError, match="StartWorkflow.input"):
+    with pytest.raises(DecodeError, match=r"StartWorkflow\.input"):
         _decode(type="StartWorkflow", version=1, instance_id="i", command_id="c", name="w", input="{")
-    with pytest.raises(DecodeError, match="parent.instance_id"):
+    with pytest.raises(DecodeError, match=r"parent\.instance_id"):
         _decode(type="StartWorkflow", version=1, instance_id="i", command_id="c", name="w",
                 parent={"instance_id": "p\x00", "name": "p", "task_scheduled_id": 1, "execution_id": "e"})
     assert isinstance(_decode(**base, instance_id="i", input='"approved"'), cmd.RaiseEvent)
