@@ -26,6 +26,15 @@ barrier only reads what arrived since; entries below the engine's committed offs
 The whole barrier is bounded by `consistency_timeout_s`; past it the request fails with a 500 that
 says the view is lagging, rather than answering something stale.
 
+A live instance needs less: a GET of an instance the view shows running first waits until the view
+has read the instance's `status` partition up to its end (`sync`, one broker request), so it sees
+every command another replica answered before this request (that replica answered only once its
+own view showed the command applied, so its status record was committed).
+
+Commands wait for their effect (`watch`): a waiter registered before the command is produced is
+told of every state the view applies for the instance, and the API answers once one shows the
+command applied, refused, or moot (see `gateway.py`).
+
 A replica also remembers the starts it accepted itself (`remember`) for `sent_ttl_s`, so a client
 that polls the replica it started on gets PENDING with no Kafka round trip at all. It forgets one as
 soon as its view shows that run or removes the instance (a purge, from any replica or client), and
@@ -36,8 +45,10 @@ instance would come back as PENDING and refuse a new start with its ID.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -53,9 +64,33 @@ from .errors import BackendError
 from .kafka import KafkaLink
 from .model import Instance, run_id
 
-__all__ = ["Consistency", "PendingStart"]
+__all__ = ["Consistency", "PendingStart", "Settled", "Watch"]
 
 _SENT_LIMIT = 100_000
+
+
+#: Says whether an instance's state (None: absent) shows what a waiter waits for.
+Settled = Callable[[InstanceState | None], bool]
+
+
+@dataclass(eq=False, slots=True)
+class Watch:
+    """Waits for the view to show one instance in a state `done` accepts (see `Consistency.watch`)."""
+
+    instance_id: str
+    done: Settled
+    future: asyncio.Future[InstanceState | None]
+
+    def offer(self, state: InstanceState | None) -> None:
+        if not self.future.done() and self.done(state):
+            self.future.set_result(state)
+
+    async def wait(self, timeout: float) -> tuple[bool, InstanceState | None]:  # noqa: ASYNC109
+        """(True, the state that settled it), or (False, None) when `timeout` passed first."""
+        try:
+            return True, await asyncio.wait_for(asyncio.shield(self.future), timeout)
+        except TimeoutError:
+            return False, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +137,64 @@ class Consistency:
         self._backlogs: dict[int, _Backlog] = {}
         self._scan_lock = asyncio.Lock()
         self._sent: OrderedDict[str, tuple[float, PendingStart]] = OrderedDict()
+        self._watches: dict[str, list[Watch]] = {}
         link.observe_view(self._view_changed)
+
+    # -- waiting for a command's effect ---------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def watch(self, done: dict[str, Settled]) -> AsyncIterator[list[Watch]]:
+        """Watch instances (ID -> `done`) for as long as the block runs: each watch is offered the
+        view's current state at once and then every state the view applies, so no transient state
+        (a run that starts and ends within one fetch) is missed. Register before producing."""
+        loop = asyncio.get_running_loop()
+        watches = [Watch(iid, settled, loop.create_future()) for iid, settled in done.items()]
+        for w in watches:
+            self._watches.setdefault(w.instance_id, []).append(w)
+            w.offer(self.link.view.states.get(w.instance_id))
+        try:
+            yield watches
+        finally:
+            for w in watches:
+                found = self._watches.get(w.instance_id)
+                if found is not None:
+                    found.remove(w)
+                    if not found:
+                        del self._watches[w.instance_id]
+                if not w.future.done():
+                    w.future.cancel()
+
+    @staticmethod
+    async def wait_all(watches: Iterable[Watch], timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until every watch is settled; False when `timeout` passed first."""
+        pending = [w.future for w in watches if not w.future.done()]
+        if not pending:
+            return True
+        _, left = await asyncio.wait([asyncio.shield(f) for f in pending], timeout=timeout)
+        return not left
+
+    async def sync(self, instance_id: str) -> None:
+        """Wait (bounded) until the view has read everything the engine committed to the
+        instance's status partition before this call: then it shows every command any replica
+        answered before (see the module docstring)."""
+        link = self.link
+        link.require()
+        budget = link.settings.consistency_timeout_s
+        p = link.partition(instance_id)
+        try:
+            async with asyncio.timeout(budget):
+                await self._catch_up(p, await link.status_end(p))
+        except TimeoutError:
+            raise BackendError(
+                f"the status view did not catch up with Kafka within {budget:g}s (the view is "
+                "lagging); try again"
+            ) from None
+
+    async def _catch_up(self, p: int, status_end: int) -> None:
+        # Usually there already; otherwise a few records behind, milliseconds away. Polled: the
+        # view's position also moves over transaction markers, which wake no waiter.
+        while await self.link.view.position(p) < status_end:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
 
     # -- this replica's own starts -------------------------------------------------------------
 
@@ -112,6 +204,8 @@ class Consistency:
         self._sent.pop(instance_id, None)
 
     def _view_changed(self, instance_id: str, state: InstanceState | None) -> None:
+        for w in self._watches.get(instance_id, ()):
+            w.offer(state)
         entry = self._sent.get(instance_id)
         if entry is None:
             return
@@ -181,10 +275,7 @@ class Consistency:
                     "reading the commands topic's start", scanner.beginning_offsets([commands])
                 )
             )[commands]
-        # Usually there already; otherwise a few records behind, milliseconds away. Polled: the
-        # view's position also moves over transaction markers, which wake no waiter.
-        while await link.view.position(p) < status_end:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
+        await self._catch_up(p, status_end)
         if committed >= commands_end:
             self._backlogs.pop(p, None)
             return []

@@ -39,6 +39,12 @@ class ApiMetrics:
             ("type",),
             registry=self.registry,
         )
+        self.late_commands = Counter(
+            "headrace_api_commands_answered_unapplied",
+            "Commands answered 202 before the view showed their effect (the wait ran out), by type",
+            ("type",),
+            registry=self.registry,
+        )
         self.view_lag = Gauge(
             "headrace_api_view_lag_records",
             "Status records the view has not read yet (all partitions)",

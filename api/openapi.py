@@ -97,7 +97,9 @@ def _command(
         "parameters": [_COMPONENT, _ID, *params, _APP_ID],
         "responses": {
             "202": {
-                "description": "Accepted: the command is in Kafka; the engine applies it shortly.",
+                "description": "Done: a GET after it, on any replica, shows its effect "
+                "(or, if the engine did not apply it within `HEADRACE_API_APPLY_WAIT_S`, it is "
+                "in Kafka and applies when the engine gets to it).",
                 "content": {_JSON: {"schema": {"type": "object", "maxProperties": 0}}},
             },
             **_errors(*extra),
@@ -197,8 +199,10 @@ def _paths() -> dict[str, Any]:
                 "summary": "Start a workflow instance",
                 "description": "The body is the workflow input as-is: a JSON body reaches the "
                 "workflow as its value, "
-                "any other text as a string, no body as no input. Starting over a running instance "
-                "is a 409; over a finished one it replaces it. "
+                "any other text as a string, no body as no input. Answered once the engine started "
+                "the instance, or refused the start: over a running instance (also another start "
+                "of the same ID at the same moment), or over a finished one whose child workflow "
+                "still runs, it is a 409; over a finished one it replaces it. "
                 "Backend failures: `ERR_START_WORKFLOW`.",
                 "parameters": [
                     _COMPONENT,
@@ -222,11 +226,18 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "202": ok(
                         "StartResponse",
-                        "Accepted: the instance exists (PENDING or later) for "
+                        "Started: the instance exists (RUNNING or later; PENDING if the "
+                        "engine did not apply the start within `HEADRACE_API_APPLY_WAIT_S`) for "
                         "every later GET, on any replica.",
                         links=_INSTANCE_LINKS,
                     ),
-                    **_errors((409, "An instance with this ID is running (`ERR_START_WORKFLOW`).")),
+                    **_errors(
+                        (
+                            409,
+                            "An instance with this ID is running, or a child workflow of the "
+                            "finished one still runs (`ERR_START_WORKFLOW`).",
+                        )
+                    ),
                 },
             }
         },

@@ -44,6 +44,10 @@ class ApiSettings:
     kafka_timeout_s: float = 5.0
     #: How long a read waits for the status view to catch up with what the engine committed.
     consistency_timeout_s: float = 2.0
+    #: How long a command waits for the status view to show it applied (or refused) before the API
+    #: answers: a start's 409 and every command's read-your-writes depend on it. Past it the API
+    #: answers 202 anyway (the command is on Kafka and applies when the engine gets to it).
+    apply_wait_s: float = 5.0
     #: How often the background probe checks that Kafka answers (readiness, fail-fast).
     probe_interval_s: float = 1.0
     #: How long this replica remembers the starts it accepted, to answer its own GETs at no cost.
@@ -74,6 +78,7 @@ class ApiSettings:
             api_token=env.get("DAPR_API_TOKEN") or None,
             kafka_timeout_s=_number(env, "HEADRACE_API_KAFKA_TIMEOUT_S", 5.0),
             consistency_timeout_s=_number(env, "HEADRACE_API_CONSISTENCY_TIMEOUT_S", 2.0),
+            apply_wait_s=_number(env, "HEADRACE_API_APPLY_WAIT_S", 5.0),
             probe_interval_s=_number(env, "HEADRACE_API_PROBE_INTERVAL_S", 1.0),
             sent_ttl_s=_number(env, "HEADRACE_API_SENT_TTL_S", 30.0),
             app=env.get("HEADRACE_API_APP") or None,

@@ -6,6 +6,7 @@ Callers branch on the class (and on `retriable` where it is set), never on messa
 from __future__ import annotations
 
 __all__ = [
+    "ChildrenRunningError",
     "DecodeError",
     "HeadraceError",
     "InstanceError",
@@ -22,6 +23,7 @@ __all__ = [
     "UnknownActivityError",
     "UnknownWorkflowError",
     "WorkflowError",
+    "children_running_message",
 ]
 
 
@@ -109,6 +111,20 @@ class InstanceNotFoundError(InstanceError):
 class InstanceExistsError(InstanceError):
     def __init__(self, instance_id: str) -> None:
         super().__init__(instance_id, f"an active workflow with ID '{instance_id}' already exists")
+
+
+class ChildrenRunningError(InstanceExistsError):
+    """A start over a finished instance whose child workflow still runs (daprd refuses it too)."""
+
+    def __init__(self, instance_id: str, child_id: str | None) -> None:
+        InstanceError.__init__(self, instance_id, children_running_message(instance_id, child_id))
+        self.child_id = child_id
+
+
+def children_running_message(instance_id: str, child_id: str | None) -> str:
+    """daprd's words (`createIfCompleted`, durabletask-go's `ErrNotCompleted`)."""
+    child = f"child workflow '{child_id}'" if child_id is not None else "a child workflow"
+    return f"cannot recreate workflow with ID '{instance_id}': {child}: orchestration has not yet completed"
 
 
 class InstanceNotTerminalError(InstanceError):

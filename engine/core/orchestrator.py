@@ -14,14 +14,16 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from types import MappingProxyType
 
+from ..errors import children_running_message
 from . import commands as cmd
 from . import events as ev
 from .actions import CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
 from .cache import ExecutionCache
 from .executor import WorkflowExecution, WorkflowResolver
 from .propagation import build_propagated_history
-from .state import InstanceState, fold_all
+from .state import RECENT_COMMANDS, InstanceState, fold_all
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 
 __all__ = ["HistoryLoader", "Orchestrator", "TimerRequest", "TurnOutcome", "scheduled_start_command"]
@@ -88,6 +90,8 @@ class Orchestrator:
             return TurnOutcome(None, ignored=f"no workflow instance '{iid}' exists")
         if isinstance(message, cmd.PurgeWorkflow):
             return self._purge(state, message, load_history)
+        if isinstance(message, cmd.ChildResult) and state.is_terminal:
+            return self._late_child_result(state, message)
         if state.is_terminal or state.status is RuntimeStatus.PENDING:
             return TurnOutcome(state, ignored=f"instance '{iid}' is {state.status.value}")
         if isinstance(message, cmd.Command) and message.command_id in state.recent_commands:
@@ -169,11 +173,12 @@ class Orchestrator:
             if not (due and state.status is RuntimeStatus.PENDING):
                 return TurnOutcome(state, ignored="this start was applied already")
         elif state is not None and not (state.is_terminal or state.status is RuntimeStatus.PENDING):
-            outcome = TurnOutcome(state, ignored=f"an active workflow with ID '{iid}' already exists",
-                                  rejected=True)
-            if message.parent is not None:
-                outcome.messages.append(self._child_refused(message, outcome.ignored or ""))
-            return outcome
+            return self._refuse(state, message, f"an active workflow with ID '{iid}' already exists")
+        elif state is not None and state.is_terminal and state.unfinished_children:
+            # daprd reuses an ID only once the old run's children have finished: a child still
+            # running would report to the new run.
+            child = state.unfinished_children[min(state.unfinished_children)]
+            return self._refuse(state, message, children_running_message(iid, child))
         if not due:
             # Dapr's start_at: the instance exists (PENDING) from now, and starts when due.
             pending = InstanceState(
@@ -195,6 +200,18 @@ class Orchestrator:
         )
         outcome = self._turn(fresh, [started], now, _no_history, new_history=True)
         outcome.history_reset = True
+        return outcome
+
+    def _refuse(self, state: InstanceState, message: cmd.StartWorkflow, why: str) -> TurnOutcome:
+        """Refuse a start, and record its command ID in the instance's recent commands, so the
+        status view shows whoever sent it that it was refused (its own run was not started)."""
+        recorded = message.command_id in state.recent_commands
+        if not recorded:
+            recent = (*state.recent_commands, message.command_id)[-RECENT_COMMANDS:]
+            state = replace(state, recent_commands=recent)
+        outcome = TurnOutcome(state, ignored=why, rejected=True, state_changed=not recorded)
+        if message.parent is not None:
+            outcome.messages.append(self._child_refused(message, why))
         return outcome
 
     def _child_refused(self, message: cmd.StartWorkflow, why: str) -> cmd.ChildResult:
@@ -227,6 +244,14 @@ class Orchestrator:
         return outcome
 
     # -- results ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _late_child_result(state: InstanceState, message: cmd.ChildResult) -> TurnOutcome:
+        """A child that outlived its finished parent has ended: the parent's ID is free again."""
+        if message.execution_id != state.execution_id or message.task_id not in state.unfinished_children:
+            return TurnOutcome(state, ignored=f"instance '{state.instance_id}' is {state.status.value}")
+        unfinished = {k: v for k, v in state.unfinished_children.items() if k != message.task_id}
+        return TurnOutcome(replace(state, unfinished_children=MappingProxyType(unfinished)), state_changed=True)
 
     @staticmethod
     def _stale(state: InstanceState, message: cmd.InstanceMessage) -> str | None:
@@ -306,6 +331,12 @@ class Orchestrator:
                                                   status=completion.status, result=completion.result,
                                                   failure=completion.failure))
         new_state = fold_all(state, numbered)
+        if new_state.unfinished_children:
+            # Children created in the turn that ends the run are never started (`_effects`).
+            unstarted = {a.id for a in result.actions if isinstance(a, CreateChildWorkflow)}
+            if unstarted:
+                new_state = replace(new_state, unfinished_children=MappingProxyType(
+                    {k: v for k, v in new_state.unfinished_children.items() if k not in unstarted}))
         outcome.state = new_state
         outcome.events = numbered
         self._effects(new_state, result.actions, outcome, lambda: [*load_history(), *numbered])

@@ -57,8 +57,14 @@ class InstanceState:
     children: tuple[str, ...] = ()
     #: When a start was scheduled for later (`start_at`): the instance is PENDING until then.
     scheduled_start: datetime | None = None
-    #: IDs of the last commands applied (bounded): a command delivered twice changes nothing.
+    #: IDs of the last commands applied (bounded): a command delivered twice changes nothing. A
+    #: start refused over this instance is recorded here too (its own run would have `run_id` equal
+    #: to its command ID), so whoever sent it can see the refusal in the status view.
     recent_commands: tuple[str, ...] = ()
+    #: A finished instance's children that had not reported their end when it finished (task ID to
+    #: child ID); each is removed when its result arrives late. While any is left, a new start with
+    #: this instance's ID is refused, as daprd refuses to recreate a workflow whose child still runs.
+    unfinished_children: Mapping[int, str] = field(default_factory=lambda: _EMPTY)
 
     @property
     def is_terminal(self) -> bool:
@@ -196,6 +202,7 @@ class _Draft:
             "generation": self.state.generation + 1 if continuing else 0,
             "children": (),
             "scheduled_start": None,
+            "unfinished_children": _EMPTY,
         }
         self.tasks.clear()
         self.timers.clear()
@@ -205,6 +212,8 @@ class _Draft:
     def _end(self, status: RuntimeStatus, event: ev.HistoryEvent) -> None:
         self.changes["status"] = status
         self.changes["completed_at"] = event.timestamp
+        if status is not RuntimeStatus.CONTINUED_AS_NEW:
+            self.changes["unfinished_children"] = MappingProxyType(dict(self.children))
         self.tasks.clear()
         self.timers.clear()
         self.children.clear()

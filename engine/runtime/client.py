@@ -6,7 +6,8 @@ private event loop in a daemon thread, and does every operation as a coroutine t
 it from whatever loop the caller runs. A client that is never closed (every Dapr example) is
 closed when it is garbage-collected or when the program exits, so no Kafka client is left open.
 
-Read your writes: a client's reads see its own commands. A start is remembered until the view
+Read your writes: a client's reads see its own commands. A start waits (bounded) until the view
+shows its run or its refusal (raised, as daprd's AlreadyExists), and is remembered until the view
 shows it; every other command waits (bounded by `apply_timeout`) until the view shows it applied
 (its command ID among the instance's recent commands) or shows that it cannot apply.
 """
@@ -33,13 +34,19 @@ from ..core.ids import check_id, check_new_instance_id
 from ..core.serializer import to_json
 from ..core.state import InstanceState
 from ..core.values import RuntimeStatus
-from ..errors import InstanceExistsError, InstanceNotFoundError, InstanceNotTerminalError, PayloadTooLargeError
+from ..errors import (
+    ChildrenRunningError,
+    InstanceExistsError,
+    InstanceNotFoundError,
+    InstanceNotTerminalError,
+    PayloadTooLargeError,
+)
 from ..sdk.state import WorkflowState
 from .settings import Settings
 from .topics import Topics, ensure_topics, record_limit
 from .view import StatusView
 
-__all__ = ["ClientCore", "DaprWorkflowClient"]
+__all__ = ["ClientCore", "DaprWorkflowClient", "start_refusal", "start_settled"]
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +211,18 @@ class ClientCore:
         await self._send(cmd.StartWorkflow(instance_id=iid, command_id=command_id, name=name,
                                            input=self._payload("workflow input", input), scheduled_start=start_at))
         self._sent[iid] = InstanceState(instance_id=iid, name=name, execution_id=command_id, run_id=command_id)
+        # As daprd, answer once the engine has started the run or refused the start (another start
+        # won, or a child of the finished run still runs).
+        try:
+            state = await self.view.wait_for(iid, lambda s: start_settled(s, command_id), self.apply_timeout)
+        except TimeoutError:
+            log.warning("the status of workflow '%s' did not show its start within %.0fs; it starts when the engine "
+                        "gets to it", iid, self.apply_timeout)
+            return iid
+        refused = start_refusal(state, command_id)
+        if refused is not None:
+            self._sent.pop(iid, None)
+            raise refused
         return iid
 
     async def get_workflow_state(self, instance_id: str, *, fetch_payloads: bool = True) -> WorkflowState | None:
@@ -325,6 +344,22 @@ class DaprWorkflowClient:
 
     def purge_workflow(self, instance_id: str, recursive: bool = True) -> None:
         self._core.call(self._core.purge_workflow(instance_id, recursive))
+
+
+def start_settled(state: InstanceState | None, command_id: str) -> bool:
+    """The status shows what became of the start `command_id`: its run, or its refusal."""
+    return state is not None and (state.run_id == command_id or command_id in state.recent_commands)
+
+
+def start_refusal(state: InstanceState | None, command_id: str) -> InstanceExistsError | None:
+    """The error for a start the engine refused (`start_settled` holds), or None if it started."""
+    if state is None or state.run_id == command_id or command_id not in state.recent_commands:
+        return None
+    if not state.is_terminal:
+        return InstanceExistsError(state.instance_id)
+    # Refused over a finished run: one of its children still ran (it may have ended since).
+    unfinished = state.unfinished_children
+    return ChildrenRunningError(state.instance_id, unfinished[min(unfinished)] if unfinished else None)
 
 
 def _started(state: InstanceState) -> bool:

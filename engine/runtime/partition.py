@@ -307,7 +307,9 @@ class PartitionOwner:
         """Keep a state in memory; finished ones only while they are among the most recent few."""
         iid = state.instance_id
         self.states[iid] = state
-        if state.is_terminal:
+        # A finished parent whose children still run stays: their late results must find it, and
+        # until they do it refuses a restart (as daprd does).
+        if state.is_terminal and not state.unfinished_children:
             self._finished[iid] = None
             self._finished.move_to_end(iid)
             while len(self._finished) > FINISHED_KEPT:

@@ -68,6 +68,7 @@ def encode_state(state: InstanceState) -> bytes:
             "children": state.children,
             "recent_commands": state.recent_commands,
             "scheduled_start": state.scheduled_start,
+            "unfinished_children": dict(state.unfinished_children),
         },
         option=orjson.OPT_NON_STR_KEYS,
     )
@@ -120,6 +121,9 @@ def decode_state(data: bytes) -> InstanceState:
             children=tuple(raw["children"]),
             recent_commands=tuple(raw.get("recent_commands", ())),
             scheduled_start=_dt(raw.get("scheduled_start")),
+            unfinished_children=MappingProxyType(
+                {int(k): v for k, v in raw.get("unfinished_children", {}).items()}
+            ),
         )
     except DecodeError:
         raise

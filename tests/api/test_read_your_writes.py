@@ -23,8 +23,10 @@ pytestmark = pytest.mark.kafka
 @pytest.fixture(scope="module")
 def replicas(settings: Settings, log_dir: Path) -> Iterator[tuple[ApiServer, ApiServer]]:
     # No engine yet: the API processes create the topics; the tests start engines themselves.
-    a = ApiServer(settings, log_dir, "api-a").start()
-    b = ApiServer(settings, log_dir, "api-b").start()
+    # With no engine, no command can show its effect: each waits this long, then is answered 202.
+    env = {"HEADRACE_API_APPLY_WAIT_S": "0.2"}
+    a = ApiServer(settings, log_dir, "api-a", env).start()
+    b = ApiServer(settings, log_dir, "api-b", env).start()
     try:
         a.wait_ready()
         b.wait_ready()

@@ -50,3 +50,12 @@ def parent(ctx: DaprWorkflowContext, value: Any) -> Any:
         gate, input=value, instance_id=f"{ctx.instance_id}-child"
     )
     return result
+
+
+@runtime.workflow(name="api_forgetful_parent")
+def forgetful_parent(ctx: DaprWorkflowContext, value: Any) -> Any:
+    """Starts a child that waits for `go` (child ID `<parent>-child`), does not wait for it, and
+    completes on its next turn: the child outlives it."""
+    ctx.call_child_workflow(gate, input=value, instance_id=f"{ctx.instance_id}-child")
+    yield ctx.create_timer(timedelta(seconds=0))
+    return "done"

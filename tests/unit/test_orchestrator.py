@@ -123,10 +123,15 @@ class Test_start:
         h.handle(start())
         refused = h.handle(start(command_id="c2"))
         assert refused.rejected
-        assert not refused.changed
+        assert refused.events == [] and refused.work_items == []
         assert refused.ignored == "an active workflow with ID 'i1' already exists"
         assert refused.state is not None
         assert refused.state.execution_id == "c1"
+        # The refusal is recorded in the state, so the sender sees it in the status view.
+        assert refused.state.recent_commands[-1] == "c2"
+        assert refused.state_changed
+        again = h.handle(start(command_id="c2"))
+        assert again.rejected and not again.changed
 
     def test_a_child_refused_tells_its_parent(self):
         h = Harness({"wf": two_steps})
@@ -363,6 +368,102 @@ class Test_children:
         done = h.handle(report)
         assert done.state is not None
         assert done.state.output == '"v"'
+
+
+def forgets_its_child(ctx):
+    ctx.call_child_workflow("waiter", instance_id=f"{ctx.instance_id}-child")  # not awaited
+    yield ctx.create_timer(timedelta(seconds=1))
+    return "done"
+
+
+def child_in_last_turn(ctx):
+    ctx.call_child_workflow("waiter", instance_id=f"{ctx.instance_id}-child")
+    return "done"
+    yield  # a generator workflow
+
+
+def finish_parent(h: Harness) -> cmd.StartWorkflow:
+    """Run a fire_and_forget parent 'p' to COMPLETED; return its child's start (not applied)."""
+    first = h.handle(start(name="parent", iid="p"))
+    (child_start,) = first.messages
+    (timer,) = first.timers
+    h.handle(timer.firing, t=1)
+    assert h.states["p"].status is RuntimeStatus.COMPLETED
+    assert isinstance(child_start, cmd.StartWorkflow)
+    return child_start
+
+
+class Test_restart_while_a_child_runs:
+    """daprd refuses to recreate a finished workflow while a child of its run still runs."""
+
+    def test_a_parent_whose_child_still_runs_cannot_be_restarted_until_the_child_ends(self):
+        h = Harness({"parent": forgets_its_child, "waiter": waiter})
+        child_start = finish_parent(h)
+        assert dict(h.states["p"].unfinished_children) == {0: "p-child"}
+        h.handle(child_start)
+        refused = h.handle(start(name="parent", iid="p", command_id="c2"))
+        assert refused.rejected
+        assert refused.ignored == (
+            "cannot recreate workflow with ID 'p': child workflow 'p-child': orchestration has not "
+            "yet completed"
+        )
+        assert refused.state is not None and refused.state.recent_commands[-1] == "c2"
+        # The child ends: its result reaches the finished parent, which lets go of it.
+        (report,) = h.handle(
+            cmd.RaiseEvent(instance_id="p-child", command_id="r", name="go", input="1")
+        ).messages
+        late = h.handle(report)
+        assert late.state_changed and not late.events and late.ignored is None
+        assert late.state is not None and not late.state.unfinished_children
+        again = h.handle(start(name="parent", iid="p", command_id="c3"))
+        assert not again.rejected
+        assert again.state is not None and again.state.run_id == "c3"
+        assert not again.state.unfinished_children
+
+    def test_a_child_that_reported_before_the_parent_ended_does_not_block(self):
+        h = Harness({"parent": parent_wf, "waiter": waiter})
+        (child_start,) = h.handle(start(name="parent", iid="p")).messages
+        h.handle(child_start)
+        (report,) = h.handle(
+            cmd.RaiseEvent(instance_id="p:0001", command_id="r", name="go", input="1")
+        ).messages
+        h.handle(report)
+        assert h.states["p"].status is RuntimeStatus.COMPLETED
+        assert not h.states["p"].unfinished_children
+        assert not h.handle(start(name="parent", iid="p", command_id="c2")).rejected
+
+    def test_a_child_made_in_the_last_turn_is_never_started_and_does_not_block(self):
+        h = Harness({"parent": child_in_last_turn, "waiter": waiter})
+        done = h.handle(start(name="parent", iid="p"))
+        assert done.messages == []
+        assert done.state is not None and done.state.status is RuntimeStatus.COMPLETED
+        assert not done.state.unfinished_children
+        assert not h.handle(start(name="parent", iid="p", command_id="c2")).rejected
+
+    def test_a_terminated_parent_waits_for_its_terminated_children(self):
+        h = Harness({"parent": parent_wf, "waiter": waiter})
+        (child_start,) = h.handle(start(name="parent", iid="p")).messages
+        h.handle(child_start)
+        stop = h.handle(cmd.TerminateWorkflow(instance_id="p", command_id="t", recursive=True))
+        assert h.states["p"].status is RuntimeStatus.TERMINATED
+        assert h.handle(start(name="parent", iid="p", command_id="c2")).rejected
+        (child_stop,) = stop.messages
+        (report,) = h.handle(child_stop).messages
+        h.handle(report)
+        assert not h.handle(start(name="parent", iid="p", command_id="c3")).rejected
+
+    def test_a_result_for_another_run_or_task_changes_nothing(self):
+        h = Harness({"parent": forgets_its_child, "waiter": waiter})
+        finish_parent(h)
+        stale = cmd.ChildResult(
+            instance_id="p", execution_id="old", task_id=0, child_instance_id="p-child", result="1"
+        )
+        assert not h.handle(stale).changed
+        other = cmd.ChildResult(
+            instance_id="p", execution_id="c1", task_id=7, child_instance_id="x", result="1"
+        )
+        assert not h.handle(other).changed
+        assert dict(h.states["p"].unfinished_children) == {0: "p-child"}
 
 
 class Test_continue_as_new:
