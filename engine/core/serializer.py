@@ -90,6 +90,16 @@ def _default(value: Any) -> Any:
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
+def _same_in_both(value: Any) -> bool:
+    """Whether orjson already wrote `value` as `json.dumps` would: no separators, nothing escaped apart.
+
+    Integers, booleans and printable ASCII strings are the common payloads (chains of small steps);
+    skipping the second, slower encoding for them is most of the cost of matching Dapr's spacing.
+    """
+    kind = type(value)
+    return kind is int or kind is bool or (kind is str and value.isascii() and value.isprintable())
+
+
 def to_json(value: Any) -> str | None:
     """Payload JSON for a value from workflow or activity code; `None` stays `None` (no payload).
 
@@ -107,7 +117,7 @@ def to_json(value: Any) -> str | None:
         if "64-bit" not in str(exc):
             raise SerializationError(f"cannot encode a {type(value).__name__} as JSON: {exc}") from None
         text = None  # an integer past 64 bits: only the standard library is exact (engine.core.payload)
-    if text is not None and len(text) > DAPR_FORMAT_LIMIT:
+    if text is not None and (len(text) > DAPR_FORMAT_LIMIT or _same_in_both(value)):
         return text
     try:
         return json.dumps(value, default=_default, allow_nan=False)

@@ -12,6 +12,7 @@ restores state from the committed changelog before it reads a single input.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import time
@@ -68,8 +69,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@functools.lru_cache(maxsize=65_536)
 def partition_for(key: bytes, partitions: int) -> int:
-    """The partition the Java client's default partitioner (murmur2) gives a key, as aiokafka's does."""
+    """The partition the Java client's default partitioner (murmur2) gives a key, as aiokafka's does.
+
+    Cached: aiokafka's murmur2 is pure Python and every input record is checked, while one
+    instance's several inputs share a key.
+    """
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
