@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "api.cli",
     "ops.bench.cli",
     "ops.chaos.cli",
+    "ops.topics_cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

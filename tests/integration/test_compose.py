@@ -59,6 +59,18 @@ def test_services_and_ports():
     assert "3500:3500" in services["api"]["ports"]
 
 
+def test_engines_and_workers_scale_with_compose():
+    # `docker compose up --scale worker=N --scale engine=M` needs services that claim nothing one
+    # replica alone can have: no fixed container name, no published port, no per-replica identity.
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    for name in ("engine", "worker"):
+        service = services[name]
+        assert "container_name" not in service, name
+        assert "ports" not in service, name
+        assert "hostname" not in service, name
+        assert not any(key.endswith("TRANSACTIONAL_ID") for key in service["environment"]), name
+
+
 def test_dockerfile_copies_what_the_services_import():
     dockerfile = (ROOT / "Dockerfile").read_text()
     spec = yaml.safe_load(COMPOSE_FILE.read_text())
