@@ -1,7 +1,7 @@
 """One owned partition: its instances' state and histories, its timers, and its transactions.
 
-Effectively-once, without trusting faust's `exactly_once` (open bugs, see shared/reference/
-stack-notes.md section 1): every batch of inputs of a partition is processed inside one Kafka
+Effectively-once, without trusting faust's `exactly_once` (open bugs in github.com/faust-streaming/
+faust: #323, #517, #177, #606): every batch of inputs of a partition is processed inside one Kafka
 transaction of a producer whose `transactional_id` belongs to the partition. The transaction holds
 the state changelog (`status`), history chunks, audit history, work items, messages to other
 instances, and the consumed offsets. Either all of it is visible to `read_committed` readers or none
