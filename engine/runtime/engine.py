@@ -179,14 +179,7 @@ class Engine:
         asyncio.get_running_loop().call_later(delay, resume)
 
     async def _recover(self, owner: PartitionOwner, consumer: AIOKafkaConsumer, error: Exception) -> None:
-        try:
-            raise error
-        except PoisonedInputError as exc:
-            # One input broke its turn; the partition is rebuilt and re-reads its inputs, and that
-            # input is set aside the next time round (see PartitionOwner.process).
-            log.error("partition %d: %s; restoring from committed state", owner.number, exc)
-            await self._reset(owner, consumer)
-        except ProducerFenced:
+        if isinstance(error, ProducerFenced):
             # Another process owns this partition now (we were paused or cut off past the session
             # timeout): write nothing more for it. The rebalance that follows hands it back to us
             # if it is ours after all, with positions reset to the committed offsets.
@@ -196,16 +189,17 @@ class Engine:
             self.orchestrator.cache.clear()
             consumer.pause(*[TopicPartition(t, owner.number) for t in self.topics.inputs])
             await owner.stop()
-        except KafkaError as exc:
-            # The transaction was aborted (or we were fenced): in-memory state may be ahead of what
-            # was committed. Rebuild this partition from the committed topics and re-read its inputs.
-            log.warning("partition %d: %s; restoring from committed state", owner.number, exc)
-            await self._reset(owner, consumer)
-        except Exception:
-            # Not foreseen, and not tied to one input: never let it end the process. Rebuild the
-            # partition; if it keeps failing, the partition shows as stalled in `problems()`.
-            log.exception("partition %d: processing failed; restoring from committed state", owner.number)
-            await self._reset(owner, consumer)
+            return
+        # Every other failure rebuilds the partition from the committed topics and re-reads its
+        # inputs. A poisoned input is then set aside (PartitionOwner.process); an aborted
+        # transaction is simply retried; anything unforeseen never ends the process, and if it
+        # keeps failing the partition shows as stalled in `problems()`.
+        if isinstance(error, (PoisonedInputError, KafkaError)):
+            log.warning("partition %d: %s; restoring from committed state", owner.number, error)
+        else:
+            log.error("partition %d: processing failed; restoring from committed state", owner.number,
+                      exc_info=error)
+        await self._reset(owner, consumer)
 
     async def _reset(self, owner: PartitionOwner, consumer: AIOKafkaConsumer) -> None:
         self.orchestrator.cache.clear()

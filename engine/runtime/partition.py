@@ -121,6 +121,8 @@ class _Poison:
     """An input that could not be applied: why, and whether failing its instance was tried."""
 
     reason: str
+    #: For the dead-letter metric: "too_large" (its turn could not be written) or "poisoned".
+    kind: str = "poisoned"
     fail_tried: bool = False
 
 
@@ -268,10 +270,10 @@ class PartitionOwner:
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
         await self._commit(pending, offsets)
 
-    def _poison(self, source: Source, reason: str) -> PoisonedInputError:
+    def _poison(self, source: Source, reason: str, kind: str = "poisoned") -> PoisonedInputError:
         """Remember `source` as an input to set aside, and the error that makes the caller rebuild."""
         if source not in self.poisoned:
-            self.poisoned[source] = _Poison(reason)
+            self.poisoned[source] = _Poison(reason, kind)
             while len(self.poisoned) > POISON_KEPT:
                 self.poisoned.popitem(last=False)
         return PoisonedInputError(source, reason)
@@ -282,8 +284,7 @@ class PartitionOwner:
         reason = f"the engine could not apply this record: {poison.reason}"
         log.error("partition %d: setting aside %s[%d]@%d: %s", self.number, topic, record.partition, record.offset,
                   poison.reason)
-        kind = "too_large" if "over the limit" in poison.reason else "poisoned"
-        pending.dead_letter(kind, self.topics.dead_letter, record.key or b"",
+        pending.dead_letter(poison.kind, self.topics.dead_letter, record.key or b"",
                     encode_dead_letter(reason, topic, record.partition, record.offset, record.key, record.value,
                                        self.settings.dead_letter_value_bytes))
         if isinstance(message, cmd.InstanceMessage):
@@ -504,7 +505,7 @@ class PartitionOwner:
                 # Kafka would refuse the record and the transaction with it, on every retry: the
                 # input that made it is set aside instead (its instance fails with this reason).
                 raise self._poison(send.source, f"its turn would write a record of {size} bytes to {send.topic}, "
-                                   f"over the limit of {self._record_limit} bytes")
+                                   f"over the limit of {self._record_limit} bytes", kind="too_large")
         producer = self.producer
         assert producer is not None
         futures: list[asyncio.Future[Any]] = []

@@ -7,7 +7,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -118,3 +119,17 @@ class ApiServer:
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, **{"timeout": 30, **kwargs})
+
+
+@contextmanager
+def two_replicas(settings: Settings, log_dir: Path, env: Mapping[str, str]) -> Iterator[tuple[ApiServer, ApiServer]]:
+    """Two API processes on one deployment, ready, stopped at the end."""
+    a = ApiServer(settings, log_dir, "api-a", env).start()
+    b = ApiServer(settings, log_dir, "api-b", env).start()
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()

@@ -23,7 +23,7 @@ from engine.errors import ChildrenRunningError, InstanceExistsError
 from engine.runtime.client import DaprWorkflowClient
 from engine.runtime.settings import Settings
 from tests.api.conftest import new_id, wait_status
-from tests.api.support import ApiServer, eventually
+from tests.api.support import ApiServer, eventually, two_replicas
 
 pytestmark = pytest.mark.kafka
 
@@ -34,16 +34,8 @@ API = "/v1.0/workflows/dapr"
 def replicas(host, settings: Settings, log_dir: Path) -> Iterator[tuple[ApiServer, ApiServer]]:
     # A loaded CI machine may take seconds to apply a command: the wait must not run out first,
     # or the API falls back to answering 202 before the outcome is known.
-    env = {"HEADRACE_API_APPLY_WAIT_S": "60"}
-    a = ApiServer(settings, log_dir, "api-a", env).start()
-    b = ApiServer(settings, log_dir, "api-b", env).start()
-    try:
-        a.wait_ready()
-        b.wait_ready()
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
+    with two_replicas(settings, log_dir, {"HEADRACE_API_APPLY_WAIT_S": "60"}) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from engine.runtime.host import RuntimeHost
 from engine.runtime.settings import Settings
 from tests.api.conftest import new_id, wait_status
-from tests.api.support import ApiServer
+from tests.api.support import ApiServer, two_replicas
 from tests.api.workflows import runtime
 
 pytestmark = pytest.mark.kafka
@@ -24,16 +24,8 @@ pytestmark = pytest.mark.kafka
 def replicas(settings: Settings, log_dir: Path) -> Iterator[tuple[ApiServer, ApiServer]]:
     # No engine yet: the API processes create the topics; the tests start engines themselves.
     # With no engine, no command can show its effect: each waits this long, then is answered 202.
-    env = {"HEADRACE_API_APPLY_WAIT_S": "0.2"}
-    a = ApiServer(settings, log_dir, "api-a", env).start()
-    b = ApiServer(settings, log_dir, "api-b", env).start()
-    try:
-        a.wait_ready()
-        b.wait_ready()
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
+    with two_replicas(settings, log_dir, {"HEADRACE_API_APPLY_WAIT_S": "0.2"}) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
