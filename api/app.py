@@ -25,6 +25,7 @@ from .middleware import (
     InFlightLimitMiddleware,
     MetricsMiddleware,
     TokenAuthMiddleware,
+    TracingMiddleware,
     UnexpectedErrorMiddleware,
 )
 from .overview import load_registered_names, overview_routes
@@ -55,6 +56,8 @@ def create_app(settings: ApiSettings | None = None) -> Starlette:
     # Outermost first: every answer is counted, even a 401 or a 413.
     middleware = [
         Middleware(MetricsMiddleware, metrics=metrics),
+        # A server span per request when tracing is on (engine.tracing); nothing otherwise.
+        Middleware(TracingMiddleware),
         Middleware(UnexpectedErrorMiddleware),
         Middleware(
             InFlightLimitMiddleware,

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from ops.command import Subcommands, group_options
+
 __all__ = ["register"]
 
 DEFAULT_URL = "http://localhost:3500"
@@ -39,7 +41,11 @@ def _request(
 ) -> Any:
     import httpx
 
-    headers = {"dapr-api-token": args.token} if args.token else {}
+    from api.settings import ApiSettings
+    from engine.settings import read_env
+
+    token = args.token if args.token is not None else read_env(ApiSettings, os.environ, "api_token").get("api_token")
+    headers = {"dapr-api-token": token} if token else {}
     if body is not None:
         headers["content-type"] = "application/json"
     url = args.api_url.rstrip("/") + path
@@ -130,6 +136,7 @@ def _get(args: argparse.Namespace) -> None:
         "dapr.workflow.custom_status": "Custom status",
         "dapr.workflow.failure.error_type": "Error type",
         "dapr.workflow.failure.error_message": "Error message",
+        "headrace.workflow.waiting_for_code": "Waiting",
     }
     props = body.get("properties", {})
     rows += [(label, props[key]) for key, label in labels.items() if key in props]
@@ -250,31 +257,40 @@ def _handler(run: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Na
     return handle
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "workflow", help="start, inspect and steer workflows through the REST API"
-    )
-    parser.add_argument(
+def _connection_options(target: argparse.ArgumentParser, default: Callable[[Any], Any]) -> None:
+    target.add_argument(
         "--api-url",
-        default=os.environ.get("HEADRACE_API_URL", DEFAULT_URL),
+        default=default(os.environ.get("HEADRACE_API_URL", DEFAULT_URL)),
         help=f"the API's address (default $HEADRACE_API_URL or {DEFAULT_URL})",
     )
-    parser.add_argument(
+    target.add_argument(
         "--token",
-        default=os.environ.get("DAPR_API_TOKEN"),
+        # None: `_request` reads the API's own variable then (engine's settings are not imported at
+        # registration, which must stay cheap).
+        default=default(None),
         help="value of the dapr-api-token header (default $DAPR_API_TOKEN)",
     )
-    parser.add_argument(
+    target.add_argument(
         "-o",
         "--output",
         choices=("table", "json"),
-        default="table",
+        default=default("table"),
         help="readable tables (default) or the API's JSON",
     )
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    target.add_argument("--timeout", type=float, default=default(30.0), help="seconds per request")
+
+
+def register(subparsers: Subcommands) -> None:
+    parser = subparsers.add_parser(
+        "workflow", help="start, inspect and steer workflows through the REST API"
+    )
+    shared = group_options(parser, _connection_options)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    start = verbs.add_parser("start", help="start an instance of a workflow")
+    def verb_parser(name: str, text: str) -> argparse.ArgumentParser:
+        return verbs.add_parser(name, help=text, parents=[shared])
+
+    start = verb_parser("start", "start an instance of a workflow")
     start.add_argument("name", help="the workflow's registered name")
     start.add_argument("--instance-id", help="the instance ID (a UUID when omitted)")
     given = start.add_mutually_exclusive_group()
@@ -282,11 +298,11 @@ def register(subparsers: Any) -> None:
     given.add_argument("--input-file", help="read the input from this file")
     start.set_defaults(handler=_handler(_start))
 
-    get = verbs.add_parser("get", help="show one instance")
+    get = verb_parser("get", "show one instance")
     get.add_argument("instance_id")
     get.set_defaults(handler=_handler(_get))
 
-    listing = verbs.add_parser("list", help="list instances, oldest first")
+    listing = verb_parser("list", "list instances, oldest first")
     listing.add_argument("--status", action="append", help="only this runtime status (repeatable)")
     listing.add_argument("--name", help="only instances of this workflow")
     listing.add_argument("--created-after", help="RFC 3339 timestamp")
@@ -296,11 +312,11 @@ def register(subparsers: Any) -> None:
     listing.add_argument("--all", action="store_true", help="follow continuation tokens to the end")
     listing.set_defaults(handler=_handler(_list))
 
-    history = verbs.add_parser("history", help="show an instance's history events")
+    history = verb_parser("history", "show an instance's history events")
     history.add_argument("instance_id")
     history.set_defaults(handler=_handler(_history))
 
-    raise_event = verbs.add_parser("raise-event", help="raise an event to an instance")
+    raise_event = verb_parser("raise-event", "raise an event to an instance")
     raise_event.add_argument("instance_id")
     raise_event.add_argument("event_name")
     raise_event.add_argument("--data", help="the event payload: JSON, or any text")
@@ -312,6 +328,6 @@ def register(subparsers: Any) -> None:
         ("terminate", "terminate an instance and its children", "Terminate accepted for"),
         ("purge", "remove a finished instance and its children", "Purge accepted for"),
     ):
-        sub = verbs.add_parser(verb, help=text)
+        sub = verb_parser(verb, text)
         sub.add_argument("instance_id")
         sub.set_defaults(handler=_handler(_command(verb, done)))

@@ -1,5 +1,9 @@
 """Read-your-writes across API replicas: what an instance is *now*, not what the view shows yet.
 
+`Consistency` is the REST API's `LookUp` port of `engine.client.WorkflowCommands` (its `Send`
+port is `LinkSend`, below): the service decides what to check, send and wait for; this module
+decides how a replica sees every write acknowledged before a request, its own and other replicas'.
+
 The status view lags the engine, and the engine lags the commands topic. A GET right after a 202
 from start, sent to any replica, must still find the instance, so when the view cannot be trusted
 (it has no such instance, or shows a finished run that a new start may be replacing) the API asks
@@ -33,9 +37,9 @@ own view showed the command applied, so its status record was committed).
 
 Commands wait for their effect (`watch`): a waiter registered before the command is produced is
 told of every state the view applies for the instance, and the API answers once one shows the
-command applied, refused, or moot (see `gateway.py`).
+command applied, refused, or moot (`engine.core.preconditions`).
 
-A replica also remembers the starts it accepted itself (`remember`) for `sent_ttl_s`, so a client
+A replica also remembers the starts it accepted itself (`accepted`) for `sent_ttl_s`, so a client
 that polls the replica it started on gets PENDING with no Kafka round trip at all. It forgets one as
 soon as its view shows that run or removes the instance (a purge, from any replica or client), and
 when it accepts a purge itself: what it remembers must never outlive the instance, or a purged
@@ -48,49 +52,28 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
 from aiokafka import TopicPartition
 
-from engine.core.commands import StartWorkflow
+from engine.client.ports import Watch
+from engine.client.watches import Watches
+from engine.core.commands import Command, StartWorkflow
+from engine.core.preconditions import Settled, fold_starts, pending_start, run_id
 from engine.core.state import InstanceState
 from engine.errors import DecodeError
-from engine.runtime.records import MESSAGES
+from engine.wire.records import MESSAGES
 
 from .errors import BackendError
 from .kafka import KafkaLink
-from .model import Instance, run_id
+from .metrics import ApiMetrics
 
-__all__ = ["Consistency", "PendingStart", "Settled", "Watch"]
+__all__ = ["Consistency", "LinkSend", "PendingStart"]
 
 _SENT_LIMIT = 100_000
-
-
-#: Says whether an instance's state (None: absent) shows what a waiter waits for.
-Settled = Callable[[InstanceState | None], bool]
-
-
-@dataclass(eq=False, slots=True)
-class Watch:
-    """Waits for the view to show one instance in a state `done` accepts (see `Consistency.watch`)."""
-
-    instance_id: str
-    done: Settled
-    future: asyncio.Future[InstanceState | None]
-
-    def offer(self, state: InstanceState | None) -> None:
-        if not self.future.done() and self.done(state):
-            self.future.set_result(state)
-
-    async def wait(self, timeout: float) -> tuple[bool, InstanceState | None]:  # noqa: ASYNC109
-        """(True, the state that settled it), or (False, None) when `timeout` passed first."""
-        try:
-            return True, await asyncio.wait_for(asyncio.shield(self.future), timeout)
-        except TimeoutError:
-            return False, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,59 +102,37 @@ class _Backlog:
                 self.starts[iid] = [s for s in found if s.offset >= committed]
 
 
-def fold_starts(current: Instance | None, starts: list[PendingStart]) -> Instance | None:
-    """Apply unapplied starts as the engine will: each replaces nothing or a finished run."""
-    for pending in starts:
-        if current is not None and current.run_id == pending.start.command_id:
-            continue  # applied already (the view is ahead of the committed offset we read)
-        if current is None or current.is_terminal:
-            current = Instance.pending(pending.start, pending.accepted_at)
-    return current
+class LinkSend:
+    """The API's `Send` port: the link's idempotent producer, counted per command type."""
+
+    def __init__(self, link: KafkaLink, metrics: ApiMetrics) -> None:
+        self.link = link
+        self.metrics = metrics
+
+    async def send(self, command: Command) -> int:
+        metadata = await self.link.send(command)
+        self.metrics.commands.labels(type(command).__name__).inc()
+        return int(metadata.offset)
 
 
 class Consistency:
-    """See the module docstring."""
+    """The API's `LookUp` port (see the module docstring)."""
 
     def __init__(self, link: KafkaLink) -> None:
         self.link = link
         self._backlogs: dict[int, _Backlog] = {}
         self._scan_lock = asyncio.Lock()
         self._sent: OrderedDict[str, tuple[float, PendingStart]] = OrderedDict()
-        self._watches: dict[str, list[Watch]] = {}
+        self._watches = Watches(self.shown)
         link.observe_view(self._view_changed)
 
     # -- waiting for a command's effect ---------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def watch(self, done: dict[str, Settled]) -> AsyncIterator[list[Watch]]:
+    def watch(self, done: Mapping[str, Settled]) -> contextlib.AbstractAsyncContextManager[Sequence[Watch]]:
         """Watch instances (ID -> `done`) for as long as the block runs: each watch is offered the
         view's current state at once and then every state the view applies, so no transient state
         (a run that starts and ends within one fetch) is missed. Register before producing."""
-        loop = asyncio.get_running_loop()
-        watches = [Watch(iid, settled, loop.create_future()) for iid, settled in done.items()]
-        for w in watches:
-            self._watches.setdefault(w.instance_id, []).append(w)
-            w.offer(self.link.view.states.get(w.instance_id))
-        try:
-            yield watches
-        finally:
-            for w in watches:
-                found = self._watches.get(w.instance_id)
-                if found is not None:
-                    found.remove(w)
-                    if not found:
-                        del self._watches[w.instance_id]
-                if not w.future.done():
-                    w.future.cancel()
-
-    @staticmethod
-    async def wait_all(watches: Iterable[Watch], timeout: float) -> bool:  # noqa: ASYNC109
-        """Wait until every watch is settled; False when `timeout` passed first."""
-        pending = [w.future for w in watches if not w.future.done()]
-        if not pending:
-            return True
-        _, left = await asyncio.wait([asyncio.shield(f) for f in pending], timeout=timeout)
-        return not left
+        return self._watches.watching(done)
 
     async def sync(self, instance_id: str) -> None:
         """Wait (bounded) until the view has read everything the engine committed to the
@@ -191,10 +152,9 @@ class Consistency:
             ) from None
 
     async def _catch_up(self, p: int, status_end: int) -> None:
-        # Usually there already; otherwise a few records behind, milliseconds away. Polled: the
-        # view's position also moves over transaction markers, which wake no waiter.
-        while await self.link.view.position(p) < status_end:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
+        # Usually there already; otherwise a few records behind, milliseconds away. The follower
+        # wakes waiters after every poll round: its position also moves over transaction markers.
+        await self.link.view.wait_position(p, status_end, None)
 
     # -- this replica's own starts -------------------------------------------------------------
 
@@ -204,8 +164,7 @@ class Consistency:
         self._sent.pop(instance_id, None)
 
     def _view_changed(self, instance_id: str, state: InstanceState | None) -> None:
-        for w in self._watches.get(instance_id, ()):
-            w.offer(state)
+        self._watches.offer(instance_id, state)
         entry = self._sent.get(instance_id)
         if entry is None:
             return
@@ -214,34 +173,57 @@ class Consistency:
         if state is None or run_id(state) == entry[1].start.command_id:
             del self._sent[instance_id]
 
-    def remember(self, start: StartWorkflow, offset: int) -> None:
-        self._sent[start.instance_id] = (time.monotonic(), PendingStart(offset, start, _now()))
+    def accepted(self, start: StartWorkflow, receipt: int) -> None:
+        """Remember a start this replica accepted (`receipt`: its offset), see the module docstring."""
+        self._sent[start.instance_id] = (time.monotonic(), PendingStart(receipt, start, _now()))
         self._sent.move_to_end(start.instance_id)
         while len(self._sent) > _SENT_LIMIT:
             self._sent.popitem(last=False)
 
-    def local(self, instance_id: str, current: Instance | None) -> Instance | None:
+    def own_start(self, instance_id: str) -> str | None:
+        entry = self._sent.get(instance_id)
+        return None if entry is None else entry[1].start.command_id
+
+    def local(self, instance_id: str, current: InstanceState | None) -> InstanceState | None:
         """The instance as this replica's own recent start makes it, if it accepted one."""
         entry = self._sent.get(instance_id)
         if entry is None:
             return current
         accepted, pending = entry
-        seen = current is not None and current.run_id == pending.start.command_id
+        seen = current is not None and run_id(current) == pending.start.command_id
         if seen or time.monotonic() - accepted > self.link.settings.sent_ttl_s:
             # The view shows it now (or it is old enough that the barrier should decide).
             del self._sent[instance_id]
             return current
         if current is not None and not current.is_terminal:
             return current  # the engine will refuse this start: the live run is the truth
-        return Instance.pending(pending.start, pending.accepted_at)
+        return pending_start(pending.start, pending.accepted_at)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def shown(self, instance_id: str) -> InstanceState | None:
+        return self.link.view.states.get(instance_id)
+
+    async def state(self, instance_id: str) -> InstanceState | None:
+        """The instance as a client that just got a 202 from any replica expects to see it.
+
+        A live instance in the view is answered once the view has caught up with its status
+        partition (`sync`, one request): another replica may have answered a command (a pause, a
+        terminate) this view has not read yet. A missing or finished one may be a start the view
+        has not shown yet: the full barrier (`fresh`) decides.
+        """
+        current = self.local(instance_id, self.shown(instance_id))
+        if current is not None and not current.is_terminal:
+            # Live, but maybe older than what another replica already answered (a pause, ...).
+            await self.sync(instance_id)
+            current = self.local(instance_id, self.shown(instance_id))
+            if current is not None and not current.is_terminal:
+                return current
+        return await self.fresh(instance_id)
 
     # -- the barrier ----------------------------------------------------------------------------
 
-    def view_state(self, instance_id: str) -> Instance | None:
-        state = self.link.view.states.get(instance_id)
-        return None if state is None else Instance.from_state(state)
-
-    async def fresh(self, instance_id: str) -> Instance | None:
+    async def fresh(self, instance_id: str) -> InstanceState | None:
         """The instance after every start acknowledged before this call (see module docstring)."""
         link = self.link
         link.require()
@@ -254,7 +236,7 @@ class Consistency:
                 f"the status view did not catch up with Kafka within {budget:g}s (the engine or "
                 "the view is lagging); try again"
             ) from None
-        return fold_starts(self.view_state(instance_id), pending)
+        return fold_starts(self.shown(instance_id), [(p.start, p.accepted_at) for p in pending])
 
     async def _barrier(self, instance_id: str) -> list[PendingStart]:
         link = self.link

@@ -26,12 +26,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.core.events import HistoryEvent
+from engine.core.state import InstanceState
 from engine.errors import DecodeError
-from engine.runtime.records import decode_events
+from engine.read.consumer import committed_reader
+from engine.read.to_end import read_to_end
+from engine.wire.records import decode_events
 
 from .errors import BackendError, Busy
 from .kafka import KafkaLink
-from .model import Instance
 
 __all__ = ["FETCH_BYTES", "HistoryReader"]
 
@@ -56,7 +58,7 @@ class HistoryReader:
         self._idle: list[AIOKafkaConsumer] = []
         self._closed = False
 
-    async def read(self, instance: Instance) -> list[HistoryEvent]:
+    async def read(self, instance: InstanceState) -> list[HistoryEvent]:
         link = self.link
         link.require()
         wait = link.settings.history_wait_s
@@ -79,7 +81,7 @@ class HistoryReader:
         for consumer in idle:
             await _stop(consumer)
 
-    async def _read_on_pooled(self, instance: Instance) -> list[HistoryEvent]:
+    async def _read_on_pooled(self, instance: InstanceState) -> list[HistoryEvent]:
         budget = max(_MIN_BUDGET_S, self.link.settings.kafka_timeout_s)
         consumer: AIOKafkaConsumer | None = self._idle.pop() if self._idle else None
         reusable = False
@@ -104,12 +106,8 @@ class HistoryReader:
                     await _stop(consumer)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            **self.link.settings.engine.client_kwargs(),
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
+        return committed_reader(
+            self.link.settings.engine,
             max_partition_fetch_bytes=FETCH_BYTES,
             fetch_max_bytes=FETCH_BYTES,
             # A read stops at the end it found and never waits for more. A long-polling fetch
@@ -135,21 +133,18 @@ async def _stop(consumer: AIOKafkaConsumer) -> None:
 
 
 async def _read(
-    link: KafkaLink, consumer: AIOKafkaConsumer, instance: Instance
+    link: KafkaLink, consumer: AIOKafkaConsumer, instance: InstanceState
 ) -> list[HistoryEvent]:
     tp = TopicPartition(link.topics.history, link.partition(instance.instance_id))
     consumer.assign([tp])
     end = (await consumer.end_offsets([tp]))[tp]
     start = await _start_offset(consumer, tp, instance, end)
-    if start is None:
-        await consumer.seek_to_beginning(tp)
-    else:
-        consumer.seek(tp, start)
     key = instance.instance_id.encode()
     events: list[HistoryEvent] = []
-    while await consumer.position(tp) < end:
-        batch = await consumer.getmany(tp, timeout_ms=200, max_records=_MAX_RECORDS)
-        for record in batch.get(tp, ()):
+    # No idle stop: a history cut short would be wrong; the caller's budget bounds the read.
+    async for records in read_to_end(consumer, {tp: start}, ends={tp: end}, max_records=_MAX_RECORDS,
+                                      idle_s=None):
+        for record in records:
             if record.key != key or record.value is None:
                 continue
             try:
@@ -163,7 +158,7 @@ async def _read(
 
 
 async def _start_offset(
-    consumer: AIOKafkaConsumer, tp: TopicPartition, instance: Instance, end: int
+    consumer: AIOKafkaConsumer, tp: TopicPartition, instance: InstanceState, end: int
 ) -> int | None:
     """Where this instance's records can start (None: from the beginning)."""
     if instance.created_at is None:

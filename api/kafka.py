@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -23,78 +23,26 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 
+from engine import tracing
 from engine.core.codec import encode
 from engine.core.commands import Command
-from engine.core.state import InstanceState
-from engine.runtime.settings import Settings
-from engine.runtime.topics import Topics, ensure_topics
-from engine.runtime.view import StatusView
+from engine.read.consumer import committed_reader
+from engine.read.status import Observer, StatusFollower
+from engine.topics import Topics, ensure_topics
 
 from .errors import BackendError
 from .settings import ApiSettings
 
-__all__ = ["KafkaLink", "TrackedView", "engine_group_id"]
+__all__ = ["KafkaLink", "engine_group_id"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Told of every instance the view changes: its new state, or None once it is removed (purged).
-ViewObserver = Callable[[str, InstanceState | None], None]
-
 
 def engine_group_id(settings: ApiSettings) -> str:
     """The engine group (`Engine.group_id`): its committed offsets say what it applied."""
     return settings.engine.topic("engine")
-
-
-class TrackedView(StatusView):
-    """The engine's status view, plus the two numbers a read barrier needs: how far it has read
-    each partition, and where that partition ends (read_committed, so the last stable offset),
-    and an observer of every change (what this replica remembers must follow the view)."""
-
-    def __init__(self, settings: Settings, observer: ViewObserver | None = None) -> None:
-        super().__init__(settings)
-        self.observer = observer
-
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
-        super()._apply(key, value)
-        if key is not None and self.observer is not None:
-            iid = key.decode()
-            self.observer(iid, self.states.get(iid))
-
-    async def position(self, partition: int) -> int:
-        consumer = self._consumer
-        if consumer is None:
-            raise BackendError("the status view is not started")
-        return int(await consumer.position(TopicPartition(self.topic, partition)))
-
-    async def lag(self) -> int:
-        """Records the view has not read yet, from what its consumer already knows (no request)."""
-        consumer = self._consumer
-        if consumer is None:
-            return 0
-        behind = 0
-        for tp in consumer.assignment():
-            end = consumer.last_stable_offset(tp)
-            if end is None:
-                end = consumer.highwater(tp)
-            if end is not None:
-                behind += max(0, int(end) - int(await consumer.position(tp)))
-        return behind
-
-    @property
-    def failure(self) -> BaseException | None:
-        """Why the follower stopped, if it did with an error."""
-        task = self._task
-        if task is None or not task.done() or task.cancelled():
-            return None
-        return task.exception()
-
-    @property
-    def following(self) -> bool:
-        task = self._task
-        return task is not None and not task.done()
 
 
 class KafkaLink:
@@ -105,8 +53,9 @@ class KafkaLink:
         self.topics = Topics.for_settings(settings.engine)
         self.group_id = engine_group_id(settings)
         #: See `observe_view`.
-        self.view_observer: ViewObserver | None = None
-        self.view = TrackedView(settings.engine)
+        self.view_observer: Observer | None = None
+        #: Every partition: listings and barriers need them all (the engine's own status view).
+        self.view = StatusFollower(settings.engine)
         self.producer: AIOKafkaProducer | None = None
         self.admin: AIOKafkaAdminClient | None = None
         #: read_uncommitted: sees an API's start as soon as it is acked (see consistency.py).
@@ -125,10 +74,10 @@ class KafkaLink:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def observe_view(self, observer: ViewObserver) -> None:
+    def observe_view(self, observer: Observer) -> None:
         """Tell `observer` of every change of this link's views, the current one and rebuilt ones."""
         self.view_observer = observer
-        self.view.observer = observer
+        self.view.subscribe(observer)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="headrace-api-kafka")
@@ -138,13 +87,16 @@ class KafkaLink:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.view.stop()
+        await self._close_clients(10)
+
+    async def _close_clients(self, timeout: float) -> None:  # noqa: ASYNC109
         for client in (self.scanner, self.offsets, self.producer):
             if client is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.stop(), 10)
+                    await asyncio.wait_for(client.stop(), timeout)
         if self.admin is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.admin.close(), 10)
+                await asyncio.wait_for(self.admin.close(), timeout)
 
     async def _run(self) -> None:
         backoff = 0.2
@@ -181,24 +133,15 @@ class KafkaLink:
             max_request_size=max(1024 * 1024, engine.max_payload_bytes + 64 * 1024),
         )
         await self.producer.start()
-        self.scanner = AIOKafkaConsumer(
-            **kwargs,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_uncommitted",
-            auto_offset_reset="earliest",
+        self.scanner = committed_reader(
+            engine,
+            committed=False,
             request_timeout_ms=timeout_ms,
             # A scan reads what is there and stops; it never waits for more.
             fetch_max_wait_ms=10,
         )
         await self.scanner.start()
-        self.offsets = AIOKafkaConsumer(
-            **kwargs,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            request_timeout_ms=timeout_ms,
-        )
+        self.offsets = committed_reader(engine, request_timeout_ms=timeout_ms)
         await self.offsets.start()
         self.partitions = len(await self.producer.partitions_for(self.topics.commands))
         await self.view.start()
@@ -211,14 +154,8 @@ class KafkaLink:
 
     async def _close_partial(self) -> None:
         await self.view.stop()
-        self.view = TrackedView(self.settings.engine, self.view_observer)
-        for client in (self.scanner, self.offsets, self.producer):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.stop(), 5)
-        if self.admin is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.admin.close(), 5)
+        self.view = StatusFollower(self.settings.engine, observer=self.view_observer)
+        await self._close_clients(5)
         self.scanner = self.offsets = self.producer = None
         self.admin = None
 
@@ -226,7 +163,7 @@ class KafkaLink:
         """A view whose follower died (an error aiokafka does not retry) is rebuilt from scratch."""
         log.error("the status view stopped (%r); rebuilding it", self.view.failure)
         old = self.view
-        fresh = TrackedView(self.settings.engine, self.view_observer)
+        fresh = StatusFollower(self.settings.engine, observer=self.view_observer)
         try:
             await asyncio.wait_for(fresh.start(), self.settings.kafka_timeout_s * 4)
             await asyncio.wait_for(fresh.caught_up.wait(), 60)
@@ -295,7 +232,11 @@ class KafkaLink:
             f"producing {type(command).__name__} for '{command.instance_id}' (it may still be "
             "delivered when Kafka is back)",
             producer.send_and_wait(
-                self.topics.commands, encode(command), key=command.instance_id.encode()
+                self.topics.commands,
+                encode(command),
+                key=command.instance_id.encode(),
+                # The request's span, so the engine's spans of this command join its trace.
+                headers=tracing.headers_for_current(),
             ),
         )
         log.debug(

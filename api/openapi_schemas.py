@@ -49,7 +49,9 @@ def component_schemas() -> dict[str, Any]:
                     "description": "Present keys follow daprd: `dapr.workflow.input`, "
                     "`dapr.workflow.output` "
                     "(never on a failed instance), `dapr.workflow.custom_status`, "
-                    "`dapr.workflow.failure.error_type`, `.error_message`, `.stack_trace`.",
+                    "`dapr.workflow.failure.error_type`, `.error_message`, `.stack_trace`; Headrace adds "
+                    "`headrace.workflow.waiting_for_code` while no engine holding the instance knows its "
+                    "workflow (which name, since when).",
                     "additionalProperties": {"type": "string"},
                     "propertyNames": {
                         "enum": [
@@ -59,6 +61,7 @@ def component_schemas() -> dict[str, Any]:
                             "dapr.workflow.failure.error_type",
                             "dapr.workflow.failure.error_message",
                             "dapr.workflow.failure.stack_trace",
+                            "headrace.workflow.waiting_for_code",
                         ]
                     },
                 },

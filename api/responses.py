@@ -9,11 +9,14 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from engine.core.state import InstanceState
+from engine.core.unknown_code import waiting_reason
 from engine.core.values import RuntimeStatus
 
-from .model import Instance
+__all__ = ["WAITING_FOR_CODE", "instance_body", "json_response", "parse_rfc3339", "rfc3339", "summary_body"]
 
-__all__ = ["instance_body", "json_response", "parse_rfc3339", "rfc3339", "summary_body"]
+#: The property that says why a PENDING instance waits: no engine that held it knew its workflow.
+WAITING_FOR_CODE = "headrace.workflow.waiting_for_code"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -44,8 +47,9 @@ def parse_rfc3339(text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _properties(instance: Instance) -> dict[str, str]:
-    """Dapr's `properties`: each key present exactly when daprd (HEAD) sets it."""
+def _properties(instance: InstanceState) -> dict[str, str]:
+    """Dapr's `properties`: each key present exactly when daprd (HEAD) sets it, plus
+    `WAITING_FOR_CODE` on an instance that waits for its code."""
     props: dict[str, str] = {}
     if instance.custom_status is not None:
         props["dapr.workflow.custom_status"] = instance.custom_status
@@ -60,10 +64,14 @@ def _properties(instance: Instance) -> dict[str, str]:
         props["dapr.workflow.failure.error_message"] = failure.message
         if failure.stack_trace:
             props["dapr.workflow.failure.stack_trace"] = failure.stack_trace
+    if instance.waiting_for_code is not None:
+        # Not daprd's: why a PENDING instance does not start (engine.core.unknown_code). Clients
+        # index the keys they know, so one more key changes nothing for them.
+        props[WAITING_FOR_CODE] = waiting_reason("workflow", instance.name, instance.waiting_for_code)
     return props
 
 
-def instance_body(instance: Instance) -> dict[str, Any]:
+def instance_body(instance: InstanceState) -> dict[str, Any]:
     """The body of GET /workflows/dapr/{instanceID}, field for field as daprd writes it."""
     return {
         "instanceID": instance.instance_id,
@@ -76,7 +84,7 @@ def instance_body(instance: Instance) -> dict[str, Any]:
     }
 
 
-def summary_body(instance: Instance) -> dict[str, Any]:
+def summary_body(instance: InstanceState) -> dict[str, Any]:
     """One row of the instance list: the GET body without payloads, to keep pages small."""
     return {
         "instanceID": instance.instance_id,

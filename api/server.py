@@ -7,8 +7,11 @@ settings are imported when the command runs.
 from __future__ import annotations
 
 import argparse
-import os
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ops.command import Subcommands
 
 __all__ = ["main", "register", "serve"]
 
@@ -18,20 +21,28 @@ def serve(
     port: int | None = None,
     log_level: str | None = None,
     app: str | None = None,
+    log_format: str | None = None,
+    app_id: str | None = None,
 ) -> int:
     import uvicorn
 
     from engine.runtime.logs import configure_logging, import_path_like_python_m
+    from engine.settings import Settings
+    from engine.tracing import configure_from_env
 
     from .app import create_app
     from .protocol import uvicorn_options
     from .settings import ApiSettings
 
-    settings = ApiSettings.from_env(host=host, port=port, app=app)
-    level = (log_level or os.environ.get("HEADRACE_LOG_LEVEL") or "info").lower()
+    settings = ApiSettings.from_env(host=host, port=port, app=app, log_level=log_level)
+    if app_id is not None:
+        # One API serves one app, as daprd's HTTP API is its sidecar's app's (docs/architecture.md).
+        settings = replace(settings, engine=Settings.from_env(app_id=app_id))
+    level = settings.log_level
     # The same setup as the engine's processes: repeated errors (aiokafka's reconnects while Kafka
     # is away) are rate-limited rather than silenced.
-    configure_logging(level)
+    configure_logging(level, log_format=log_format)
+    configure_from_env("headrace-api")  # off unless OTEL_* asks for traces
     # --app is imported by create_app; find it in the current directory as `python -m` would.
     import_path_like_python_m()
     uvicorn.run(
@@ -39,6 +50,9 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=level,
+        # uvicorn's own logging config would give its loggers handlers and a format of their own;
+        # without it their records reach the root handler configure_logging installed.
+        log_config=None,
         access_log=level == "debug",
         lifespan="on",
         **uvicorn_options(settings),
@@ -47,10 +61,10 @@ def serve(
 
 
 def _handle(args: argparse.Namespace) -> int:
-    return serve(args.host, args.port, args.log_level, args.app)
+    return serve(args.host, args.port, args.log_level, args.app, args.log_format, args.app_id)
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser(
         "api",
         help="serve Dapr Workflow's HTTP API (default port 3500)",
@@ -64,6 +78,11 @@ def register(subparsers: Any) -> None:
         "--port", type=int, default=None, help="port (default $HEADRACE_API_PORT or 3500)"
     )
     parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line (default $HEADRACE_LOG_FORMAT or text)",
+    )
     # `headrace stack up` passes the app to every role. The API runs no workflow code: it only
     # reads the registered workflow names, for the dashboard's start form.
     parser.add_argument(
@@ -72,6 +91,9 @@ def register(subparsers: Any) -> None:
         help="module:attribute of a WorkflowRuntime whose workflow names the dashboard offers "
         "(default $HEADRACE_API_APP)",
     )
+    parser.add_argument("--app-id", default=None,
+                        help="the app whose workflows this API serves (default $HEADRACE_APP_ID); without "
+                        "HEADRACE_TOPIC_PREFIX its topics are headrace.<app-id>.*")
     parser.set_defaults(handler=_handle)
 
 

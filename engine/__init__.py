@@ -5,6 +5,7 @@ A workflow module written for Dapr runs here after changing its imports to `from
 
 from __future__ import annotations
 
+from .client.dapr import DaprWorkflowClient
 from .core.context import DaprWorkflowContext, WorkflowContext
 from .core.propagation import (
     ActivityResult,
@@ -18,11 +19,10 @@ from .core.retry import RetryPolicy
 from .core.tasks import Task, TaskFailedError, when_all, when_any
 from .core.values import FailureDetails
 from .errors import HeadraceError, NonDeterminismError
-from .runtime.client import DaprWorkflowClient
 from .sdk.activity import WorkflowActivityContext
 from .sdk.registry import alternate_name
-from .sdk.runtime import WorkflowRuntime
 from .sdk.state import WorkflowState, WorkflowStatus
+from .sdk.workflow_runtime import WorkflowRuntime
 
 __all__ = [
     "ActivityResult",

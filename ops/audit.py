@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from engine.core import events as ev
-from engine.runtime.records import decode_events
-from engine.runtime.settings import Settings
-from engine.runtime.topics import Topics, partition_count
+from engine.read.to_end import reading
+from engine.settings import Settings
+from engine.topics import Topics
+from engine.wire.records import decode_events
 
 __all__ = ["HistoryAudit", "audit", "read_history"]
 
@@ -34,26 +33,11 @@ class HistoryAudit:
 
 async def read_history(settings: Settings) -> list[tuple[str, str, list[ev.HistoryEvent]]]:
     """Every committed history record of the deployment, in partition order."""
-    topic = Topics.for_settings(settings).history
-    count = await partition_count(settings, topic)
-    consumer = AIOKafkaConsumer(**settings.client_kwargs(), group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(count)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records: list[tuple[str, str, list[ev.HistoryEvent]]] = []
-        idle = 0
-        while idle < 3 and any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            idle = 0 if batch else idle + 1
-            for tp_records in batch.values():
-                records.extend(decode_events(r.value) for r in tp_records if r.value is not None)
-        return records
-    finally:
-        await consumer.stop()
+    records: list[tuple[str, str, list[ev.HistoryEvent]]] = []
+    async with reading(settings, Topics.for_settings(settings).history) as batches:
+        async for batch in batches:
+            records.extend(decode_events(r.value) for r in batch if r.value is not None)
+    return records
 
 
 def audit(records: list[tuple[str, str, list[ev.HistoryEvent]]]) -> HistoryAudit:

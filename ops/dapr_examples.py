@@ -8,7 +8,7 @@ Given a checkout of dapr/python-sdk (fetched by you; nothing is fetched here), t
     dapr.ext.workflow.aio                        -> engine.aio
     dapr.ext.workflow                            -> engine
     dapr.clients, dapr.clients.exceptions,
-    dapr.conf                                    -> engine.sdk.dapr_client
+    dapr.conf                                    -> engine.client.dapr_client
 
 runs each one as its README says (`python3 <example>.py`, with the Enter its prompt waits for),
 and prints a table: the expected output lines found, the exit code, pass or fail.
@@ -47,9 +47,9 @@ REPO = Path(__file__).resolve().parents[1]
 IMPORT_REWRITES: tuple[tuple[str, str], ...] = (
     ("dapr.ext.workflow.aio", "engine.aio"),
     ("dapr.ext.workflow", "engine"),
-    ("dapr.clients.exceptions", "engine.sdk.dapr_client"),
-    ("dapr.clients", "engine.sdk.dapr_client"),
-    ("dapr.conf", "engine.sdk.dapr_client"),
+    ("dapr.clients.exceptions", "engine.client.dapr_client"),
+    ("dapr.clients", "engine.client.dapr_client"),
+    ("dapr.conf", "engine.client.dapr_client"),
 )
 
 #: Examples of other issues (apps and versions), run only with --all.

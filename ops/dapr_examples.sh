@@ -5,7 +5,7 @@
 #
 # Fetches nothing: give it a checkout you fetched. It copies the examples to a scratch folder,
 # rewrites their imports (dapr.ext.workflow -> engine, dapr.ext.workflow.aio -> engine.aio,
-# dapr.clients / dapr.conf -> engine.sdk.dapr_client), runs each one against Kafka (the one in
+# dapr.clients / dapr.conf -> engine.client.dapr_client), runs each one against Kafka (the one in
 # --bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS, e.g. from `ops/dev up`, else a private one on free
 # ports, stopped at the end) and prints a table of the expected output lines found. Each example
 # starts its own engine and worker and uses its own topic prefix. Details: ops/dapr_examples.py.

@@ -17,9 +17,12 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ops.errors import OpsError
+
+if TYPE_CHECKING:
+    from ops.command import Subcommands
 
 
 class AppNotFound(OpsError):
@@ -44,11 +47,12 @@ def load_runtime(reference: str) -> Any:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from engine.runtime.settings import Settings
+    from engine.settings import Settings
 
     return Settings.from_env(
         bootstrap_servers=args.bootstrap_servers,
         topic_prefix=args.topic_prefix,
+        app_id=args.app_id,
         partitions=args.partitions,
         replication_factor=args.replication_factor,
         activity_concurrency=getattr(args, "concurrency", None),
@@ -88,8 +92,10 @@ def _run(args: argparse.Namespace) -> int:
     from engine.runtime.engine import Engine
     from engine.runtime.logs import configure_logging
     from engine.runtime.worker import ActivityWorker
+    from engine.tracing import configure_from_env
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, log_format=args.log_format)
+    configure_from_env(f"headrace-{args.role}")  # off unless OTEL_* asks for traces
     runtime = load_runtime(args.app)
     settings = _settings(args)
     roles: dict[str, Any] = {}
@@ -101,6 +107,9 @@ def _run(args: argparse.Namespace) -> int:
     if any(getattr(role, "abandoned", 0) for role in roles.values()):
         # Abandoned activities still run on daemon threads; interpreter shutdown would race them
         # for stdout and the logging locks. Everything worth keeping is committed and flushed.
+        from engine.tracing import shutdown as flush_traces
+
+        flush_traces()  # os._exit skips the exporter's own flush at exit
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -108,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subcommands) -> None:
     helps = {
         "engine": "run orchestrator processors for the workflows of --app",
         "worker": "run an activity worker for the activities of --app",
@@ -119,6 +128,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument("--app", required=True, help="module:attribute of a WorkflowRuntime")
         parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (KAFKA_BOOTSTRAP_SERVERS)")
         parser.add_argument("--topic-prefix", help="topic and group name prefix (HEADRACE_TOPIC_PREFIX)")
+        parser.add_argument("--app-id", help="the app these processes serve (HEADRACE_APP_ID); without "
+                            "--topic-prefix its topics are headrace.<app-id>.*")
         parser.add_argument("--partitions", type=int, help="partitions of new topics (HEADRACE_PARTITIONS)")
         parser.add_argument("--replication-factor", type=int,
                             help="replication of new topics (HEADRACE_REPLICATION_FACTOR)")
@@ -131,4 +142,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             help="serve /metrics, /healthz and /readyz on this port (HEADRACE_METRICS_PORT; 0 = off)")
         parser.add_argument("--metrics-host", help="address for --metrics-port (HEADRACE_METRICS_HOST, 127.0.0.1)")
         parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        parser.add_argument("--log-format", choices=["text", "json"],
+                            help="text lines, or one JSON object per line (HEADRACE_LOG_FORMAT, text)")
         parser.set_defaults(handler=_run, role=role)

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ops.errors import OpsError
 from ops.kafka.paths import state_root
-from ops.kafka.process import identify, is_running, log_tail, read_pidfile, terminate, write_pidfile
+from ops.process import Child, ChildError, free_port, is_running, read_pidfile, terminate, write_pidfile
+
+if TYPE_CHECKING:
+    from ops.command import Subcommands
 
 #: Role → (CLI arguments after `headrace`, the log line that says it is ready).
 ROLES: dict[str, tuple[list[str], str]] = {
@@ -42,52 +44,41 @@ def stack_dir() -> Path:
     return path
 
 
-def _available_roles() -> list[str]:
-    from ops.cli import build_parser
-
-    parser = build_parser()
-    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return [role for role, (argv, _) in ROLES.items() if argv[0] in subcommands.choices]
-
-
 def up(app: str, roles: list[str], timeout_s: float = 90.0) -> None:
+    # Here, not at the top: `headrace --help` imports this module and the engine package is not cheap.
+    from engine.settings import Settings
+
     directory = stack_dir()
-    started: list[tuple[str, Path]] = []
+    started: list[tuple[str, Child]] = []
     for role in roles:
         pidfile = directory / f"{role}.pid"
         ref = read_pidfile(pidfile)
         if ref is not None and is_running(ref):
             print(f"{role}: already running (pid {ref.pid})", file=sys.stderr)
             continue
-        log_file = directory / f"{role}.log"
         argv, _ = ROLES[role]
         env = os.environ.copy()
         if role in METRICS_ROLES:
-            port = _free_port()
-            env["HEADRACE_METRICS_PORT"] = str(port)
+            port = free_port()
+            env.update(Settings(metrics_port=port).to_env("metrics_port"))
             (directory / f"{role}.metrics-port").write_text(str(port))
-        with log_file.open("ab") as log:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "ops", *argv, "--app", app],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True, env=env,
-            )
-        ref = identify(child.pid)
-        if ref is None:
-            raise StackError(f"{role} exited at once; see {log_file}")
-        write_pidfile(pidfile, ref)
-        started.append((role, log_file))
+        # Its own session: the stack outlives `headrace stack up` and the terminal it ran in.
+        child = Child([sys.executable, "-m", "ops", *argv, "--app", app], directory / f"{role}.log",
+                      env=env, detach=True, label=role)
+        try:
+            write_pidfile(pidfile, child.start())
+        except ChildError as exc:
+            raise StackError(str(exc)) from None
+        started.append((role, child))
     deadline = time.monotonic() + timeout_s
-    for role, log_file in started:
-        marker = ROLES[role][1]
-        while marker not in log_file.read_text(errors="replace").split("===== start")[-1]:
-            ref = read_pidfile(directory / f"{role}.pid")
-            if ref is None or not is_running(ref):
-                raise StackError(f"{role} stopped while starting:\n{log_tail(log_file)}")
-            if time.monotonic() > deadline:
-                raise StackError(f"{role} not ready within {timeout_s:.0f}s:\n{log_tail(log_file)}")
-            time.sleep(0.1)
-        print(f"{role}: ready (log {log_file})", file=sys.stderr)
+    for role, child in started:
+        try:
+            child.wait_ready(ROLES[role][1], timeout_s=max(0.0, deadline - time.monotonic()))
+        except ChildError as exc:
+            raise StackError(str(exc)) from None
+        # From here on the role is known by its pid file (`down`, `status`).
+        child.forget()
+        print(f"{role}: ready (log {child.log_path})", file=sys.stderr)
 
 
 def down() -> None:
@@ -104,11 +95,7 @@ def down() -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    roles = args.roles.split(",") if args.roles else _available_roles()
-    directory = stack_dir()
-    for role in roles:
-        with (directory / f"{role}.log").open("ab") as log:
-            log.write(b"\n===== start\n")
+    roles = args.roles.split(",") if args.roles else list(ROLES)
     up(args.app, roles, args.timeout)
     return 0
 
@@ -116,12 +103,6 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     down()
     return 0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def health(role: str) -> str:
@@ -155,7 +136,7 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser("stack", help="run the engine, a worker and the API in the background")
     sub = parser.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
     up_parser = sub.add_parser("up", help="start the processes and wait until they are ready")

@@ -1,7 +1,7 @@
 """`headrace topics`: the deployment's Kafka topics, their partitions and configs (`--create` makes them).
 
 The names and configs come from the same `Settings` as the engine (environment variables, flags
-win) and from `engine.runtime.topics`, so what this prints is exactly what the engine creates.
+win) and from `engine.topics`, so what this prints is exactly what the engine creates.
 The contract of each topic is in docs/kafka-interface.md.
 """
 
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ops.command import Subcommands
 
 __all__ = ["describe", "register"]
 
@@ -28,7 +31,7 @@ def describe(settings: Any) -> list[dict[str, Any]]:
     """One entry per topic: role, name, partitions, replication factor, configs, what it carries."""
     from dataclasses import fields
 
-    from engine.runtime.topics import Topics, topic_configs
+    from engine.topics import Topics, topic_configs
 
     topics = Topics.for_settings(settings)
     configs = topic_configs(settings)
@@ -49,8 +52,8 @@ def describe(settings: Any) -> list[dict[str, Any]]:
 def _handler(args: argparse.Namespace) -> int:
     import asyncio
 
-    from engine.runtime.settings import Settings
-    from engine.runtime.topics import ensure_topics
+    from engine.settings import Settings
+    from engine.topics import ensure_topics
 
     overrides: dict[str, Any] = {}
     for flag, key in (("bootstrap_servers", "bootstrap_servers"), ("topic_prefix", "topic_prefix"),
@@ -76,7 +79,7 @@ def _handler(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subcommands) -> None:
     text = "print the deployment's Kafka topics, partitions and configs (--create makes them)"
     parser = subparsers.add_parser("topics", help=text, description=text)
     parser.add_argument("--create", action="store_true", help="create missing topics and align their retention")

@@ -1,4 +1,5 @@
-"""The async `DaprWorkflowClient`: the same `ClientCore` as the sync client, awaited.
+"""The async `DaprWorkflowClient`: the same `ClientCore` (and so the same `WorkflowCommands`) as
+the sync client, awaited.
 
 The core runs on its own loop in a daemon thread, so this client works from any event loop (and
 from several `asyncio.run` calls in turn); each method awaits the core's coroutine there. It
@@ -13,9 +14,9 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, TypeVar
 
-from ..runtime.client import ClientCore, _finished, _started
-from ..runtime.settings import Settings
+from ..client.dapr import ClientCore
 from ..sdk.state import WorkflowState
+from ..settings import Settings
 
 __all__ = ["DaprWorkflowClient"]
 
@@ -74,11 +75,12 @@ class DaprWorkflowClient:
 
     async def wait_for_workflow_start(self, instance_id: str, *, fetch_payloads: bool = False,
                                       timeout_in_seconds: int = 0) -> WorkflowState | None:
-        return await self._run(self._core.wait(instance_id, _started, timeout_in_seconds, fetch_payloads))
+        return await self._run(self._core.wait_for_workflow_start(instance_id, timeout_in_seconds, fetch_payloads))
 
     async def wait_for_workflow_completion(self, instance_id: str, *, fetch_payloads: bool = True,
                                            timeout_in_seconds: int = 0) -> WorkflowState | None:
-        return await self._run(self._core.wait(instance_id, _finished, timeout_in_seconds, fetch_payloads))
+        return await self._run(self._core.wait_for_workflow_completion(instance_id, timeout_in_seconds,
+                                                                       fetch_payloads))
 
     async def raise_workflow_event(self, instance_id: str, event_name: str, *, data: Any = None) -> None:
         await self._run(self._core.raise_workflow_event(instance_id, event_name, data=data))

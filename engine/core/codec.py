@@ -9,11 +9,13 @@ Decoders are built once per class from its type hints: the per-message cost is a
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from enum import Enum
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import orjson
@@ -26,9 +28,17 @@ T = TypeVar("T")
 _Convert = Callable[[Any, str], Any]
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_MAPPING_FIELDS: dict[type, tuple[str, ...]] = {}
+
+#: A JSON object key that stands for an integer (`Mapping[int, …]` fields: task and timer IDs).
+#: JSON keys are strings; the schema states the same pattern (`propertyNames`).
+INT_KEY_PATTERN = "^-?[0-9]+$"
+_INT_KEY = re.compile(r"-?[0-9]+")  # fullmatch: `$` would also match before a final newline
 
 #: Deepest nesting of objects a message may have (a failure's chain of inner failures).
 MAX_DEPTH = 64
+#: Object paths whose field paths a decoder keeps (nested paths are few; this only bounds them).
+_PATHS_KEPT = 256
 
 
 def field_names(cls: type) -> tuple[str, ...]:
@@ -39,12 +49,30 @@ def field_names(cls: type) -> tuple[str, ...]:
     return names
 
 
+def _mapping_fields(cls: type) -> tuple[str, ...]:
+    names = _MAPPING_FIELDS.get(cls)
+    if names is None:
+        hints = typing.get_type_hints(cls)
+        names = tuple(f.name for f in dataclasses.fields(cls) if _is_mapping(hints[f.name]))
+        _MAPPING_FIELDS[cls] = names
+    return names
+
+
+def _is_mapping(hint: Any) -> bool:
+    return typing.get_origin(hint) in (Mapping, dict)
+
+
 def to_jsonable(value: Any) -> dict[str, Any]:
-    """The wire form as a dict; nested dataclasses, datetimes and enums are left to orjson."""
+    """The wire form as a dict; nested dataclasses, datetimes and enums are left to orjson.
+
+    Mappings (read-only `MappingProxyType`s in the values) become dicts with string keys, as JSON
+    has them."""
     cls = type(value)
     out: dict[str, Any] = {"type": cls.__name__, "version": cls.VERSION}
     for name in field_names(cls):
         out[name] = getattr(value, name)
+    for name in _mapping_fields(cls):
+        out[name] = {str(k): v for k, v in out[name].items()}
     return out
 
 
@@ -69,7 +97,7 @@ class Codec:
                 data = orjson.loads(data)
             except orjson.JSONDecodeError as exc:
                 raise DecodeError(f"not valid JSON: {exc}") from None
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise DecodeError(f"expected a JSON object, got {type(data).__name__}")
         raw_type = data.get("type")
         cls = self._classes.get(raw_type) if isinstance(raw_type, str) else None
@@ -83,7 +111,8 @@ class Codec:
             raise DecodeError(
                 f"{type_name}: unsupported schema version {version!r}; this engine reads version {cls.VERSION}"
             )
-        body = {k: v for k, v in data.items() if k not in ("type", "version")}
+        body = dict(data)  # "type" and "version" are there: both were just checked
+        del body["type"], body["version"]
         return self._decoder(cls)(body, type_name)
 
     def _decoder(self, cls: type) -> _Convert:
@@ -102,9 +131,12 @@ def _dataclass_decoder(cls: type) -> _Convert:
     }
     # Filled lazily so that recursive types (FailureDetails.inner) do not recurse forever.
     converters: dict[str, _Convert] = {}
+    # The fields' paths (for error messages) per path of the object: a message's paths repeat,
+    # and building them per field per message was most of the cost of decoding a large one.
+    paths: dict[str, dict[str, str]] = {}
 
     def decode(value: Any, path: str) -> Any:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):
             raise DecodeError(f"{path}: expected an object, got {_json_type(value)}")
         if path.count(".") > MAX_DEPTH:
             # Recursive types (a failure's `inner`) would otherwise recurse until Python's limit,
@@ -112,13 +144,19 @@ def _dataclass_decoder(cls: type) -> _Convert:
             raise DecodeError(f"{path[:120]}...: nested more than {MAX_DEPTH} levels deep")
         if not converters:
             converters.update({f.name: _converter(hints[f.name]) for f in fields})
-        unknown = value.keys() - converters.keys()
-        if unknown:
+        # Subset tests first: they allocate nothing, and almost every message passes them.
+        if not value.keys() <= converters.keys():
+            unknown = value.keys() - converters.keys()
             raise DecodeError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
-        missing = required - value.keys()
-        if missing:
+        if not required <= value.keys():
+            missing = required - value.keys()
             raise DecodeError(f"{path}: missing required field(s) {', '.join(sorted(missing))}")
-        kwargs = {name: converters[name](item, f"{path}.{name}") for name, item in value.items()}
+        named = paths.get(path)
+        if named is None:
+            named = {name: f"{path}.{name}" for name in converters}
+            if len(paths) < _PATHS_KEPT:
+                paths[path] = named
+        kwargs = {name: converters[name](item, named[name]) for name, item in value.items()}
         return cls(**kwargs)
 
     return decode
@@ -132,6 +170,11 @@ def _converter(hint: Any) -> _Convert:
             raise TypeError(f"unsupported union {hint!r}")
         inner = _converter(args[0])
         return lambda v, p: None if v is None else inner(v, p)
+    if origin in (Mapping, dict):
+        key_hint, value_hint = typing.get_args(hint)
+        if key_hint is not int:
+            raise TypeError(f"unsupported mapping {hint!r}: only integer keys")
+        return _int_mapping(_converter(value_hint))
     if origin is tuple:
         item = _converter(typing.get_args(hint)[0])
 
@@ -154,6 +197,20 @@ def _converter(hint: Any) -> _Convert:
     if dataclasses.is_dataclass(hint):
         return _dataclass_decoder(hint)  # type: ignore[arg-type]
     raise TypeError(f"no JSON converter for {hint!r}")
+
+
+def _int_mapping(item: _Convert) -> _Convert:
+    def convert_mapping(v: Any, p: str) -> Mapping[int, Any]:
+        if type(v) is not dict and not isinstance(v, Mapping):
+            raise DecodeError(f"{p}: expected an object, got {_json_type(v)}")
+        out: dict[int, Any] = {}
+        for key, x in v.items():
+            if not isinstance(key, str) or not _INT_KEY.fullmatch(key):
+                raise DecodeError(f"{p}: key {key!r} is not an integer")
+            out[_to_int(int(key), f"{p} key")] = item(x, f"{p}.{key}")
+        return MappingProxyType(out)
+
+    return convert_mapping
 
 
 def _exact(kind: type, label: str) -> _Convert:

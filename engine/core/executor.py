@@ -12,6 +12,7 @@ paths return the same actions. No I/O, clock or randomness: time comes from `Wor
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import uuid
 from collections import deque
@@ -114,6 +115,7 @@ class WorkflowExecution:
         self._current: Task[Any] | None = None
         self._completion: CompleteWorkflow | None = None
         self._completion_recorded = False
+        self._save_events = False
         self._diverged = False
 
     # -- driving ---------------------------------------------------------------------------
@@ -198,6 +200,7 @@ class WorkflowExecution:
         if self._completion is not None:
             return
         carryover: tuple[ev.EventRaised, ...] = ()
+        self._save_events = save_events
         if save_events:
             pending = sorted(item for inbox in self._inbox.values() for item in inbox)
             carryover = tuple(event for _, event in pending)
@@ -229,6 +232,7 @@ class WorkflowExecution:
         elif isinstance(event, ev.ExecutionStarted):
             self._start(event)
         elif self._completion is not None and not isinstance(event, _RECORDING):
+            self._carry(event)
             return  # the code has finished; later inputs change nothing
         elif isinstance(event, ev.TaskScheduled):
             self._match(event, ScheduleTask, event.name, f"call_activity('{event.name}')")
@@ -260,6 +264,15 @@ class WorkflowExecution:
         elif isinstance(event, (ev.ExecutionCompleted, ev.ContinuedAsNew)):
             self._match_completion(event)
         self._resume()
+
+    def _carry(self, event: ev.HistoryEvent) -> None:
+        """An event applied after `continue_as_new(save_events=True)` in the same turn joins the
+        carried events, as durabletask's SDK gathers them when the turn ends (`get_actions` in
+        github.com/microsoft/durabletask-python); replay applies the same events in the same order."""
+        completion = self._completion
+        if (isinstance(event, ev.EventRaised) and completion is not None and self._save_events
+                and not self._completion_recorded and completion.status is RuntimeStatus.CONTINUED_AS_NEW):
+            self._completion = dataclasses.replace(completion, carryover_events=(*completion.carryover_events, event))
 
     def _start(self, event: ev.ExecutionStarted) -> None:
         self._name = event.name

@@ -3,9 +3,10 @@
 `Orchestrator.handle` takes an instance's state, one message addressed to it and the time, and
 returns a `TurnOutcome`: the new state, the history events to append, and the effects to flush
 (activity work items, timers, messages to other instances). Effects are buffered in the outcome and
-flushed by the caller in one go, so a backend (in-memory for tests, Kafka in production) only moves
-bytes. The same message handled twice yields no second effect: stale or repeated results are dropped
-by checking what the instance still waits for, and commands by their IDs.
+written by `effects.apply_outcome` into a backend's sink in one go, so a backend (in-memory for
+tests, Kafka in production) only moves bytes. The same message handled twice yields no second
+effect: stale or repeated results are dropped by checking what the instance still waits for, and
+commands by their IDs; an input that changes nothing says why with a typed `Disposition`.
 """
 
 from __future__ import annotations
@@ -13,68 +14,118 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import Enum
 from types import MappingProxyType
 
-from ..errors import children_running_message
+from ..errors import UnknownWorkflowError, children_running_message
 from . import commands as cmd
 from . import events as ev
 from .actions import CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
 from .cache import ExecutionCache
 from .executor import WorkflowExecution, WorkflowResolver
 from .propagation import build_propagated_history
-from .state import RECENT_COMMANDS, InstanceState, fold_all
+from .state import RECENT_COMMANDS, CodeWait, DurableTimer, InstanceState, ScheduledStart, Timer, fold_all
+from .unknown_code import DEFAULT_TIMEOUT, CodeCheck, next_check
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 
-__all__ = ["HistoryLoader", "Orchestrator", "TimerRequest", "TurnOutcome", "scheduled_start_command"]
+__all__ = [
+    "ClosedExecution",
+    "Disposition",
+    "HistoryLoader",
+    "Orchestrator",
+    "StateWrite",
+    "TurnOutcome",
+    "Unapplied",
+    "scheduled_start_command",
+]
 
 HistoryLoader = Callable[[], Sequence[ev.HistoryEvent]]
 
 _GENERATION_NS = uuid.UUID("0b6e7f4a-4a39-5c1e-9d55-6865616472ad")
 
 
-@dataclass(frozen=True, slots=True)
-class TimerRequest:
-    """Fire `firing` at `firing.fire_at`."""
+class Disposition(Enum):
+    """Why an input changed nothing, for code to branch on (`Unapplied.reason` is for people)."""
 
-    firing: cmd.TimerFiring
+    #: Applied already: a repeated command or start, a result or firing that is no longer pending.
+    DUPLICATE = "duplicate"
+    #: Addressed to an earlier execution of the instance.
+    STALE = "stale"
+    #: Moot in the instance's state: it has finished or not started yet, is (not) suspended already.
+    MOOT = "moot"
+    #: No instance with the ID exists.
+    NOT_FOUND = "not_found"
+    #: Invalid for the instance's state: a start over an active run, a purge of a running instance.
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Unapplied:
+    disposition: Disposition
+    #: Said to people: in logs, dead letters and the test environment's `ignored`.
+    reason: str
+
+
+class StateWrite(Enum):
+    """What the turn does to the instance's stored state."""
+
+    KEEP = "keep"
+    #: Write the new state (every turn with events does).
+    SAVE = "save"
+    #: Remove the instance, its state and its history.
+    PURGE = "purge"
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedExecution:
+    """An execution that ended in the turn (continue-as-new) and its last events, for the audit log."""
+
+    execution_id: str
+    events: list[ev.HistoryEvent]
 
 
 @dataclass(slots=True)
 class TurnOutcome:
-    """What handling one message did. `state` is None when the instance is (or stays) absent."""
+    """What handling one message did; `effects.apply_outcome` writes it. `state` is None when the
+    instance is (or stays) absent."""
 
     state: InstanceState | None
     events: list[ev.HistoryEvent] = field(default_factory=list)
-    #: The history restarts with `events` (a new start, or continue-as-new) instead of growing.
-    history_reset: bool = False
-    #: Events that closed an earlier generation in this turn, as (execution ID, events): for the
-    #: audit log only, since the live history restarts.
-    closed: list[tuple[str, list[ev.HistoryEvent]]] = field(default_factory=list)
+    write: StateWrite = StateWrite.KEEP
+    #: Executions that ended in this turn before the one `events` belong to.
+    closed: list[ClosedExecution] = field(default_factory=list)
     work_items: list[cmd.ActivityWorkItem] = field(default_factory=list)
-    timers: list[TimerRequest] = field(default_factory=list)
+    #: Durable timers created, and a start scheduled for later.
+    timers: list[Timer] = field(default_factory=list)
     messages: list[cmd.InstanceMessage] = field(default_factory=list)
-    #: Why the message changed nothing (a duplicate, a stale result, a refused command), if so.
-    ignored: str | None = None
-    #: The message was refused as invalid for the instance's state (the API maps it to an error).
-    rejected: bool = False
-    purged: bool = False
-    #: The state changed without history events (a start scheduled for later).
-    state_changed: bool = False
-    #: Starts to apply again at their `scheduled_start`.
-    scheduled_starts: list[cmd.StartWorkflow] = field(default_factory=list)
+    #: Why the message changed nothing, or could not apply; None when it applied.
+    unapplied: Unapplied | None = None
 
     @property
     def changed(self) -> bool:
-        return bool(self.events) or self.purged or self.state_changed
+        return self.write is not StateWrite.KEEP
+
+    @property
+    def history_reset(self) -> bool:
+        """The history restarts with `events` (a start, or continue-as-new) instead of growing."""
+        events = self.events
+        return len(events) > 1 and type(events[1]) is ev.ExecutionStarted
+
+
+def _unchanged(state: InstanceState | None, disposition: Disposition, reason: str) -> TurnOutcome:
+    return TurnOutcome(state, unapplied=Unapplied(disposition, reason))
 
 
 class Orchestrator:
     """Applies messages to instances and runs their code (see the module docstring)."""
 
-    def __init__(self, resolve: WorkflowResolver, cache: ExecutionCache | None = None) -> None:
+    def __init__(self, resolve: WorkflowResolver, cache: ExecutionCache | None = None,
+                 unknown_code_timeout: timedelta = DEFAULT_TIMEOUT) -> None:
         self._resolve = resolve
         self.cache = cache if cache is not None else ExecutionCache()
+        #: How long a start of a workflow this engine does not know waits (`engine.core.unknown_code`).
+        self.unknown_code_timeout = unknown_code_timeout
 
     def handle(
         self,
@@ -87,34 +138,36 @@ class Orchestrator:
         if isinstance(message, cmd.StartWorkflow):
             return self._start(state, message, now)
         if state is None:
-            return TurnOutcome(None, ignored=f"no workflow instance '{iid}' exists")
+            return _unchanged(None, Disposition.NOT_FOUND, f"no workflow instance '{iid}' exists")
         if isinstance(message, cmd.PurgeWorkflow):
             return self._purge(state, message, load_history)
         if isinstance(message, cmd.ChildResult) and state.is_terminal:
             return self._late_child_result(state, message)
         if state.is_terminal or state.status is RuntimeStatus.PENDING:
-            return TurnOutcome(state, ignored=f"instance '{iid}' is {state.status.value}")
+            return _unchanged(state, Disposition.MOOT, f"instance '{iid}' is {state.status.value}")
         if isinstance(message, cmd.Command) and message.command_id in state.recent_commands:
-            return TurnOutcome(state, ignored=f"command {message.command_id} was applied already")
+            return _unchanged(state, Disposition.DUPLICATE, f"command {message.command_id} was applied already")
+        if isinstance(message, CodeCheck):
+            return self._code_check(state, message, now, load_history)
         if isinstance(message, cmd.RaiseEvent):
-            return self._turn(state, [ev.EventRaised(timestamp=now, name=message.name, input=message.input,
+            return self._run(state, [ev.EventRaised(timestamp=now, name=message.name, input=message.input,
                                               command_id=message.command_id)], now,
                               load_history)
         if isinstance(message, cmd.SuspendWorkflow):
             if state.status is RuntimeStatus.SUSPENDED:
-                return TurnOutcome(state, ignored="already suspended")
-            return self._turn(state, [ev.ExecutionSuspended(timestamp=now, reason=message.reason,
+                return _unchanged(state, Disposition.MOOT, "already suspended")
+            return self._run(state, [ev.ExecutionSuspended(timestamp=now, reason=message.reason,
                                                                    command_id=message.command_id)], now, load_history)
         if isinstance(message, cmd.ResumeWorkflow):
             if state.status is not RuntimeStatus.SUSPENDED:
-                return TurnOutcome(state, ignored="not suspended")
-            return self._turn(state, [ev.ExecutionResumed(timestamp=now, reason=message.reason,
+                return _unchanged(state, Disposition.MOOT, "not suspended")
+            return self._run(state, [ev.ExecutionResumed(timestamp=now, reason=message.reason,
                                                                  command_id=message.command_id)], now, load_history)
         if isinstance(message, cmd.TerminateWorkflow):
             children = list(state.pending_children.values()) if message.recursive else []
             terminated = ev.ExecutionTerminated(timestamp=now, output=message.output, recurse=message.recursive,
                                                 command_id=message.command_id)
-            outcome = self._turn(state, [terminated], now, load_history)
+            outcome = self._run(state, [terminated], now, load_history)
             outcome.messages.extend(
                 cmd.TerminateWorkflow(
                     instance_id=child, command_id=f"{message.command_id}:{child}", output=message.output
@@ -122,10 +175,10 @@ class Orchestrator:
                 for child in children
             )
             return outcome
-        stale = self._stale(state, message)
-        if stale is not None:
-            return TurnOutcome(state, ignored=stale)
-        return self._turn(state, [self._result_event(message, now)], now, load_history)
+        unapplied = self._stale(state, message)
+        if unapplied is not None:
+            return TurnOutcome(state, unapplied=unapplied)
+        return self._run(state, [self._result_event(message, now)], now, load_history)
 
     def fail(self, state: InstanceState | None, failure: FailureDetails, now: datetime,
              start: cmd.StartWorkflow | None = None) -> TurnOutcome:
@@ -146,7 +199,7 @@ class Orchestrator:
             ]
         elif state is None or not state.is_running:
             iid = start.instance_id if state is None and start is not None else getattr(state, "instance_id", "")
-            return TurnOutcome(state, ignored=f"instance '{iid}' is not running")
+            return _unchanged(state, Disposition.MOOT, f"instance '{iid}' is not running")
         else:
             opening = [ev.WorkflowStarted(timestamp=now, seq=state.history_length)]
         iid = state.instance_id
@@ -159,7 +212,7 @@ class Orchestrator:
             ev.ExecutionCompleted(timestamp=now, seq=seq + 1, status=RuntimeStatus.FAILED, failure=failure),
         ]
         new_state = fold_all(state, events)
-        outcome = TurnOutcome(new_state, events=events, history_reset=len(opening) > 1)
+        outcome = TurnOutcome(new_state, events=events, write=StateWrite.SAVE)
         if new_state.parent is not None:
             outcome.messages.append(self._child_result(new_state))
         return outcome
@@ -171,7 +224,7 @@ class Orchestrator:
         due = message.scheduled_start is None or message.scheduled_start <= now
         if state is not None and state.run_id == message.command_id:
             if not (due and state.status is RuntimeStatus.PENDING):
-                return TurnOutcome(state, ignored="this start was applied already")
+                return _unchanged(state, Disposition.DUPLICATE, "this start was applied already")
         elif state is not None and not (state.is_terminal or state.status is RuntimeStatus.PENDING):
             return self._refuse(state, message, f"an active workflow with ID '{iid}' already exists")
         elif state is not None and state.is_terminal and state.unfinished_children:
@@ -185,7 +238,12 @@ class Orchestrator:
                 instance_id=iid, name=message.name, input=message.input, run_id=message.command_id,
                 created_at=now, last_updated_at=now, parent=message.parent, scheduled_start=message.scheduled_start,
             )
-            return TurnOutcome(pending, state_changed=True, scheduled_starts=[message])
+            assert message.scheduled_start is not None
+            return TurnOutcome(pending, write=StateWrite.SAVE,
+                               timers=[ScheduledStart(due=message.scheduled_start, instance_id=iid)])
+        waiting = self._wait_for_code(state, message, now)
+        if waiting is not None:
+            return waiting
         self.cache.discard(iid)
         fresh = InstanceState(instance_id=iid)
         started = ev.ExecutionStarted(
@@ -198,9 +256,33 @@ class Orchestrator:
             scheduled_start=message.scheduled_start,
             propagated_history=message.propagated_history,
         )
-        outcome = self._turn(fresh, [started], now, _no_history, new_history=True)
-        outcome.history_reset = True
-        return outcome
+        return self._turn(fresh, [started], now, _no_history, new_history=True)
+
+    def _wait_for_code(self, state: InstanceState | None, message: cmd.StartWorkflow,
+                       now: datetime) -> TurnOutcome | None:
+        """A due start of a workflow this engine does not know stays PENDING, marked as waiting for
+        code, and is looked at again later (a `ScheduledStart`, rebuilt at once by a new owner of the
+        partition), until an engine that knows it holds it or `unknown_code_timeout` has passed;
+        None when the start may run (known code, or the wait is over: it then fails with
+        `UnknownWorkflowError`). Only the state, the registry and `now` decide."""
+        if self._resolve(message.name) is not None:
+            return None
+        iid = message.instance_id
+        same_run = state is not None and state.run_id == message.command_id
+        since = state.waiting_for_code if same_run and state is not None else None
+        recheck = next_check(since or now, now, self.unknown_code_timeout)
+        if recheck is None:
+            return None
+        timer = ScheduledStart(due=recheck, instance_id=iid)
+        if since is not None and state is not None:
+            return TurnOutcome(state, timers=[timer])  # still waiting: nothing new to write
+        created = state.created_at if same_run and state is not None else now
+        pending = InstanceState(
+            instance_id=iid, name=message.name, input=message.input, run_id=message.command_id,
+            created_at=created, last_updated_at=now, parent=message.parent,
+            scheduled_start=message.scheduled_start, waiting_for_code=now,
+        )
+        return TurnOutcome(pending, write=StateWrite.SAVE, timers=[timer])
 
     def _refuse(self, state: InstanceState, message: cmd.StartWorkflow, why: str) -> TurnOutcome:
         """Refuse a start, and record its command ID in the instance's recent commands, so the
@@ -209,7 +291,8 @@ class Orchestrator:
         if not recorded:
             recent = (*state.recent_commands, message.command_id)[-RECENT_COMMANDS:]
             state = replace(state, recent_commands=recent)
-        outcome = TurnOutcome(state, ignored=why, rejected=True, state_changed=not recorded)
+        outcome = TurnOutcome(state, write=StateWrite.KEEP if recorded else StateWrite.SAVE,
+                              unapplied=Unapplied(Disposition.REFUSED, why))
         if message.parent is not None:
             outcome.messages.append(self._child_refused(message, why))
         return outcome
@@ -227,14 +310,14 @@ class Orchestrator:
 
     def _purge(self, state: InstanceState, message: cmd.PurgeWorkflow, load_history: HistoryLoader) -> TurnOutcome:
         if not state.is_terminal:
-            return TurnOutcome(
+            return _unchanged(
                 state,
-                ignored=f"instance '{state.instance_id}' is {state.status.value}; only COMPLETED, FAILED or "
+                Disposition.REFUSED,
+                f"instance '{state.instance_id}' is {state.status.value}; only COMPLETED, FAILED or "
                 "TERMINATED instances can be purged",
-                rejected=True,
             )
         self.cache.discard(state.instance_id)
-        outcome = TurnOutcome(None, purged=True)
+        outcome = TurnOutcome(None, write=StateWrite.PURGE)
         if message.recursive:
             children = state.children
             outcome.messages.extend(
@@ -249,21 +332,23 @@ class Orchestrator:
     def _late_child_result(state: InstanceState, message: cmd.ChildResult) -> TurnOutcome:
         """A child that outlived its finished parent has ended: the parent's ID is free again."""
         if message.execution_id != state.execution_id or message.task_id not in state.unfinished_children:
-            return TurnOutcome(state, ignored=f"instance '{state.instance_id}' is {state.status.value}")
+            return _unchanged(state, Disposition.MOOT, f"instance '{state.instance_id}' is {state.status.value}")
         unfinished = {k: v for k, v in state.unfinished_children.items() if k != message.task_id}
-        return TurnOutcome(replace(state, unfinished_children=MappingProxyType(unfinished)), state_changed=True)
+        return TurnOutcome(replace(state, unfinished_children=MappingProxyType(unfinished)), write=StateWrite.SAVE)
 
     @staticmethod
-    def _stale(state: InstanceState, message: cmd.InstanceMessage) -> str | None:
+    def _stale(state: InstanceState, message: cmd.InstanceMessage) -> Unapplied | None:
         execution_id = getattr(message, "execution_id", None)
         if execution_id != state.execution_id:
-            return "addressed to an earlier execution of the instance"
+            return Unapplied(Disposition.STALE, "addressed to an earlier execution of the instance")
         if isinstance(message, cmd.ActivityResult) and message.task_id not in state.pending_tasks:
-            return f"activity task #{message.task_id} is not pending (a repeated or late result)"
+            return Unapplied(Disposition.DUPLICATE,
+                             f"activity task #{message.task_id} is not pending (a repeated or late result)")
         if isinstance(message, cmd.TimerFiring) and message.timer_id not in state.pending_timers:
-            return f"timer #{message.timer_id} is not pending (fired already)"
+            return Unapplied(Disposition.DUPLICATE, f"timer #{message.timer_id} is not pending (fired already)")
         if isinstance(message, cmd.ChildResult) and message.task_id not in state.pending_children:
-            return f"child workflow task #{message.task_id} is not pending (a repeated or late result)"
+            return Unapplied(Disposition.DUPLICATE,
+                             f"child workflow task #{message.task_id} is not pending (a repeated or late result)")
         return None
 
     @staticmethod
@@ -279,6 +364,60 @@ class Orchestrator:
                 return ev.ChildWorkflowFailed(timestamp=now, task_scheduled_id=message.task_id, failure=message.failure)
             return ev.ChildWorkflowCompleted(timestamp=now, task_scheduled_id=message.task_id, result=message.result)
         raise TypeError(f"unexpected message {type(message).__name__}")
+
+    # -- code this engine does not know (engine.core.unknown_code) --------------------------------
+
+    def _run(self, state: InstanceState, inputs: list[ev.HistoryEvent], now: datetime,
+             load_history: HistoryLoader) -> TurnOutcome:
+        """A turn of the code over `inputs`, or, when this engine does not know the instance's
+        workflow, the inputs recorded without running code, to wait for an engine that knows it."""
+        if self._resolve(state.name) is not None:
+            return self._turn(state, inputs, now, load_history)
+        since = state.waiting_for_code or now
+        recheck = next_check(since, now, self.unknown_code_timeout)
+        if recheck is None:
+            return self._code_never_came(state, now)
+        self.cache.discard(state.instance_id)
+        start = state.history_length
+        numbered: list[ev.HistoryEvent] = [ev.WorkflowStarted(timestamp=now, seq=start)]
+        numbered.extend(_with_seq(e, start + 1 + i) for i, e in enumerate(inputs))
+        numbered.append(ev.WorkflowCompleted(timestamp=now, seq=start + len(numbered),
+                                             custom_status=state.custom_status))
+        terminated = next((e for e in inputs if isinstance(e, ev.ExecutionTerminated)), None)
+        if terminated is not None:
+            # Ending it needs no code: replayed with the code later, the run ends TERMINATED as here.
+            numbered.append(ev.ExecutionCompleted(timestamp=now, seq=start + len(numbered),
+                                                  status=RuntimeStatus.TERMINATED, result=terminated.output))
+        new_state = fold_all(replace(state, waiting_for_code=None), numbered)
+        outcome = TurnOutcome(new_state, events=numbered, write=StateWrite.SAVE)
+        if new_state.is_terminal:
+            if new_state.parent is not None:
+                outcome.messages.append(self._child_result(new_state))
+            return outcome
+        outcome.state = replace(new_state, waiting_for_code=since)
+        if state.waiting_for_code is None:  # the first input held starts the checks; each check schedules the next
+            outcome.timers.append(CodeWait(due=recheck, instance_id=state.instance_id,
+                                           execution_id=state.execution_id))
+        return outcome
+
+    def _code_check(self, state: InstanceState, message: CodeCheck, now: datetime,
+                    load_history: HistoryLoader) -> TurnOutcome:
+        """Look again: run the code over the inputs held for it, fail the instance once the wait is
+        over, or schedule the next look."""
+        if message.execution_id != state.execution_id or state.waiting_for_code is None:
+            return _unchanged(state, Disposition.DUPLICATE, "the instance does not wait for its code")
+        if self._resolve(state.name) is not None:
+            return self._turn(state, [], now, load_history)
+        recheck = next_check(state.waiting_for_code, now, self.unknown_code_timeout)
+        if recheck is None:
+            return self._code_never_came(state, now)
+        return TurnOutcome(state, timers=[CodeWait(due=recheck, instance_id=state.instance_id,
+                                                   execution_id=state.execution_id)])
+
+    def _code_never_came(self, state: InstanceState, now: datetime) -> TurnOutcome:
+        error = UnknownWorkflowError(f"no workflow named '{state.name}' is registered with this engine "
+                                     f"(waited {self.unknown_code_timeout} for an engine that knows it)")
+        return self.fail(replace(state, waiting_for_code=None), FailureDetails.from_exception(error), now)
 
     # -- a turn of the code ----------------------------------------------------------------------
 
@@ -302,7 +441,7 @@ class Orchestrator:
         marker = ev.WorkflowStarted(timestamp=now, seq=start)
         numbered: list[ev.HistoryEvent] = [marker, *(_with_seq(e, start + 1 + i) for i, e in enumerate(inputs))]
         result = execution.step(numbered)
-        outcome = TurnOutcome(state)
+        outcome = TurnOutcome(state, write=StateWrite.SAVE)
         completion: CompleteWorkflow | None = None
         for action in result.actions:
             seq = start + len(numbered)
@@ -331,6 +470,8 @@ class Orchestrator:
                                                   status=completion.status, result=completion.result,
                                                   failure=completion.failure))
         new_state = fold_all(state, numbered)
+        if new_state.waiting_for_code is not None:
+            new_state = replace(new_state, waiting_for_code=None)  # the code is here: it ran what waited
         if new_state.unfinished_children:
             # Children created in the turn that ends the run are never started (`_effects`).
             unstarted = {a.id for a in result.actions if isinstance(a, CreateChildWorkflow)}
@@ -363,10 +504,8 @@ class Orchestrator:
                     name=action.name, input=action.input, propagated_history=handed_on(action.propagation),
                 ))
             elif isinstance(action, CreateTimer):
-                outcome.timers.append(TimerRequest(cmd.TimerFiring(
-                    instance_id=state.instance_id, execution_id=state.execution_id, timer_id=action.id,
-                    fire_at=action.fire_at,
-                )))
+                outcome.timers.append(DurableTimer(due=action.fire_at, instance_id=state.instance_id,
+                                                   execution_id=state.execution_id, timer_id=action.id))
             elif isinstance(action, CreateChildWorkflow):
                 outcome.messages.append(cmd.StartWorkflow(
                     instance_id=action.instance_id,
@@ -388,8 +527,7 @@ class Orchestrator:
         )
         carried = [ev.EventRaised(timestamp=now, name=e.name, input=e.input) for e in completion.carryover_events]
         outcome = self._turn(state, [started, *carried], now, _no_history, new_history=True)
-        outcome.closed = [*previous.closed, (state.execution_id, previous.events), *outcome.closed]
-        outcome.history_reset = True
+        outcome.closed = [*previous.closed, ClosedExecution(state.execution_id, previous.events), *outcome.closed]
         outcome.messages = previous.messages + outcome.messages
         return outcome
 

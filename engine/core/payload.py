@@ -16,7 +16,11 @@ import orjson
 
 from ..errors import PayloadDecodeError, SerializationError
 
-__all__ = ["check_payload", "dump_payload", "load_payload"]
+__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "check_payload", "dump_payload", "load_payload"]
+
+#: The largest payload (workflow input, event data, activity result) a client or worker sends by default:
+#: Kafka's default record limit is 1 MB, and a record carries its envelope besides.
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
 # 2**63 has 19 digits: a run of 19+ digits may be an integer orjson cannot hold exactly. (It may
 # also be inside a string or a fraction; the exact path is then merely slower, never wrong.)

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ from typing import Any
 import orjson
 
 from .actions import ACTION_TYPES
+from .codec import INT_KEY_PATTERN
 from .commands import MESSAGE_TYPES, ActivityWorkItem
 from .events import EVENT_TYPES
+from .state import InstanceState
 
 __all__ = ["FAMILIES", "main", "schema_for", "write_schemas"]
 
@@ -31,6 +34,8 @@ FAMILIES: dict[str, tuple[type, ...]] = {
     "events": EVENT_TYPES,
     "actions": ACTION_TYPES,
     "messages": (*MESSAGE_TYPES, ActivityWorkItem),
+    #: The value of a `status` topic record (engine/wire/records.py).
+    "state": (InstanceState,),
 }
 
 
@@ -80,6 +85,11 @@ def _type_schema(hint: Any, defs: dict[str, Any]) -> dict[str, Any]:
         return {"anyOf": [_type_schema(inner, defs), {"type": "null"}]}
     if origin is tuple:
         return {"type": "array", "items": _type_schema(typing.get_args(hint)[0], defs)}
+    if origin in (Mapping, dict):
+        # Only integer keys (task, timer and child IDs), written as JSON's string keys.
+        value = typing.get_args(hint)[1]
+        return {"type": "object", "propertyNames": {"pattern": INT_KEY_PATTERN},
+                "additionalProperties": _type_schema(value, defs)}
     simple = {str: "string", int: "integer", bool: "boolean"}
     if hint in simple:
         return {"type": simple[hint]}

@@ -13,13 +13,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import InvalidTransitionError
+from . import commands as cmd
 from . import events as ev
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 
-__all__ = ["InstanceState", "fold", "fold_all"]
+__all__ = ["CodeWait", "DurableTimer", "InstanceState", "ScheduledStart", "Timer", "fold", "fold_all"]
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
@@ -30,6 +31,10 @@ RECENT_COMMANDS = 32
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceState:
+    """The latest state of one workflow instance: the value of its record in the status topic."""
+
+    VERSION: ClassVar[int] = 1
+
     instance_id: str
     name: str = ""
     status: RuntimeStatus = RuntimeStatus.PENDING
@@ -65,6 +70,10 @@ class InstanceState:
     #: child ID); each is removed when its result arrives late. While any is left, a new start with
     #: this instance's ID is refused, as daprd refuses to recreate a workflow whose child still runs.
     unfinished_children: Mapping[int, str] = field(default_factory=lambda: _EMPTY)
+    #: An instance whose workflow name the engine holding it does not know: since when it has
+    #: waited for a process that does (`engine.core.unknown_code`). A PENDING one waits to start;
+    #: a running one has its inputs recorded, to be run by the code once it is known.
+    waiting_for_code: datetime | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -74,6 +83,66 @@ class InstanceState:
     def is_running(self) -> bool:
         """Started and not finished (RUNNING or SUSPENDED)."""
         return self.status in (RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED)
+
+    def timers(self) -> list[Timer]:
+        """What the instance waits for in time: its start, if scheduled for later, and its durable
+        timers (how an engine rebuilds its timers from stored states)."""
+        timers: list[Timer] = []
+        if self.status is RuntimeStatus.PENDING and self.waiting_for_code is not None:
+            # Due already: a process that takes the partition over looks at once whether it knows the code.
+            timers.append(ScheduledStart(due=self.waiting_for_code, instance_id=self.instance_id))
+        elif self.status is RuntimeStatus.PENDING and self.scheduled_start is not None:
+            timers.append(ScheduledStart(due=self.scheduled_start, instance_id=self.instance_id))
+        elif self.is_running and self.waiting_for_code is not None:
+            timers.append(CodeWait(due=self.waiting_for_code, instance_id=self.instance_id,
+                                   execution_id=self.execution_id))
+        timers.extend(DurableTimer(due=fire_at, instance_id=self.instance_id, execution_id=self.execution_id,
+                                   timer_id=timer_id) for timer_id, fire_at in self.pending_timers.items())
+        return timers
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timer:
+    """Something an instance waits for until `due`. Timers order by due time (then instance, then
+    timer), so a heap of them fires in due order, and the same order after a restart."""
+
+    due: datetime
+    instance_id: str
+
+    def __lt__(self, other: Timer) -> bool:
+        if self.due != other.due:
+            return self.due < other.due
+        if self.instance_id != other.instance_id:
+            return self.instance_id < other.instance_id
+        # Of one instance's timers due at once, its start goes first, then its timers in creation order.
+        if isinstance(other, DurableTimer):
+            return not isinstance(self, DurableTimer) or self.timer_id < other.timer_id
+        return False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DurableTimer(Timer):
+    """Durable timer `timer_id` of execution `execution_id` (a `TimerCreated` event's)."""
+
+    execution_id: str
+    timer_id: int
+
+    def message(self) -> cmd.TimerFiring:
+        return cmd.TimerFiring(instance_id=self.instance_id, execution_id=self.execution_id,
+                               timer_id=self.timer_id, fire_at=self.due)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduledStart(Timer):
+    """The instance's start, scheduled for `due` (Dapr's `start_at`); it is PENDING until then."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CodeWait(Timer):
+    """A running instance's next look at whether its engine knows its workflow
+    (`engine.core.unknown_code`); rebuilt due at once, so a new owner of the partition looks first."""
+
+    execution_id: str
 
 
 def fold(state: InstanceState, event: ev.HistoryEvent) -> InstanceState:
@@ -202,6 +271,7 @@ class _Draft:
             "generation": self.state.generation + 1 if continuing else 0,
             "children": (),
             "scheduled_start": None,
+            "waiting_for_code": None,
             "unfinished_children": _EMPTY,
         }
         self.tasks.clear()

@@ -26,6 +26,12 @@ class RuntimeStatus(StrEnum):
         return self in TERMINAL_STATUSES
 
 
+#: The statuses of a finished run: the one terminal set (`RuntimeStatus.is_terminal`) every reader
+#: uses. Dapr's terminal statuses are COMPLETED, FAILED and TERMINATED; CANCELED is durabletask's
+#: ("The orchestration canceled gracefully", obsolete and unused in microsoft/durabletask-dotnet's
+#: `OrchestrationRuntimeStatus`) and this engine never writes it. It is terminal all the same: a
+#: canceled run does not run any more, and the SDK reports it as TERMINATED (`engine/sdk/state.py`),
+#: which a waiter for completion must see as the end.
 TERMINAL_STATUSES = frozenset(
     {RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.TERMINATED, RuntimeStatus.CANCELED}
 )

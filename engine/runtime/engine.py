@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -18,10 +18,10 @@ from ..core.cache import ExecutionCache
 from ..core.orchestrator import Orchestrator
 from ..errors import PoisonedInputError
 from ..sdk.registry import Registry
+from ..settings import FETCH_MAX_WAIT_MS, Settings
+from ..topics import Topics, ensure_topics, partition_count
 from .partition import PartitionOwner
-from .settings import FETCH_MAX_WAIT_MS, Settings
 from .telemetry import EngineMetrics, Problem, partition_offsets
-from .topics import Topics, ensure_topics, partition_count
 
 __all__ = ["Engine"]
 
@@ -52,7 +52,8 @@ class Engine:
         self.registry = registry
         self.topics = Topics.for_settings(self.settings)
         self.group_id = self.settings.topic("engine")
-        self.orchestrator = Orchestrator(registry.get_workflow, ExecutionCache(self.settings.cache_size))
+        self.orchestrator = Orchestrator(registry.get_workflow, ExecutionCache(self.settings.cache_size),
+                                         unknown_code_timeout=timedelta(seconds=self.settings.unknown_code_timeout))
         self.owners: dict[int, PartitionOwner] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
@@ -67,7 +68,7 @@ class Engine:
         self._claim_errors: dict[int, str] = {}
         self._claim_retries: dict[int, asyncio.Task[None]] = {}
         #: Prometheus metrics (served by `headrace engine --metrics-port`, see telemetry.py).
-        self.metrics = EngineMetrics()
+        self.metrics = EngineMetrics(workflow_names=registry.workflows)  # labels: registered names only
         #: Partitions whose turns keep failing: since when (monotonic), the latest error, how many in a row.
         self._failing: dict[int, tuple[float, str, int]] = {}
         #: How long input may wait on a partition without its position moving before it is reported.
@@ -133,6 +134,7 @@ class Engine:
         async with self._turn:
             for owner in list(self.owners.values()):
                 if await self._guarded(owner, owner.fire_due_timers(now), consumer) and owner.fired:
+                    self.metrics.turns(owner.number, owner.fired)  # a timer that fires is a turn too
                     self.metrics.progress(owner.number)
         self._observe(consumer)
 
@@ -148,6 +150,7 @@ class Engine:
             if waiting == 0:
                 self.metrics.progress(number)  # idle is not stuck
             self.metrics.timers_pending(number, owner.timer_count)
+            self.metrics.waiting_for_code(number, len(owner.waiting_for_code))
 
     async def _guarded(self, owner: PartitionOwner, work: object, consumer: AIOKafkaConsumer) -> bool:
         """Run one batch or timer firing of `owner`; recover from any failure. True if it succeeded."""
@@ -314,6 +317,9 @@ class Engine:
         for number, (since, error, _) in sorted(self._failing.items()):
             if number in self.owners and now - since >= self.stall_seconds:
                 found.append(Problem(number, f"no progress for {now - since:.0f} s: every turn fails ({error})"))
+        # Instances waiting for workflow code are not a problem of this process: anyone may start a
+        # workflow under a name no engine knows, and no request may make an engine unready. They are
+        # counted in `headrace_engine_instances_waiting_for_code` and shown on the instance itself.
         reported = {p.partition for p in found}
         found.extend(p for p in self.metrics.stalled(self.stall_seconds) if p.partition not in reported)
         return sorted(found, key=lambda p: p.partition if p.partition is not None else -1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from ..core.events import HistoryEvent
-from .records import encode_event, history_chunk_key, join_events
+from ..wire.records import encode_event, history_chunk_key, join_events
 
 __all__ = ["CHUNK_BYTES", "HISTORY_CHUNK", "StoredHistory"]
 

@@ -8,8 +8,8 @@ import threading
 from typing import Any
 
 from ..sdk.registry import Registry
+from ..settings import Settings
 from .engine import Engine
-from .settings import Settings
 from .worker import ActivityWorker
 
 __all__ = ["RuntimeHost"]

@@ -26,24 +26,27 @@ import queue
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError, OffsetMetadataTooLargeError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from .. import tracing
+from ..core import unknown_code
 from ..core.codec import encode
 from ..core.commands import ActivityResult, ActivityWorkItem
-from ..core.values import FailureDetails
 from ..errors import DecodeError
-from ..sdk.activity import run_activity
+from ..sdk.activity import oversized_result, run_activity
 from ..sdk.registry import Registry
-from .records import WORK_ITEMS, encode_dead_letter
-from .settings import FETCH_MAX_WAIT_MS, Settings
+from ..settings import FETCH_MAX_WAIT_MS, Settings
+from ..topics import Topics, ensure_topics, record_limit
+from ..wire.records import WORK_ITEMS, encode_dead_letter
+from . import logs
 from .telemetry import Problem, WorkerMetrics, partition_offsets
-from .topics import Topics, ensure_topics, record_limit
 
 __all__ = ["ActivityWorker", "DaemonThreadPool", "decode_finished", "encode_finished"]
 
@@ -59,6 +62,9 @@ _METADATA_PREFIX = "hr1:"
 COMMIT_INTERVAL_S = 0.2
 #: Seconds between refreshes of the lag gauges.
 OBSERVE_INTERVAL_S = 1.0
+#: Record header of a work item handed on because its activity was unknown: since when (ISO 8601)
+#: it has waited for a worker that knows it (`engine.core.unknown_code`).
+UNKNOWN_SINCE_HEADER = "headrace-unknown-since"
 
 
 def _pack(bitmap: bytes) -> str:
@@ -208,10 +214,40 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker.ready.set()
 
 
-class ActivityWorker:
-    """A consumer-group member running activities for `registry` (see the module docstring)."""
+class ActivityExecutor(Protocol):
+    """Where a worker's items run: this process's registry (`LocalActivities`, the default), or
+    elsewhere (`api.grpc.work`: apps connected over durabletask's protocol). The worker keeps the
+    consumption, the commits, the hand-on of unknown names and the result writing."""
 
-    def __init__(self, registry: Registry, settings: Settings | None = None) -> None:
+    def knows(self, name: str) -> bool:
+        """Whether `run` can run this activity (else the item is handed on to another worker)."""
+        ...
+
+    async def run(self, item: ActivityWorkItem) -> ActivityResult:
+        """Run the item; the activity's own failure is the result's failure, never raised."""
+        ...
+
+
+class LocalActivities:
+    """Activities of a registry in this process: sync ones on `pool`'s threads, async on the loop."""
+
+    def __init__(self, registry: Registry, pool: concurrent.futures.Executor) -> None:
+        self.registry = registry
+        self.pool = pool
+
+    def knows(self, name: str) -> bool:
+        return self.registry.get_activity(name) is not None
+
+    async def run(self, item: ActivityWorkItem) -> ActivityResult:
+        return await run_activity(self.registry, item, self.pool)
+
+
+class ActivityWorker:
+    """A consumer-group member running activities for `registry` (see the module docstring), or
+    through `executor` when given."""
+
+    def __init__(self, registry: Registry, settings: Settings | None = None,
+                 executor: ActivityExecutor | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.registry = registry
         self.topics = Topics.for_settings(self.settings)
@@ -219,6 +255,7 @@ class ActivityWorker:
         self.metrics = WorkerMetrics()
         self._limit = self.settings.activity_concurrency
         self._pool = DaemonThreadPool(self._limit, thread_name_prefix="headrace-activity")
+        self.executor: ActivityExecutor = executor or LocalActivities(registry, self._pool)
         self._running: set[asyncio.Task[None]] = set()
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -368,41 +405,71 @@ class ActivityWorker:
             self.metrics.dead_letters.labels("invalid_work_item").inc()
             self._done(tp, state, record.offset)
             return
+        logs.set_context(item.instance_id, None, tp.partition)  # this task's log lines
+        if not self.executor.knows(item.name) and await self._hand_on(tp, record, item.name, producer):
+            self.metrics.run("unregistered", "handed_on")
+            self._done(tp, state, record.offset)
+            return
         started = time.monotonic()
-        result = await run_activity(self.registry, item, self._pool)
+        # One span per attempt, child of the turn that scheduled it (the item's headers).
+        span = tracing.ActivitySpan(item, record.headers, tp.partition) if tracing.enabled() else None
+        result = await self.executor.run(item)
         outcome = "completed" if result.failure is None else "failed"
         payload = encode(result)
         if len(payload) > self.settings.max_payload_bytes:
-            payload = encode(self._too_large(item, len(payload)))
+            payload = encode(oversized_result(item, len(payload), self.settings.max_payload_bytes))
             outcome = "too_large"
         while True:
             try:
-                await producer.send_and_wait(self.topics.results, payload, key=item.instance_id.encode())
+                await producer.send_and_wait(self.topics.results, payload, key=item.instance_id.encode(),
+                                             headers=span.result_headers() if span is not None else None)
                 break
             except KafkaError as exc:
                 # The result must get out before the offset moves on; keep trying while Kafka is away.
                 log.warning("could not write the result of %s#%d (%s); retrying", item.instance_id, item.task_id, exc)
                 await asyncio.sleep(1)
+        if span is not None:
+            span.end(result.failure)
         self.completed += 1
-        activity = item.name if item.name in self.registry.activities else "unregistered"
+        activity = item.name if self.executor.knows(item.name) else "unregistered"
         self.metrics.run(activity, outcome, time.monotonic() - started)
         self._done(tp, state, record.offset)
+
+    async def _hand_on(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], name: str,
+                       producer: AIOKafkaProducer) -> bool:
+        """A work item whose activity this worker does not know is not failed: after a pause it is
+        written again to the next partition of the task topic (a partition of another worker, in
+        turn), with the time it was first seen in a header, so a worker that knows the name runs it
+        (a rolling deploy, or a worker of another version). False once it has waited
+        `unknown_code_timeout`: then it runs here and fails with `UnknownActivityError`."""
+        now = datetime.now(UTC)
+        since = _unknown_since(record.headers) or now
+        recheck = unknown_code.next_check(since, now, timedelta(seconds=self.settings.unknown_code_timeout))
+        if recheck is None:
+            return False
+        if since == now:
+            log.warning("%s: handing the item on for a worker that knows it", unknown_code.waiting_reason(
+                "activity", name, since))
+        # Paced, so an item no worker knows costs a record every few seconds, not a busy loop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=(recheck - now).total_seconds())
+        partitions = self._consumer.partitions_for_topic(tp.topic) if self._consumer is not None else None
+        target = (tp.partition + 1) % len(partitions) if partitions else tp.partition
+        headers = [(k, v) for k, v in record.headers if k != UNKNOWN_SINCE_HEADER]
+        headers.append((UNKNOWN_SINCE_HEADER, since.isoformat().encode()))
+        while True:
+            try:
+                await producer.send_and_wait(tp.topic, record.value, key=record.key, partition=target,
+                                             headers=headers)
+                return True
+            except KafkaError as exc:
+                log.warning("could not hand on a work item of %r (%s); retrying", name, exc)
+                await asyncio.sleep(1)  # back-off while Kafka is away; the item is not finished yet
 
     def _done(self, tp: TopicPartition, state: _Partition, offset: int) -> None:
         state.running.discard(offset)
         state.finished.add(offset)
         self.metrics.progress(tp.partition)
-
-    def _too_large(self, item: ActivityWorkItem, size: int) -> ActivityResult:
-        return ActivityResult(
-            instance_id=item.instance_id, execution_id=item.execution_id, task_id=item.task_id,
-            failure=FailureDetails(
-                error_type="PayloadTooLargeError",
-                message=f"the result of activity '{item.name}' is {size} bytes, over the limit of "
-                f"{self.settings.max_payload_bytes} bytes",
-                non_retriable=True,
-            ),
-        )
 
     async def _drain(self, consumer: AIOKafkaConsumer) -> None:
         """Lets running activities finish within the grace period, then abandons the rest."""
@@ -475,3 +542,15 @@ class ActivityWorker:
             state = self._partitions.get(tp)
             base = min(state.running) if state is not None and state.running else position
             self.metrics.input_lag(tp.partition, max(0, end - base), max(0, end - position))
+
+
+def _unknown_since(headers: Sequence[tuple[str, bytes]]) -> datetime | None:
+    """When a handed-on work item was first seen by a worker that did not know its activity."""
+    for key, value in headers:
+        if key == UNKNOWN_SINCE_HEADER:
+            try:
+                since = datetime.fromisoformat(value.decode())
+            except (UnicodeDecodeError, ValueError):
+                return None  # a header we did not write: count the wait from now
+            return since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+    return None

@@ -12,7 +12,7 @@ from ..core.serializer import call_with_input, to_json
 from ..core.values import FailureDetails
 from .registry import Registry
 
-__all__ = ["WorkflowActivityContext", "run_activity"]
+__all__ = ["WorkflowActivityContext", "oversized_result", "run_activity"]
 
 
 class WorkflowActivityContext:
@@ -99,4 +99,17 @@ def _result(
         task_id=item.task_id,
         result=result,
         failure=failure,
+    )
+
+
+def oversized_result(item: ActivityWorkItem, size: int, limit: int) -> ActivityResult:
+    """What a worker sends instead of a result whose record would be `size` bytes, over `limit`:
+    a non-retriable failure the workflow code can catch (a retry would produce the same result)."""
+    return ActivityResult(
+        instance_id=item.instance_id, execution_id=item.execution_id, task_id=item.task_id,
+        failure=FailureDetails(
+            error_type="PayloadTooLargeError",
+            message=f"the result of activity '{item.name}' is {size} bytes, over the limit of {limit} bytes",
+            non_retriable=True,
+        ),
     )

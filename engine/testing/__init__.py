@@ -7,34 +7,40 @@
     env.advance(timedelta(hours=1))            # timers due by then fire
     state = env.wait_for_workflow_completion(iid)   # runs, skipping ahead to timers as needed
 
-It drives the same `Orchestrator` the Kafka engine uses, so what passes here behaves the same there;
-activities run inline, in the order they were scheduled.
+It drives the same `Orchestrator` the Kafka engine uses, and writes its turns through the same
+`engine.core.effects.apply_outcome`, so what passes here behaves the same there; activities run
+inline, in the order they were scheduled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..client.memory import MemoryLookUp, MemorySend, run_now
+from ..client.service import WorkflowCommands
 from ..core import commands as cmd
+from ..core import unknown_code
 from ..core.cache import ExecutionCache
+from ..core.codec import encode
 from ..core.context import registered_name
+from ..core.effects import apply_outcome, due_message
 from ..core.events import HistoryEvent
-from ..core.ids import check_id, check_new_instance_id
-from ..core.orchestrator import Orchestrator, TurnOutcome
+from ..core.orchestrator import Orchestrator, Unapplied
+from ..core.payload import DEFAULT_MAX_PAYLOAD_BYTES
 from ..core.serializer import to_json
-from ..core.state import InstanceState
-from ..errors import InstanceExistsError, InstanceNotFoundError, InstanceNotTerminalError, WorkflowError
-from ..sdk.activity import run_activity
+from ..core.state import InstanceState, Timer
+from ..errors import WorkflowError
+from ..sdk.activity import oversized_result, run_activity
 from ..sdk.registry import Registry
-from ..sdk.runtime import WorkflowRuntime
 from ..sdk.state import WorkflowState
+from ..sdk.workflow_runtime import WorkflowRuntime
 
 __all__ = ["FakeClock", "WorkflowTestEnvironment"]
 
@@ -63,6 +69,11 @@ class WorkflowTestEnvironment:
         cache_size: live executions kept; 0 replays every turn from history (a good stress test).
         ids: makes the IDs the client would make at random (instance and command IDs, and so
             execution IDs); pass a counter to get the same histories on every run.
+        max_payload_bytes: the payload limit the Kafka client and worker apply
+            (`HEADRACE_MAX_PAYLOAD_BYTES`), applied here the same way so a test sees what production does.
+        unknown_code_timeout: how long a workflow or activity name no registry here knows waits
+            for its code before it fails (`HEADRACE_UNKNOWN_CODE_TIMEOUT`, `engine.core.unknown_code`);
+            in fake time, so `wait_for_workflow_completion` skips over it.
     """
 
     def __init__(
@@ -72,21 +83,32 @@ class WorkflowTestEnvironment:
         start: datetime = DEFAULT_START,
         cache_size: int = 1000,
         ids: Callable[[], str] | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        unknown_code_timeout: timedelta = unknown_code.DEFAULT_TIMEOUT,
     ) -> None:
         self.registry = runtime.registry if isinstance(runtime, WorkflowRuntime) else runtime
         self._new_id: Callable[[], str] = ids or _random_id
         self.clock = FakeClock(start)
-        self.orchestrator = Orchestrator(self.registry.get_workflow, ExecutionCache(cache_size))
+        self.orchestrator = Orchestrator(self.registry.get_workflow, ExecutionCache(cache_size),
+                                         unknown_code_timeout=unknown_code_timeout)
+        self.unknown_code_timeout = unknown_code_timeout
         self.states: dict[str, InstanceState] = {}
         self.histories: dict[str, list[HistoryEvent]] = {}
         #: Every history event ever written, as (instance ID, execution ID, event): the audit log.
         self.audit: list[tuple[str, str, HistoryEvent]] = []
         self.activity_runs: Counter[str] = Counter()
+        # Commands apply before `send` returns (`_command`), so the service's waits never wait.
+        self._commands = WorkflowCommands(MemoryLookUp(self.states), MemorySend(self._command), apply_timeout=0.0,
+                                          new_instance_id=self._new_id, new_command_id=self._new_id,
+                                          max_payload_bytes=max_payload_bytes)
+        self.max_payload_bytes = max_payload_bytes
         self.ignored: list[tuple[cmd.InstanceMessage, str]] = []
         self._messages: deque[cmd.InstanceMessage] = deque()
         self._work: deque[cmd.ActivityWorkItem] = deque()
-        self._timers: list[tuple[datetime, int, cmd.InstanceMessage]] = []
-        self._order = itertools.count()
+        self._timers: list[Timer] = []
+        # Work items waiting for their activity's code: when each was first not known.
+        self._unknown_since: dict[tuple[str, str, int], datetime] = {}
+        self._sink = _MemorySink(self)
 
     # -- the client API (Dapr's DaprWorkflowClient names) -----------------------------------
 
@@ -94,40 +116,24 @@ class WorkflowTestEnvironment:
         self, workflow: Callable[..., Any] | str, *, input: Any = None, instance_id: str | None = None,
         start_at: datetime | None = None,
     ) -> str:
-        # The same rules as the Kafka client: daprd's for a new ID, the engine's for the rest.
-        iid = check_new_instance_id(instance_id) if instance_id else self._new_id()
-        state = self.states.get(iid)
-        if state is not None and not state.is_terminal:
-            raise InstanceExistsError(iid)
-        self._command(cmd.StartWorkflow(
-            instance_id=iid, command_id=self._new_id(), name=registered_name(workflow), input=to_json(input),
-            scheduled_start=start_at,
-        ))
-        return iid
+        # The same service as the Kafka client and the REST API (`engine.client.WorkflowCommands`).
+        return run_now(self._commands.start(registered_name(workflow), input=to_json(input), instance_id=instance_id,
+                                            start_at=start_at))
 
     def raise_workflow_event(self, instance_id: str, event_name: str, *, data: Any = None) -> None:
-        self._require(instance_id)
-        self._command(cmd.RaiseEvent(instance_id=instance_id, command_id=self._new_id(), name=event_name,
-                                  input=to_json(data)))
+        run_now(self._commands.raise_event(instance_id, event_name, to_json(data)))
 
     def pause_workflow(self, instance_id: str) -> None:
-        self._require(instance_id)
-        self._command(cmd.SuspendWorkflow(instance_id=instance_id, command_id=self._new_id()))
+        run_now(self._commands.suspend(instance_id))
 
     def resume_workflow(self, instance_id: str) -> None:
-        self._require(instance_id)
-        self._command(cmd.ResumeWorkflow(instance_id=instance_id, command_id=self._new_id()))
+        run_now(self._commands.resume(instance_id))
 
     def terminate_workflow(self, instance_id: str, *, output: Any = None, recursive: bool = True) -> None:
-        self._require(instance_id)
-        self._command(cmd.TerminateWorkflow(instance_id=instance_id, command_id=self._new_id(),
-                                         output=to_json(output), recursive=recursive))
+        run_now(self._commands.terminate(instance_id, to_json(output), recursive=recursive))
 
     def purge_workflow(self, instance_id: str, recursive: bool = True) -> None:
-        state = self._require(instance_id)
-        if not state.is_terminal:
-            raise InstanceNotTerminalError(instance_id, state.status.value)
-        self._command(cmd.PurgeWorkflow(instance_id=instance_id, command_id=self._new_id(), recursive=recursive))
+        run_now(self._commands.purge(instance_id, recursive=recursive))
 
     def get_workflow_state(self, instance_id: str, *, fetch_payloads: bool = True) -> WorkflowState | None:
         state = self.states.get(instance_id)
@@ -142,10 +148,10 @@ class WorkflowTestEnvironment:
             state = self.states.get(instance_id)
             if state is not None and state.is_terminal:
                 return WorkflowState.from_instance(state)
-            if not self._timers or self._timers[0][0] > deadline:
+            if not self._timers or self._timers[0].due > deadline:
                 raise WorkflowError(f"workflow '{instance_id}' cannot finish: it waits for something that "
                                     "never comes (an external event, or a timer past max_time)")
-            self.clock.now = max(self.clock.now, self._timers[0][0])
+            self.clock.now = max(self.clock.now, self._timers[0].due)
 
     # -- time and progress -------------------------------------------------------------------
 
@@ -153,8 +159,8 @@ class WorkflowTestEnvironment:
         """Move the clock and run everything that becomes due, in due order."""
         target = self.clock.now + delta
         self.run()
-        while self._timers and self._timers[0][0] <= target:
-            self.clock.now = max(self.clock.now, self._timers[0][0])
+        while self._timers and self._timers[0].due <= target:
+            self.clock.now = max(self.clock.now, self._timers[0].due)
             self.run()
         self.clock.now = target
         self.run()
@@ -166,8 +172,8 @@ class WorkflowTestEnvironment:
                 self._handle(self._messages.popleft())
             elif self._work:
                 self._run_activity(self._work.popleft())
-            elif self._timers and self._timers[0][0] <= self.clock.now:
-                self._send(heapq.heappop(self._timers)[2])
+            elif self._timers and self._timers[0].due <= self.clock.now:
+                self._fire(heapq.heappop(self._timers))
             else:
                 return
 
@@ -176,15 +182,17 @@ class WorkflowTestEnvironment:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _require(self, instance_id: str) -> InstanceState:
-        check_id(instance_id)
-        state = self.states.get(instance_id)
-        if state is None:
-            raise InstanceNotFoundError(instance_id)
-        return state
-
     def _send(self, message: cmd.InstanceMessage) -> None:
         self._messages.append(message)
+
+    def _fire(self, timer: Timer) -> None:
+        if isinstance(timer, _HeldItem):
+            self._work.append(timer.item)  # looked at again, as a worker would see it handed back
+            self._unknown_since[_task_key(timer.item)] = timer.since
+            return
+        message = due_message(timer, self.states.get(timer.instance_id))
+        if message is not None:
+            self._send(message)
 
     def _command(self, message: cmd.Command) -> None:
         # A client call takes effect at once (as an accepted API request would), but activities
@@ -197,32 +205,77 @@ class WorkflowTestEnvironment:
         iid = message.instance_id
         outcome = self.orchestrator.handle(self.states.get(iid), message, self.clock.now,
                                            lambda: self.histories.get(iid, []))
-        self._flush(iid, message, outcome)
-
-    def _flush(self, iid: str, message: cmd.InstanceMessage, outcome: TurnOutcome) -> None:
-        if outcome.ignored is not None:
-            self.ignored.append((message, outcome.ignored))
-        if outcome.purged:
-            self.states.pop(iid, None)
-            self.histories.pop(iid, None)
-        for execution_id, closed in outcome.closed:
-            self.audit.extend((iid, execution_id, e) for e in closed)
-        if outcome.state is not None and outcome.events:
-            if outcome.history_reset:
-                self.histories[iid] = []
-            self.histories.setdefault(iid, []).extend(outcome.events)
-            self.audit.extend((iid, outcome.state.execution_id, e) for e in outcome.events)
-        if outcome.state is not None:
-            self.states[iid] = outcome.state
-        self._work.extend(outcome.work_items)
-        for timer in outcome.timers:
-            heapq.heappush(self._timers, (timer.firing.fire_at, next(self._order), timer.firing))
-        for start in outcome.scheduled_starts:
-            assert start.scheduled_start is not None
-            heapq.heappush(self._timers, (start.scheduled_start, next(self._order), start))
-        self._messages.extend(outcome.messages)
+        apply_outcome(iid, outcome, self._sink, message)
 
     def _run_activity(self, item: cmd.ActivityWorkItem) -> None:
+        since = self._unknown_since.pop(_task_key(item), None)
+        if self.registry.get_activity(item.name) is None:
+            # As the Kafka worker hands an item on until a worker knows its activity (engine.core.unknown_code).
+            since = since or self.clock.now
+            recheck = unknown_code.next_check(since, self.clock.now, self.unknown_code_timeout)
+            if recheck is not None:
+                heapq.heappush(self._timers, _HeldItem(due=recheck, instance_id=item.instance_id, item=item,
+                                                       since=since))
+                return
         self.activity_runs[item.name] += 1
         result = asyncio.run(run_activity(self.registry, item))
+        size = len(encode(result))
+        if size > self.max_payload_bytes:
+            result = oversized_result(item, size, self.max_payload_bytes)
         self._send(result)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _HeldItem(Timer):
+    """A work item whose activity no registry here knows, to be looked at again when due."""
+
+    item: cmd.ActivityWorkItem
+    since: datetime
+
+
+def _task_key(item: cmd.ActivityWorkItem) -> tuple[str, str, int]:
+    return item.instance_id, item.execution_id, item.task_id
+
+
+class _MemorySink:
+    """The environment as an `engine.core.effects.EffectSink`: every effect lands in its memory."""
+
+    __slots__ = ("env",)
+
+    def __init__(self, env: WorkflowTestEnvironment) -> None:
+        self.env = env
+
+    def close_execution(self, instance_id: str, execution_id: str, events: Sequence[HistoryEvent]) -> None:
+        self.env.audit.extend((instance_id, execution_id, e) for e in events)
+
+    def remove_instance(self, instance_id: str) -> None:
+        self.env.states.pop(instance_id, None)
+        self.env.histories.pop(instance_id, None)
+
+    def append_history(self, state: InstanceState, events: Sequence[HistoryEvent], *, reset: bool) -> None:
+        # Unlike the engine's history store, finished histories stay: tests read them (`history`).
+        histories = self.env.histories
+        iid = state.instance_id
+        if reset:
+            histories[iid] = []
+        histories.setdefault(iid, []).extend(events)
+        self.env.audit.extend((iid, state.execution_id, e) for e in events)
+
+    def put_state(self, state: InstanceState) -> None:
+        self.env.states[state.instance_id] = state
+
+    def send_task(self, item: cmd.ActivityWorkItem) -> None:
+        self.env._work.append(item)
+
+    def schedule_timer(self, timer: Timer) -> None:
+        heapq.heappush(self.env._timers, timer)
+
+    def send_message(self, message: cmd.InstanceMessage) -> None:
+        self.env._messages.append(message)
+
+    def ignore(self, message: cmd.InstanceMessage | None, unapplied: Unapplied) -> None:
+        if message is not None:
+            self.env.ignored.append((message, unapplied.reason))
+
+    def refuse(self, message: cmd.InstanceMessage | None, unapplied: Unapplied) -> None:
+        self.ignore(message, unapplied)

@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from engine.runtime.settings import Settings
+from engine.read.consumer import committed_reader
+from engine.settings import Settings
 
-from .load import FETCH_MAX_WAIT_MS
 from .stats import percentiles
 
 __all__ = ["Ceiling", "measure_ceiling"]
@@ -65,18 +65,14 @@ async def measure_ceiling(
     finally:
         await admin.close()
     producer = AIOKafkaProducer(**settings.client_kwargs(), enable_idempotence=True, linger_ms=2)
-    consumer = AIOKafkaConsumer(
-        **settings.client_kwargs(),
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-    )
+    # The engine's readers' consumer: read_committed, with their fetch wait.
+    consumer = committed_reader(settings)
     await producer.start()
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
+        # Until the new topic is in the brokers' metadata (the producer's public wait for it);
+        # the consumer fetches its own metadata for the partitions `assign` gives it.
+        await producer.partitions_for(topic)
         tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ops.command import Subcommands
 
 __all__ = ["register"]
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subcommands) -> None:
     from .scenarios import GROUPS, SCENARIO_NAMES
 
     text = "measure throughput, latency and cost of the engine (Dapr perf-suite scenarios)"
@@ -89,10 +92,14 @@ def _handle(args: argparse.Namespace) -> int:
         if py_spy() is None:
             missing.append("py-spy")
     if missing:
-        raise OpsError(f"headrace bench needs {' and '.join(missing)}: pip install -e '.[test]'")
+        raise OpsError(f"headrace bench needs {' and '.join(missing)}: pip install -e '.[bench]'")
+
+    from engine.runtime.logs import configure_logging
 
     from .session import run_session
 
+    # The processes' own setup: the harness's Kafka clients' warnings show, formatted and rate-limited.
+    configure_logging("warning")
     doc: dict[str, Any] = asyncio.run(run_session(args, " ".join(["headrace", *sys.argv[1:]])))
     bad = [r for r in doc["scenarios"] if "error" in r or r["unfinished"] or r["failed"]]
     return 1 if bad else 0

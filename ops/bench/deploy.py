@@ -7,12 +7,9 @@ record counts are its own; the broker lives for the whole run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
-from engine.runtime.settings import Settings
-from engine.runtime.topics import Topics
+from api.settings import ApiSettings
+from engine.settings import Settings
+from engine.topics import Topics
 from ops.errors import OpsError
-from ops.kafka.process import _die_with_parent
+from ops.process import Child, ChildError, free_ports
 
 from .procstats import listener_pid
 
@@ -86,14 +85,12 @@ class Broker:
 
 async def set_broker_config(bootstrap: str, config: dict[str, str]) -> None:
     """Dynamic configs on every broker of the cluster (they stay set: a given broker keeps them)."""
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     admin = AIOKafkaAdminClient(**Settings.from_env(bootstrap_servers=bootstrap).client_kwargs())
     await admin.start()
     try:
-        await admin._client.force_metadata_update()
-        ids = sorted(b.nodeId for b in admin._client.cluster.brokers())
+        ids = sorted(broker["node_id"] for broker in (await admin.describe_cluster())["brokers"])
         resources = [ConfigResource(ConfigResourceType.BROKER, str(i), configs=config) for i in ids]
         responses = await admin.alter_configs(resources)
     finally:
@@ -118,33 +115,29 @@ class Service:
         self.role = role
         env = {
             **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "HEADRACE_TOPIC_PREFIX": settings.topic_prefix,
-            "HEADRACE_PARTITIONS": str(settings.partitions),
+            **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             **(extra_env or {}),
         }
-        log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{role}-{index}.log"
-        self._log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(
+        self.child = Child(
             # The API takes --app too (and ignores it): one command line for every role.
             [sys.executable, "-m", "ops", role, "--app", APP],
+            self.log_path,
             cwd=ROOT,
             env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
             # If the harness dies, its engines and workers must not keep loading the machine.
-            preexec_fn=_die_with_parent,
+            die_with_parent=True,
+            label=role,
         )
+        self.child.start()
 
     @property
     def pid(self) -> int:
-        return self.popen.pid
+        return self.child.pid
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.child.log_text()
 
     def problems(self) -> list[str]:
         """Log lines at WARNING or above (aborted transactions, restores, crashes)."""
@@ -153,28 +146,13 @@ class Service:
         ]
 
     async def wait_ready(self, deadline: float) -> float:
-        marker = READY[self.role]
-        t0 = time.monotonic()
-        while marker not in self.log_text():
-            if self.popen.poll() is not None:
-                raise BenchError(
-                    f"{self.role} exited with {self.popen.returncode} while starting:\n"
-                    + "\n".join(self.log_text().splitlines()[-20:])
-                )
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.role} not ready in time; log {self.log_path}")
-            await asyncio.sleep(0.05)
-        return time.monotonic() - t0
+        try:
+            return await self.child.wait_ready_async(READY[self.role], deadline - time.monotonic(), 0.05)
+        except ChildError as exc:
+            raise BenchError(str(exc)) from None
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(10)
-        self._log.close()
+        self.child.stop(timeout)
 
 
 class Deployment:
@@ -185,12 +163,8 @@ class Deployment:
         self.services = [Service("engine", settings, log_dir, i) for i in range(engines)]
         self.services += [Service("worker", settings, log_dir, i) for i in range(workers)]
         self.api_urls: list[str] = []
-        for i, port in enumerate(_free_ports(apis)):
-            env = {
-                "HEADRACE_API_HOST": "127.0.0.1",
-                "HEADRACE_API_PORT": str(port),
-                "HEADRACE_LOG_LEVEL": "info",
-            }
+        for i, port in enumerate(free_ports(apis)):
+            env = ApiSettings(host="127.0.0.1", port=port, log_level="info").to_env("host", "port", "log_level")
             self.services.append(Service("api", settings, log_dir, i, env))
             self.api_urls.append(f"http://127.0.0.1:{port}")
 
@@ -209,21 +183,9 @@ class Deployment:
     def stop(self) -> None:
         # Signal all first, then wait: they shut down side by side, not in turn.
         for service in self.services:
-            if service.popen.poll() is None:
-                service.popen.send_signal(signal.SIGTERM)
+            service.child.signal(signal.SIGTERM)
         for service in self.services:
             service.stop()
-
-
-def _free_ports(count: int) -> list[int]:
-    # Hold every socket until all are chosen so no port is handed out twice.
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
 
 
 class OffsetCounter:
@@ -251,12 +213,17 @@ class OffsetCounter:
         consumer = AIOKafkaConsumer(**self.settings.client_kwargs(), group_id=None, enable_auto_commit=False)
         await consumer.start()
         self._consumer = consumer
-        for label, topic in [*self.topics.items(), *((t, t) for t in INTERNAL_TOPICS)]:
-            parts = consumer.partitions_for_topic(topic)
-            if parts is None:
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic) or set()
-            self._tps[label] = [TopicPartition(topic, p) for p in sorted(parts)]
+        labels = {**self.topics, **{t: t for t in INTERNAL_TOPICS}}
+        admin = AIOKafkaAdminClient(**self.settings.client_kwargs())
+        await admin.start()
+        try:
+            # A topic not created yet is described with an error and no partitions: it counts 0.
+            described = {t["topic"]: t["partitions"] for t in await admin.describe_topics(list(labels.values()))}
+        finally:
+            await admin.close()
+        for label, topic in labels.items():
+            parts = sorted(p["partition"] for p in described.get(topic, []))
+            self._tps[label] = [TopicPartition(topic, p) for p in parts]
 
     async def read(self) -> dict[str, int]:
         """Per topic label: the sum of its partitions' end offsets."""

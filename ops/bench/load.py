@@ -1,9 +1,8 @@
 """The load generator: StartWorkflow commands straight to Kafka, completions from the status topic.
 
-`DaprWorkflowClient` is synchronous and waits for each send (~5 ms a call), and `StatusView` wakes
-every waiter on every batch and keeps every state: fine for an app, too slow for thousands of
-workflows a second. Here sends are pipelined on one idempotent producer, and one consumer follows
-the compacted status topic, parsing only the fields it needs.
+`DaprWorkflowClient` is synchronous and waits for each send (~5 ms a call): fine for an app, too
+slow for thousands of workflows a second. Here sends are pipelined on one idempotent producer, and
+the engine's status follower (`engine.read.status`) tells this generator of every state it reads.
 
 Start-to-completion is measured from just before the send to the moment this process reads the
 terminal status record; the engine's own view (completed_at - created_at) is kept beside it.
@@ -19,29 +18,21 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import httpx
-import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from engine.core.codec import encode
 from engine.core.commands import StartWorkflow
 from engine.core.payload import dump_payload
-from engine.runtime import settings as engine_settings
-from engine.runtime.settings import Settings
-from engine.runtime.topics import Topics, partition_count
+from engine.core.state import InstanceState
+from engine.read.status import StatusFollower
+from engine.settings import Settings
+from engine.topics import Topics
 
 from .scenarios import Scenario
 
 __all__ = ["Instance", "LoadGenerator", "LoadResult", "Stalled"]
-
-#: The engine's consumers' fetch wait where it defines one. Committed (read_committed) records
-#: become visible when their transaction's marker lands, which does not wake a fetch the broker
-#: is holding: a long hold would add up to its length to every completion we observe.
-FETCH_MAX_WAIT_MS: int = getattr(engine_settings, "FETCH_MAX_WAIT_MS", 10)
-
-TERMINAL = frozenset({"COMPLETED", "FAILED", "TERMINATED", "CANCELED"})
 
 
 class Stalled(Exception):
@@ -73,74 +64,42 @@ Hook = Callable[[], None]
 Progress = Callable[[str, int, int, int, float], None]  # phase, done, started, measured done, s in phase
 
 
-class _Follower:
-    """Reads the status topic; reports each instance's first running and first terminal record."""
+class _Completions:
+    """Reports each instance's first running and first terminal state, from the status follower."""
 
     def __init__(
         self,
         settings: Settings,
         on_running: Callable[[str], None],
-        on_done: Callable[[str, dict[str, object], float], None],
+        on_done: Callable[[str, InstanceState, float], None],
     ) -> None:
-        self.settings = settings
-        self.topic = Topics.for_settings(settings).status
         self.on_running = on_running
         self.on_done = on_done
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.follower = StatusFollower(settings, observer=self._applied)
+        self._seen: set[str] = set()
+        self._finished: set[str] = set()
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **self.settings.client_kwargs(),
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
-        await consumer.start()
-        # The engine's own lookup, not aiokafka's private metadata refresh.
-        tps = [TopicPartition(self.topic, p) for p in range(await partition_count(self.settings, self.topic))]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        self._consumer = consumer
-        self._task = asyncio.create_task(self._follow(consumer))
-
-    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
-        seen: set[str] = set()
-        finished: set[str] = set()
-        while True:
-            batches = await consumer.getmany(timeout_ms=100, max_records=10_000)
-            now = time.monotonic()
-            for records in batches.values():
-                for record in records:
-                    if record.key is None or record.value is None:
-                        continue
-                    iid = record.key.decode()
-                    if iid in finished:
-                        continue
-                    state = orjson.loads(record.value)
-                    if state["status"] in TERMINAL:
-                        finished.add(iid)
-                        self.on_done(iid, state, now)
-                    elif iid not in seen:
-                        seen.add(iid)
-                        self.on_running(iid)
+        await self.follower.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self.follower.stop()
+
+    def _applied(self, iid: str, state: InstanceState | None) -> None:
+        if state is None or iid in self._finished:
+            return
+        if state.is_terminal:
+            self._finished.add(iid)
+            self.on_done(iid, state, time.monotonic())
+        elif iid not in self._seen:
+            self._seen.add(iid)
+            self.on_running(iid)
 
 
-def _engine_seconds(state: dict[str, object]) -> float | None:
-    created, completed = state.get("created_at"), state.get("completed_at")
-    if not isinstance(created, str) or not isinstance(completed, str):
+def _engine_seconds(state: InstanceState) -> float | None:
+    if state.created_at is None or state.completed_at is None:
         return None
-    return (datetime.fromisoformat(completed) - datetime.fromisoformat(created)).total_seconds()
+    return (state.completed_at - state.created_at).total_seconds()
 
 
 class LoadGenerator:
@@ -198,15 +157,19 @@ class LoadGenerator:
             self.running += 1
             self.peak_running = max(self.peak_running, self.running)
 
-    def _on_done(self, iid: str, state: dict[str, object], now: float) -> None:
+    def _on_done(self, iid: str, state: InstanceState, now: float) -> None:
+        output = state.output
+        self._finish(iid, now, state.status.value, _engine_seconds(state),
+                     output if output is not None and len(output) < 64 else None)
+
+    def _finish(self, iid: str, now: float, status: str, engine_s: float | None, output: str | None) -> None:
         inst = self.instances.get(iid)
         if inst is None or inst.done:
             return
         inst.done = now
-        inst.status = str(state["status"])
-        inst.engine_s = _engine_seconds(state)
-        output = state.get("output")
-        inst.output = output if isinstance(output, str) and len(output) < 64 else None
+        inst.status = status
+        inst.engine_s = engine_s
+        inst.output = output
         self.done_count += 1
         self.running = max(0, self.running - 1)
         if inst.measured:
@@ -262,13 +225,13 @@ class LoadGenerator:
     def _start_failed(self, iid: str, why: str) -> None:
         # Counted as finished (and failed), so the run does not wait for it to stall.
         self.send_errors.append(f"{iid}: {why}")
-        self._on_done(iid, {"status": "START_FAILED"}, time.monotonic())
+        self._finish(iid, time.monotonic(), "START_FAILED", None, None)
 
     # -- the run -------------------------------------------------------------------------------
 
     async def run(self) -> LoadResult:
         s = self.scenario
-        follower = _Follower(self.settings, self._on_running, self._on_done)
+        follower = _Completions(self.settings, self._on_running, self._on_done)
         await follower.start()
         self._producer = AIOKafkaProducer(
             **self.settings.client_kwargs(),

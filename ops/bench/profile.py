@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from ops.process import Child
 
 __all__ = ["Profiler", "py_spy", "summarize"]
 
@@ -30,7 +31,7 @@ class Profiler:
         self.out_dir = out_dir
         self.targets = targets
         self.duration_s = max(1, int(duration_s))
-        self.runs: list[tuple[str, int, Path, subprocess.Popen[bytes]]] = []
+        self.runs: list[tuple[str, int, Path, Child]] = []
 
     def start(self) -> None:
         exe = py_spy()
@@ -40,7 +41,7 @@ class Profiler:
         for kind, pids in self.targets.items():
             for pid in pids:
                 path = self.out_dir / f"{kind}-{pid}.folded"
-                proc = subprocess.Popen(
+                proc = Child(
                     [
                         exe,
                         "record",
@@ -59,28 +60,24 @@ class Profiler:
                         "--output",
                         str(path),
                     ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=(self.out_dir / f"{kind}-{pid}.py-spy.log").open("wb"),
+                    self.out_dir / f"{kind}-{pid}.py-spy.log",
+                    label=f"py-spy of {kind} {pid}",
                 )
+                proc.start()
                 self.runs.append((kind, pid, path, proc))
 
     def interrupt(self) -> None:
         """End sampling now: on SIGINT py-spy writes what it has."""
         for _, _, _, proc in self.runs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+            proc.signal(signal.SIGINT)
 
     def stop(self) -> dict[str, Any]:
         """Wait for every py-spy to write its file and summarize each process."""
         self.interrupt()
         out: dict[str, Any] = {}
         for kind, pid, path, proc in self.runs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
+            if not proc.wait(30):
                 proc.kill()
-                proc.wait(5)
             with contextlib.suppress(OSError, ValueError):
                 out[f"{kind}-{pid}"] = {"file": str(path), **summarize(path)}
         return out

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from engine.runtime.settings import Settings
-from engine.runtime.topics import ensure_topics
+from engine.settings import Settings
+from engine.topics import ensure_topics
 
 from .deploy import INTERNAL_TOPICS, ROOT, Broker, Deployment, OffsetCounter
 from .load import Instance, LoadGenerator, LoadResult, Progress

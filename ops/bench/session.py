@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.runtime.settings import Settings
+from engine.settings import Settings
 
 from . import report
 from .ceiling import measure_ceiling

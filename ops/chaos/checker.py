@@ -26,6 +26,10 @@ from typing import Any
 import orjson
 
 from engine.core import events as ev
+from engine.core.state import InstanceState
+from engine.core.values import RuntimeStatus
+from engine.errors import DecodeError
+from engine.wire.records import decode_state
 from ops.audit import audit
 
 from .load import Start
@@ -33,7 +37,6 @@ from .records import Marks, TopicRecord
 
 __all__ = ["Counts", "PoisonRecord", "Verdict", "check"]
 
-TERMINAL = frozenset({"COMPLETED", "FAILED", "TERMINATED"})
 #: Scheduled attempts each activity may have per call (its retry policy), default 1.
 MAX_ATTEMPTS = {"chaos_flaky": 3}
 #: Violations listed in full; past this, only counted.
@@ -154,10 +157,10 @@ def _check_history(history: History, counts: Counts, report: _Report) -> None:
             report.duplicated.add(violation.split(" ", 1)[0])
 
 
-def _check_status_log(log: list[TopicRecord], report: _Report) -> dict[str, dict[str, Any]]:
+def _check_status_log(log: list[TopicRecord], report: _Report) -> dict[str, InstanceState]:
     """The latest state of every instance; terminal statuses written twice or taken back."""
-    latest: dict[str, dict[str, Any]] = {}
-    terminal: dict[tuple[str, str], tuple[str, Any]] = {}
+    latest: dict[str, InstanceState] = {}
+    terminal: dict[tuple[str, str], RuntimeStatus] = {}
     for record in log:
         if record.key is None:
             continue
@@ -165,27 +168,31 @@ def _check_status_log(log: list[TopicRecord], report: _Report) -> dict[str, dict
         if record.value is None:
             latest.pop(iid, None)
             continue
-        state = orjson.loads(record.value)
+        try:
+            state = decode_state(record.value)
+        except DecodeError as exc:
+            report.add(f"{iid}: unreadable status record at offset {record.offset}: {exc}")
+            continue
         latest[iid] = state
-        key = (iid, state["execution_id"])
+        key = (iid, state.execution_id)
         if key in terminal:
-            report.add(f"{iid}: status {state['status']} written after its terminal status {terminal[key][0]}")
+            report.add(f"{iid}: status {state.status} written after its terminal status {terminal[key]}")
             report.duplicated.add(iid)
-        elif state["status"] in TERMINAL:
-            terminal[key] = (state["status"], state.get("output"))
+        elif state.is_terminal:
+            terminal[key] = state.status
     for iid, state in latest.items():
-        if state["status"] not in TERMINAL and state.get("parent") is not None:
-            report.add(f"child {iid} never finished: last status {state['status']}")
+        if not state.is_terminal and state.parent is not None:
+            report.add(f"child {iid} never finished: last status {state.status}")
     return latest
 
 
 def _check_starts(
-    starts: dict[str, Start], history: History, finals: dict[str, dict[str, Any]], counts: Counts, report: _Report
+    starts: dict[str, Start], history: History, finals: dict[str, InstanceState], counts: Counts, report: _Report
 ) -> None:
     executions: Counter[str] = Counter()
     for iid, _execution_id, events in history:
         executions[iid] += sum(isinstance(e, ev.ExecutionStarted) for e in events)
-    counts.children = sum(1 for s in finals.values() if s.get("parent") is not None)
+    counts.children = sum(1 for s in finals.values() if s.parent is not None)
     for iid, start in starts.items():
         if start.errors and not start.acked:
             report.add(f"{iid}: start refused: {start.errors[0]}")
@@ -199,32 +206,33 @@ def _check_starts(
         counts.workflows_started += 1
         counts.ambiguous_resolved += start.ambiguous > 0
         state = finals.get(iid)
-        if state is None or state["status"] not in TERMINAL:
+        if state is None or not state.is_terminal:
             counts.lost += 1
-            where = "never appeared" if state is None else f"is still {state['status']}"
+            where = "never appeared" if state is None else f"is still {state.status}"
             why = "" if start.raised or start.event is None else " (its event was never acknowledged)"
             report.add(f"{iid} ({start.kind}) acknowledged but lost: it {where}{why}")
             continue
-        failure = state.get("failure") or {}
+        failure = state.failure
         if start.expect_failure is not None:
-            if state["status"] == "FAILED" and failure.get("error_type") == start.expect_failure:
+            if (state.status is RuntimeStatus.FAILED and failure is not None
+                    and failure.error_type == start.expect_failure):
                 counts.failed_as_expected += 1
                 continue
-            if start.either and state["status"] == "COMPLETED" and _payload(state.get("output")) == start.expected:
+            if start.either and state.status is RuntimeStatus.COMPLETED and _payload(state.output) == start.expected:
                 counts.completed += 1
                 continue
             counts.wrong_output += 1
-            report.add(f"{iid}: expected FAILED with {start.expect_failure}, got {state['status']} {failure}")
+            report.add(f"{iid}: expected FAILED with {start.expect_failure}, got {state.status} {failure}")
             continue
-        output = _payload(state.get("output"))
-        if state["status"] == "COMPLETED" and output == start.expected:
+        output = _payload(state.output)
+        if state.status is RuntimeStatus.COMPLETED and output == start.expected:
             counts.completed += 1
         else:
             counts.wrong_output += 1
-            detail = failure.get("message") if failure else output
+            detail = failure.message if failure is not None else output
             report.add(
                 f"{iid} ({start.kind} {start.args}): expected COMPLETED {start.expected}, "
-                f"got {state['status']} {detail!r}"
+                f"got {state.status} {detail!r}"
             )
 
 
@@ -242,7 +250,7 @@ def _check_timers(by_execution: dict[tuple[str, str], list[ev.HistoryEvent]], co
                 elif e.timestamp < timer.fire_at:
                     early = (timer.fire_at - e.timestamp).total_seconds()
                     report.add(f"{iid}: timer #{e.timer_id} fired {early * 1000:.1f} ms early")
-        ended = any(isinstance(e, ev.ExecutionCompleted) and e.status.value == "COMPLETED" for e in events)
+        ended = any(isinstance(e, ev.ExecutionCompleted) and e.status is RuntimeStatus.COMPLETED for e in events)
         for timer_id, timer in created.items():
             if ended and timer.origin in ("timer", "retry") and fired[timer_id] != 1:
                 report.add(f"{iid}: timer #{timer_id} ({timer.origin}) fired {fired[timer_id]} times")

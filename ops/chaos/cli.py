@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ops.command import Subcommands
 
 __all__ = ["register"]
 
@@ -27,7 +30,7 @@ def _span(text: str) -> tuple[float, float]:
     return span
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subcommands) -> None:
     from .scenarios import SCENARIOS
 
     text = "inject faults under a mixed load and check that no workflow is lost or duplicated"

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from engine.runtime.topics import Topics
+from engine.topics import Topics
 
 from .checker import PoisonRecord
 from .follower import StatusFollower

@@ -6,10 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from engine.runtime.settings import Settings
-from engine.runtime.topics import partition_count
+from engine.read.to_end import reading
+from engine.settings import Settings
 
 __all__ = ["Marks", "TopicRecord", "read_marks", "read_topic"]
 
@@ -24,35 +22,11 @@ class TopicRecord:
 
 async def read_topic(settings: Settings, topic: str) -> list[TopicRecord]:
     """Every committed record of `topic`, in offset order within each partition."""
-    count = await partition_count(settings, topic)
-    consumer = AIOKafkaConsumer(
-        **settings.client_kwargs(),
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(count)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        found: list[TopicRecord] = []
-        idle = 0
-        # Transaction markers take offsets but carry no record: stop at the end offsets, or when
-        # polls stop moving (what is left is markers).
-        while idle < 4 and any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
-            idle = 0 if batch else idle + 1
-            for tp, records in batch.items():
-                found.extend(TopicRecord(tp.partition, r.offset, r.key, r.value) for r in records)
-        return found
-    finally:
-        await consumer.stop()
+    found: list[TopicRecord] = []
+    async with reading(settings, topic) as batches:
+        async for records in batches:
+            found.extend(TopicRecord(r.partition, r.offset, r.key, r.value) for r in records)
+    return found
 
 
 @dataclass

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.runtime.topics import Topics, ensure_topics
+from engine.topics import Topics, ensure_topics
 from ops.audit import read_history
 from ops.kafka import LocalKafka
 
@@ -159,7 +159,7 @@ async def _run(options: RunOptions, sup: Supervisor, directory: Path, say: Calla
         say(f"load sent in {load_s:.1f}s; drained {'in' if drained else 'NOT within'} {drain_s:.1f}s")
         crashed = [p for p in sup.procs if not p.alive]
         crash_notes = [
-            f"{p.name} exited on its own ({p.popen.returncode if p.popen else '?'}):\n{p.log_tail(15)}" for p in crashed
+            f"{p.name} exited on its own ({p.returncode}):\n{p.log_tail(15)}" for p in crashed
         ]
     finally:
         await follower.stop()

@@ -15,8 +15,6 @@ import asyncio
 import concurrent.futures
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -28,11 +26,12 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from engine.runtime.settings import Settings
-from engine.runtime.topics import Topics
+from api.settings import ApiSettings
+from engine.settings import Settings
+from engine.topics import Topics
 from ops.errors import OpsError
 from ops.kafka import LocalKafka
-from ops.kafka.process import _die_with_parent
+from ops.process import Child, ChildError, free_port
 
 __all__ = ["APP", "APP_V2", "ChaosError", "Proc", "Supervisor", "on_broker_thread"]
 
@@ -55,18 +54,6 @@ async def on_broker_thread(fn: Callable[[], T]) -> T:
     return await asyncio.get_running_loop().run_in_executor(_BROKER_THREAD, fn)
 
 
-def settings_env(settings: Settings, security: Mapping[str, str]) -> dict[str, str]:
-    """The environment that gives a Headrace process these settings."""
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "HEADRACE_TOPIC_PREFIX": settings.topic_prefix,
-        "HEADRACE_PARTITIONS": str(settings.partitions),
-        "HEADRACE_REPLICATION_FACTOR": str(settings.replication_factor),
-        "HEADRACE_MAX_PAYLOAD_BYTES": str(settings.max_payload_bytes),
-        **security,
-    }
-
-
 class Proc:
     """One `headrace engine|worker` or `python -m api` process, restartable."""
 
@@ -77,9 +64,10 @@ class Proc:
         self.env = dict(env)
         self.app = app
         self.log_path = log_dir / f"{self.name}.log"
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.port = int(env["HEADRACE_API_PORT"]) if role == "api" else 0
+        self.port = ApiSettings.from_env(env).port if role == "api" else 0
+        # If the harness dies, nothing it started may keep loading a shared machine.
+        self.child = Child([], self.log_path, cwd=ROOT, die_with_parent=True, label=self.name,
+                           env={**os.environ, "PYTHONPATH": str(ROOT), **self.env})
 
     @property
     def url(self) -> str:
@@ -87,89 +75,61 @@ class Proc:
 
     @property
     def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
+        return self.child.pid
 
     @property
     def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+        return self.child.alive
+
+    @property
+    def returncode(self) -> int | None:
+        return self.child.returncode
+
+    @property
+    def starts(self) -> int:
+        return self.child.starts
 
     def start(self, app: str | None = None) -> None:
         if self.alive:
             return
         self.app = app or self.app
-        argv = (
+        self.child.argv = (
             [sys.executable, "-m", "api"]
             if self.role == "api"
             else [sys.executable, "-m", "ops", self.role, "--app", self.app]
         )
-        self.starts += 1
-        with self.log_path.open("ab") as log:
-            log.write(f"\n===== start {self.starts}: {' '.join(argv[1:])}\n".encode())
-            log.flush()
-            self.popen = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT), **self.env},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # If the harness dies, nothing it started may keep loading a shared machine.
-                preexec_fn=_die_with_parent,
-            )
+        self.child.start()
 
     def signal(self, sig: signal.Signals) -> None:
-        if self.alive:
-            assert self.popen is not None
-            self.popen.send_signal(sig)
+        self.child.signal(sig)
 
     def kill(self) -> None:
         """kill -9: no shutdown code runs, as in a crash."""
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGCONT)  # a paused process must not linger as a zombie
-            self.popen.kill()
-            self.popen.wait(10)
+        self.child.kill()
 
     def stop(self, grace_s: float = 20.0) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGCONT)
-        self.popen.terminate()
-        try:
-            self.popen.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(10)
+        self.child.stop(grace_s)
 
     def current_log(self) -> str:
         """The log of the current (latest) start."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return text.rsplit("\n===== start ", 1)[-1]
+        return self.child.log_text()
 
     def log_tail(self, lines: int = 25) -> str:
-        return "\n".join(self.current_log().splitlines()[-lines:])
+        return self.child.log_tail(lines)
 
     async def wait_ready(self, timeout_s: float = 90.0) -> float:
-        t0 = time.monotonic()
         async with httpx.AsyncClient(timeout=2) as http:
-            while not await self._ready(http):
-                if not self.alive:
-                    raise ChaosError(f"{self.name} exited while starting:\n{self.log_tail()}")
-                if time.monotonic() - t0 > timeout_s:
-                    raise ChaosError(f"{self.name} not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
-                await asyncio.sleep(0.1)
-        return time.monotonic() - t0
 
-    async def _ready(self, http: httpx.AsyncClient) -> bool:
-        if self.role != "api":
-            return READY_LINE[self.role] in self.current_log()
-        try:
-            return (await http.get(f"{self.url}/v1.0/healthz/ready")).status_code == 204
-        except httpx.TransportError:
-            return False
+            async def api_ready() -> bool:
+                try:
+                    return (await http.get(f"{self.url}/v1.0/healthz/ready")).status_code == 204
+                except httpx.TransportError:
+                    return False
+
+            try:
+                return await self.child.wait_ready_async(READY_LINE.get(self.role) or api_ready, timeout_s)
+            except ChildError as exc:
+                raise ChaosError(str(exc)) from None
 
 
 @dataclass
@@ -196,16 +156,20 @@ class Supervisor:
     ) -> Supervisor:
         security = kafka.security()
         base = {
-            **settings_env(settings, security.client_env() if security else {}),
+            **settings.to_env(
+                "bootstrap_servers", "topic_prefix", "partitions", "replication_factor", "max_payload_bytes"
+            ),
+            **(security.client_env() if security else {}),
             "HEADRACE_CHAOS_MARKS": str(marks_dir),
-            "HEADRACE_LOG_LEVEL": "info",
-            "HEADRACE_API_PROBE_INTERVAL_S": "0.5",
+            **ApiSettings(log_level="info", probe_interval_s=0.5).to_env("log_level", "probe_interval_s"),
         }
         log_dir.mkdir(parents=True, exist_ok=True)
         marks_dir.mkdir(parents=True, exist_ok=True)
         procs = [Proc("engine", i, base, log_dir) for i in range(engines)]
         procs += [Proc("worker", i, base, log_dir) for i in range(workers)]
-        procs += [Proc("api", i, {**base, "HEADRACE_API_PORT": str(_free_port())}, log_dir) for i in range(apis)]
+        procs += [
+            Proc("api", i, {**base, **ApiSettings(port=free_port()).to_env("port")}, log_dir) for i in range(apis)
+        ]
         return cls(kafka, settings, log_dir, marks_dir, procs)
 
     def role(self, role: str) -> list[Proc]:
@@ -288,12 +252,6 @@ async def end_offsets(settings: Settings, tps: list[tuple[str, int]]) -> dict[tu
         return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
     finally:
         await consumer.stop()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def client_settings(kafka: LocalKafka, **values: Any) -> Settings:

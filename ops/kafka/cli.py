@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ops.command import Subcommands, group_options
 
 
 def _say(message: str) -> None:
@@ -119,17 +122,24 @@ def _positive(text: str) -> int:
     return value
 
 
-def register(subparsers: Any) -> None:
-    kafka = subparsers.add_parser("kafka", help="run a real local Apache Kafka (KRaft)")
-    kafka.add_argument(
+def _state_dir_option(target: argparse.ArgumentParser, default: Callable[[Any], Any]) -> None:
+    target.add_argument(
         "--state-dir",
-        default=os.environ.get("HEADRACE_KAFKA_STATE_DIR"),
+        default=default(os.environ.get("HEADRACE_KAFKA_STATE_DIR")),
         help="where logs, data and pid files live (default: $HEADRACE_STATE_DIR/kafka or "
         "~/.local/state/headrace/kafka)",
     )
+
+
+def register(subparsers: Subcommands) -> None:
+    kafka = subparsers.add_parser("kafka", help="run a real local Apache Kafka (KRaft)")
+    shared = group_options(kafka, _state_dir_option)
     verbs = kafka.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    up = verbs.add_parser("up", help="start Kafka and wait until it answers metadata requests")
+    def verb_parser(name: str, text: str) -> argparse.ArgumentParser:
+        return verbs.add_parser(name, help=text, parents=[shared])
+
+    up = verb_parser("up", "start Kafka and wait until it answers metadata requests")
     where = up.add_mutually_exclusive_group()
     where.add_argument("--port", type=_positive, help="broker port of node 1 (default 9092)")
     where.add_argument("--free-port", action="store_true", help="pick free ports")
@@ -145,19 +155,19 @@ def register(subparsers: Any) -> None:
     up.add_argument("--timeout", type=float, default=90.0, help="readiness deadline in seconds")
     up.set_defaults(handler=_up)
 
-    down = verbs.add_parser("down", help="stop every node (graceful, then SIGKILL)")
+    down = verb_parser("down", "stop every node (graceful, then SIGKILL)")
     down.add_argument("--wipe", action="store_true", help="also delete data and logs")
     down.add_argument("--grace", type=float, default=30.0, help="seconds before SIGKILL")
     down.set_defaults(handler=_down)
 
-    verbs.add_parser("status", help="show nodes, pids and ports").set_defaults(handler=_status)
+    verb_parser("status", "show nodes, pids and ports").set_defaults(handler=_status)
 
     for name, handler, text in (
         ("kill-node", _kill_node, "SIGKILL one node, as a crash would"),
         ("stop-node", _stop_node, "stop one node gracefully"),
         ("start-node", _start_node, "start one stopped or killed node again"),
     ):
-        verb = verbs.add_parser(name, help=text)
+        verb = verb_parser(name, text)
         verb.add_argument("node_id", type=_positive, metavar="N")
         if name == "stop-node":
             verb.add_argument("--grace", type=float, default=30.0, help="seconds before SIGKILL")
@@ -165,5 +175,5 @@ def register(subparsers: Any) -> None:
             verb.add_argument("--timeout", type=float, default=90.0, help="readiness deadline")
         verb.set_defaults(handler=handler)
 
-    jars = verbs.add_parser("jars", help="download the Kafka jars into the cache (once)")
+    jars = verb_parser("jars", "download the Kafka jars into the cache (once)")
     jars.set_defaults(handler=_jars)

@@ -18,10 +18,10 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from ops import process as procs
 from ops.kafka import process
 from ops.kafka import security as sasl_ssl
 from ops.kafka.config import NodeSpec, jvm_options, new_cluster_id, render_properties
@@ -116,17 +116,6 @@ class UpResult:
     ready_s: float
 
 
-def _free_ports(host: str, count: int) -> list[int]:
-    # Hold every socket open until all are chosen so the kernel cannot hand out one port twice.
-    with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((host, 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
-
-
 def _port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # The JVM binds with SO_REUSEADDR, so a port held only by TIME_WAIT counts as free.
@@ -141,7 +130,7 @@ def _port_free(host: str, port: int) -> bool:
 def plan_nodes(count: int, port: int | None, host: str = "127.0.0.1") -> tuple[NodeSpec, ...]:
     """Node i: broker port base+2(i-1), controller port one above; `port=None` picks free ports."""
     if port is None:
-        ports = _free_ports(host, 2 * count)
+        ports = procs.free_ports(2 * count, host)
         pairs = [(ports[2 * i], ports[2 * i + 1]) for i in range(count)]
     else:
         pairs = [(port + 2 * i, port + 2 * i + 1) for i in range(count)]
@@ -204,9 +193,9 @@ class LocalKafka:
             raise NotRunning(f"no Kafka deployment in {self.state_dir}; start one with `up`")
         return found
 
-    def _running_ref(self, node_id: int) -> process.ProcessRef | None:
-        ref = process.read_pidfile(self._pidfile(node_id))
-        return ref if ref is not None and process.is_running(ref) else None
+    def _running_ref(self, node_id: int) -> procs.ProcessRef | None:
+        ref = procs.read_pidfile(self._pidfile(node_id))
+        return ref if ref is not None and procs.is_running(ref) else None
 
     def status(self) -> list[NodeStatus]:
         found = self.manifest()
@@ -300,7 +289,7 @@ class LocalKafka:
             ref = self._running_ref(node_id)
             if ref is None:
                 raise NotRunning(f"node {node_id} is not running")
-            process.kill(ref)
+            procs.kill(ref)
             self._pidfile(node_id).unlink(missing_ok=True)
             return ref.pid
 
@@ -371,13 +360,13 @@ class LocalKafka:
             jvm_options(node_dir, self._env),
             die_with_parent=self._die_with_parent,
         )
-        process.write_pidfile(self._pidfile(spec.node_id), ref)
+        procs.write_pidfile(self._pidfile(spec.node_id), ref)
 
     def _check_alive(self, specs: Sequence[NodeSpec]) -> None:
         for spec in specs:
             if self._running_ref(spec.node_id) is None:
                 log_file = self.node_dir(spec.node_id) / "server.log"
-                tail = process.log_tail(log_file)
+                tail = procs.log_tail(log_file)
                 if "Address already in use" in tail:
                     raise PortInUse(
                         f"node {spec.node_id} could not bind {spec.bootstrap} or its controller "
@@ -421,7 +410,7 @@ class LocalKafka:
         live = [(i, ref) for i, ref in refs if ref is not None]
         # Signal all first, then wait: nodes of one cluster shut down in parallel, not in turn.
         with ThreadPoolExecutor(max_workers=max(1, len(live))) as pool:
-            list(pool.map(lambda item: process.terminate(item[1], grace_s), live))
+            list(pool.map(lambda item: procs.terminate(item[1], grace_s), live))
         for node_id in node_ids:
             self._pidfile(node_id).unlink(missing_ok=True)
         return [ref.pid for _, ref in live]

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-# Kafka 4.1 is the newest line checked against aiokafka 0.14 and faust-streaming 0.15 here.
+# Kafka 4.1 is the newest line checked against aiokafka 0.14 here.
 DEFAULT_KAFKA_VERSION = "4.1.2"
 
 

@@ -57,14 +57,17 @@ class BrokerSecurity:
         return self.directory / "ca.pem"
 
     def client_env(self) -> dict[str, str]:
-        """What a Headrace process needs in its environment (engine/runtime/settings.py reads it)."""
-        return {
-            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-            "KAFKA_SASL_MECHANISM": MECHANISM,
-            "KAFKA_SASL_USERNAME": self.client_user,
-            "KAFKA_SASL_PASSWORD": self.client_password,
-            "KAFKA_SSL_CAFILE": str(self.ca_file),
-        }
+        """What a Headrace process needs in its environment (engine/settings.py reads it)."""
+        from engine.settings import Settings
+
+        secure = Settings(
+            security_protocol="SASL_SSL",
+            sasl_mechanism=MECHANISM,
+            sasl_username=self.client_user,
+            sasl_password=self.client_password,
+            ssl_cafile=str(self.ca_file),
+        )
+        return secure.to_env("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile")
 
     def client_kwargs(self) -> dict[str, Any]:
         """The same, as aiokafka client arguments (the launcher's own readiness checks use them)."""

@@ -7,12 +7,13 @@ function of its inputs so a test can prove the order without starting anything.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-ENV_VAR = "KAFKA_BOOTSTRAP_SERVERS"
 Source = Literal["env", "testcontainers", "local"]
 Starter = Callable[[], AbstractContextManager[str]]
 
@@ -32,7 +33,11 @@ def select_bootstrap(
     start_local: Starter,
 ) -> Iterator[BootstrapChoice]:
     """Yield the chosen bootstrap address; a broker this started is stopped on exit."""
-    from_env = env.get(ENV_VAR, "").strip()
+    # Imported here: the `headrace` command imports this module on every start, and the engine
+    # package is not cheap to import.
+    from engine.settings import Settings, env_of
+
+    from_env = env.get(env_of(Settings, "bootstrap_servers").name, "").strip()
     if from_env:
         yield BootstrapChoice("env", from_env)
         return
@@ -47,6 +52,12 @@ def select_bootstrap(
 
 def docker_engine_answers(timeout_s: float = 3.0) -> bool:
     """True when a Docker engine responds to a ping (the CLI alone is not enough)."""
+    # Docker's default socket (https://docs.docker.com/engine/reference/commandline/dockerd/):
+    # when it is absent there is nothing to ask, and docker-py's failed connect would leave its
+    # socket unclosed (a ResourceWarning).
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
+        return False
     try:
         import docker
     except ImportError:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from engine.runtime.host import RuntimeHost
-from engine.runtime.settings import Settings
+from engine.settings import Settings
 from tests.api.support import ApiServer, eventually
 from tests.api.workflows import runtime
 

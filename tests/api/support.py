@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -14,16 +12,11 @@ from typing import Any, TypeVar
 
 import httpx
 
-from engine.runtime.settings import Settings
+from engine.settings import Settings
+from ops.process import Child, ChildError, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def eventually(
@@ -64,58 +57,36 @@ class ApiServer:
         inherited = {k: v for k, v in os.environ.items() if k != "DAPR_API_TOKEN"}
         self.env = {
             **inherited,
-            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "HEADRACE_TOPIC_PREFIX": settings.topic_prefix,
-            "HEADRACE_PARTITIONS": str(settings.partitions),
+            **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
             "HEADRACE_API_PORT": str(self.port),
             "HEADRACE_API_PROBE_INTERVAL_S": "0.2",
             "HEADRACE_LOG_LEVEL": "info",
             "PYTHONPATH": str(ROOT),
             **(env or {}),
         }
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child = Child([sys.executable, "-m", "api"], self.log_path, cwd=ROOT, env=self.env, label=name)
 
     def start(self) -> ApiServer:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "api"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        self.child.start()
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         def ready() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"the API exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            return httpx.get(f"{self.url}/v1.0/healthz/ready", timeout=2).status_code == 204
+            try:
+                return httpx.get(f"{self.url}/v1.0/healthz/ready", timeout=2).status_code == 204
+            except httpx.TransportError:
+                return False
 
         try:
-            eventually(ready, timeout, 0.1, "API readiness")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{self.log_tail()}") from None
+            self.child.wait_ready(ready, timeout)
+        except ChildError as exc:
+            raise AssertionError(str(exc)) from None
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        self.child.stop(15)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return self.child.log_tail(lines)
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, **{"timeout": 30, **kwargs})

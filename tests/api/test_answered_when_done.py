@@ -19,9 +19,9 @@ import httpx
 import orjson
 import pytest
 
+from engine.client.dapr import DaprWorkflowClient
 from engine.errors import ChildrenRunningError, InstanceExistsError
-from engine.runtime.client import DaprWorkflowClient
-from engine.runtime.settings import Settings
+from engine.settings import Settings
 from tests.api.conftest import new_id, wait_status
 from tests.api.support import ApiServer, eventually, two_replicas
 

@@ -19,7 +19,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from engine.runtime.host import RuntimeHost
-from engine.runtime.settings import Settings
+from engine.settings import Settings
 from tests.api.conftest import new_id, wait_status
 from tests.api.support import ApiServer
 
@@ -82,8 +82,7 @@ async def burst(url: str, path: str, count: int) -> list[httpx.Response]:
 
 
 def test_concurrent_history_reads_are_bounded(bounded: ApiServer, settings: Settings) -> None:
-    assert bounded.process is not None
-    pid = bounded.process.pid
+    pid = bounded.child.pid
     with bounded.client() as http:
         target = new_id("hist")
         assert (

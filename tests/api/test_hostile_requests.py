@@ -17,9 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.runtime.settings import Settings
+from engine.settings import Settings
+from ops.process import free_port
 from tests.api.conftest import new_id, wait_status
-from tests.api.support import ApiServer, eventually, free_port
+from tests.api.support import ApiServer, eventually
 
 pytestmark = pytest.mark.kafka
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.runtime.settings import Settings
+from engine.settings import Settings
 from tests.api.support import ROOT, ApiServer
 
 pytestmark = pytest.mark.kafka

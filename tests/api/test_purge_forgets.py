@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from engine.runtime.host import RuntimeHost
-from engine.runtime.settings import Settings
+from engine.settings import Settings
 from tests.api.conftest import new_id, wait_status
 from tests.api.support import ApiServer, eventually
 

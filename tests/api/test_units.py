@@ -7,15 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from api.consistency import PendingStart, _Backlog, fold_starts
+from api.consistency import PendingStart, _Backlog
 from api.errors import BackendError, InstanceIdInvalid, InstanceIdTooLong, _classify
 from api.listing import Cursor, Query, list_instances, parse_query
-from api.model import Instance
 from api.openapi import document
 from api.responses import instance_body, rfc3339
 from api.settings import ApiSettings
 from api.validation import check_instance_id, check_new_instance_id, payload_from_body
 from engine.core.commands import StartWorkflow
+from engine.core.preconditions import fold_starts
 from engine.core.state import InstanceState
 from engine.core.values import FailureDetails, RuntimeStatus
 from engine.errors import InstanceExistsError, InstanceNotFoundError, PayloadTooLargeError
@@ -104,9 +104,7 @@ def state(
 def test_instance_body_has_dapr_fields_and_no_output_on_failure() -> None:
     failure = FailureDetails(error_type="ValueError", message="no", stack_trace="trace")
     body = instance_body(
-        Instance.from_state(
-            state("i", RuntimeStatus.FAILED, input='"in"', output='"x"', failure=failure)
-        )
+        state("i", RuntimeStatus.FAILED, input='"in"', output='"x"', failure=failure)
     )
     assert body == {
         "instanceID": "i",
@@ -121,7 +119,7 @@ def test_instance_body_has_dapr_fields_and_no_output_on_failure() -> None:
             "dapr.workflow.failure.stack_trace": "trace",
         },
     }
-    assert instance_body(Instance.from_state(state("j", RuntimeStatus.RUNNING)))["properties"] == {}
+    assert instance_body(state("j", RuntimeStatus.RUNNING))["properties"] == {}
 
 
 def test_listing_orders_filters_and_pages() -> None:
@@ -158,20 +156,23 @@ def start(iid: str, cid: str) -> PendingStart:
     )
 
 
+def accepted(iid: str, cid: str) -> tuple[StartWorkflow, datetime]:
+    pending = start(iid, cid)
+    return pending.start, pending.accepted_at
+
+
 def test_unapplied_starts_fold_like_the_engine() -> None:
-    running = Instance.from_state(state("i", RuntimeStatus.RUNNING))
-    done = Instance.from_state(state("i", RuntimeStatus.COMPLETED))
+    running = state("i", RuntimeStatus.RUNNING)
+    done = state("i", RuntimeStatus.COMPLETED)
     assert fold_starts(None, []) is None
-    assert fold_starts(None, [start("i", "c1")]).status is RuntimeStatus.PENDING  # type: ignore[union-attr]
-    assert fold_starts(running, [start("i", "c1")]) is running  # refused by the engine
-    replaced = fold_starts(done, [start("i", "c1")])
+    assert fold_starts(None, [accepted("i", "c1")]).status is RuntimeStatus.PENDING  # type: ignore[union-attr]
+    assert fold_starts(running, [accepted("i", "c1")]) is running  # refused by the engine
+    replaced = fold_starts(done, [accepted("i", "c1")])
     assert replaced is not None
     assert replaced.run_id == "c1"
     assert replaced.input == '"n"'
-    applied = Instance.from_state(
-        state("i", RuntimeStatus.COMPLETED, execution_id="c1", run_id="c1")
-    )
-    assert fold_starts(applied, [start("i", "c1")]) is applied
+    applied = state("i", RuntimeStatus.COMPLETED, execution_id="c1", run_id="c1")
+    assert fold_starts(applied, [accepted("i", "c1")]) is applied
 
 
 def test_backlog_drops_what_the_engine_applied() -> None:

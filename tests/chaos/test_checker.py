@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from engine.core import events as ev
-from engine.core.values import RuntimeStatus
+from engine.core.state import InstanceState
+from engine.core.values import FailureDetails, RuntimeStatus
+from engine.wire.records import encode_state
 from ops.chaos.checker import PoisonRecord, check
 from ops.chaos.load import Start
 from ops.chaos.records import Marks, TopicRecord, read_marks
@@ -43,17 +45,16 @@ def _chain(iid: str, x: int = 1, *, result: int | None = None, extra: list[ev.Hi
     return [(iid, "e1", events)]
 
 
-def _status(iid: str, status: str, output: object = None, execution_id: str = "e1", **extra) -> TopicRecord:
-    state = {
-        "instance_id": iid,
-        "execution_id": execution_id,
-        "status": status,
-        "output": None if output is None else orjson.dumps(output).decode(),
-        "failure": None,
-        "parent": None,
-        **extra,
-    }
-    return TopicRecord(0, 0, iid.encode(), orjson.dumps(state))
+def _status(iid: str, status: str, output: object = None, execution_id: str = "e1",
+            failure: FailureDetails | None = None) -> TopicRecord:
+    state = InstanceState(
+        instance_id=iid,
+        execution_id=execution_id,
+        status=RuntimeStatus(status),
+        output=None if output is None else orjson.dumps(output).decode(),
+        failure=failure,
+    )
+    return TopicRecord(0, 0, iid.encode(), encode_state(state))
 
 
 def _start(iid: str, x: int = 1, **fields) -> Start:
@@ -117,6 +118,13 @@ def test_a_terminal_status_written_twice_is_a_duplicate():
     verdict = check({"a": _start("a")}, _chain("a"), log, [], None, faults=Counter())
     assert verdict.counts.duplicated == 1
     assert "written after its terminal status" in verdict.violations[0]
+
+
+def test_an_unreadable_status_record_is_a_violation_not_a_crash():
+    log = [_status("a", "COMPLETED", 2), TopicRecord(0, 1, b"a", b'{"status": "COMPLETED"}')]
+    verdict = check({"a": _start("a")}, _chain("a"), log, [], None, faults=Counter())
+    assert verdict.counts.completed == 1
+    assert any("a: unreadable status record at offset 1" in v for v in verdict.violations)
 
 
 def test_more_executions_than_start_requests_is_a_duplicate():
@@ -187,7 +195,7 @@ def test_an_early_or_missing_timer_firing_is_a_violation():
 
 def test_an_expected_non_determinism_failure_counts_as_such():
     start = Start("v", "versioned", {"x": 1}, event=3, attempts=1, acked=True, expect_failure="NonDeterminismError")
-    record = _status("v", "FAILED", failure={"error_type": "NonDeterminismError", "message": "changed"})
+    record = _status("v", "FAILED", failure=FailureDetails(error_type="NonDeterminismError", message="changed"))
     verdict = check({"v": start}, [], [record], [], None, faults=Counter())
     assert verdict.ok, verdict.violations
     assert verdict.counts.failed_as_expected == 1

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from engine.runtime.host import RuntimeHost
-from engine.runtime.settings import Settings
+from engine.settings import Settings
 from tests.api.support import ROOT, ApiServer
 from tests.conftest import in_ci
 from tests.dashboard.workflows import runtime
@@ -62,6 +62,7 @@ def settings(kafka_bootstrap: str) -> Settings:
         bootstrap_servers=kafka_bootstrap,
         partitions=4,
         topic_prefix=f"t.dashboard.{uuid.uuid4().hex[:8]}.",
+        unknown_code_timeout=1.0,  # an unregistered name fails after 1 s (engine.core.unknown_code)
     )
 
 

@@ -7,6 +7,7 @@ slowest), a fan-out, a durable timer, a child workflow, and an external event it
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -35,17 +36,17 @@ def shipping(ctx: DaprWorkflowContext, order: dict[str, Any]) -> Any:
 
 @runtime.workflow(name="dash_tour")
 def tour(ctx: DaprWorkflowContext, order: dict[str, Any]) -> Any:
-    ctx.set_custom_status({"stage": "checking"})
+    ctx.set_custom_status(json.dumps({"stage": "checking"}))
     yield ctx.call_activity(step, input={"step": "validate", "ms": 120})
     prices = yield when_all(
         [ctx.call_activity(step, input={"step": f"quote-{n}", "ms": ms}) for n, ms in enumerate((200, 1200, 400))]
     )
     yield ctx.create_timer(timedelta(milliseconds=600))
     shipped = yield ctx.call_child_workflow(shipping, input=order, instance_id=f"{ctx.instance_id}-ship")
-    ctx.set_custom_status({"stage": "waiting for approval"})
+    ctx.set_custom_status(json.dumps({"stage": "waiting for approval"}))
     approval = yield ctx.wait_for_external_event("approval")
     receipt = yield ctx.call_activity(step, input={"step": "charge", "ms": 250})
-    ctx.set_custom_status({"stage": "done"})
+    ctx.set_custom_status(json.dumps({"stage": "done"}))
     return {
         "order": order.get("id"),
         "quotes": len(prices),

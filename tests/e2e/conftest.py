@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.runtime.client import DaprWorkflowClient
+from engine.client.dapr import DaprWorkflowClient
 from engine.runtime.host import RuntimeHost
-from engine.runtime.settings import Settings
+from engine.settings import Settings
 from tests.e2e.apps import runtime
 
 
@@ -17,7 +17,9 @@ from tests.e2e.apps import runtime
 def settings(kafka_bootstrap: str) -> Settings:
     # A fresh prefix per module: its own topics and consumer groups, so modules never interfere.
     return Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"e2e-{uuid.uuid4().hex[:8]}.",
-                             partitions=4)
+                             # Unknown names wait 1 s for their code, then fail (tests/e2e/test_apps.py
+                             # has the longer waits).
+                             partitions=4, unknown_code_timeout=1.0)
 
 
 @pytest.fixture(scope="module")

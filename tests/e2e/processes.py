@@ -3,56 +3,30 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
-from engine.runtime.settings import Settings
+from engine.settings import Settings
+from ops.process import Child
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Process:
+class Process(Child):
+    """`headrace engine|worker --app APP` on the test's settings, started at once (ops.process.Child)."""
+
     def __init__(self, role: str, settings: Settings, log_dir: Path, extra_env: dict[str, str] | None = None,
                  app: str = "tests.e2e.apps:runtime") -> None:
         self.role = role
         env = {
             **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "HEADRACE_TOPIC_PREFIX": settings.topic_prefix,
-            "HEADRACE_PARTITIONS": str(settings.partitions),
+            **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
             "PYTHONPATH": str(ROOT),
             **(extra_env or {}),
         }
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"{role}-{os.getpid()}-{id(self)}.log"
-        self._log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "ops", role, "--app", app], cwd=ROOT, env=env,
-            stdout=self._log, stderr=subprocess.STDOUT,
-        )
+        super().__init__([sys.executable, "-m", "ops", role, "--app", app],
+                         log_dir / f"{role}-{os.getpid()}-{id(self)}.log", cwd=ROOT, env=env, label=role)
+        self.start()
 
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def kill(self) -> None:
-        """kill -9: no shutdown code runs, as in a crash."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGKILL)
-        self.popen.wait(10)
-        self._log.close()
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(10)
-        self._log.close()
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def stop(self, grace_s: float = 30) -> bool:
+        return super().stop(grace_s)

@@ -7,8 +7,6 @@ so an app next to the user (`mymodule.py` in the working directory) was not foun
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import textwrap
 import uuid
@@ -20,8 +18,9 @@ import httpx
 import orjson
 import pytest
 
-from engine.runtime.client import DaprWorkflowClient
-from engine.runtime.settings import Settings
+from engine.client.dapr import DaprWorkflowClient
+from engine.settings import Settings
+from ops.process import Child, free_port
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.kafka
@@ -46,24 +45,13 @@ APP = textwrap.dedent('''
 
 
 @contextmanager
-def _headrace(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(HEADRACE), *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+def _headrace(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> Iterator[Child]:
+    proc = Child([str(HEADRACE), *args], log, cwd=cwd, env=env, label="headrace")
+    proc.start()
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        proc.stop(60)
 
 
 @pytest.fixture
@@ -90,7 +78,7 @@ def test_run_finds_the_app_in_the_working_directory(kafka_bootstrap: str, app_di
             DaprWorkflowClient(settings=settings) as client:
         iid = client.schedule_new_workflow("greet", input="Bo")
         state = client.wait_for_workflow_completion(iid, timeout_in_seconds=120)
-        assert proc.poll() is None, log.read_text()[-3000:]
+        assert proc.alive, log.read_text()[-3000:]
         assert state is not None and orjson.loads(state.serialized_output or "null") == "hello, Bo"
 
 
@@ -98,11 +86,11 @@ def test_run_finds_the_app_in_the_working_directory(kafka_bootstrap: str, app_di
 def test_api_finds_the_app_in_the_working_directory(kafka_bootstrap: str, app_dir: Path, tmp_path: Path) -> None:
     settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"cwd-{uuid.uuid4().hex[:8]}.",
                                  partitions=1)
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "api.log"
     with _headrace(["api", "--port", str(port), "--app", "cwd_app:runtime"], app_dir, _env(settings), log) as proc:
         def names() -> dict[str, object] | None:
-            assert proc.poll() is None, log.read_text()[-3000:]
+            assert proc.alive, log.read_text()[-3000:]
             try:
                 reply = httpx.get(f"http://127.0.0.1:{port}/v1.0/headrace/workflow-names", timeout=10)
             except httpx.TransportError:

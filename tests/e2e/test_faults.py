@@ -12,11 +12,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from engine import WorkflowStatus
+from engine.client.dapr import DaprWorkflowClient
 from engine.errors import PayloadTooLargeError
-from engine.runtime.client import DaprWorkflowClient
 from engine.runtime.host import RuntimeHost
-from engine.runtime.settings import Settings
-from engine.runtime.topics import Topics, ensure_topics
+from engine.settings import Settings
+from engine.topics import Topics, ensure_topics
 from ops.audit import audit, read_history
 from tests.e2e.apps import runtime
 from tests.e2e.processes import Process

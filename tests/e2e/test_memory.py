@@ -7,10 +7,10 @@ import uuid
 import pytest
 
 from engine import WorkflowStatus
+from engine.client.dapr import DaprWorkflowClient
 from engine.runtime import partition
-from engine.runtime.client import DaprWorkflowClient
 from engine.runtime.host import RuntimeHost
-from engine.runtime.settings import Settings
+from engine.settings import Settings
 from tests.e2e.apps import runtime
 from tests.helpers import eventually
 

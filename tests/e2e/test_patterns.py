@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from engine import WorkflowStatus
+from engine.client.dapr import DaprWorkflowClient
 from engine.errors import InstanceExistsError, InstanceNotFoundError, InstanceNotTerminalError
-from engine.runtime.client import DaprWorkflowClient
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.kafka
@@ -176,7 +176,7 @@ def test_the_same_command_twice_applies_once(client: DaprWorkflowClient, setting
 
     from engine.core.codec import encode
     from engine.core.commands import RaiseEvent
-    from engine.runtime.topics import Topics
+    from engine.topics import Topics
 
     iid = client.schedule_new_workflow("waiter", input=["a", "a"])
     client.wait_for_workflow_start(iid, timeout_in_seconds=WAIT)

@@ -44,11 +44,11 @@ from hypothesis import HealthCheck, Phase, example, given, seed, settings
 from hypothesis import strategies as st
 
 from engine import WorkflowStatus
+from engine.client.dapr import DaprWorkflowClient
 from engine.core.state import InstanceState
-from engine.runtime.client import DaprWorkflowClient
 from engine.runtime.partition import partition_for
-from engine.runtime.settings import Settings
-from engine.runtime.topics import Topics, ensure_topics
+from engine.settings import Settings
+from engine.topics import Topics, ensure_topics
 from ops.audit import audit, read_history
 from tests.e2e.poison import DeepFailure, Poison, Ref, describe, poisons, render
 from tests.e2e.processes import Process
@@ -127,8 +127,8 @@ class Stack:
 
     def alive(self) -> None:
         for proc in (self.engine, self.worker):
-            if proc.popen.poll() is not None:
-                raise AssertionError(f"the {proc.role} exited with {proc.popen.returncode}:\n{proc.log_text()[-6000:]}")
+            if not proc.alive:
+                raise AssertionError(f"the {proc.role} exited with {proc.returncode}:\n{proc.log_text()[-6000:]}")
 
     def last_error(self) -> str:
         """The engine's and the worker's last logged traceback, for a failure message."""
@@ -227,7 +227,8 @@ def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
     config = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"fz-{uuid.uuid4().hex[:8]}.",
                                partitions=PARTITIONS, max_payload_bytes=PAYLOAD_LIMIT)
     topics = asyncio.run(ensure_topics(config))
-    env = {"HEADRACE_MAX_PAYLOAD_BYTES": str(PAYLOAD_LIMIT)}
+    # Poison may start unregistered names: they wait 1 s for code, then fail (engine.core.unknown_code).
+    env = {"HEADRACE_MAX_PAYLOAD_BYTES": str(PAYLOAD_LIMIT), "HEADRACE_UNKNOWN_CODE_TIMEOUT": "1"}
     engine = Process("engine", config, tmp_path, env)
     worker = Process("worker", config, tmp_path, env)
     stack: Stack | None = None

@@ -16,12 +16,12 @@ import orjson
 import pytest
 
 from engine import WorkflowStatus
+from engine.client.dapr import DaprWorkflowClient
 from engine.core import commands as cmd
-from engine.runtime.client import DaprWorkflowClient
 from engine.runtime.host import RuntimeHost
 from engine.runtime.partition import PartitionOwner, partition_for
-from engine.runtime.settings import Settings
 from engine.runtime.telemetry import Problem as PartitionProblem
+from engine.settings import Settings
 from tests.e2e.apps import runtime
 from tests.e2e.test_hostile import _read_dead_letters
 from tests.helpers import eventually

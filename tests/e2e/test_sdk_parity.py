@@ -31,9 +31,9 @@ from engine import (
     when_any,
 )
 from engine.aio import DaprWorkflowClient as AsyncClient
-from engine.runtime.client import DaprWorkflowClient
+from engine.client.dapr import DaprWorkflowClient
 from engine.runtime.host import RuntimeHost
-from engine.runtime.settings import Settings
+from engine.settings import Settings
 
 pytestmark = pytest.mark.kafka
 
@@ -355,4 +355,4 @@ def test_the_examples_script_runs_a_checkout_with_only_imports_changed(
     assert rows["wrong"][0] == "0/1" and rows["wrong"][-1] == "FAIL", out
     assert "wrong: missing 'a line it never prints'" in out
     assert (tmp_path / "scratch/examples/greet.py").read_text().startswith("\nimport engine as wf\n"
-                                                                          "from engine.sdk.dapr_client import")
+                                                                          "from engine.client.dapr_client import")

@@ -11,9 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.runtime.client import DaprWorkflowClient
-from engine.runtime.settings import Settings
-from ops.kafka.process import is_running, read_pidfile
+from engine.client.dapr import DaprWorkflowClient
+from engine.settings import Settings
+from ops.process import is_running, read_pidfile
 
 pytestmark = pytest.mark.kafka
 

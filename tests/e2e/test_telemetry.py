@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import uuid
 from pathlib import Path
 
@@ -12,21 +11,16 @@ import httpx
 import pytest
 
 from engine import WorkflowStatus
-from engine.runtime.client import DaprWorkflowClient
-from engine.runtime.settings import Settings
-from engine.runtime.topics import ensure_topics
+from engine.client.dapr import DaprWorkflowClient
+from engine.settings import Settings
+from engine.topics import ensure_topics
+from ops.process import free_port
 from tests.e2e.processes import Process
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.kafka
 
 WAIT = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(port: int, path: str) -> httpx.Response | None:
@@ -51,7 +45,7 @@ def test_engine_and_worker_serve_metrics_and_a_stalled_worker_partition_is_named
     settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"tm-{uuid.uuid4().hex[:8]}.",
                                  partitions=1)
     asyncio.run(ensure_topics(settings))
-    engine_port, worker_port = _free_port(), _free_port()
+    engine_port, worker_port = free_port(), free_port()
     logs = tmp_path / "logs"
     engine = Process("engine", settings, logs, extra_env={"HEADRACE_METRICS_PORT": str(engine_port)})
     # One activity at a time and a short stall threshold: one long activity stalls the partition.

@@ -7,7 +7,6 @@ partition ran again after SIGTERM (30 -> 60 side effects), and the worker took m
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -15,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from engine import WorkflowStatus
-from engine.runtime.client import DaprWorkflowClient
-from engine.runtime.settings import Settings
-from engine.runtime.topics import ensure_topics
+from engine.client.dapr import DaprWorkflowClient
+from engine.settings import Settings
+from engine.topics import ensure_topics
 from tests.e2e.processes import Process
 from tests.helpers import eventually
 
@@ -40,15 +39,9 @@ def _marks(directory: Path, kind: str) -> list[str]:
 def _stop_and_time(worker: Process) -> float | None:
     """Seconds from SIGTERM to exit, or None when it had to be killed (checked after the marks)."""
     started = time.monotonic()
-    worker.popen.terminate()
-    try:
-        worker.popen.wait(GRACE + MARGIN)
-    except subprocess.TimeoutExpired:
-        worker.kill()
+    if not worker.stop(GRACE + MARGIN):  # SIGTERM, and SIGKILL when the grace runs out
         return None
-    elapsed = time.monotonic() - started
-    worker.stop()  # closes its log; the process is gone
-    return elapsed
+    return time.monotonic() - started
 
 
 @pytest.mark.timeout(600)

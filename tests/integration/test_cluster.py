@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ops.kafka import LocalKafka
-from ops.kafka.process import pids_mentioning
+from ops.process import pids_mentioning
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from ops.kafka.process import pids_mentioning, read_pidfile
+from ops.process import pids_mentioning, read_pidfile
 
 JAVA_HOME = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 

@@ -117,7 +117,7 @@ def test_scram_users_are_formatted_as_salted_credentials_not_passwords(tmp_path)
 
 
 def test_client_settings_of_a_secure_deployment(tmp_path):
-    from engine.runtime.settings import Settings
+    from engine.settings import Settings
 
     settings = Settings.from_env(_security(tmp_path).client_env())
     assert settings.security_protocol == "SASL_SSL"

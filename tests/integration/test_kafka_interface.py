@@ -26,9 +26,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from engine.core import commands as cmd
 from engine.runtime.host import RuntimeHost
-from engine.runtime.records import MESSAGES, WORK_ITEMS
-from engine.runtime.settings import Settings
-from engine.runtime.topics import Topics, ensure_topics, partition_count, topic_configs
+from engine.settings import Settings
+from engine.topics import Topics, ensure_topics, partition_count, topic_configs
+from engine.wire.records import MESSAGES, WORK_ITEMS
+from ops.process import Child
 from tests.api import workflows as api_workflows
 from tests.api.support import ApiServer, eventually
 
@@ -208,10 +209,12 @@ def java_worker_classpath(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"{project / 'target' / 'classes'}:{project / 'target' / 'lib'}/*"
 
 
-def start_java_worker(classpath: str, settings: Settings, markers: Path, *, hold: bool) -> subprocess.Popen[bytes]:
+def start_java_worker(classpath: str, settings: Settings, markers: Path, *, hold: bool) -> Child:
     args = ["java", "-cp", classpath, "dev.headrace.example.Worker", settings.bootstrap_servers,
             settings.topic_prefix, settings.task_queue, str(markers)]
-    return subprocess.Popen([*args, "hold"] if hold else args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = Child([*args, "hold"] if hold else args, markers.parent / "java-worker.log", label="java worker")
+    worker.start()
+    return worker
 
 
 @pytest.mark.kafka
@@ -229,14 +232,13 @@ def test_java_worker_serves_an_activity_and_survives_kill_9(kafka_bootstrap: str
     # Only an engine for the workflow: no Python worker, the activity is Java's alone.
     engine = Process("engine", settings, tmp_path / "logs", app="tests.foreign.app:runtime")
     first = start_java_worker(java_worker_classpath, settings, markers, hold=True)
-    second: subprocess.Popen[bytes] | None = None
+    second: Child | None = None
     try:
         with DaprWorkflowClient(settings=settings) as client:
             iid = client.schedule_new_workflow("foreign_echo", input={"n": 7})
             started = markers / "started-0"
             eventually(started.exists, 120, what="the Java worker received the task")
             first.kill()  # SIGKILL mid-task: no result was produced, no offset committed
-            first.wait(30)
             assert not (markers / "done-0").exists()
             started.unlink()
             second = start_java_worker(java_worker_classpath, settings, markers, hold=False)
@@ -251,5 +253,4 @@ def test_java_worker_serves_an_activity_and_survives_kill_9(kafka_bootstrap: str
         first.kill()
         if second is not None:
             second.kill()
-            second.wait(30)
         engine.stop()

@@ -9,8 +9,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from engine.runtime.settings import DAY_MS, Settings
-from engine.runtime.topics import Topics, ensure_topics
+from engine.settings import DAY_MS, Settings
+from engine.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.kafka
 

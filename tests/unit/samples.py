@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 
 from engine.core import actions as act
 from engine.core import commands as cmd
 from engine.core import events as ev
+from engine.core.state import InstanceState
 from engine.core.values import FailureDetails, ParentInstance, RuntimeStatus
 
 T = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
@@ -113,5 +115,34 @@ MESSAGES: list[object] = [
         name="charge",
         input='{"amount":5}',
         task_execution_id="te-1",
+    ),
+]
+
+#: A status record's value with every field filled in (the status topic's one type).
+STATES: list[InstanceState] = [
+    InstanceState(
+        instance_id="order-1:0004",
+        name="order_wf",
+        status=RuntimeStatus.RUNNING,
+        execution_id="exec-2",
+        run_id="exec-1",
+        input='{"id":1}',
+        output=None,
+        custom_status='"step 2"',
+        failure=FAILURE,
+        created_at=T,
+        last_updated_at=LATER,
+        completed_at=None,
+        parent=PARENT,
+        history_length=12,
+        generation=1,
+        pending_tasks=MappingProxyType({0: "charge", 3: "ship"}),
+        pending_timers=MappingProxyType({1: LATER}),
+        pending_children=MappingProxyType({2: "order-1:0004:0003"}),
+        buffered_events=1,
+        children=("order-1:0004:0003",),
+        scheduled_start=T,
+        recent_commands=("c-1", "c-2"),
+        unfinished_children=MappingProxyType({5: "order-1:0004:0006"}),
     ),
 ]

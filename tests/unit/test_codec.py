@@ -6,24 +6,27 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
-from samples import ACTIONS, EVENTS, FAILURE, MESSAGES, T
+from samples import ACTIONS, EVENTS, FAILURE, MESSAGES, STATES, T
 
 from engine.core import events as ev
 from engine.core.actions import ACTION_TYPES, CompleteWorkflow
 from engine.core.codec import Codec, encode, field_names, to_jsonable
 from engine.core.commands import MESSAGE_TYPES, ActivityWorkItem
 from engine.core.events import EVENT_TYPES
+from engine.core.state import InstanceState
 from engine.core.values import RuntimeStatus
 from engine.errors import DecodeError
 
 EVENT_CODEC = Codec(EVENT_TYPES)
 ACTION_CODEC = Codec(ACTION_TYPES)
 MESSAGE_CODEC = Codec((*MESSAGE_TYPES, ActivityWorkItem))
+STATE_CODEC = Codec((InstanceState,))
 
 CASES = (
     [(EVENT_CODEC, v) for v in EVENTS]
     + [(ACTION_CODEC, v) for v in ACTIONS]
     + [(MESSAGE_CODEC, v) for v in MESSAGES]
+    + [(STATE_CODEC, v) for v in STATES]
 )
 
 

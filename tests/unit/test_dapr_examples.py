@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.sdk.dapr_client import DaprInternalError, Settings
+from engine.client.dapr_client import DaprInternalError, Settings
 from ops.dapr_examples import dapr_test_expectations, expectations, readme_expectations, rewrite_imports
 
 
@@ -29,9 +29,9 @@ def test_only_import_lines_are_rewritten() -> None:
             DaprWorkflowContext,
         )
         from engine.aio import DaprWorkflowClient
-        from engine.sdk.dapr_client import DaprInternalError
-        from engine.sdk.dapr_client import DaprClient
-        from engine.sdk.dapr_client import Settings
+        from engine.client.dapr_client import DaprInternalError
+        from engine.client.dapr_client import DaprClient
+        from engine.client.dapr_client import Settings
         print("dapr.ext.workflow stays in strings and code")
         """)
 

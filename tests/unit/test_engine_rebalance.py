@@ -13,8 +13,8 @@ import asyncio
 from aiokafka import TopicPartition
 
 from engine.runtime.engine import Engine
-from engine.runtime.settings import Settings
 from engine.sdk.registry import Registry
+from engine.settings import Settings
 
 
 class _Owner:

@@ -8,7 +8,7 @@ import orjson
 
 from engine.core import events as ev
 from engine.runtime.history_store import CHUNK_BYTES, HISTORY_CHUNK, StoredHistory
-from engine.runtime.records import decode_events
+from engine.wire.records import decode_events
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

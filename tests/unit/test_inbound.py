@@ -11,12 +11,12 @@ from engine.core import commands as cmd
 from engine.core import events as ev
 from engine.core.cache import ExecutionCache
 from engine.core.ids import IdError, check_id, check_new_instance_id
-from engine.core.orchestrator import Orchestrator
+from engine.core.orchestrator import Disposition, Orchestrator
 from engine.core.payload import dump_payload, load_payload
 from engine.core.state import InstanceState, fold_all
 from engine.core.values import FailureDetails, ParentInstance, RuntimeStatus
 from engine.errors import DecodeError, PayloadDecodeError
-from engine.runtime.records import MESSAGES, history_chunk_key, parse_history_chunk_key
+from engine.wire.records import MESSAGES, history_chunk_key, parse_history_chunk_key
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -128,7 +128,8 @@ def test_engine_can_fail_a_start_it_cannot_apply() -> None:
     assert outcome.state.input == '"x"' and outcome.history_reset
     assert [e.seq for e in outcome.events] == [0, 1, 2, 3]
     finished = orchestrator.fail(outcome.state, FailureDetails(error_type="E", message="m"), NOW)
-    assert finished.events == [] and finished.ignored is not None
+    assert finished.events == [] and finished.unapplied is not None
+    assert finished.unapplied.disposition is Disposition.MOOT
 
 
 def _nested_failure(depth: int) -> dict[str, object]:
@@ -149,7 +150,7 @@ def test_deeply_nested_failures_are_refused_not_recursed_into() -> None:
 
 
 def test_dead_letters_hold_a_bounded_copy() -> None:
-    from engine.runtime.records import encode_dead_letter
+    from engine.wire.records import encode_dead_letter
 
     letter = orjson.loads(encode_dead_letter("why", "t", 0, 1, b"k" * 5000, b"v" * 100_000, value_limit=1000))
     assert len(letter["value"]) == 1000 and letter["value_bytes"] == 100_000

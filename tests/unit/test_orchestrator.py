@@ -11,8 +11,9 @@ from support import at, check_replay_turns
 from engine.core import commands as cmd
 from engine.core import events as ev
 from engine.core.cache import ExecutionCache
-from engine.core.orchestrator import Orchestrator, TurnOutcome
-from engine.core.state import InstanceState, fold_all
+from engine.core.effects import apply_outcome
+from engine.core.orchestrator import Disposition, Orchestrator, StateWrite, TurnOutcome, Unapplied
+from engine.core.state import InstanceState, Timer, fold_all
 from engine.core.values import FailureDetails, ParentInstance, RuntimeStatus
 
 
@@ -36,20 +37,54 @@ class Harness:
             return list(self.histories.get(iid, []))
 
         outcome = self.orchestrator.handle(self.states.get(iid), message, at(t), load)
-        if outcome.purged:
-            self.states.pop(iid, None)
-            self.histories.pop(iid, None)
-        if outcome.state is not None:
-            if outcome.history_reset:
-                self.histories[iid] = []
-            self.histories.setdefault(iid, []).extend(outcome.events)
-            self.states[iid] = outcome.state
+        apply_outcome(iid, outcome, self, message)
+        if outcome.state is not None and outcome.events:
             # The state is always the fold of the history.
             assert (
                 fold_all(InstanceState(instance_id=iid), self.histories[iid]).pending_tasks
                 == outcome.state.pending_tasks
             )
         return outcome
+
+    # The effects this harness keeps (`engine.core.effects.EffectSink`): states and histories.
+
+    def close_execution(self, instance_id, execution_id, events) -> None:
+        pass
+
+    def remove_instance(self, instance_id: str) -> None:
+        self.states.pop(instance_id, None)
+        self.histories.pop(instance_id, None)
+
+    def append_history(self, state: InstanceState, events, *, reset: bool) -> None:
+        if reset:
+            self.histories[state.instance_id] = []
+        self.histories.setdefault(state.instance_id, []).extend(events)
+
+    def put_state(self, state: InstanceState) -> None:
+        self.states[state.instance_id] = state
+
+    def send_task(self, item) -> None:
+        pass
+
+    def schedule_timer(self, timer: Timer) -> None:
+        pass
+
+    def send_message(self, message) -> None:
+        pass
+
+    def ignore(self, message, unapplied) -> None:
+        pass
+
+    def refuse(self, message, unapplied) -> None:
+        pass
+
+
+def is_refused(outcome: TurnOutcome) -> bool:
+    return outcome.unapplied is not None and outcome.unapplied.disposition is Disposition.REFUSED
+
+
+def unapplied(disposition: Disposition, reason: str) -> Unapplied:
+    return Unapplied(disposition, reason)
 
 
 def start(iid="i1", name="wf", command_id="c1", input=None, parent=None) -> cmd.StartWorkflow:
@@ -89,7 +124,7 @@ class Test_start:
         outcome = h.handle(start(input="1"), t=3)
         assert outcome.history_reset
         assert outcome.changed
-        assert outcome.ignored is None
+        assert outcome.unapplied is None
         assert [type(e).__name__ for e in outcome.events] == [
             "WorkflowStarted",
             "ExecutionStarted",
@@ -115,23 +150,23 @@ class Test_start:
         again = h.handle(start())
         assert not again.changed
         assert again.work_items == []
-        assert not again.rejected
-        assert again.ignored == "this start was applied already"
+        assert not is_refused(again)
+        assert again.unapplied == unapplied(Disposition.DUPLICATE, "this start was applied already")
 
     def test_start_over_a_running_instance_is_refused(self):
         h = Harness({"wf": two_steps})
         h.handle(start())
         refused = h.handle(start(command_id="c2"))
-        assert refused.rejected
+        assert is_refused(refused)
         assert refused.events == [] and refused.work_items == []
-        assert refused.ignored == "an active workflow with ID 'i1' already exists"
+        assert refused.unapplied == unapplied(Disposition.REFUSED, "an active workflow with ID 'i1' already exists")
         assert refused.state is not None
         assert refused.state.execution_id == "c1"
         # The refusal is recorded in the state, so the sender sees it in the status view.
         assert refused.state.recent_commands[-1] == "c2"
-        assert refused.state_changed
+        assert refused.write is StateWrite.SAVE
         again = h.handle(start(command_id="c2"))
-        assert again.rejected and not again.changed
+        assert is_refused(again) and not again.changed
 
     def test_a_child_refused_tells_its_parent(self):
         h = Harness({"wf": two_steps})
@@ -158,8 +193,9 @@ class Test_start:
         assert h.histories["i1"][0].seq == 0
         assert len(h.histories["i1"]) == 4
 
-    def test_unknown_workflow_fails_naming_it(self):
+    def test_unknown_workflow_fails_naming_it_once_its_wait_is_over(self):
         h = Harness({})
+        h.orchestrator.unknown_code_timeout = timedelta(0)  # no wait (`tests/unit/test_unknown_code.py`)
         outcome = h.handle(start(name="ghost"))
         state = outcome.state
         assert state is not None
@@ -186,13 +222,15 @@ class Test_results:
         again = h.handle(result("i1", 0, '"A"'), t=2)
         assert not again.changed
         assert again.work_items == []
-        assert again.ignored == "activity task #0 is not pending (a repeated or late result)"
+        assert again.unapplied == unapplied(
+            Disposition.DUPLICATE, "activity task #0 is not pending (a repeated or late result)"
+        )
 
     def test_result_for_an_earlier_execution_is_stale(self):
         h = Harness({"wf": two_steps})
         h.handle(start())
         stale = h.handle(result("i1", 0, execution_id="old"))
-        assert stale.ignored == "addressed to an earlier execution of the instance"
+        assert stale.unapplied == unapplied(Disposition.STALE, "addressed to an earlier execution of the instance")
         assert not stale.changed
 
     def test_failure_is_recorded_as_task_failed(self):
@@ -207,19 +245,19 @@ class Test_results:
     def test_timer_request_firing_and_refiring(self):
         h = Harness({"wf": sleeper})
         (timer,) = h.handle(start(name="wf")).timers
-        assert timer.firing == cmd.TimerFiring(
+        assert timer.message() == cmd.TimerFiring(
             instance_id="i1", execution_id="c1", timer_id=0, fire_at=at(10)
         )
-        fired = h.handle(timer.firing, t=10)
+        fired = h.handle(timer.message(), t=10)
         assert fired.state is not None
         assert fired.state.output == '"slept"'
-        again = h.handle(timer.firing, t=11)
-        assert again.ignored == "instance 'i1' is COMPLETED"
+        again = h.handle(timer.message(), t=11)
+        assert again.unapplied == unapplied(Disposition.MOOT, "instance 'i1' is COMPLETED")
 
     def test_message_for_a_missing_instance(self):
         outcome = Harness({}).handle(result("nobody", 0))
         assert outcome.state is None
-        assert outcome.ignored == "no workflow instance 'nobody' exists"
+        assert outcome.unapplied == unapplied(Disposition.NOT_FOUND, "no workflow instance 'nobody' exists")
 
     def test_work_for_a_finished_generation_is_not_handed_out(self):
         def fire_and_forget(ctx):
@@ -248,7 +286,7 @@ class Test_commands:
         h = Harness({"plain": lambda ctx: 1})
         h.handle(start(name="plain"))
         outcome = h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r1", name="x"))
-        assert outcome.ignored == "instance 'i1' is COMPLETED"
+        assert outcome.unapplied == unapplied(Disposition.MOOT, "instance 'i1' is COMPLETED")
         assert not outcome.changed
 
     def test_suspend_and_resume_are_idempotent(self):
@@ -256,11 +294,11 @@ class Test_commands:
         h.handle(start())
         suspend = cmd.SuspendWorkflow(instance_id="i1", command_id="s1")
         resume = cmd.ResumeWorkflow(instance_id="i1", command_id="s2")
-        assert h.handle(resume).ignored == "not suspended"
+        assert h.handle(resume).unapplied == unapplied(Disposition.MOOT, "not suspended")
         assert h.handle(suspend).state.status is RuntimeStatus.SUSPENDED
-        assert h.handle(suspend).ignored == "command s1 was applied already"
+        assert h.handle(suspend).unapplied == unapplied(Disposition.DUPLICATE, "command s1 was applied already")
         again = cmd.SuspendWorkflow(instance_id="i1", command_id="s3")
-        assert h.handle(again).ignored == "already suspended"
+        assert h.handle(again).unapplied == unapplied(Disposition.MOOT, "already suspended")
         held = h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r1", name="go", input="1"))
         assert held.state is not None
         assert held.state.status is RuntimeStatus.SUSPENDED
@@ -279,7 +317,7 @@ class Test_commands:
         assert "r1" in first.state.recent_commands
         second = h.handle(raise_once)
         assert second.events == []
-        assert second.ignored == "command r1 was applied already"
+        assert second.unapplied == unapplied(Disposition.DUPLICATE, "command r1 was applied already")
 
     @pytest.mark.parametrize("recursive", [True, False])
     def test_terminate_reaches_running_children_when_recursive(self, recursive):
@@ -324,10 +362,11 @@ class Test_commands:
         h = Harness({"wf": waiter})
         h.handle(start())
         outcome = h.handle(cmd.PurgeWorkflow(instance_id="i1", command_id="x"))
-        assert outcome.rejected
-        assert not outcome.purged
-        assert "RUNNING" in (outcome.ignored or "")
-        assert "only COMPLETED, FAILED or TERMINATED" in outcome.ignored
+        assert is_refused(outcome)
+        assert outcome.write is not StateWrite.PURGE
+        assert outcome.unapplied is not None
+        assert "RUNNING" in outcome.unapplied.reason
+        assert "only COMPLETED, FAILED or TERMINATED" in outcome.unapplied.reason
 
     def test_purge_recurses_to_every_child_in_history(self):
         def two_children(ctx):
@@ -341,7 +380,7 @@ class Test_commands:
             messages.extend(h.handle(message).messages)
         assert h.states["p"].status is RuntimeStatus.COMPLETED
         outcome = h.handle(cmd.PurgeWorkflow(instance_id="p", command_id="pg"))
-        assert outcome.purged
+        assert outcome.write is StateWrite.PURGE
         assert outcome.state is None
         assert [(m.instance_id, m.command_id) for m in outcome.messages] == [
             ("p:0001", "pg:p:0001"),
@@ -349,7 +388,7 @@ class Test_commands:
         ]
         assert "p" not in h.states
         flat = h.handle(cmd.PurgeWorkflow(instance_id="p:0001", command_id="pg2", recursive=False))
-        assert flat.purged
+        assert flat.write is StateWrite.PURGE
         assert flat.messages == []
 
 
@@ -387,7 +426,7 @@ def finish_parent(h: Harness) -> cmd.StartWorkflow:
     first = h.handle(start(name="parent", iid="p"))
     (child_start,) = first.messages
     (timer,) = first.timers
-    h.handle(timer.firing, t=1)
+    h.handle(timer.message(), t=1)
     assert h.states["p"].status is RuntimeStatus.COMPLETED
     assert isinstance(child_start, cmd.StartWorkflow)
     return child_start
@@ -402,10 +441,10 @@ class Test_restart_while_a_child_runs:
         assert dict(h.states["p"].unfinished_children) == {0: "p-child"}
         h.handle(child_start)
         refused = h.handle(start(name="parent", iid="p", command_id="c2"))
-        assert refused.rejected
-        assert refused.ignored == (
+        assert refused.unapplied == unapplied(
+            Disposition.REFUSED,
             "cannot recreate workflow with ID 'p': child workflow 'p-child': orchestration has not "
-            "yet completed"
+            "yet completed",
         )
         assert refused.state is not None and refused.state.recent_commands[-1] == "c2"
         # The child ends: its result reaches the finished parent, which lets go of it.
@@ -413,10 +452,10 @@ class Test_restart_while_a_child_runs:
             cmd.RaiseEvent(instance_id="p-child", command_id="r", name="go", input="1")
         ).messages
         late = h.handle(report)
-        assert late.state_changed and not late.events and late.ignored is None
+        assert late.write is StateWrite.SAVE and not late.events and late.unapplied is None
         assert late.state is not None and not late.state.unfinished_children
         again = h.handle(start(name="parent", iid="p", command_id="c3"))
-        assert not again.rejected
+        assert not is_refused(again)
         assert again.state is not None and again.state.run_id == "c3"
         assert not again.state.unfinished_children
 
@@ -430,7 +469,7 @@ class Test_restart_while_a_child_runs:
         h.handle(report)
         assert h.states["p"].status is RuntimeStatus.COMPLETED
         assert not h.states["p"].unfinished_children
-        assert not h.handle(start(name="parent", iid="p", command_id="c2")).rejected
+        assert not is_refused(h.handle(start(name="parent", iid="p", command_id="c2")))
 
     def test_a_child_made_in_the_last_turn_is_never_started_and_does_not_block(self):
         h = Harness({"parent": child_in_last_turn, "waiter": waiter})
@@ -438,7 +477,7 @@ class Test_restart_while_a_child_runs:
         assert done.messages == []
         assert done.state is not None and done.state.status is RuntimeStatus.COMPLETED
         assert not done.state.unfinished_children
-        assert not h.handle(start(name="parent", iid="p", command_id="c2")).rejected
+        assert not is_refused(h.handle(start(name="parent", iid="p", command_id="c2")))
 
     def test_a_terminated_parent_waits_for_its_terminated_children(self):
         h = Harness({"parent": parent_wf, "waiter": waiter})
@@ -446,11 +485,11 @@ class Test_restart_while_a_child_runs:
         h.handle(child_start)
         stop = h.handle(cmd.TerminateWorkflow(instance_id="p", command_id="t", recursive=True))
         assert h.states["p"].status is RuntimeStatus.TERMINATED
-        assert h.handle(start(name="parent", iid="p", command_id="c2")).rejected
+        assert is_refused(h.handle(start(name="parent", iid="p", command_id="c2")))
         (child_stop,) = stop.messages
         (report,) = h.handle(child_stop).messages
         h.handle(report)
-        assert not h.handle(start(name="parent", iid="p", command_id="c3")).rejected
+        assert not is_refused(h.handle(start(name="parent", iid="p", command_id="c3")))
 
     def test_a_result_for_another_run_or_task_changes_nothing(self):
         h = Harness({"parent": forgets_its_child, "waiter": waiter})
@@ -477,10 +516,11 @@ class Test_continue_as_new:
         h = Harness({"wf": looper})
         first = h.handle(start(input="0"))
         h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r", name="kept", input='"e"'), t=0.5)
-        outcome = h.handle(first.timers[0].firing, t=1)
+        outcome = h.handle(first.timers[0].message(), t=1)
         assert outcome.history_reset
-        ((closed_id, closed_events),) = outcome.closed
-        assert closed_id == "c1"
+        (closed,) = outcome.closed
+        closed_events = closed.events
+        assert closed.execution_id == "c1"
         assert isinstance(closed_events[-1], ev.ContinuedAsNew)
         assert closed_events[-1].carryover_events == 1
         state = outcome.state
@@ -498,9 +538,9 @@ class Test_continue_as_new:
             "WorkflowCompleted",
         ]
         assert [e.seq for e in outcome.events] == [0, 1, 2, 3, 4]
-        assert outcome.timers[0].firing.execution_id == expected_id
+        assert outcome.timers[0].execution_id == expected_id
         # The late firing of the old generation is stale; the new one proceeds.
-        assert h.handle(first.timers[0].firing, t=2).ignored is not None
+        assert h.handle(first.timers[0].message(), t=2).unapplied is not None
         check_replay_turns("i1", h.workflows.get, h.histories["i1"])
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
-from samples import ACTIONS, EVENTS, MESSAGES
+from samples import ACTIONS, EVENTS, MESSAGES, STATES
 
 from engine.core import schema
 from engine.core.codec import Codec, encode
@@ -19,7 +19,7 @@ from engine.errors import DecodeError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
-ALL_SAMPLES = [*EVENTS, *ACTIONS, *MESSAGES]
+ALL_SAMPLES = [*EVENTS, *ACTIONS, *MESSAGES, *STATES]
 
 # jsonschema checks "date-time" only when the optional rfc3339-validator is installed; this is the
 # RFC 3339 `date-time` production, checked here so the test does not depend on that extra.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 
@@ -12,6 +11,7 @@ import pytest
 
 from engine.runtime import telemetry
 from engine.runtime.telemetry import EngineMetrics, Problem, TelemetryServer, WorkerMetrics
+from ops.process import free_port
 
 
 class Role:
@@ -46,15 +46,9 @@ def loop() -> Iterator[LoopThread]:
     thread.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def server(loop: LoopThread) -> Iterator[TelemetryServer]:
-    srv = TelemetryServer(_free_port())
+    srv = TelemetryServer(free_port())
     srv.start(loop.loop)
     yield srv
     srv.stop()

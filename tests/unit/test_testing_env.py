@@ -288,7 +288,8 @@ class Test_authoring_features:
     def test_unknown_workflow_fails_naming_it(self, env):
         iid = env.schedule_new_workflow("not_registered")
         env.run()
-        state = env.get_workflow_state(iid)
+        assert env.get_workflow_state(iid).runtime_status is WorkflowStatus.PENDING  # waits for its code
+        state = env.wait_for_workflow_completion(iid)
         assert state.runtime_status is WorkflowStatus.FAILED
         assert state.failure_details.error_type == "UnknownWorkflowError"
         assert "'not_registered'" in state.failure_details.message
@@ -296,6 +297,8 @@ class Test_authoring_features:
     def test_unknown_activity_fails_the_task_naming_it(self, env):
         iid = env.schedule_new_workflow(calls_missing)
         env.run()
+        assert env.get_workflow_state(iid).runtime_status is WorkflowStatus.RUNNING  # handed on, waiting
+        env.wait_for_workflow_completion(iid)
         error_type, message = output(env, iid)
         assert error_type == "UnknownActivityError"
         assert "'no_such_activity'" in message
@@ -482,7 +485,7 @@ class Test_children_and_timers:
 
     def test_unknown_child_workflow_fails_the_parent_task(self, env):
         iid = env.schedule_new_workflow(parent_of_unknown)
-        env.run()
+        env.wait_for_workflow_completion(iid)  # the child waits for its code, then fails
         error_type, message = output(env, iid)
         assert error_type == "UnknownWorkflowError"
         assert "'no_such_workflow'" in message

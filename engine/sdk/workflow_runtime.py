@@ -33,7 +33,7 @@ class WorkflowRuntime:
     ) -> None:
         """Dapr's arguments are accepted; the ones with a meaning here map onto Headrace settings.
 
-        Any other keyword is a Headrace setting (see `engine.runtime.settings.Settings`), e.g.
+        Any other keyword is a Headrace setting (see `engine.settings.Settings`), e.g.
         `bootstrap_servers=` or `topic_prefix=`.
         """
         self.registry = Registry()

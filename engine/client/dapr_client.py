@@ -2,7 +2,7 @@
 
 Dapr's examples import `DaprInternalError` (`dapr.clients.exceptions`), `Settings`
 (`dapr.conf`) and, in human_approval, `DaprClient` for its `raise_workflow_event`. Here they are,
-so such a program runs with its imports pointed at `engine.sdk.dapr_client`:
+so such a program runs with its imports pointed at `engine.client.dapr_client`:
 
 - `DaprClient`: the workflow methods of Dapr's older `DaprClient` (`raise_workflow_event`,
   `pause_workflow`, `resume_workflow`, `terminate_workflow`, `purge_workflow`), over a
@@ -74,7 +74,7 @@ class DaprClient:
 
     def __init__(self, address: str | None = None, *args: Any, settings: Any = None, **kwargs: Any) -> None:
         """Dapr's arguments (address, headers, timeouts, …) are accepted and ignored; `settings` is Headrace's."""
-        from ..runtime.client import DaprWorkflowClient  # Kafka is only imported by programs that use it
+        from .dapr import DaprWorkflowClient  # Kafka is only imported by programs that use it
 
         self._client = DaprWorkflowClient(settings=settings)
 

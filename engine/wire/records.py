@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from types import MappingProxyType
-from typing import Any
 
 import orjson
 
-from ..core.codec import Codec, to_jsonable
+from ..core.codec import Codec, encode, to_jsonable
 from ..core.commands import MESSAGE_TYPES, ActivityWorkItem
 from ..core.events import EVENT_TYPES, HistoryEvent
 from ..core.state import InstanceState
-from ..core.values import FailureDetails, ParentInstance, RuntimeStatus
 from ..errors import DecodeError
 
 __all__ = [
     "EVENTS",
     "MESSAGES",
+    "STATES",
     "WORK_ITEMS",
     "decode_events",
     "decode_state",
@@ -35,100 +32,22 @@ MESSAGES = Codec(MESSAGE_TYPES)
 WORK_ITEMS = Codec((ActivityWorkItem,))
 EVENTS = Codec(EVENT_TYPES)
 
-_STATE_VERSION = 1
-
 #: Longest key copied into a dead letter (IDs the engine accepts are at most 1 KiB).
 DEAD_LETTER_KEY_BYTES = 1024
 
+#: The status record's value: `InstanceState` in the codec's wire form, described by
+#: `schemas/state/InstanceState.json`. Records written before the codec wrote it (the same fields,
+#: hand-listed) decode unchanged.
+STATES = Codec((InstanceState,))
+
 
 def encode_state(state: InstanceState) -> bytes:
-    return orjson.dumps(
-        {
-            "type": "InstanceState",
-            "version": _STATE_VERSION,
-            "instance_id": state.instance_id,
-            "name": state.name,
-            "status": state.status,
-            "execution_id": state.execution_id,
-            "run_id": state.run_id,
-            "input": state.input,
-            "output": state.output,
-            "custom_status": state.custom_status,
-            "failure": state.failure,
-            "created_at": state.created_at,
-            "last_updated_at": state.last_updated_at,
-            "completed_at": state.completed_at,
-            "parent": state.parent,
-            "history_length": state.history_length,
-            "generation": state.generation,
-            "pending_tasks": dict(state.pending_tasks),
-            "pending_timers": dict(state.pending_timers),
-            "pending_children": dict(state.pending_children),
-            "buffered_events": state.buffered_events,
-            "children": state.children,
-            "recent_commands": state.recent_commands,
-            "scheduled_start": state.scheduled_start,
-            "unfinished_children": dict(state.unfinished_children),
-        },
-        option=orjson.OPT_NON_STR_KEYS,
-    )
-
-
-def _dt(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def _failure(value: Any) -> FailureDetails | None:
-    if value is None:
-        return None
-    return FailureDetails(
-        error_type=value["error_type"],
-        message=value["message"],
-        stack_trace=value.get("stack_trace"),
-        inner=_failure(value.get("inner")),
-        non_retriable=value.get("non_retriable", False),
-    )
+    return encode(state)
 
 
 def decode_state(data: bytes) -> InstanceState:
-    try:
-        raw = orjson.loads(data)
-        if raw.get("version") != _STATE_VERSION:
-            raise DecodeError(f"unsupported InstanceState version {raw.get('version')!r}")
-        parent = raw["parent"]
-        return InstanceState(
-            instance_id=raw["instance_id"],
-            name=raw["name"],
-            status=RuntimeStatus(raw["status"]),
-            execution_id=raw["execution_id"],
-            run_id=raw["run_id"],
-            input=raw["input"],
-            output=raw["output"],
-            custom_status=raw["custom_status"],
-            failure=_failure(raw["failure"]),
-            created_at=_dt(raw["created_at"]),
-            last_updated_at=_dt(raw["last_updated_at"]),
-            completed_at=_dt(raw["completed_at"]),
-            parent=None if parent is None else ParentInstance(**parent),
-            history_length=raw["history_length"],
-            generation=raw["generation"],
-            pending_tasks=MappingProxyType({int(k): v for k, v in raw["pending_tasks"].items()}),
-            pending_timers=MappingProxyType(
-                {int(k): datetime.fromisoformat(v) for k, v in raw["pending_timers"].items()}
-            ),
-            pending_children=MappingProxyType({int(k): v for k, v in raw["pending_children"].items()}),
-            buffered_events=raw["buffered_events"],
-            children=tuple(raw["children"]),
-            recent_commands=tuple(raw.get("recent_commands", ())),
-            scheduled_start=_dt(raw.get("scheduled_start")),
-            unfinished_children=MappingProxyType(
-                {int(k): v for k, v in raw.get("unfinished_children", {}).items()}
-            ),
-        )
-    except DecodeError:
-        raise
-    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
-        raise DecodeError(f"invalid InstanceState record: {exc}") from None
+    state: InstanceState = STATES.decode(data)
+    return state
 
 
 def encode_events(instance_id: str, execution_id: str, events: Sequence[HistoryEvent]) -> bytes:

@@ -1,0 +1,315 @@
+"""The status follower: every followed instance's latest state, read from the compacted status topic.
+
+One follower serves every reader of the status topic: the Python client (which follows only the
+partitions of the instances it is asked about, added as it goes), the REST API (every partition,
+with positions for its read barrier, lag for its metrics and an observer that sees every change),
+and the tools (the benchmark's and the chaos runs' load generators, which subscribe to changes).
+
+What it guarantees:
+- `states` holds the latest decoded state of every instance of the followed partitions; a
+  tombstone (a purge) removes the instance. An unreadable record (a key that is not UTF-8, a
+  value the codec refuses) is logged and skipped: one bad record never stops the follower.
+- `position(p)` is the next offset to read; it moves over transaction markers too, so it reaches
+  the end offset a `read_committed` reader sees.
+- Waiters (`wait_for`, `wait_position`, `changed`) are woken after every poll round; subscribers
+  are told of every state applied, in order, so no transient state is missed.
+- Nothing awaits the reading task: it outlives any error. A Kafka or network error rebuilds the
+  consumer at the positions reached (a whole-cluster restart can leave a consumer broken for
+  good); anything else is retried on the same consumer after a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+
+from ..core.state import InstanceState
+from ..errors import DecodeError
+from ..settings import Settings
+from ..topics import Topics, partition_count
+from ..wire.records import decode_state
+from .consumer import committed_reader
+
+__all__ = ["Observer", "StatusFollower"]
+
+log = logging.getLogger(__name__)
+
+#: Told of every state the follower applies: the instance's new state, or None once it is removed.
+Observer = Callable[[str, InstanceState | None], None]
+
+_POLL_MS = 200
+_MAX_RECORDS = 5000
+#: Back-off before reading again after an error (a pause, not a wait for a condition).
+_RETRY_S = 1.0
+
+
+class StatusFollower:
+    """Follows the status topic (every partition, or those added with `follow`) from the beginning."""
+
+    def __init__(self, settings: Settings, *, partitions: Iterable[int] | None = None,
+                 observer: Observer | None = None) -> None:
+        self.settings = settings
+        self.topic = Topics.for_settings(settings).status
+        self.states: dict[str, InstanceState] = {}
+        #: Set once the partitions followed from `start()` were read to the end they had then.
+        self.caught_up = asyncio.Event()
+        #: Partitions of the status topic (known after `start()`).
+        self.partitions = 0
+        self._initial = None if partitions is None else tuple(partitions)
+        self._observers: list[Observer] = [] if observer is None else [observer]
+        #: Next offset to read, per followed partition.
+        self._positions: dict[int, int] = {}
+        #: Partitions still on their first read, with the end offset it must reach.
+        self._targets: dict[int, int] = {}
+        self._reached: dict[int, asyncio.Event] = {}
+        #: The partitions followed from `start()` whose first read has not reached its end yet.
+        self._first_reads: set[int] = set()
+        self._changed = asyncio.Condition()
+        self._applied_rounds = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._partitioner = DefaultPartitioner()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        count = await partition_count(self.settings, self.topic)
+        if not count:
+            raise RuntimeError(f"topic {self.topic} does not exist: start an engine first")
+        self.partitions = count
+        consumer = committed_reader(self.settings)
+        await consumer.start()
+        self._consumer = consumer
+        wanted = list(range(count) if self._initial is None else self._initial)
+        self._first_reads = set(wanted)
+        try:
+            await self._add(wanted)
+        except BaseException:
+            self._consumer = None
+            await consumer.stop()
+            raise
+        self._check_targets()
+        self._task = asyncio.create_task(self._run(), name=f"headrace-status-follower-{self.topic}")
+
+    async def stop(self) -> None:
+        await self._stop_task()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    # -- what it follows ---------------------------------------------------------------------
+
+    def partition_of(self, instance_id: str) -> int:
+        """The instance's partition (the Java client's murmur2 partitioner, as the engine's)."""
+        every = list(range(self.partitions))
+        return int(self._partitioner(instance_id.encode(), every, every))
+
+    async def follow(self, partition: int) -> None:
+        """Follow `partition` too (read from its beginning); return once it was read up to its end
+        as of the first call for it."""
+        event = self._reached.get(partition)
+        if event is None:
+            async with self._lock:
+                event = self._reached.get(partition)
+                if event is None:
+                    await self._stop_task()
+                    await self._add([partition])
+                    self._check_targets()
+                    event = self._reached[partition]
+                    self._task = asyncio.create_task(self._run(), name=f"headrace-status-follower-{self.topic}")
+        await event.wait()
+
+    async def follow_instance(self, instance_id: str) -> None:
+        await self.follow(self.partition_of(instance_id))
+
+    async def _add(self, partitions: list[int]) -> None:
+        """Assign the followed partitions plus `partitions` (new ones from the beginning). The
+        reading task must not run: aiokafka's assign() replaces the assignment and forgets every
+        position, so the kept ones are sought back."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("the status follower is not started")
+        if not partitions:
+            return
+        new = [TopicPartition(self.topic, p) for p in partitions]
+        consumer.assign([*(TopicPartition(self.topic, p) for p in self._positions), *new])
+        for p, offset in self._positions.items():
+            consumer.seek(TopicPartition(self.topic, p), offset)
+        await consumer.seek_to_beginning(*new)
+        ends = await consumer.end_offsets(new)
+        for tp in new:
+            self._positions[tp.partition] = int(await consumer.position(tp))
+            self._reached[tp.partition] = asyncio.Event()
+            self._targets[tp.partition] = int(ends[tp])
+
+    # -- subscribers and waiters ---------------------------------------------------------------
+
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        """Tell `observer` of every state applied from now on; returns the unsubscribe function."""
+        self._observers.append(observer)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._observers.remove(observer)
+
+        return unsubscribe
+
+    def position(self, partition: int) -> int:
+        """The next offset of `partition` to read (0 before it is followed)."""
+        return self._positions.get(partition, 0)
+
+    async def wait_position(self, partition: int, offset: int, timeout: float | None) -> None:  # noqa: ASYNC109
+        """Wait until `partition` was read up to `offset`; raises TimeoutError."""
+        await self._wait(lambda: self.position(partition) >= offset, timeout)
+
+    async def wait_for(self, instance_id: str, done: Callable[[InstanceState | None], bool],
+                       timeout: float | None) -> InstanceState | None:  # noqa: ASYNC109 - Dapr's client API
+        """Wait until `done(state)` holds for the instance; None timeout waits forever."""
+        await self._wait(lambda: done(self.states.get(instance_id)), timeout)
+        return self.states.get(instance_id)
+
+    async def changed(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait for the next poll round that applied records; raises TimeoutError."""
+        seen = self._applied_rounds
+        await self._wait(lambda: self._applied_rounds > seen, timeout)
+
+    async def _wait(self, condition: Callable[[], bool], timeout: float | None) -> None:  # noqa: ASYNC109
+        async def until() -> None:
+            async with self._changed:
+                await self._changed.wait_for(condition)
+
+        await asyncio.wait_for(until(), timeout)
+
+    async def lag(self) -> int:
+        """Records not read yet, from the ends the consumer already knows (no request)."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        behind = 0
+        for tp in consumer.assignment():
+            end = consumer.last_stable_offset(tp)
+            if end is None:
+                end = consumer.highwater(tp)
+            if end is not None:
+                behind += max(0, int(end) - self.position(tp.partition))
+        return behind
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the reading task ended, if it did with an error."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
+
+    @property
+    def following(self) -> bool:
+        task = self._task
+        return task is not None and not task.done()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def _stop_task(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        broken = False
+        while True:
+            try:
+                if broken:
+                    await self._reconnect()
+                    broken = False
+                consumer = self._consumer
+                if consumer is None:
+                    return
+                await self._round(consumer)
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, OSError) as exc:
+                log.warning("status follower of %s: %r; reconnecting at the positions reached in %g s",
+                            self.topic, exc, _RETRY_S)
+                broken = True
+                await asyncio.sleep(_RETRY_S)
+            except Exception:
+                log.exception("status follower of %s: reading failed; trying again in %g s", self.topic, _RETRY_S)
+                await asyncio.sleep(_RETRY_S)
+
+    async def _reconnect(self) -> None:
+        """A new consumer at the positions reached; the old one is stopped only once it stands."""
+        consumer = committed_reader(self.settings)
+        try:
+            await consumer.start()
+            tps = {p: TopicPartition(self.topic, p) for p in self._positions}
+            consumer.assign(list(tps.values()))
+            for p, tp in tps.items():
+                consumer.seek(tp, self._positions[p])
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
+        old, self._consumer = self._consumer, consumer
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.stop()
+
+    async def _round(self, consumer: AIOKafkaConsumer) -> None:
+        batches = await consumer.getmany(timeout_ms=_POLL_MS, max_records=_MAX_RECORDS)
+        for tp, records in batches.items():
+            for record in records:
+                self._apply(record.key, record.value)
+                self._positions[tp.partition] = record.offset + 1
+        # Positions also move over transaction markers, which come with no record: read them on
+        # every round, not only when records came.
+        for tp in consumer.assignment():
+            self._positions[tp.partition] = int(await consumer.position(tp))
+        self._check_targets()
+        async with self._changed:
+            if batches:
+                self._applied_rounds += 1
+            self._changed.notify_all()
+
+    def _check_targets(self) -> None:
+        for p, end in list(self._targets.items()):
+            if self._positions.get(p, 0) >= end:
+                del self._targets[p]
+                self._reached[p].set()
+                self._first_reads.discard(p)
+        if not self._first_reads and self._consumer is not None:
+            self.caught_up.set()
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        try:
+            iid = key.decode()
+        except UnicodeDecodeError:
+            log.error("status record with a key that is not UTF-8 (%r): skipped", key[:100])
+            return
+        state: InstanceState | None
+        if value is None:
+            state = None
+            self.states.pop(iid, None)
+        else:
+            try:
+                state = decode_state(value)
+            except DecodeError as exc:
+                log.error("unreadable status record for %r: %s", iid[:200], exc)
+                return
+            self.states[iid] = state
+        for observer in list(self._observers):
+            try:
+                observer(iid, state)
+            except Exception:
+                # An observer's bug must not cost the records after this one.
+                log.exception("observer of the status follower failed on %r", iid[:200])

@@ -1,0 +1,127 @@
+"""The one rule for reading committed partitions to their end.
+
+A read captures each partition's end (for a `read_committed` consumer, the last stable offset: all
+the engine had committed) when it starts and reads until every partition's position reaches it.
+Positions count transaction markers, which take an offset but carry no record; aiokafka moves the
+position over them when it skips a control batch, so the end is reached even when the last offsets
+are markers. In case a position stops moving anyway (the broker stopped answering, or no fetch ever
+returns the trailing markers), the read also ends after `idle_s` seconds without any position
+moving: the one idle rule. A caller that must not return a partial read passes `idle_s=None` and
+bounds the read with a deadline of its own (`asyncio.timeout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from typing import TypeAlias
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from ..settings import Settings
+from ..topics import partition_count
+from .consumer import committed_reader
+
+__all__ = ["IDLE_S", "READ_FETCH_BYTES", "Record", "latest_by_key", "read_to_end", "reading"]
+
+log = logging.getLogger(__name__)
+
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+#: How long a read to the end waits with no position moving before it ends (see the docstring).
+IDLE_S = 1.5
+#: Per-partition fetch size of whole-partition reads: restores and the tools read big batches.
+READ_FETCH_BYTES = 8 * 1024 * 1024
+_POLL_MS = 200
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer,
+    starts: Mapping[TopicPartition, int | None],
+    *,
+    ends: Mapping[TopicPartition, int] | None = None,
+    max_records: int = 10_000,
+    idle_s: float | None = IDLE_S,
+) -> AsyncGenerator[list[Record], None]:
+    """Assign `starts`' partitions (each from its offset, None: from its beginning) and yield the
+    records fetched until every position reaches its end (`ends`, else the end offsets now).
+
+    Batches are a partition's records in offset order; a batch may run past the end (records
+    committed since the read started). The consumer is left assigned; the caller owns it.
+    """
+    tps = list(starts)
+    if not tps:
+        return
+    consumer.assign(tps)
+    from_beginning = [tp for tp, offset in starts.items() if offset is None]
+    if from_beginning:
+        await consumer.seek_to_beginning(*from_beginning)
+    for tp, offset in starts.items():
+        if offset is not None:
+            consumer.seek(tp, offset)
+    stop_at = dict(ends) if ends is not None else await consumer.end_offsets(tps)
+    positions = {tp: await consumer.position(tp) for tp in tps}
+    loop = asyncio.get_running_loop()
+    moved_at = loop.time()
+    while True:
+        behind = [tp for tp in tps if positions[tp] < stop_at[tp]]
+        if not behind:
+            return
+        if idle_s is not None and loop.time() - moved_at >= idle_s:
+            log.warning("reading %s to its end: no progress for %.1f s at %s (ends %s); stopping there",
+                        sorted({tp.topic for tp in behind}), idle_s,
+                        {tp.partition: positions[tp] for tp in behind},
+                        {tp.partition: stop_at[tp] for tp in behind})
+            return
+        batches = await consumer.getmany(*behind, timeout_ms=_POLL_MS, max_records=max_records)
+        for records in batches.values():
+            if records:
+                yield records
+        for tp in behind:
+            position = await consumer.position(tp)
+            if position != positions[tp]:
+                positions[tp] = position
+                moved_at = loop.time()
+
+
+@contextlib.asynccontextmanager
+async def reading(
+    settings: Settings, topic: str, partitions: Iterable[int] | None = None, *, idle_s: float | None = IDLE_S
+) -> AsyncIterator[AsyncIterator[list[Record]]]:
+    """A consumer of its own reading `topic` (the given partitions, else all) from the beginning
+    to the end, stopped when the block ends. An absent topic reads as empty.
+
+        async with reading(settings, topic) as batches:
+            async for records in batches: ...
+    """
+    numbers = list(range(await partition_count(settings, topic)) if partitions is None else partitions)
+    consumer = committed_reader(settings, max_partition_fetch_bytes=READ_FETCH_BYTES)
+    await consumer.start()
+    try:
+        starts: dict[TopicPartition, int | None] = {TopicPartition(topic, p): None for p in numbers}
+        batches = read_to_end(consumer, starts, idle_s=idle_s)
+        try:
+            yield batches
+        finally:
+            await batches.aclose()
+    finally:
+        await consumer.stop()
+
+
+async def latest_by_key(settings: Settings, topic: str, partition: int, only: bytes | None = None,
+                        headers: dict[bytes, Sequence[tuple[str, bytes]]] | None = None) -> dict[bytes, bytes | None]:
+    """The latest committed value of every key (or of key `only`) in one partition of a compacted
+    topic; None is a tombstone. Records without a key are skipped. With `headers`, the latest
+    record's headers of each key go there too (the engine's trace contexts, engine.tracing)."""
+    latest: dict[bytes, bytes | None] = {}
+    async with reading(settings, topic, [partition]) as batches:
+        async for records in batches:
+            for record in records:
+                if record.key is not None and (only is None or record.key == only):
+                    latest[record.key] = record.value
+                    if headers is not None:
+                        headers[record.key] = record.headers
+    return latest

@@ -1,0 +1,68 @@
+"""The Python client's status view reads only the partitions of the instances it is asked about."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from engine.core.state import InstanceState
+from engine.core.values import RuntimeStatus
+from engine.read.status import StatusFollower
+from engine.settings import Settings
+from engine.topics import Topics, ensure_topics
+from engine.wire.records import encode_state
+
+pytestmark = pytest.mark.kafka
+
+INSTANCES = 4000
+
+
+async def test_a_client_reads_only_the_partitions_it_touches(kafka_bootstrap: str) -> None:
+    settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"reads-{uuid.uuid4().hex[:8]}.",
+                                 partitions=8)
+    await ensure_topics(settings)
+    topic = Topics.for_settings(settings).status
+    producer = AIOKafkaProducer(**settings.client_kwargs(), linger_ms=20)
+    await producer.start()
+    try:
+        for n in range(INSTANCES):
+            state = InstanceState(instance_id=f"wf-{n}", name="wf", status=RuntimeStatus.COMPLETED,
+                                  execution_id=f"e{n}", run_id=f"e{n}")
+            await producer.send(topic, encode_state(state), key=state.instance_id.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    view = StatusFollower(settings, partitions=())  # as the Python client makes it
+    started = time.monotonic()
+    await view.start()
+    made = time.monotonic() - started
+    try:
+        assert view.states == {}  # creating a client reads nothing
+        await view.follow_instance("wf-7")
+        first = time.monotonic() - started - made
+        assert view.states["wf-7"].run_id == "e7"
+        mine = view.partition_of("wf-7")
+        same = {f"wf-{n}" for n in range(INSTANCES) if view.partition_of(f"wf-{n}") == mine}
+        assert set(view.states) == same  # that partition, all of it, and nothing else
+        assert len(same) < INSTANCES / 4
+        # A second partition joins without reading the first one again.
+        other = next(f"wf-{n}" for n in range(INSTANCES) if view.partition_of(f"wf-{n}") != mine)
+        await view.follow_instance(other)
+        assert other in view.states and same <= set(view.states)
+    finally:
+        await view.stop()
+
+    whole = StatusFollower(settings)  # every partition, as the REST API follows them
+    started = time.monotonic()
+    await whole.start()
+    await whole.caught_up.wait()
+    everything = time.monotonic() - started
+    await whole.stop()
+    assert len(whole.states) == INSTANCES
+    print(f"\nclient view over {INSTANCES} instances in 8 partitions: created in {made * 1000:.0f} ms, first look-up "
+          f"read {len(same)} states in {first * 1000:.0f} ms; the whole-topic view read {INSTANCES} in "
+          f"{everything * 1000:.0f} ms")

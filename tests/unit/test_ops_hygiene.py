@@ -1,0 +1,91 @@
+"""The `headrace` command's options, settings declared once, and the process helper (no Kafka)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from api.settings import ApiSettings
+from engine.settings import Settings, env_of, read_env
+from ops.cli import build_parser
+from ops.process import Child, ChildError, free_ports, identify, is_running
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["workflow", "list", "-o", "json", "--api-url", "http://api:1"],
+        ["workflow", "-o", "json", "--api-url", "http://api:1", "list"],
+        ["workflow", "-o", "table", "list", "--output", "json", "--api-url", "http://api:1"],
+    ],
+)
+def test_workflow_options_are_accepted_before_and_after_the_verb(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.verb, args.output, args.api_url) == ("list", "json", "http://api:1")
+
+
+def test_an_option_before_the_verb_is_not_reset_by_the_verbs_defaults() -> None:
+    args = build_parser().parse_args(["workflow", "--timeout", "3", "get", "abc"])
+    assert (args.timeout, args.output, args.instance_id) == (3.0, "table", "abc")
+
+
+def test_kafka_state_dir_is_accepted_after_the_verb(tmp_path: Path) -> None:
+    assert build_parser().parse_args(["kafka", "up", "--state-dir", str(tmp_path)]).state_dir == str(tmp_path)
+    assert build_parser().parse_args(["kafka", "--state-dir", str(tmp_path), "status"]).state_dir == str(tmp_path)
+
+
+def test_every_setting_has_one_environment_variable_and_round_trips() -> None:
+    names = [env_of(Settings, f.name).name for f in fields(Settings)]
+    api_names = [env_of(ApiSettings, f.name).name for f in fields(ApiSettings) if f.name != "engine"]
+    assert len(set(names + api_names)) == len(names) + len(api_names)
+    custom = Settings(topic_prefix="", partitions=3, stall_seconds=2.5, sasl_username="u")
+    assert Settings.from_env(custom.to_env()) == custom
+
+
+@pytest.mark.parametrize(
+    ("cls", "env", "message"),
+    [
+        (Settings, {"HEADRACE_PARTITIONS": "eight"}, "HEADRACE_PARTITIONS must be an integer"),
+        (Settings, {"HEADRACE_STALL_SECONDS": "soon"}, "HEADRACE_STALL_SECONDS must be a number"),
+        (ApiSettings, {"HEADRACE_API_PORT": "0"}, "HEADRACE_API_PORT must be at least 1"),
+        (ApiSettings, {"HEADRACE_API_APPLY_WAIT_S": "-1"}, "HEADRACE_API_APPLY_WAIT_S must be positive"),
+    ],
+)
+def test_a_bad_value_names_its_variable(cls: type, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        read_env(cls, env)
+
+
+def test_blank_means_the_default_except_for_the_topic_prefix() -> None:
+    settings = Settings.from_env({"HEADRACE_PARTITIONS": " ", "HEADRACE_TOPIC_PREFIX": "", "KAFKA_SASL_USERNAME": ""})
+    assert (settings.partitions, settings.topic_prefix, settings.sasl_username) == (8, "", None)
+
+
+def test_free_ports_are_distinct() -> None:
+    ports = free_ports(5)
+    assert len(set(ports)) == 5 and all(0 < p < 65536 for p in ports)
+
+
+def test_child_waits_for_its_line_and_stops_with_sigterm(tmp_path: Path) -> None:
+    program = "import signal, sys, time; print('up', flush=True); time.sleep(60)"
+    child = Child([sys.executable, "-c", program], tmp_path / "child.log", label="sleeper")
+    ref = child.start()
+    try:
+        child.wait_ready("up", timeout_s=30, interval_s=0.02)
+        assert is_running(ref) and identify(child.pid) == ref
+    finally:
+        assert child.stop(grace_s=10)  # the default SIGTERM handler ends it within the grace
+    assert child.returncode == -signal.SIGTERM
+    assert not is_running(ref)
+
+
+def test_child_that_exits_while_starting_says_so_with_its_output(tmp_path: Path) -> None:
+    child = Child([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], tmp_path / "child.log", label="bad")
+    child.start()
+    with pytest.raises(ChildError, match=r"bad exited with 3 while starting:\n.*boom"):
+        child.wait_ready("never printed", timeout_s=30, interval_s=0.02)
+    assert child.starts == 1

@@ -1,0 +1,64 @@
+"""The status record: written and read by the codec, readable as it was written before the codec."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from samples import STATES
+
+from engine.core.state import InstanceState
+from engine.core.values import TERMINAL_STATUSES, RuntimeStatus
+from engine.errors import DecodeError
+from engine.wire.records import decode_state, encode_state
+
+#: A status record as the hand-written encoder wrote it before the codec did (same fields, another
+#: order, mapping keys written by orjson's OPT_NON_STR_KEYS): records already on the topic.
+BEFORE_THE_CODEC = (
+    b'{"type":"InstanceState","version":1,"instance_id":"order-1:0004","name":"order_wf","status":"RUNNING",'
+    b'"execution_id":"exec-2","run_id":"exec-1","input":"{\\"id\\":1}","output":null,"custom_status":'
+    b'"\\"step 2\\"","failure":{"error_type":"TaskFailedError","message":"Activity task \'charge\' #3 failed: '
+    b'card declined","stack_trace":"Traceback (most recent call last):\\n  File \\"x.py\\", line 1\\nValueError: '
+    b'card declined\\n","inner":{"error_type":"ValueError","message":"card declined","stack_trace":null,'
+    b'"inner":null,"non_retriable":true},"non_retriable":false},"created_at":"2026-03-04T05:06:07.890123+00:00",'
+    b'"last_updated_at":"2026-03-04T05:11:07.890123+00:00","completed_at":null,"parent":{"instance_id":"order-1",'
+    b'"name":"order_wf","task_scheduled_id":4,"execution_id":"exec-1"},"history_length":12,"generation":1,'
+    b'"pending_tasks":{"0":"charge","3":"ship"},"pending_timers":{"1":"2026-03-04T05:11:07.890123+00:00"},'
+    b'"pending_children":{"2":"order-1:0004:0003"},"buffered_events":1,"children":["order-1:0004:0003"],'
+    b'"recent_commands":["c-1","c-2"],"scheduled_start":"2026-03-04T05:06:07.890123+00:00",'
+    b'"unfinished_children":{"5":"order-1:0004:0006"}}'
+)
+
+
+def test_a_record_written_before_the_codec_reads_the_same() -> None:
+    assert decode_state(BEFORE_THE_CODEC) == STATES[0]
+    # Fields added since are written with their defaults (`waiting_for_code`: engine.core.unknown_code).
+    assert orjson.loads(encode_state(STATES[0])) == {**orjson.loads(BEFORE_THE_CODEC), "waiting_for_code": None}
+
+
+def test_a_record_older_than_the_newest_fields_reads_with_their_defaults() -> None:
+    wire = orjson.loads(BEFORE_THE_CODEC)
+    for newer in ("recent_commands", "scheduled_start", "unfinished_children"):
+        del wire[newer]
+    state = decode_state(orjson.dumps(wire))
+    assert state.recent_commands == () and state.scheduled_start is None and dict(state.unfinished_children) == {}
+
+
+def test_mapping_values_are_read_only_with_integer_keys() -> None:
+    state = decode_state(encode_state(STATES[0]))
+    assert dict(state.pending_tasks) == {0: "charge", 3: "ship"}
+    with pytest.raises(TypeError):
+        state.pending_tasks[9] = "x"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("key", ["x", "1.5", " 1", "1\n", "", "+1"])
+def test_a_mapping_key_that_is_not_an_integer_is_refused(key: str) -> None:
+    wire = orjson.loads(encode_state(InstanceState(instance_id="a")))
+    wire["pending_tasks"] = {key: "charge"}
+    with pytest.raises(DecodeError, match="pending_tasks: key"):
+        decode_state(orjson.dumps(wire))
+
+
+def test_one_terminal_set() -> None:
+    assert {s for s in RuntimeStatus if s.is_terminal} == TERMINAL_STATUSES
+    terminal = {RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.TERMINATED, RuntimeStatus.CANCELED}
+    assert terminal == TERMINAL_STATUSES
