@@ -2,24 +2,55 @@
 
 Each app gets its own registry, so several apps in one process (tests) do not collide. The view's
 lag is computed when scraped, from what the view's consumer already knows (no broker request).
+
+Workflow operations are also counted under Dapr's names and labels
+(`dapr_runtime_workflow_operation_count` / `_latency`, operation `create_workflow`, `get_workflow`,
+`add_event` or `purge_workflow`, status `success` or `failed`, latency in milliseconds; "Workflow
+metrics" in https://github.com/dapr/dapr/blob/master/docs/development/dapr-metrics.md), so a
+dashboard made for daprd shows the API's share too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "ApiMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "DAPR_OPERATIONS", "ApiMetrics", "dapr_operation"]
 
 # Fast routes answer in about a millisecond; a barrier or history read can take seconds.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Dapr's latency bounds in milliseconds (daprd's default latency distribution).
+_DAPR_MS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 30, 40, 50, 65, 80, 100, 130, 160, 200, 250, 300, 400,
+            500, 650, 800, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+
+#: Dapr's workflow operations, each with the route template suffix and method that perform it.
+DAPR_OPERATIONS = {
+    ("POST", "/{workflowName:segment}/start"): "create_workflow",
+    ("GET", "/{instanceID:segment}"): "get_workflow",
+    ("POST", "/raiseEvent/{eventName:segment}"): "add_event",
+    ("POST", "/raiseEvent"): "add_event",
+    ("POST", "/purge"): "purge_workflow",
+}
+_WORKFLOW_ROUTE = "/workflows/{component:segment}"
+
+
+def dapr_operation(route: str, method: str) -> str | None:
+    """Dapr's name for the workflow operation a route template and method perform, if any."""
+    if _WORKFLOW_ROUTE not in route:
+        return None
+    for (verb, suffix), operation in DAPR_OPERATIONS.items():
+        if method == verb and route.endswith(suffix):
+            return operation
+    return None
 
 
 class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # CPU, memory and file descriptors, as the engine's and worker's /metrics have them.
+        ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "headrace_api_requests",
             "HTTP requests answered, by route template, method and status code",
@@ -61,9 +92,28 @@ class ApiMetrics:
             registry=self.registry,
         )
 
+        self.dapr_operations = Counter(
+            "dapr_runtime_workflow_operation_count",
+            "The number of successful/failed workflow operation requests (Dapr's name and labels)",
+            ("operation", "status"),
+            registry=self.registry,
+        )
+        self.dapr_operation_latency = Histogram(
+            "dapr_runtime_workflow_operation_latency",
+            "The latencies of responses for workflow operation requests, in milliseconds (Dapr's name and labels)",
+            ("operation", "status"),
+            buckets=_DAPR_MS,
+            registry=self.registry,
+        )
+
     def observe(self, route: str, method: str, code: int, seconds: float) -> None:
         self.requests.labels(route, method, str(code)).inc()
         self.latency.labels(route, method).observe(seconds)
+        operation = dapr_operation(route, method)
+        if operation is not None:
+            status = "success" if code < 400 else "failed"
+            self.dapr_operations.labels(operation, status).inc()
+            self.dapr_operation_latency.labels(operation, status).observe(seconds * 1000)
 
     def render(self, refresh: Callable[[], None] | None = None) -> bytes:
         if refresh is not None:

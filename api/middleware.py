@@ -1,5 +1,5 @@
-"""Pure ASGI middleware: request metrics, the last-resort error answer, the in-flight limit,
-API-token auth, and the request body limit.
+"""Pure ASGI middleware: request metrics, request traces, the last-resort error answer, the in-flight
+limit, API-token auth, and the request body limit.
 
 Errors raised here are answered by `errors.error_response`, like every other error.
 """
@@ -14,6 +14,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine import tracing
+
 from .errors import BodyTooLarge, Busy, Unauthorized, error_response
 from .metrics import ApiMetrics
 
@@ -24,6 +26,7 @@ __all__ = [
     "InFlightLimitMiddleware",
     "MetricsMiddleware",
     "TokenAuthMiddleware",
+    "TracingMiddleware",
     "UnexpectedErrorMiddleware",
     "is_authenticated",
 ]
@@ -55,23 +58,80 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        response = _ResponseStatus(send)
         try:
-            await self.app(scope, receive, send_with_status)
+            await self.app(scope, receive, response.send)
         finally:
             # Every label from a fixed set, so no request can add series: the route template (not
             # the path, which holds instance IDs) and a known method (anyone may send any token).
-            route: Any = scope.get("route")
-            label = getattr(route, "path", None) or UNMATCHED
+            label = _route_label(scope)
             method = scope["method"] if scope["method"] in METHOD_LABELS else "other"
-            self.metrics.observe(label, method, status, time.perf_counter() - started)
+            self.metrics.observe(label, method, response.status, time.perf_counter() - started)
+
+
+class _ResponseStatus:
+    """Passes an app's messages on and remembers the status it answered (500 until it answers:
+    an app that raised before answering is answered 500 by the error middleware)."""
+
+    __slots__ = ("_send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 500
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        await self._send(message)
+
+
+def _route_label(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    return getattr(route, "path", None) or UNMATCHED
+
+
+class TracingMiddleware:
+    """A server span per request when tracing is on (`engine.tracing`), child of the
+    request's W3C `traceparent` if it has one; the commands the request produces carry the span's
+    context in their record headers, so the engine's spans join the caller's trace. Health checks
+    and scrapes are not traced: they are many and say nothing about a workflow."""
+
+    def __init__(self, app: ASGIApp, untraced_prefixes: tuple[str, ...] = (HEALTH_PREFIX, "/metrics")) -> None:
+        self.app = app
+        self.untraced_prefixes = untraced_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracer = tracing.tracer()
+        if tracer is None or scope["type"] != "http" or scope["path"].startswith(self.untraced_prefixes):
+            await self.app(scope, receive, send)
+            return
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        parent = state = None
+        for name, value in scope["headers"]:
+            if name == b"traceparent":
+                parent = value
+            elif name == b"tracestate":
+                state = value
+        incoming = tracing.TraceContext.parse(parent, state)
+        method = scope["method"] if scope["method"] in METHOD_LABELS else "other"
+        response = _ResponseStatus(send)
+        # Semantic conventions for HTTP server spans:
+        # https://opentelemetry.io/docs/specs/semconv/http/http-spans/#http-server
+        with tracer.start_as_current_span(
+            method, context=tracing.otel_context(incoming), kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": scope["path"][:2048]},
+            record_exception=False, set_status_on_exception=False,
+        ) as span:
+            try:
+                await self.app(scope, receive, response.send)
+            finally:
+                route = _route_label(scope)
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", response.status)
+                if response.status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
 
 
 class UnexpectedErrorMiddleware:

@@ -11,7 +11,14 @@ own so a blocked event loop cannot silence it:
 
 Every label set is bounded: partitions are numbers below `MAX_PARTITION_LABEL` (Kafka assigns them),
 outcomes and dead-letter kinds are fixed tuples (an unknown kind is counted as "other"), and
-activity names are the registered ones (anything else is "unregistered").
+activity and workflow names are the registered ones (anything else is "unregistered").
+
+Where Dapr has a workflow metric, the same name, labels and unit (milliseconds) are used, so a
+dashboard built for daprd reads Headrace too; Dapr's list: "Workflow metrics" in
+https://github.com/dapr/dapr/blob/master/docs/development/dapr-metrics.md (`app_id` and `namespace`,
+which daprd adds, are left to Prometheus' target labels). The engine counts executions, their
+latency and scheduling latency; the worker counts activity executions and their latency; the REST
+API counts workflow operations (api/metrics.py).
 
 Hooks run on the event loop of the process (scheduled from the HTTP thread), so they may read
 loop-owned state, such as consumers and partition owners, without locks.
@@ -26,13 +33,22 @@ import http.server
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Container, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .. import tracing
+from ..core import commands as cmd
+from ..core.values import RuntimeStatus
+from . import logs
+
+if TYPE_CHECKING:
+    from ..core.state import InstanceState
 
 __all__ = [
     "DEAD_LETTER_KINDS",
@@ -40,6 +56,7 @@ __all__ = [
     "EngineMetrics",
     "Problem",
     "TelemetryServer",
+    "TurnObserver",
     "WorkerMetrics",
     "partition_offsets",
 ]
@@ -56,13 +73,26 @@ LIVENESS_TIMEOUT_S = 10.0
 READINESS_TIMEOUT_S = 5.0
 
 #: How a work item ended in the worker.
-RUN_OUTCOMES = ("completed", "failed", "too_large", "skipped", "abandoned")
+RUN_OUTCOMES = ("completed", "failed", "too_large", "skipped", "abandoned", "handed_on")
 #: Why the engine set an input aside. Anything else passed to `EngineMetrics.dead_letter` is "other".
 DEAD_LETTER_KINDS = ("invalid_record", "rejected", "wrong_partition", "poisoned", "too_large", "other")
 
 # Turns and transactions take milliseconds; restores of big partitions take seconds.
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SLOW = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# Dapr's workflow latencies are in milliseconds, with about these bounds (daprd's default latency
+# distribution, github.com/dapr/dapr pkg/diagnostics/utils).
+_DAPR_MS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 30, 40, 50, 65, 80, 100, 130, 160, 200, 250, 300, 400, 500,
+            650, 800, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+#: Timers fire within a poll (100 ms) of coming due on a running engine; late ones show an outage.
+_LATE = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+#: Dapr's execution statuses, by Headrace's terminal status.
+DAPR_EXECUTION_STATUS = {RuntimeStatus.COMPLETED: "success", RuntimeStatus.FAILED: "failed",
+                         RuntimeStatus.TERMINATED: "terminated", RuntimeStatus.CANCELED: "terminated"}
+#: Names beyond the registered ones get this label (a start may name anything).
+UNREGISTERED = "unregistered"
+#: Without a registry to tell, the first this many names seen get a label of their own.
+MAX_NAME_LABELS = 100
 
 
 class Problem(NamedTuple):
@@ -148,11 +178,25 @@ class WorkerMetrics:
             "Commits whose list of finished offsets did not fit the offset metadata (those may run again)",
             registry=self.registry)
         self.dead_letters.labels("invalid_work_item")
+        self.dapr_activity_count = Counter(
+            "dapr_runtime_workflow_activity_execution_count",
+            "The number of successful/failed activity executions (Dapr's name and labels)",
+            ("activity_name", "status"), registry=self.registry)
+        self.dapr_activity_latency = Histogram(
+            "dapr_runtime_workflow_activity_execution_latency",
+            "The total time taken to run an activity to completion, in milliseconds (Dapr's name and labels)",
+            ("activity_name", "status"), buckets=_DAPR_MS, registry=self.registry)
 
     def run(self, activity: str, outcome: str, seconds: float | None = None) -> None:
-        self.runs.labels(activity, outcome if outcome in RUN_OUTCOMES else "failed").inc()
+        """One work item ended; `activity` is a registered name, "unregistered" or "-" (skipped)."""
+        outcome = outcome if outcome in RUN_OUTCOMES else "failed"
+        self.runs.labels(activity, outcome).inc()
         if seconds is not None:
             self.duration.observe(seconds)
+            if outcome in ("completed", "failed", "too_large"):
+                status = "success" if outcome == "completed" else "failed"
+                self.dapr_activity_count.labels(activity, status).inc()
+                self.dapr_activity_latency.labels(activity, status).observe(seconds * 1000)
 
     def progress(self, partition: int) -> None:
         self.stalls.progress(partition)
@@ -180,13 +224,21 @@ class EngineMetrics:
     - `restore(p, seconds)`: p was restored (claimed, or rebuilt after a failed transaction).
     - `dead_letter(kind)`: an input was set aside; kind is one of DEAD_LETTER_KINDS.
     - `timers_pending(p, n)`: timers held by p's owner now.
+    - `waiting_for_code(p, n)`: instances of p that wait for workflow code this engine lacks.
     - `progress(p)`: p applied input (or fired timers); feeds the last-progress gauge and `stalled()`.
     - `released(p)`: p went to another engine: its series are removed.
     - `stalled(threshold_s)`: problems for partitions with input waiting and no progress for that long.
+    - per turn, through a partition's `TurnObserver`: executions ended and their latency, scheduling
+      latency, timer lateness.
+
+    `workflow_names`: the registered workflows (labels of other names are "unregistered").
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 workflow_names: Container[str] | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.workflow_names = workflow_names
+        self._seen_names: set[str] = set()
         self.stalls = _Stalls()
         self.lag = Gauge("headrace_engine_input_lag_records", "Input records waiting on an owned partition",
                          ("partition",), registry=self.registry)
@@ -206,11 +258,42 @@ class EngineMetrics:
                                     ("kind",), registry=self.registry)
         self.timers = Gauge("headrace_engine_timers_pending", "Durable timers held, by partition",
                             ("partition",), registry=self.registry)
+        self.code_waits = Gauge("headrace_engine_instances_waiting_for_code",
+                                "Instances whose workflow this engine does not know, held until an engine that "
+                                "knows it takes them or HEADRACE_UNKNOWN_CODE_TIMEOUT passes, by partition",
+                                ("partition",), registry=self.registry)
         self.last_progress = Gauge("headrace_engine_last_progress_timestamp_seconds",
                                    "Unix time the partition last applied input or fired a timer",
                                    ("partition",), registry=self.registry)
         for kind in DEAD_LETTER_KINDS:
             self.dead_letters.labels(kind)
+        self.timer_lateness = Histogram("headrace_engine_timer_lateness_seconds",
+                                        "How long after its due time a durable timer fired",
+                                        buckets=_LATE, registry=self.registry)
+        self.executions = Counter(
+            "dapr_runtime_workflow_execution_count",
+            "The number of successful/failed/terminated workflow executions (Dapr's name and labels)",
+            ("workflow_name", "status"), registry=self.registry)
+        self.execution_latency = Histogram(
+            "dapr_runtime_workflow_execution_latency",
+            "The end-to-end time taken to run a workflow to completion, in milliseconds (Dapr's name and labels)",
+            ("workflow_name", "status"), buckets=_DAPR_MS, registry=self.registry)
+        self.scheduling_latency = Histogram(
+            "dapr_runtime_workflow_scheduling_latency",
+            "The delay between a workflow being requested and its execution starting, in milliseconds "
+            "(Dapr's name and labels)",
+            ("workflow_name",), buckets=_DAPR_MS, registry=self.registry)
+
+    def workflow_label(self, name: str) -> str:
+        known = self.workflow_names
+        if known is not None:
+            return name if name in known else UNREGISTERED
+        if name in self._seen_names:
+            return name
+        if len(self._seen_names) < MAX_NAME_LABELS:
+            self._seen_names.add(name)
+            return name
+        return UNREGISTERED
 
     def input_lag(self, partition: int, records: int) -> None:
         self.lag.labels(_partition(partition)).set(records)
@@ -233,6 +316,9 @@ class EngineMetrics:
     def timers_pending(self, partition: int, count: int) -> None:
         self.timers.labels(_partition(partition)).set(count)
 
+    def waiting_for_code(self, partition: int, count: int) -> None:
+        self.code_waits.labels(_partition(partition)).set(count)
+
     def progress(self, partition: int) -> None:
         self.stalls.progress(partition)
         self.last_progress.labels(_partition(partition)).set(time.time())
@@ -240,7 +326,7 @@ class EngineMetrics:
     def released(self, partition: int) -> None:
         self.stalls.forget(partition)
         label = _partition(partition)
-        for metric in (self.lag, self.timers, self.last_progress, self.turn_count, self.restores):
+        for metric in (self.lag, self.timers, self.code_waits, self.last_progress, self.turn_count, self.restores):
             with contextlib.suppress(KeyError):
                 metric.remove(label)
         for outcome in ("committed", "aborted"):
@@ -387,3 +473,123 @@ class TelemetryServer:
 def _registry(role: Any) -> CollectorRegistry | None:
     registry = getattr(getattr(role, "metrics", None), "registry", None)
     return registry if isinstance(registry, CollectorRegistry) else None
+
+
+class TurnObserver:
+    """What one partition owner's turns report: metrics, traces (when on) and the log context.
+
+    The owner calls `begin` before it applies an input, `end` after, and `committed()` once the
+    transaction holding the turns is in, or `discard()` when it is not (the inputs are applied
+    again after the rebuild, and counted then). Its records take their headers from `headers()`
+    (work items, messages) and `status_headers(state)` (the status record), which are None unless
+    tracing is on (`engine.tracing`).
+    """
+
+    __slots__ = ("_begun", "_pending", "_previous", "_requested_ms", "metrics", "partition", "tracer")
+
+    def __init__(self, metrics: EngineMetrics, partition: int) -> None:
+        self.metrics = metrics
+        self.partition = partition
+        self.tracer = tracing.PartitionTracer(partition) if tracing.enabled() else None
+        #: Metric updates of the open transaction: (kind, workflow label, status, value).
+        self._pending: list[tuple[str, str, str, float]] = []
+        self._previous: RuntimeStatus | None = None
+        self._requested_ms: int | None = None
+        self._begun = False
+
+    # -- per input ------------------------------------------------------------------------------
+
+    def begin(self, message: cmd.InstanceMessage, previous: InstanceState | None, headers: Any = None,
+              timestamp_ms: int | None = None, now: datetime | None = None) -> None:
+        """About to apply `message` to an instance now in state `previous`. `headers` and
+        `timestamp_ms` are the input record's (None for a timer fired in-process)."""
+        self._begun = True
+        self._previous = previous.status if previous is not None else None
+        self._requested_ms = timestamp_ms if isinstance(message, cmd.StartWorkflow) else None
+        if isinstance(message, cmd.TimerFiring) and now is not None:
+            self._pending.append(("late", "", "", (now - message.fire_at).total_seconds()))
+        name = message.name if isinstance(message, cmd.StartWorkflow) else previous.name if previous else None
+        logs.set_context(message.instance_id, name, self.partition)
+        if self.tracer is not None:
+            self.tracer.begin(message, headers)
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self.tracer.headers() if self.tracer is not None else None
+
+    def status_headers(self, state: InstanceState) -> list[tuple[str, bytes]] | None:
+        return self.tracer.status_headers(state) if self.tracer is not None else None
+
+    def end(self, state: InstanceState | None, changed: bool, now: datetime | None = None) -> None:
+        """The input begun last was applied; `state` is the instance's after it (None: absent)."""
+        if not self._begun:
+            return
+        self._begun = False
+        if self.tracer is not None:
+            self.tracer.end(state, changed)
+        if state is None or not changed:
+            return
+        status, previous = state.status, self._previous
+        if status is previous:
+            return
+        if previous in (None, RuntimeStatus.PENDING) and self._requested_ms is not None and state.created_at:
+            # Dapr: "the delay between a workflow being requested and its execution starting"; the
+            # request's time is the command record's timestamp (the producer's clock).
+            started_ms = (now or state.last_updated_at or state.created_at).timestamp() * 1000
+            self._pending.append(("scheduling", state.name, "", max(0.0, started_ms - self._requested_ms)))
+        dapr_status = DAPR_EXECUTION_STATUS.get(status)
+        if dapr_status is not None:
+            began = state.created_at
+            ended = state.completed_at or state.last_updated_at
+            latency = (ended - began).total_seconds() * 1000 if began is not None and ended is not None else 0.0
+            self._pending.append(("execution", state.name, dapr_status, max(0.0, latency)))
+
+    def failed_by_engine(self, previous: InstanceState | None, state: InstanceState | None) -> None:
+        """The engine failed an instance itself (`Orchestrator.fail`: an input it set aside)."""
+        if state is None or state.status is not RuntimeStatus.FAILED or (previous is not None and previous.is_terminal):
+            return
+        began, ended = state.created_at, state.completed_at or state.last_updated_at
+        latency = (ended - began).total_seconds() * 1000 if began is not None and ended is not None else 0.0
+        self._pending.append(("execution", state.name, "failed", max(0.0, latency)))
+        if self.tracer is not None:
+            self.tracer.failed_by_engine(state)
+
+    # -- per transaction --------------------------------------------------------------------------
+
+    def committed(self) -> None:
+        pending, self._pending = self._pending, []
+        metrics = self.metrics
+        for kind, name, status, value in pending:
+            if kind == "late":
+                metrics.timer_lateness.observe(max(0.0, value))
+                continue
+            label = metrics.workflow_label(name)
+            if kind == "execution":
+                metrics.executions.labels(label, status).inc()
+                metrics.execution_latency.labels(label, status).observe(value)
+            else:
+                metrics.scheduling_latency.labels(label).observe(value)
+        if self.tracer is not None:
+            self.tracer.committed()
+        logs.set_context(partition=self.partition)
+
+    def discard(self) -> None:
+        self._pending.clear()
+        self._begun = False
+        if self.tracer is not None:
+            self.tracer.discard()
+        logs.set_context(partition=self.partition)
+
+    # -- restore and memory -----------------------------------------------------------------------
+
+    def restoring(self) -> None:
+        self.discard()
+        if self.tracer is not None:
+            self.tracer.clear()
+
+    def restored(self, state: InstanceState, headers: Any) -> None:
+        if self.tracer is not None:
+            self.tracer.restored(state, headers)
+
+    def forget(self, iid: str) -> None:
+        if self.tracer is not None:
+            self.tracer.forget(iid)
