@@ -1,0 +1,63 @@
+"""Activities of an unmodified Dapr app, run for a workflow of Headrace's engine (issue 14): the
+app's `WorkflowRuntime` (Dapr's Python SDK from PyPI) connects to `headrace grpc --activity ...`,
+which hands it those activities' work items over `GetWorkItems` and writes its answers as results.
+No Headrace worker runs here: the app's answers are the only way the workflow can finish."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.settings import Settings
+from ops.process import Child
+from tests.api.support import ROOT
+from tests.grpc.conftest import TOKEN, GrpcProcess
+
+pytestmark = pytest.mark.kafka
+
+APP = Path(__file__).with_name("sdk_app.py")
+
+
+@pytest.fixture(scope="module")
+def engine(settings: Settings, log_dir: Path) -> Iterator[Child]:
+    env = {**os.environ, **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
+           "PYTHONPATH": str(ROOT)}
+    child = Child([sys.executable, "-m", "ops.cli", "engine", "--app", "tests.grpc.app_workflows:runtime"],
+                  log_dir / "engine.log", cwd=ROOT, env=env, label="engine", die_with_parent=True)
+    child.start()
+    yield child
+    child.stop(15)
+
+
+@pytest.fixture(scope="module")
+def activity_front_end(engine: Child, settings: Settings, log_dir: Path) -> Iterator[GrpcProcess]:
+    server = GrpcProcess(settings, log_dir, "--activity", "sdk_shout", "--activity", "sdk_fail")
+    server.child.start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.child.stop(15)
+
+
+def test_app_runs_the_activities_of_an_engine_workflow(sdk_python: Path, activity_front_end: GrpcProcess,
+                                                        engine: Child) -> None:
+    iid = f"app{uuid.uuid4().hex[:10]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "PYTHON"))}
+    env |= {"DAPR_GRPC_ENDPOINT": activity_front_end.address, "DAPR_API_TOKEN": TOKEN}
+    run = subprocess.run([str(sdk_python), "-W", "ignore", str(APP), iid], env=env, capture_output=True,
+                         text=True, timeout=180, check=False)
+    assert run.returncode == 0, (f"{run.stderr[-3000:]}\n--- grpc ---\n{activity_front_end.child.log_tail(30)}"
+                                 f"\n--- engine ---\n{engine.log_tail(30)}")
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["status"] == "COMPLETED"
+    assert seen["output"]["shouted"] == "HELLO!"
+    assert "cannot take hello" in seen["output"]["failure"]
+    assert seen["calls"] == [[iid, 0]]  # the app saw the workflow's instance and the task's ID
