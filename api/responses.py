@@ -73,15 +73,8 @@ def _properties(instance: InstanceState) -> dict[str, str]:
 
 def instance_body(instance: InstanceState) -> dict[str, Any]:
     """The body of GET /workflows/dapr/{instanceID}, field for field as daprd writes it."""
-    return {
-        "instanceID": instance.instance_id,
-        "workflowName": instance.name,
-        "createdAt": rfc3339(instance.created_at),
-        "lastUpdatedAt": rfc3339(instance.last_updated_at),
-        "runtimeStatus": instance.status.value,
-        # daprd always sets the map (a nil map is its "not found"); clients index into it.
-        "properties": _properties(instance),
-    }
+    # daprd always sets the map (a nil map is its "not found"); clients index into it.
+    return {**summary_body(instance), "properties": _properties(instance)}
 
 
 def summary_body(instance: InstanceState) -> dict[str, Any]:
