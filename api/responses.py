@@ -84,7 +84,7 @@ def summary_body(instance: InstanceState) -> dict[str, Any]:
         "workflowName": instance.name,
         "createdAt": rfc3339(instance.created_at),
         "lastUpdatedAt": rfc3339(instance.last_updated_at),
-        "runtimeStatus": instance.status.value,
+        "runtimeStatus": instance.shown_status.value,
     }
 
 

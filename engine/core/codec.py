@@ -179,7 +179,7 @@ def _converter(hint: Any) -> _Convert:
         item = _converter(typing.get_args(hint)[0])
 
         def convert_tuple(v: Any, p: str) -> tuple[Any, ...]:
-            if not isinstance(v, list):
+            if not isinstance(v, (list, tuple)):  # a tuple: `to_jsonable`'s form, before JSON
                 raise DecodeError(f"{p}: expected an array, got {_json_type(v)}")
             return tuple(item(x, f"{p}[{i}]") for i, x in enumerate(v))
 

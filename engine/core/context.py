@@ -124,6 +124,11 @@ class DaprWorkflowContext:
         """
         self._execution.continue_as_new(new_input, save_events)
 
+    def is_patched(self, patch_name: str) -> bool:
+        """Dapr 1.17 patching: whether this run takes the patched branch named `patch_name` (True for
+        new runs; on replay, what the run answered the first time, kept in its history)."""
+        return self._execution.is_patched(patch_name)
+
     def new_uuid(self) -> str:
         """A UUID that is the same on every replay (derived from instance, turn time and a counter)."""
         return self._execution.new_uuid()

@@ -59,6 +59,11 @@ class HistoryEvent:
 class WorkflowStarted(HistoryEvent):
     """Marks the start of one turn of the workflow code; its timestamp is `current_utc_datetime`."""
 
+    #: Patches the code first found applied in this turn (`ctx.is_patched`), as durabletask records
+    #: them on the turn's `OrchestratorStarted` (`version.patches`, github.com/dapr/durabletask-python
+    #: durabletask/worker.py): a replay answers True for them from this turn on.
+    patches: tuple[str, ...] = ()
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowCompleted(HistoryEvent):
@@ -79,6 +84,9 @@ class ExecutionStarted(HistoryEvent):
     scheduled_start: datetime | None = None
     #: History the caller handed on (`engine.core.propagation`), JSON text; kept for every replay.
     propagated_history: str | None = None
+    #: The named version of a versioned workflow this run executes (`versioned_workflow`); chosen
+    #: once, at the start, so every replay runs the same version.
+    workflow_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

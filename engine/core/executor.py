@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import NonDeterminismError, PayloadDecodeError, SerializationError, UnknownWorkflowError
 from . import events as ev
@@ -39,9 +39,20 @@ from .tasks import (
 )
 from .values import FailureDetails, RuntimeStatus
 
-__all__ = ["TurnResult", "WorkflowExecution", "WorkflowResolver", "call_with_optional_input", "execute"]
+__all__ = ["TurnResult", "WorkflowExecution", "WorkflowResolver", "WorkflowVersions",
+           "call_with_optional_input", "execute"]
 
 WorkflowResolver = Callable[[str], Callable[..., Any] | None]
+
+
+class WorkflowVersions(Protocol):
+    """Named versions of workflows (Dapr 1.17 `versioned_workflow`; `engine.sdk.registry.Registry`)."""
+
+    def latest_version(self, name: str) -> str | None:
+        """The version new instances of `name` run; None for a workflow without versions."""
+
+    def get_workflow_version(self, name: str, version: str) -> Callable[..., Any] | None:
+        """The function of one version; None when this process does not have it."""
 
 _UUID_NAMESPACE = uuid.UUID("6f1e0c4e-9a57-5b39-8d0b-6865616472ac")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -78,6 +89,8 @@ class TurnResult:
 
     actions: tuple[Action, ...]
     custom_status: str | None
+    #: Patches the code found applied for the first time in this turn (recorded on its `WorkflowStarted`).
+    patches: tuple[str, ...] = ()
 
     @property
     def completion(self) -> CompleteWorkflow | None:
@@ -88,7 +101,8 @@ class TurnResult:
 class WorkflowExecution:
     """One live run of a workflow instance's code (see the module docstring)."""
 
-    def __init__(self, instance_id: str, resolve: WorkflowResolver) -> None:
+    def __init__(self, instance_id: str, resolve: WorkflowResolver,
+                 versions: WorkflowVersions | None = None) -> None:
         self.instance_id = instance_id
         self.current_utc_datetime = _EPOCH
         self.is_replaying = False
@@ -96,6 +110,12 @@ class WorkflowExecution:
         #: History the caller handed on, from `ExecutionStarted` (JSON text; `engine.core.propagation`).
         self.propagated_history: str | None = None
         self._resolve = resolve
+        self._versions = versions
+        #: Patches recorded in history so far, and the answers `is_patched` gave in this run; a
+        #: name asked again gets the same answer (durabletask's `_is_patched`).
+        self._history_patches: set[str] = set()
+        self._patch_answers: dict[str, bool] = {}
+        self._new_patches: list[str] = []
         self._context = DaprWorkflowContext(self)
         self._name = ""
         self._sequence = 0
@@ -143,7 +163,8 @@ class WorkflowExecution:
         if self._completion is not None and not self._completion_recorded:
             actions.append(self._completion)
             self._completion_recorded = True
-        return TurnResult(tuple(actions), self.custom_status)
+        patches, self._new_patches = tuple(self._new_patches), []
+        return TurnResult(tuple(actions), self.custom_status, patches)
 
     # -- what the context asks for ---------------------------------------------------------
 
@@ -206,6 +227,20 @@ class WorkflowExecution:
             carryover = tuple(event for _, event in pending)
         self._complete(RuntimeStatus.CONTINUED_AS_NEW, result=to_json(new_input), carryover=carryover)
 
+    def is_patched(self, name: str) -> bool:
+        """Dapr 1.17 patching, as durabletask's `_RuntimeOrchestrationContext.is_patched`
+        (github.com/dapr/durabletask-python, durabletask/worker.py): True when history records the
+        patch; on replay of a history without it, False (the run took the old branch there); on
+        new execution, True, and recorded on this turn's `WorkflowStarted` so replays agree."""
+        answer = self._patch_answers.get(name)
+        if answer is None:
+            answer = name in self._history_patches or not self.is_replaying
+            self._patch_answers[name] = answer
+            if answer and name not in self._history_patches:
+                self._history_patches.add(name)
+                self._new_patches.append(name)
+        return answer
+
     def new_uuid(self) -> str:
         name = f"{self.instance_id}|{self.current_utc_datetime.isoformat()}|{self._uuid_counter}"
         self._uuid_counter += 1
@@ -229,6 +264,7 @@ class WorkflowExecution:
     def _dispatch(self, event: ev.HistoryEvent) -> None:
         if isinstance(event, ev.WorkflowStarted):
             self.current_utc_datetime = event.timestamp
+            self._history_patches.update(event.patches)
         elif isinstance(event, ev.ExecutionStarted):
             self._start(event)
         elif self._completion is not None and not isinstance(event, _RECORDING):
@@ -277,7 +313,10 @@ class WorkflowExecution:
     def _start(self, event: ev.ExecutionStarted) -> None:
         self._name = event.name
         self.propagated_history = event.propagated_history
-        fn = self._resolve(event.name)
+        if event.workflow_version is not None and self._versions is not None:
+            fn = self._versions.get_workflow_version(event.name, event.workflow_version)
+        else:
+            fn = self._resolve(event.name)
         if fn is None:
             self._fail(UnknownWorkflowError(f"no workflow named '{event.name}' is registered with this engine"))
             return

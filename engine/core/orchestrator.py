@@ -23,7 +23,7 @@ from . import commands as cmd
 from . import events as ev
 from .actions import CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
 from .cache import ExecutionCache
-from .executor import WorkflowExecution, WorkflowResolver
+from .executor import WorkflowExecution, WorkflowResolver, WorkflowVersions
 from .propagation import build_propagated_history
 from .state import RECENT_COMMANDS, CodeWait, DurableTimer, InstanceState, ScheduledStart, Timer, fold_all
 from .unknown_code import DEFAULT_TIMEOUT, CodeCheck, next_check
@@ -121,8 +121,12 @@ class Orchestrator:
     """Applies messages to instances and runs their code (see the module docstring)."""
 
     def __init__(self, resolve: WorkflowResolver, cache: ExecutionCache | None = None,
-                 unknown_code_timeout: timedelta = DEFAULT_TIMEOUT) -> None:
+                 unknown_code_timeout: timedelta = DEFAULT_TIMEOUT,
+                 versions: WorkflowVersions | None = None) -> None:
         self._resolve = resolve
+        #: Named workflow versions (Dapr 1.17): a new run records the latest; a run whose recorded
+        #: version this engine lacks waits for its code (STALLED), as an unknown workflow does.
+        self._versions = versions
         self.cache = cache if cache is not None else ExecutionCache()
         #: How long a start of a workflow this engine does not know waits (`engine.core.unknown_code`).
         self.unknown_code_timeout = unknown_code_timeout
@@ -255,6 +259,7 @@ class Orchestrator:
             parent=message.parent,
             scheduled_start=message.scheduled_start,
             propagated_history=message.propagated_history,
+            workflow_version=self._latest(message.name),
         )
         return self._turn(fresh, [started], now, _no_history, new_history=True)
 
@@ -371,7 +376,7 @@ class Orchestrator:
              load_history: HistoryLoader) -> TurnOutcome:
         """A turn of the code over `inputs`, or, when this engine does not know the instance's
         workflow, the inputs recorded without running code, to wait for an engine that knows it."""
-        if self._resolve(state.name) is not None:
+        if self._has_code(state):
             return self._turn(state, inputs, now, load_history)
         since = state.waiting_for_code or now
         recheck = next_check(since, now, self.unknown_code_timeout)
@@ -406,7 +411,7 @@ class Orchestrator:
         over, or schedule the next look."""
         if message.execution_id != state.execution_id or state.waiting_for_code is None:
             return _unchanged(state, Disposition.DUPLICATE, "the instance does not wait for its code")
-        if self._resolve(state.name) is not None:
+        if self._has_code(state):
             return self._turn(state, [], now, load_history)
         recheck = next_check(state.waiting_for_code, now, self.unknown_code_timeout)
         if recheck is None:
@@ -414,8 +419,21 @@ class Orchestrator:
         return TurnOutcome(state, timers=[CodeWait(due=recheck, instance_id=state.instance_id,
                                                    execution_id=state.execution_id)])
 
+    def _latest(self, name: str) -> str | None:
+        return self._versions.latest_version(name) if self._versions is not None else None
+
+    def _has_code(self, state: InstanceState) -> bool:
+        """Whether this engine can run the instance: it knows the workflow and, for a run that
+        recorded a named version, has that version."""
+        version = state.workflow_version
+        if version is not None:
+            return self._versions is not None and self._versions.get_workflow_version(state.name, version) is not None
+        return self._resolve(state.name) is not None
+
     def _code_never_came(self, state: InstanceState, now: datetime) -> TurnOutcome:
-        error = UnknownWorkflowError(f"no workflow named '{state.name}' is registered with this engine "
+        what = f"workflow '{state.name}'" if state.workflow_version is None else \
+            f"version '{state.workflow_version}' of workflow '{state.name}'"
+        error = UnknownWorkflowError(f"no {what} is registered with this engine "
                                      f"(waited {self.unknown_code_timeout} for an engine that knows it)")
         return self.fail(replace(state, waiting_for_code=None), FailureDetails.from_exception(error), now)
 
@@ -433,7 +451,7 @@ class Orchestrator:
         iid = state.instance_id
         execution = None if new_history else self.cache.take(iid)
         if execution is None:
-            execution = WorkflowExecution(iid, self._resolve)
+            execution = WorkflowExecution(iid, self._resolve, self._versions)
             if not new_history:
                 execution.replay(load_history())
         start = 0 if new_history else state.history_length
@@ -441,6 +459,8 @@ class Orchestrator:
         marker = ev.WorkflowStarted(timestamp=now, seq=start)
         numbered: list[ev.HistoryEvent] = [marker, *(_with_seq(e, start + 1 + i) for i, e in enumerate(inputs))]
         result = execution.step(numbered)
+        if result.patches:
+            numbered[0] = replace(marker, patches=result.patches)
         outcome = TurnOutcome(state, write=StateWrite.SAVE)
         completion: CompleteWorkflow | None = None
         for action in result.actions:
@@ -523,7 +543,7 @@ class Orchestrator:
         execution_id = str(uuid.uuid5(_GENERATION_NS, f"{state.execution_id}:{state.generation + 1}"))
         started = ev.ExecutionStarted(
             timestamp=now, name=state.name, instance_id=state.instance_id, execution_id=execution_id,
-            input=completion.result, parent=state.parent,
+            input=completion.result, parent=state.parent, workflow_version=self._latest(state.name),
         )
         carried = [ev.EventRaised(timestamp=now, name=e.name, input=e.input) for e in completion.carryover_events]
         outcome = self._turn(state, [started, *carried], now, _no_history, new_history=True)

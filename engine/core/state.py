@@ -74,10 +74,20 @@ class InstanceState:
     #: waited for a process that does (`engine.core.unknown_code`). A PENDING one waits to start;
     #: a running one has its inputs recorded, to be run by the code once it is known.
     waiting_for_code: datetime | None = None
+    #: The named version of a versioned workflow the current generation runs (from `ExecutionStarted`).
+    workflow_version: str | None = None
 
     @property
     def is_terminal(self) -> bool:
         return self.status.is_terminal
+
+    @property
+    def shown_status(self) -> RuntimeStatus:
+        """The status readers show: STALLED for a running instance that waits for its code
+        (`engine.core.unknown_code`), which is stored as RUNNING so the core's rules stay as they are."""
+        if self.is_running and self.waiting_for_code is not None:
+            return RuntimeStatus.STALLED
+        return self.status
 
     @property
     def is_running(self) -> bool:
@@ -272,6 +282,7 @@ class _Draft:
             "children": (),
             "scheduled_start": None,
             "waiting_for_code": None,
+            "workflow_version": event.workflow_version,
             "unfinished_children": _EMPTY,
         }
         self.tasks.clear()

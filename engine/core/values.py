@@ -20,6 +20,11 @@ class RuntimeStatus(StrEnum):
     TERMINATED = "TERMINATED"
     PENDING = "PENDING"
     SUSPENDED = "SUSPENDED"
+    #: Shown, never stored: a running instance whose history needs code (a workflow, a named
+    #: version) the engine holding it lacks; it resumes when an engine with that code takes it.
+    #: Dapr 1.17's status for this (`ORCHESTRATION_STATUS_STALLED` in durabletask's protos,
+    #: `WorkflowStatus.STALLED` in dapr/python-sdk); see `InstanceState.shown_status`.
+    STALLED = "STALLED"
 
     @property
     def is_terminal(self) -> bool:

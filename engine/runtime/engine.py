@@ -53,7 +53,8 @@ class Engine:
         self.topics = Topics.for_settings(self.settings)
         self.group_id = self.settings.topic("engine")
         self.orchestrator = Orchestrator(registry.get_workflow, ExecutionCache(self.settings.cache_size),
-                                         unknown_code_timeout=timedelta(seconds=self.settings.unknown_code_timeout))
+                                         unknown_code_timeout=timedelta(seconds=self.settings.unknown_code_timeout),
+                                         versions=registry)
         self.owners: dict[int, PartitionOwner] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()

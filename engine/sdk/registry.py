@@ -34,6 +34,36 @@ class Registry:
     def __init__(self) -> None:
         self.workflows: dict[str, Callable[..., Any]] = {}
         self.activities: dict[str, Callable[..., Any]] = {}
+        #: Named versions of a workflow, as durabletask's `_Registry.versioned_orchestrators`
+        #: (github.com/dapr/durabletask-python, durabletask/worker.py): name -> version -> function.
+        self.versions: dict[str, dict[str, Callable[..., Any]]] = {}
+        #: The version new instances of a versioned workflow run (`is_latest=True` at registration).
+        self.latest: dict[str, str] = {}
+
+    def add_versioned_workflow(self, fn: Callable[..., Any], *, name: str, version_name: str | None = None,
+                               is_latest: bool) -> str:
+        """Dapr's `register_versioned_workflow`: `version_name` defaults to the function's own name
+        (github.com/dapr/python-sdk, dapr/ext/workflow/workflow_runtime.py); the last version
+        registered with `is_latest=True` is the one new instances run."""
+        if not callable(fn):
+            raise RegistrationError(f"a workflow must be callable, not {type(fn).__name__}")
+        if name in self.workflows:
+            raise RegistrationError(f"a workflow named '{name}' is already registered without a version")
+        version = version_name if version_name is not None else getattr(fn, "__name__", "")
+        if not version:
+            raise RegistrationError(f"a version of workflow '{name}' needs a non-empty version name")
+        table = self.versions.setdefault(name, {})
+        if table.get(version, fn) is not fn:
+            raise RegistrationError(f"version '{version}' of workflow '{name}' is already registered")
+        _set_name(fn, name)
+        table[version] = fn
+        if is_latest:
+            self.latest[name] = version
+        return version
+
+    def get_workflow_version(self, name: str, version: str) -> Callable[..., Any] | None:
+        """The function of one named version; None when this process does not have that version."""
+        return self.versions.get(name, {}).get(version)
 
     def add_workflow(self, fn: Callable[..., Any], name: str | None = None) -> str:
         return self._add(self.workflows, "workflow", fn, name)
@@ -42,7 +72,14 @@ class Registry:
         return self._add(self.activities, "activity", fn, name)
 
     def get_workflow(self, name: str) -> Callable[..., Any] | None:
-        return self.workflows.get(name)
+        """The function a new run of `name` executes: for a versioned workflow, its latest version."""
+        fn = self.workflows.get(name)
+        if fn is None and name in self.latest:
+            return self.versions[name][self.latest[name]]
+        return fn
+
+    def latest_version(self, name: str) -> str | None:
+        return self.latest.get(name)
 
     def get_activity(self, name: str) -> Callable[..., Any] | None:
         return self.activities.get(name)

@@ -40,6 +40,7 @@ _FROM_RUNTIME = {
     RuntimeStatus.CANCELED: WorkflowStatus.TERMINATED,
     RuntimeStatus.PENDING: WorkflowStatus.PENDING,
     RuntimeStatus.SUSPENDED: WorkflowStatus.SUSPENDED,
+    RuntimeStatus.STALLED: WorkflowStatus.STALLED,
     # Between generations an instance is running as far as a client can tell.
     RuntimeStatus.CONTINUED_AS_NEW: WorkflowStatus.RUNNING,
 }
@@ -68,7 +69,7 @@ class WorkflowState:
         return cls(
             instance_id=state.instance_id,
             name=state.name,
-            runtime_status=WorkflowStatus.from_runtime(state.status),
+            runtime_status=WorkflowStatus.from_runtime(state.shown_status),
             created_at=state.created_at,
             last_updated_at=state.last_updated_at,
             serialized_input=state.input if fetch_payloads else None,

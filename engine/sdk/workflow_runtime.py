@@ -47,6 +47,22 @@ class WorkflowRuntime:
     def register_workflow(self, fn: Callable[..., Any], *, name: str | None = None) -> None:
         self.registry.add_workflow(fn, name)
 
+    def register_versioned_workflow(self, fn: Callable[..., Any], *, name: str, version_name: str | None = None,
+                                    is_latest: bool) -> None:
+        """Dapr 1.17's named workflow versions (github.com/dapr/python-sdk,
+        dapr/ext/workflow/workflow_runtime.py `register_versioned_workflow`)."""
+        self.registry.add_versioned_workflow(fn, name=name, version_name=version_name, is_latest=is_latest)
+
+    def versioned_workflow(self, __fn: Any = None, *, name: str, version_name: str | None = None,
+                           is_latest: bool) -> Any:
+        """Decorator: `@runtime.versioned_workflow(name="...", is_latest=True)`."""
+
+        def register(fn: F) -> F:
+            self.register_versioned_workflow(fn, name=name, version_name=version_name, is_latest=is_latest)
+            return fn
+
+        return register(__fn) if __fn is not None else register
+
     def register_activity(self, fn: Callable[..., Any], *, name: str | None = None) -> None:
         self.registry.add_activity(fn, name)
 

@@ -90,7 +90,7 @@ class WorkflowTestEnvironment:
         self._new_id: Callable[[], str] = ids or _random_id
         self.clock = FakeClock(start)
         self.orchestrator = Orchestrator(self.registry.get_workflow, ExecutionCache(cache_size),
-                                         unknown_code_timeout=unknown_code_timeout)
+                                         unknown_code_timeout=unknown_code_timeout, versions=self.registry)
         self.unknown_code_timeout = unknown_code_timeout
         self.states: dict[str, InstanceState] = {}
         self.histories: dict[str, list[HistoryEvent]] = {}

@@ -479,3 +479,12 @@ def test_payload_limit_on_activity_results(backend: Backend) -> None:
     iid = backend.schedule(wf.big_result, input=2 * MiB)
     # The worker reports a result over the limit as a failed task, which the workflow may catch.
     assert output(backend.wait_done(iid)) == {"error_type": "PayloadTooLargeError"}
+
+
+def test_versioned_workflow_runs_the_latest_version_and_its_patches(backend: Backend) -> None:
+    iid = backend.schedule("versioned")
+    backend.wait_until(iid, status_is(WorkflowStatus.RUNNING), "running")
+    backend.raise_event(iid, "go")
+    state = backend.wait_done(iid)
+    # The second turn replays the first (or continues it): the patch answer is the recorded one.
+    assert state.runtime_status is WorkflowStatus.COMPLETED and output(state) == ["v2", True, True]

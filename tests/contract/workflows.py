@@ -221,3 +221,16 @@ def listener(ctx: DaprWorkflowContext, names: list[str]) -> Any:
     for name in names:
         got.append((yield ctx.wait_for_external_event(name)))
     return got
+
+
+# Dapr 1.17 workflow versions and patches: new runs take the latest version and every patch.
+@runtime.versioned_workflow(name="versioned", version_name="v1", is_latest=False)
+def versioned_v1(ctx: DaprWorkflowContext) -> Any:
+    return "v1"
+
+
+@runtime.versioned_workflow(name="versioned", version_name="v2", is_latest=True)
+def versioned_v2(ctx: DaprWorkflowContext) -> Any:
+    patched = ctx.is_patched("p1")
+    yield ctx.wait_for_external_event("go")
+    return ["v2", patched, ctx.is_patched("p1")]

@@ -31,8 +31,10 @@ BEFORE_THE_CODEC = (
 
 def test_a_record_written_before_the_codec_reads_the_same() -> None:
     assert decode_state(BEFORE_THE_CODEC) == STATES[0]
-    # Fields added since are written with their defaults (`waiting_for_code`: engine.core.unknown_code).
-    assert orjson.loads(encode_state(STATES[0])) == {**orjson.loads(BEFORE_THE_CODEC), "waiting_for_code": None}
+    # Fields added since are written with their defaults (`waiting_for_code`: engine.core.unknown_code;
+    # `workflow_version`: Dapr 1.17 workflow versions).
+    assert orjson.loads(encode_state(STATES[0])) == {**orjson.loads(BEFORE_THE_CODEC), "waiting_for_code": None,
+                                                     "workflow_version": None}
 
 
 def test_a_record_older_than_the_newest_fields_reads_with_their_defaults() -> None:
