@@ -49,6 +49,7 @@ _STATUS: dict[RuntimeStatus, int] = {
     RuntimeStatus.TERMINATED: opb.ORCHESTRATION_STATUS_TERMINATED,
     RuntimeStatus.PENDING: opb.ORCHESTRATION_STATUS_PENDING,
     RuntimeStatus.SUSPENDED: opb.ORCHESTRATION_STATUS_SUSPENDED,
+    RuntimeStatus.STALLED: opb.ORCHESTRATION_STATUS_STALLED,
 }
 
 
@@ -80,7 +81,7 @@ def workflow_state(state: InstanceState, *, payloads: bool) -> opb.WorkflowState
     return opb.WorkflowState(
         instanceId=state.instance_id,
         name=state.name,
-        workflowStatus=_STATUS[state.status],  # type: ignore[arg-type]  # the enum's values are ints
+        workflowStatus=_STATUS[state.shown_status],  # type: ignore[arg-type]  # the enum's values are ints
         scheduledStartTimestamp=_time(state.scheduled_start),
         createdTimestamp=_time(state.created_at),
         lastUpdatedTimestamp=_time(state.last_updated_at),
