@@ -475,6 +475,14 @@ def _registry(role: Any) -> CollectorRegistry | None:
     return registry if isinstance(registry, CollectorRegistry) else None
 
 
+def _run_ms(state: InstanceState) -> float:
+    """How long a run took from its creation to its end (or its last update), in milliseconds."""
+    began, ended = state.created_at, state.completed_at or state.last_updated_at
+    if began is None or ended is None:
+        return 0.0
+    return max(0.0, (ended - began).total_seconds() * 1000)
+
+
 class TurnObserver:
     """What one partition owner's turns report: metrics, traces (when on) and the log context.
 
@@ -485,14 +493,19 @@ class TurnObserver:
     tracing is on (`engine.tracing`).
     """
 
-    __slots__ = ("_begun", "_pending", "_previous", "_requested_ms", "metrics", "partition", "tracer")
+    __slots__ = ("_begun", "_executions", "_late", "_previous", "_requested_ms", "_scheduling", "metrics",
+                 "partition", "tracer")
 
     def __init__(self, metrics: EngineMetrics, partition: int) -> None:
         self.metrics = metrics
         self.partition = partition
         self.tracer = tracing.PartitionTracer(partition) if tracing.enabled() else None
         #: Metric updates of the open transaction: (kind, workflow label, status, value).
-        self._pending: list[tuple[str, str, str, float]] = []
+        # Observations of the open transaction, recorded only once it commits (a discarded turn
+        # happens again): timer lateness (s); scheduling latency (workflow, ms); ends (workflow, status, ms).
+        self._late: list[float] = []
+        self._scheduling: list[tuple[str, float]] = []
+        self._executions: list[tuple[str, str, float]] = []
         self._previous: RuntimeStatus | None = None
         self._requested_ms: int | None = None
         self._begun = False
@@ -507,7 +520,7 @@ class TurnObserver:
         self._previous = previous.status if previous is not None else None
         self._requested_ms = timestamp_ms if isinstance(message, cmd.StartWorkflow) else None
         if isinstance(message, cmd.TimerFiring) and now is not None:
-            self._pending.append(("late", "", "", (now - message.fire_at).total_seconds()))
+            self._late.append((now - message.fire_at).total_seconds())
         name = message.name if isinstance(message, cmd.StartWorkflow) else previous.name if previous else None
         logs.set_context(message.instance_id, name, self.partition)
         if self.tracer is not None:
@@ -535,51 +548,49 @@ class TurnObserver:
             # Dapr: "the delay between a workflow being requested and its execution starting"; the
             # request's time is the command record's timestamp (the producer's clock).
             started_ms = (now or state.last_updated_at or state.created_at).timestamp() * 1000
-            self._pending.append(("scheduling", state.name, "", max(0.0, started_ms - self._requested_ms)))
+            self._scheduling.append((state.name, max(0.0, started_ms - self._requested_ms)))
         dapr_status = DAPR_EXECUTION_STATUS.get(status)
         if dapr_status is not None:
-            began = state.created_at
-            ended = state.completed_at or state.last_updated_at
-            latency = (ended - began).total_seconds() * 1000 if began is not None and ended is not None else 0.0
-            self._pending.append(("execution", state.name, dapr_status, max(0.0, latency)))
+            self._executions.append((state.name, dapr_status, _run_ms(state)))
 
     def failed_by_engine(self, previous: InstanceState | None, state: InstanceState | None) -> None:
         """The engine failed an instance itself (`Orchestrator.fail`: an input it set aside)."""
         if state is None or state.status is not RuntimeStatus.FAILED or (previous is not None and previous.is_terminal):
             return
-        began, ended = state.created_at, state.completed_at or state.last_updated_at
-        latency = (ended - began).total_seconds() * 1000 if began is not None and ended is not None else 0.0
-        self._pending.append(("execution", state.name, "failed", max(0.0, latency)))
+        self._executions.append((state.name, "failed", _run_ms(state)))
         if self.tracer is not None:
             self.tracer.failed_by_engine(state)
 
     # -- per transaction --------------------------------------------------------------------------
 
     def committed(self) -> None:
-        pending, self._pending = self._pending, []
         metrics = self.metrics
-        for kind, name, status, value in pending:
-            if kind == "late":
-                metrics.timer_lateness.observe(max(0.0, value))
-                continue
+        for seconds in self._late:
+            metrics.timer_lateness.observe(max(0.0, seconds))
+        for name, ms in self._scheduling:
+            metrics.scheduling_latency.labels(metrics.workflow_label(name)).observe(ms)
+        for name, status, ms in self._executions:
             label = metrics.workflow_label(name)
-            if kind == "execution":
-                metrics.executions.labels(label, status).inc()
-                metrics.execution_latency.labels(label, status).observe(value)
-            else:
-                metrics.scheduling_latency.labels(label).observe(value)
+            metrics.executions.labels(label, status).inc()
+            metrics.execution_latency.labels(label, status).observe(ms)
+        self._clear()
         if self.tracer is not None:
             self.tracer.committed()
         logs.set_context(partition=self.partition)
 
     def discard(self) -> None:
-        self._pending.clear()
+        self._clear()
         self._begun = False
         if self.tracer is not None:
             self.tracer.discard()
         logs.set_context(partition=self.partition)
 
     # -- restore and memory -----------------------------------------------------------------------
+
+    def _clear(self) -> None:
+        self._late.clear()
+        self._scheduling.clear()
+        self._executions.clear()
 
     def restoring(self) -> None:
         self.discard()
