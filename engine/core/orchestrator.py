@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from types import MappingProxyType
+from typing import Any
 
 from ..errors import UnknownWorkflowError, children_running_message
 from . import commands as cmd
@@ -24,6 +25,7 @@ from . import events as ev
 from .actions import CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
 from .cache import ExecutionCache
 from .executor import WorkflowExecution, WorkflowResolver, WorkflowVersions
+from .payload import DEFAULT_MAX_PAYLOAD_BYTES
 from .propagation import build_propagated_history
 from .state import RECENT_COMMANDS, CodeWait, DurableTimer, InstanceState, ScheduledStart, Timer, fold_all
 from .unknown_code import DEFAULT_TIMEOUT, CodeCheck, next_check
@@ -122,7 +124,8 @@ class Orchestrator:
 
     def __init__(self, resolve: WorkflowResolver, cache: ExecutionCache | None = None,
                  unknown_code_timeout: timedelta = DEFAULT_TIMEOUT,
-                 versions: WorkflowVersions | None = None) -> None:
+                 versions: WorkflowVersions | None = None,
+                 max_early_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         self._resolve = resolve
         #: Named workflow versions (Dapr 1.17): a new run records the latest; a run whose recorded
         #: version this engine lacks waits for its code (STALLED), as an unknown workflow does.
@@ -130,6 +133,9 @@ class Orchestrator:
         self.cache = cache if cache is not None else ExecutionCache()
         #: How long a start of a workflow this engine does not know waits (`engine.core.unknown_code`).
         self.unknown_code_timeout = unknown_code_timeout
+        #: Most bytes of event payloads a PENDING instance holds for its start: with its own input
+        #: (at most one payload) the status record stays within the topics' record limit.
+        self.max_early_bytes = max_early_bytes
 
     def handle(
         self,
@@ -147,10 +153,12 @@ class Orchestrator:
             return self._purge(state, message, load_history)
         if isinstance(message, cmd.ChildResult) and state.is_terminal:
             return self._late_child_result(state, message)
-        if state.is_terminal or state.status is RuntimeStatus.PENDING:
+        if state.is_terminal:
             return _unchanged(state, Disposition.MOOT, f"instance '{iid}' is {state.status.value}")
         if isinstance(message, cmd.Command) and message.command_id in state.recent_commands:
             return _unchanged(state, Disposition.DUPLICATE, f"command {message.command_id} was applied already")
+        if state.status is RuntimeStatus.PENDING:
+            return self._before_start(state, message, now)
         if isinstance(message, CodeCheck):
             return self._code_check(state, message, now, load_history)
         if isinstance(message, cmd.RaiseEvent):
@@ -250,6 +258,7 @@ class Orchestrator:
             return waiting
         self.cache.discard(iid)
         fresh = InstanceState(instance_id=iid)
+        early = _early_inputs(state, now) if state is not None and state.run_id == message.command_id else []
         started = ev.ExecutionStarted(
             timestamp=now,
             name=message.name,
@@ -261,7 +270,7 @@ class Orchestrator:
             propagated_history=message.propagated_history,
             workflow_version=self._latest(message.name),
         )
-        return self._turn(fresh, [started], now, _no_history, new_history=True)
+        return self._turn(fresh, [started, *early], now, _no_history, new_history=True)
 
     def _wait_for_code(self, state: InstanceState | None, message: cmd.StartWorkflow,
                        now: datetime) -> TurnOutcome | None:
@@ -287,7 +296,56 @@ class Orchestrator:
             created_at=created, last_updated_at=now, parent=message.parent,
             scheduled_start=message.scheduled_start, waiting_for_code=now,
         )
+        if same_run and state is not None:  # what was sent to it while scheduled waits with it
+            pending = replace(pending, early_events=state.early_events, starts_suspended=state.starts_suspended,
+                              recent_commands=state.recent_commands)
         return TurnOutcome(pending, write=StateWrite.SAVE, timers=[timer])
+
+    def _before_start(self, state: InstanceState, message: cmd.InstanceMessage, now: datetime) -> TurnOutcome:
+        """Commands to an instance that has not started yet (scheduled for later, or waiting for
+        its code) are kept for its start, or end it before it starts: nothing sent to it is lost,
+        as durabletask's backends keep such messages in the instance's inbox."""
+        if isinstance(message, cmd.RaiseEvent):
+            held = sum(len(e.input.encode()) for e in state.early_events if e.input is not None)
+            size = len(message.input.encode()) if message.input is not None else 0
+            if held + size > self.max_early_bytes:
+                return _unchanged(state, Disposition.REFUSED,
+                                  f"instance '{state.instance_id}' has not started and already holds "
+                                  f"{held} bytes of events for its start (at most {self.max_early_bytes})")
+            early = ev.EventRaised(timestamp=now, name=message.name, input=message.input,
+                                   command_id=message.command_id)
+            return _kept(state, message, now, early_events=(*state.early_events, early))
+        if isinstance(message, cmd.SuspendWorkflow):
+            return _kept(state, message, now, starts_suspended=True)
+        if isinstance(message, cmd.ResumeWorkflow):
+            return _kept(state, message, now, starts_suspended=False)
+        if isinstance(message, cmd.TerminateWorkflow):
+            return self._terminate_before_start(state, message, now)
+        return _unchanged(state, Disposition.MOOT, f"instance '{state.instance_id}' is {state.status.value}")
+
+    def _terminate_before_start(self, state: InstanceState, message: cmd.TerminateWorkflow,
+                                now: datetime) -> TurnOutcome:
+        """The run starts and ends TERMINATED in one turn without its code (which this engine may
+        not even have): its history says what happened, as a terminated running instance's does."""
+        self.cache.discard(state.instance_id)
+        events: list[ev.HistoryEvent] = [
+            ev.WorkflowStarted(timestamp=now, seq=0),
+            ev.ExecutionStarted(timestamp=now, seq=1, name=state.name, instance_id=state.instance_id,
+                                execution_id=state.run_id, input=state.input, parent=state.parent,
+                                scheduled_start=state.scheduled_start),
+        ]
+        events.extend(_with_seq(e, len(events) + i) for i, e in enumerate(state.early_events))
+        events.append(ev.ExecutionTerminated(timestamp=now, seq=len(events), output=message.output,
+                                             recurse=message.recursive, command_id=message.command_id))
+        events.append(ev.WorkflowCompleted(timestamp=now, seq=len(events)))
+        events.append(ev.ExecutionCompleted(timestamp=now, seq=len(events), status=RuntimeStatus.TERMINATED,
+                                            result=message.output))
+        ended = fold_all(InstanceState(instance_id=state.instance_id), events)
+        outcome = TurnOutcome(replace(ended, created_at=state.created_at or now), events=events,
+                              write=StateWrite.SAVE)
+        if ended.parent is not None:
+            outcome.messages.append(self._child_result(ended))
+        return outcome
 
     def _refuse(self, state: InstanceState, message: cmd.StartWorkflow, why: str) -> TurnOutcome:
         """Refuse a start, and record its command ID in the instance's recent commands, so the
@@ -573,6 +631,22 @@ def scheduled_start_command(state: InstanceState) -> cmd.StartWorkflow:
     """The start a PENDING instance waits to apply (rebuilt from its state after a restart)."""
     return cmd.StartWorkflow(instance_id=state.instance_id, command_id=state.run_id, name=state.name,
                              input=state.input, scheduled_start=state.scheduled_start, parent=state.parent)
+
+
+def _early_inputs(state: InstanceState, now: datetime) -> list[ev.HistoryEvent]:
+    """What was sent to a PENDING instance, to apply right after its start."""
+    early: list[ev.HistoryEvent] = list(state.early_events)
+    if state.starts_suspended:
+        early.append(ev.ExecutionSuspended(timestamp=now))
+    return early
+
+
+def _kept(state: InstanceState, message: cmd.Command, now: datetime, **changes: Any) -> TurnOutcome:
+    """A command to a PENDING instance, held in its state for the start (and remembered, so a
+    second delivery changes nothing and its sender sees it taken)."""
+    recent = (*state.recent_commands, message.command_id)[-RECENT_COMMANDS:]
+    return TurnOutcome(replace(state, recent_commands=recent, last_updated_at=now, **changes),
+                       write=StateWrite.SAVE)
 
 
 def _no_history() -> Sequence[ev.HistoryEvent]:

@@ -97,11 +97,14 @@ def start_refusal(state: InstanceState | None, command_id: str) -> InstanceExist
 def moot(command: cmd.Command, state: InstanceState) -> bool:
     """The engine ignores `command` in `state`: nothing of it will ever show.
 
-    A finished or not yet started (PENDING) run takes no command; a pause of a suspended run and a
-    resume of a running one change nothing (someone else's got there first).
+    A finished run takes no command; a run that has not started (PENDING) keeps every command for
+    its start; a pause of a suspended run and a resume of a running one change nothing (someone
+    else's got there first).
     """
-    if state.is_terminal or state.status is RuntimeStatus.PENDING:
+    if state.is_terminal:
         return True
+    if state.status is RuntimeStatus.PENDING:
+        return False
     if isinstance(command, cmd.SuspendWorkflow):
         return state.status is RuntimeStatus.SUSPENDED
     if isinstance(command, cmd.ResumeWorkflow):

@@ -76,6 +76,12 @@ class InstanceState:
     waiting_for_code: datetime | None = None
     #: The named version of a versioned workflow the current generation runs (from `ExecutionStarted`).
     workflow_version: str | None = None
+    #: External events sent to a PENDING instance (scheduled for later, or waiting for its code),
+    #: applied in order right after its start: durabletask's backends likewise keep events sent
+    #: before a start in the instance's inbox (github.com/dapr/durabletask-go, backend/runtimestate.go).
+    early_events: tuple[ev.EventRaised, ...] = ()
+    #: A suspend sent to a PENDING instance and not resumed since: the run starts suspended.
+    starts_suspended: bool = False
 
     @property
     def is_terminal(self) -> bool:
@@ -284,6 +290,8 @@ class _Draft:
             "waiting_for_code": None,
             "workflow_version": event.workflow_version,
             "unfinished_children": _EMPTY,
+            "early_events": (),
+            "starts_suspended": False,
         }
         self.tasks.clear()
         self.timers.clear()

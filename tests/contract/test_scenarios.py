@@ -399,6 +399,22 @@ def test_scheduled_start(backend: Backend) -> None:
     ]]
 
 
+def test_commands_sent_before_a_scheduled_start_are_kept_for_it(backend: Backend) -> None:
+    # An event raised before the start reaches the run (durabletask keeps it in the inbox).
+    iid = backend.schedule(wf.gated, input="Ada", start_after=timedelta(seconds=1.5))
+    backend.raise_event(iid, "go", "early")
+    pending = backend.state(iid)
+    assert pending is not None and pending.runtime_status is WorkflowStatus.PENDING
+    state = backend.wait_done(iid)
+    assert (state.runtime_status, output(state)) == (WorkflowStatus.COMPLETED, "Hello, Ada early!")
+    assert backend.executions(iid)[0][:4] == [START, "ExecutionStarted", "EventRaised", "TaskScheduled"]
+    # A terminate ends it before it starts.
+    later = backend.schedule(wf.gated, input="Bo", start_after=timedelta(hours=1))
+    backend.terminate(later, output="never")
+    ended = backend.wait_done(later)
+    assert (ended.runtime_status, output(ended)) == (WorkflowStatus.TERMINATED, "never")
+
+
 def test_terminate_while_suspended(backend: Backend) -> None:
     iid = backend.schedule(wf.gated, input="Ada")
     backend.wait_until(iid, status_is(WorkflowStatus.RUNNING), "running")

@@ -575,3 +575,87 @@ class Test_cache:
         assert state.failure.error_type == "NonDeterminismError"
         assert "call_activity('a')" in state.failure.message
         assert "call_activity('refund')" in state.failure.message
+
+
+class Test_commands_before_the_start:
+    """A start scheduled for later, or waiting for its code, keeps what is sent to it meanwhile."""
+
+    def scheduled(self, h: Harness) -> None:
+        h.handle(cmd.StartWorkflow(instance_id="i1", command_id="c1", name="wf", scheduled_start=at(60)))
+        assert h.states["i1"].status is RuntimeStatus.PENDING
+
+    def due(self, h: Harness) -> TurnOutcome:
+        return h.handle(cmd.StartWorkflow(instance_id="i1", command_id="c1", name="wf", scheduled_start=at(60)),
+                        t=60)
+
+    def test_an_event_raised_before_a_scheduled_start_reaches_the_run(self):
+        h = Harness({"wf": waiter})
+        self.scheduled(h)
+        raised = cmd.RaiseEvent(instance_id="i1", command_id="r1", name="go", input="7")
+        kept = h.handle(raised, t=1)
+        assert kept.state is not None and kept.state.status is RuntimeStatus.PENDING
+        assert [e.name for e in kept.state.early_events] == ["go"]
+        assert "r1" in kept.state.recent_commands
+        assert h.handle(raised, t=2).unapplied == unapplied(Disposition.DUPLICATE, "command r1 was applied already")
+        started = self.due(h)
+        assert started.state is not None
+        assert started.state.status is RuntimeStatus.COMPLETED
+        assert started.state.output == "7"
+        assert started.state.early_events == ()
+
+    def test_an_event_raised_while_the_start_waits_for_its_code_reaches_the_run(self):
+        h = Harness({})
+        h.handle(start(name="wf"))
+        assert h.states["i1"].waiting_for_code is not None
+        h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r1", name="go", input="3"), t=1)
+        h.workflows["wf"] = waiter
+        started = h.handle(start(name="wf"), t=5)
+        assert started.state is not None and started.state.output == "3"
+
+    def test_a_rescheduled_wait_for_code_keeps_the_events(self):
+        h = Harness({})
+        self.scheduled(h)
+        h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r1", name="go", input="3"), t=1)
+        waiting = self.due(h)  # due, but no code here: it waits, and keeps the event
+        assert waiting.state is not None and waiting.state.waiting_for_code is not None
+        assert [e.input for e in waiting.state.early_events] == ["3"]
+
+    def test_a_terminate_ends_a_scheduled_instance_before_it_starts(self):
+        h = Harness({"wf": waiter})
+        self.scheduled(h)
+        ended = h.handle(cmd.TerminateWorkflow(instance_id="i1", command_id="t1", output='"bye"'), t=1)
+        assert ended.state is not None and ended.state.status is RuntimeStatus.TERMINATED
+        assert ended.state.output == '"bye"'
+        assert "t1" in ended.state.recent_commands
+        assert [type(e).__name__ for e in h.histories["i1"]] == [
+            "WorkflowStarted", "ExecutionStarted", "ExecutionTerminated", "WorkflowCompleted", "ExecutionCompleted"]
+        # The start it waited for is now moot.
+        assert self.due(h).unapplied == unapplied(Disposition.DUPLICATE, "this start was applied already")
+
+    def test_a_terminated_child_that_never_started_reports_to_its_parent(self):
+        h = Harness({})
+        parent = ParentInstance(instance_id="p", name="pwf", task_scheduled_id=3, execution_id="pe")
+        h.handle(start(name="wf", parent=parent))
+        ended = h.handle(cmd.TerminateWorkflow(instance_id="i1", command_id="t1"), t=1)
+        assert [type(m).__name__ for m in ended.messages] == ["ChildResult"]
+
+    def test_a_suspend_before_the_start_starts_the_run_suspended(self):
+        h = Harness({"wf": waiter})
+        self.scheduled(h)
+        h.handle(cmd.SuspendWorkflow(instance_id="i1", command_id="s1"), t=1)
+        assert h.states["i1"].starts_suspended
+        assert self.due(h).state.status is RuntimeStatus.SUSPENDED
+        h2 = Harness({"wf": waiter})
+        self.scheduled(h2)
+        h2.handle(cmd.SuspendWorkflow(instance_id="i1", command_id="s1"), t=1)
+        h2.handle(cmd.ResumeWorkflow(instance_id="i1", command_id="s2"), t=2)
+        assert self.due(h2).state.status is RuntimeStatus.RUNNING
+
+    def test_events_held_before_the_start_are_bounded(self):
+        h = Harness({"wf": waiter})
+        h.orchestrator.max_early_bytes = 10
+        self.scheduled(h)
+        assert h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r1", name="a", input='"12345"')).changed
+        refused = h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r2", name="b", input='"123456"'))
+        assert refused.unapplied is not None and refused.unapplied.disposition is Disposition.REFUSED
+        assert len(h.states["i1"].early_events) == 1

@@ -220,7 +220,10 @@ def test_the_settled_rule_ends_on_a_newer_run_or_a_purge_after_the_run_showed() 
     assert behind(running("a", "r2"))  # a newer run replaced it
     shown = command_settled(suspend, "r1", "r1")
     assert not shown(running("a", "r1"))
-    assert shown(replace(running("a"), status=RuntimeStatus.PENDING))  # the engine ignores it
+    # A PENDING run keeps the command for its start: only its ID in the recent commands answers.
+    assert not shown(replace(running("a"), status=RuntimeStatus.PENDING))
+    assert shown(replace(running("a"), status=RuntimeStatus.PENDING, recent_commands=("s",)))
+    assert shown(replace(running("a"), status=RuntimeStatus.COMPLETED))  # the engine ignores it
     assert shown(replace(running("a"), recent_commands=("s",)))
 
 
