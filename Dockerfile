@@ -8,11 +8,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so a code change does not reinstall them.
+# Dependencies first, so a code change does not reinstall them. With the `otel` extra (traces are
+# off unless OTEL_* is set) and the `grpc` extra (`headrace grpc`), one image runs every command.
 COPY pyproject.toml README.md ./
 RUN mkdir -p engine api ops \
     && touch engine/__init__.py api/__init__.py ops/__init__.py \
-    && pip install . \
+    && pip install ".[otel,grpc]" \
     && pip uninstall -y headrace
 
 COPY engine ./engine
