@@ -249,6 +249,7 @@ class Orchestrator:
             pending = InstanceState(
                 instance_id=iid, name=message.name, input=message.input, run_id=message.command_id,
                 created_at=now, last_updated_at=now, parent=message.parent, scheduled_start=message.scheduled_start,
+                propagated_history=message.propagated_history,
             )
             assert message.scheduled_start is not None
             return TurnOutcome(pending, write=StateWrite.SAVE,
@@ -295,6 +296,7 @@ class Orchestrator:
             instance_id=iid, name=message.name, input=message.input, run_id=message.command_id,
             created_at=created, last_updated_at=now, parent=message.parent,
             scheduled_start=message.scheduled_start, waiting_for_code=now,
+            propagated_history=message.propagated_history,
         )
         if same_run and state is not None:  # what was sent to it while scheduled waits with it
             pending = replace(pending, early_events=state.early_events, starts_suspended=state.starts_suspended,
@@ -630,7 +632,8 @@ class Orchestrator:
 def scheduled_start_command(state: InstanceState) -> cmd.StartWorkflow:
     """The start a PENDING instance waits to apply (rebuilt from its state after a restart)."""
     return cmd.StartWorkflow(instance_id=state.instance_id, command_id=state.run_id, name=state.name,
-                             input=state.input, scheduled_start=state.scheduled_start, parent=state.parent)
+                             input=state.input, scheduled_start=state.scheduled_start, parent=state.parent,
+                             propagated_history=state.propagated_history)
 
 
 def _early_inputs(state: InstanceState, now: datetime) -> list[ev.HistoryEvent]:

@@ -82,6 +82,8 @@ class InstanceState:
     early_events: tuple[ev.EventRaised, ...] = ()
     #: A suspend sent to a PENDING instance and not resumed since: the run starts suspended.
     starts_suspended: bool = False
+    #: The history a PENDING start was handed (`engine.core.propagation`), kept for the start.
+    propagated_history: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -292,6 +294,7 @@ class _Draft:
             "unfinished_children": _EMPTY,
             "early_events": (),
             "starts_suspended": False,
+            "propagated_history": None,
         }
         self.tasks.clear()
         self.timers.clear()

@@ -12,7 +12,14 @@ from engine.core import commands as cmd
 from engine.core import events as ev
 from engine.core.cache import ExecutionCache
 from engine.core.effects import apply_outcome
-from engine.core.orchestrator import Disposition, Orchestrator, StateWrite, TurnOutcome, Unapplied
+from engine.core.orchestrator import (
+    Disposition,
+    Orchestrator,
+    StateWrite,
+    TurnOutcome,
+    Unapplied,
+    scheduled_start_command,
+)
 from engine.core.state import InstanceState, Timer, fold_all
 from engine.core.values import FailureDetails, ParentInstance, RuntimeStatus
 
@@ -659,3 +666,13 @@ class Test_commands_before_the_start:
         refused = h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r2", name="b", input='"123456"'))
         assert refused.unapplied is not None and refused.unapplied.disposition is Disposition.REFUSED
         assert len(h.states["i1"].early_events) == 1
+
+    def test_a_start_that_waits_for_its_code_keeps_its_handed_on_history(self):
+        h = Harness({})
+        h.handle(cmd.StartWorkflow(instance_id="i1", command_id="c1", name="wf", propagated_history='{"x":1}'))
+        assert h.states["i1"].propagated_history == '{"x":1}'
+        h.workflows["wf"] = waiter
+        h.handle(scheduled_start_command(h.states["i1"]), t=5)
+        started = next(e for e in h.histories["i1"] if isinstance(e, ev.ExecutionStarted))
+        assert started.propagated_history == '{"x":1}'
+        assert h.states["i1"].propagated_history is None
