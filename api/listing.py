@@ -140,7 +140,9 @@ def matching(states: Iterable[InstanceState], query: Query) -> Iterator[Instance
     statuses, name = query.statuses, query.workflow_name
     after, before = query.created_after, query.created_before
     for state in list(states):  # a copy: the view may change between two awaits of a caller
-        if statuses and state.status not in statuses:
+        # The status rows show (STALLED for an instance waiting for matching code), so a filter
+        # finds what a listing displays; `shown_status` only when it can differ (it costs 8x a read).
+        if statuses and (state.status if state.waiting_for_code is None else state.shown_status) not in statuses:
             continue
         if name is not None and state.name != name:
             continue

@@ -13,7 +13,8 @@ execution):
   most once plus one redelivery per fault injected, and a call is scheduled at most as often as
   its retry policy allows;
 - every timer of a finished execution fired exactly once, and none before its due time;
-- every poison record is dead-lettered with its reason.
+- every poison record is dead-lettered with its reason;
+- a rolling-deploy workflow (ops/chaos/rolling.py) returns the branch its own history recorded.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from engine.errors import DecodeError
 from engine.wire.records import decode_state
 from ops.audit import audit
 
+from . import rolling
 from .load import Start
 from .records import Marks, TopicRecord
 
@@ -190,8 +192,11 @@ def _check_starts(
     starts: dict[str, Start], history: History, finals: dict[str, InstanceState], counts: Counts, report: _Report
 ) -> None:
     executions: Counter[str] = Counter()
+    events_of: dict[str, list[ev.HistoryEvent]] = defaultdict(list)
     for iid, _execution_id, events in history:
         executions[iid] += sum(isinstance(e, ev.ExecutionStarted) for e in events)
+        if iid in starts and starts[iid].kind in rolling.KINDS:
+            events_of[iid].extend(events)
     counts.children = sum(1 for s in finals.values() if s.parent is not None)
     for iid, start in starts.items():
         if start.errors and not start.acked:
@@ -225,13 +230,15 @@ def _check_starts(
             report.add(f"{iid}: expected FAILED with {start.expect_failure}, got {state.status} {failure}")
             continue
         output = _payload(state.output)
-        if state.status is RuntimeStatus.COMPLETED and output == start.expected:
+        # A rolling-deploy workflow must return the branch its own history asks for.
+        want = rolling.expected_for(start, events_of[iid]) if start.kind in rolling.KINDS else start.expected
+        if state.status is RuntimeStatus.COMPLETED and output == want:
             counts.completed += 1
         else:
             counts.wrong_output += 1
             detail = failure.message if failure is not None else output
             report.add(
-                f"{iid} ({start.kind} {start.args}): expected COMPLETED {start.expected}, "
+                f"{iid} ({start.kind} {start.args}): expected COMPLETED {want}, "
                 f"got {state.status} {detail!r}"
             )
 

@@ -22,6 +22,7 @@ from engine.topics import Topics
 from .checker import PoisonRecord
 from .follower import StatusFollower
 from .load import LoadDriver, Start
+from .rolling import deploy
 from .supervisor import APP, APP_V2, Proc, Supervisor, on_broker_thread
 
 __all__ = ["FAULTS", "Fault", "FaultContext"]
@@ -318,4 +319,5 @@ FAULTS: dict[str, Injector] = {
     "worker-burst": worker_burst,
     "poison": poison,
     "nondeterminism": nondeterminism,
+    "rolling-deploy": deploy,
 }

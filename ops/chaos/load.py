@@ -35,6 +35,15 @@ KINDS: dict[str, tuple[str, int]] = {
     "parent": ("chaos_parent", 10),
     "retry": ("chaos_retry", 15),
     "versioned": ("chaos_versioned", 0),
+    # The rolling-deploy scenario's (ops/chaos/rolling.py): outputs name the branch taken.
+    "patched": ("chaos_patched", 0),
+    "named": ("chaos_named", 0),
+    "new": ("chaos_new", 0),
+}
+#: Kinds that wait for a `go` event, and how long after the start the driver raises it (seconds):
+#: the rolling-deploy kinds wait longer, so more of them cross from a v1 process to a v2 one.
+EVENT_DELAY_S: dict[str, tuple[float, float]] = {
+    "event": (0.1, 1.5), "versioned": (0.1, 1.5), "patched": (1.0, 8.0), "named": (1.0, 8.0),
 }
 
 
@@ -146,6 +155,8 @@ class LoadDriver:
         self.max_inflight = max_inflight
         self.give_up_s = give_up_s
         self.starts: dict[str, Start] = {}
+        #: The mix: kind -> weight, read at every start, so a scenario may change it while the load runs.
+        self.weights: dict[str, int] = {k: w for k, (_, w) in KINDS.items() if w > 0}
         #: Requests now waiting for an answer, per API URL (the API-kill fault aims at these).
         self.in_flight: dict[str, int] = dict.fromkeys(urls, 0)
         self._acked = 0
@@ -182,11 +193,11 @@ class LoadDriver:
             self._acked_done += 1
 
     async def run(
-        self, count: int, kinds: dict[str, tuple[str, int]] = KINDS, stop: Callable[[], bool] = lambda: False
+        self, count: int, kinds: dict[str, tuple[str, int]] | None = None, stop: Callable[[], bool] = lambda: False
     ) -> None:
-        """Start `count` workflows of the weighted `kinds`, then wait until every start is answered."""
-        names = [k for k, (_, w) in kinds.items() if w > 0]
-        weights = [kinds[k][1] for k in names]
+        """Start `count` workflows of the weighted `kinds` (default: `self.weights`, as it is at each
+        start), then wait until every start is answered."""
+        mix = self.weights if kinds is None else {k: w for k, (_, w) in kinds.items() if w > 0}
         t0 = time.monotonic()
         for n in range(count):
             if stop():
@@ -194,7 +205,7 @@ class LoadDriver:
             while self.unfinished() >= self.max_inflight:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.follower.changed(), 0.5)
-            kind = self.rng.choices(names, weights)[0]
+            kind = self.rng.choices(list(mix), list(mix.values()))[0]
             self.launch(self.new_start(kind))
             await asyncio.sleep(max(0.0, t0 + (n + 1) / self.rate - time.monotonic()))
         await self.settle()
@@ -202,7 +213,7 @@ class LoadDriver:
     def new_start(self, kind: str, *, version: int = 1, auto_event: bool = True) -> Start:
         iid = f"{self.prefix}{len(self.starts):06d}-{kind}"
         start = Start(iid, kind, plan(kind, self.rng), version=version, auto_event=auto_event)
-        if kind in ("event", "versioned"):
+        if kind in EVENT_DELAY_S:
             start.event = self.rng.randint(1, 1000)
         self.starts[iid] = start
         return start
@@ -240,7 +251,7 @@ class LoadDriver:
             start.ambiguous += 1
             await asyncio.sleep(self.rng.uniform(0.1, 0.5) * min(start.ambiguous, 4))
         if start.acked and start.event is not None and start.auto_event:
-            await asyncio.sleep(self.rng.uniform(0.1, 1.5))
+            await asyncio.sleep(self.rng.uniform(*EVENT_DELAY_S[start.kind]))
             await self.raise_event(start)
 
     async def raise_event(self, start: Start) -> None:

@@ -25,6 +25,7 @@ from engine.topics import Topics, ensure_topics
 from ops.audit import read_history
 from ops.kafka import LocalKafka
 
+from . import rolling
 from .checker import Verdict, check
 from .faults import FAULTS, Fault, FaultContext
 from .follower import StatusFollower
@@ -66,7 +67,8 @@ class RunOptions:
             return self.rate
         rounds = max(self.faults, 1)
         hold = self.hold_s if "worker-burst" in self.scenario.faults else 0.0
-        seconds = rounds * sum(self.every_s) / 2 + (rounds - 1) * self.scenario.span_s + hold + 5.0
+        spans = rounds if self.scenario.load_spans_fault else rounds - 1
+        seconds = rounds * sum(self.every_s) / 2 + spans * self.scenario.span_s + hold + 5.0
         return min(40.0, max(4.0, self.workflows / seconds))
 
 
@@ -103,6 +105,9 @@ async def run_chaos(
         max_payload_bytes=MAX_PAYLOAD_BYTES,
     )
     sup = Supervisor.create(kafka, settings, directory / "logs", directory / "marks")
+    for proc in sup.procs:
+        if proc.role != "api" and options.scenario.app is not None:
+            proc.app = options.scenario.app
     ok = False
     try:
         await ensure_topics(settings)
@@ -128,6 +133,7 @@ async def _run(options: RunOptions, sup: Supervisor, directory: Path, say: Calla
     driver = LoadDriver(
         sup.api_urls, follower, rng, prefix=f"{options.scenario.name}-{options.seed}-", rate=options.pace()
     )
+    driver.weights.update(dict(options.scenario.mix))
     ctx = FaultContext(sup, driver, follower, rng, time.monotonic(), say, hold_s=options.hold_s)
     faults: list[Fault] = []
     try:
@@ -179,6 +185,11 @@ async def _run(options: RunOptions, sup: Supervisor, directory: Path, say: Calla
         poison=ctx.poison,
     )
     verdict.violations.extend(crash_notes)
+    rolled: dict[str, Any] = {}
+    if "rolling-deploy" in options.scenario.faults:
+        code_failures, figures = rolling.check_paths(driver.starts, history, status_log)
+        verdict.violations.extend(code_failures)
+        rolled = figures.to_json()
     verdict.violations.extend(_leaked_secrets(sup))
     summary = {
         "scenario": options.scenario.name,
@@ -194,7 +205,8 @@ async def _run(options: RunOptions, sup: Supervisor, directory: Path, say: Calla
         "secure": sup.kafka.security() is not None,
         "verdict": verdict.to_json(),
         "faults": [f.to_json() for f in sorted(faults, key=lambda f: f.at_s)],
-        "apps": {"v1": APP, "v2": APP_V2},
+        "apps": {"v1": options.scenario.app or APP, "v2": rolling.APP_V2 if rolled else APP_V2},
+        **({"rolling": rolled} if rolled else {}),
         "directory": str(directory),
     }
     (directory / "verdict.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import rolling
+
 __all__ = ["SCENARIOS", "Scenario"]
 
 
@@ -21,6 +23,12 @@ class Scenario:
     every_s: tuple[float, float] = (3.0, 6.0)
     #: Roughly how long one fault takes, so the load is paced to outlast the faults.
     span_s: float = 5.0
+    #: The app the engines and workers start with (`--app`); None: ops/chaos/apps.py.
+    app: str | None = None
+    #: Kinds added to the load's mix (ops/chaos/load.py KINDS) with their weights.
+    mix: tuple[tuple[str, int], ...] = ()
+    #: The load lasts through the last fault too (the fault is what runs under load), not only until it begins.
+    load_spans_fault: bool = False
 
 
 _CRASHES = ("engine-kill", "worker-kill", "api-kill", "engine-pause", "broker-kill")
@@ -68,6 +76,17 @@ SCENARIOS: dict[str, Scenario] = {
             "NonDeterminismError, the engines keep running",
             ("nondeterminism",),
             span_s=25.0,
+        ),
+        Scenario(
+            "rolling-deploy",
+            "v2 code (a new workflow and activity, a patch, a new named version) rolled into a "
+            "v1 fleet one process at a time under load, then v1 removed: nothing fails for its code",
+            ("rolling-deploy",),
+            workflows=300,  # at the 4/s floor of the pace, the load lasts the ~70 s deploy
+            span_s=70.0,
+            load_spans_fault=True,
+            app=rolling.APP_V1,
+            mix=tuple(rolling.MIX_V1.items()),
         ),
         Scenario(
             "mixed", "a random crash fault each time: " + ", ".join(_CRASHES), _CRASHES, fault_count=3, span_s=12.0

@@ -150,6 +150,21 @@ def test_listing_orders_filters_and_pages() -> None:
     ]
 
 
+
+def test_listing_filters_stalled_instances_by_the_status_they_show() -> None:
+    from dataclasses import replace
+
+    from api.overview import status_counts
+
+    running = state("r", RuntimeStatus.RUNNING, T0)
+    stalled = replace(state("s", RuntimeStatus.RUNNING, T0), waiting_for_code=T0)  # waits for matching code
+    rows = [running, stalled]
+    only = list_instances(rows, parse_query({}, ["STALLED"]))
+    assert [i.instance_id for i in only.instances] == ["s"]
+    assert [i.instance_id for i in list_instances(rows, parse_query({}, ["RUNNING"])).instances] == ["r"]
+    counts = status_counts(rows)
+    assert (counts["RUNNING"], counts["STALLED"]) == (1, 1)
+
 def start(iid: str, cid: str) -> PendingStart:
     return PendingStart(
         0, StartWorkflow(instance_id=iid, command_id=cid, name="new", input='"n"'), T0

@@ -215,3 +215,51 @@ def test_marks_files_count_runs_and_interrupted_runs(tmp_path):
     marks = read_marks(tmp_path)
     assert marks.runs == Counter({("a", 0): 1, ("b", 1): 2, ("c", 0): 1})
     assert marks.interrupted == Counter({101: 2, 102: 0})
+
+
+# -- the rolling deploy: the branch a run took must be the one its history asks for -------------
+
+from ops.chaos import rolling  # noqa: E402
+
+
+def _patched_history(iid: str, *, patched: bool) -> list:
+    """chaos_patched with x=1 and event 10: add, the event, then triple (patched) or add."""
+    second = "chaos_triple" if patched else "chaos_add"
+    events: list[ev.HistoryEvent] = [
+        ev.WorkflowStarted(timestamp=T0, seq=0),
+        ev.ExecutionStarted(timestamp=T0, seq=1, name="chaos_patched", instance_id=iid, execution_id="e1",
+                            input='{"x": 1}'),
+        ev.TaskScheduled(timestamp=T0, seq=2, event_id=0, name="chaos_add", input="1"),
+        ev.TaskCompleted(timestamp=T0, seq=3, task_scheduled_id=0, result="2"),
+        ev.WorkflowStarted(timestamp=T0, seq=4, patches=(rolling.PATCH,) if patched else ()),
+        ev.EventRaised(timestamp=T0, seq=5, name="go", input='{"v": 10}'),
+        ev.TaskScheduled(timestamp=T0, seq=6, event_id=1, name=second, input="12"),
+    ]
+    return [(iid, "e1", events)]
+
+
+def test_a_rolling_deploy_run_must_return_the_branch_its_history_recorded():
+    start = Start("p", "patched", {"x": 1}, event=10, attempts=1, acked=True, ack="202")
+    right = {"path": "patched", "value": 36}
+    ok = check({"p": start}, _patched_history("p", patched=True), [_status("p", "COMPLETED", right)], [], None,
+               faults=Counter())
+    assert ok.counts.completed == 1 and ok.counts.wrong_output == 0, ok.violations
+    # The history did not take the patch: a run that says it did is on the wrong branch.
+    wrong = check({"p": start}, _patched_history("p", patched=False), [_status("p", "COMPLETED", right)], [], None,
+                  faults=Counter())
+    assert wrong.counts.wrong_output == 1
+    assert "'path': 'unpatched', 'value': 13" in wrong.violations[0]
+
+
+def test_rolling_figures_count_branches_stalls_and_failures_for_code():
+    start = Start("p", "patched", {"x": 1}, event=10, attempts=1, acked=True, ack="202")
+    stalled = InstanceState(instance_id="p", execution_id="e1", status=RuntimeStatus.RUNNING, waiting_for_code=T0)
+    log = [
+        TopicRecord(0, 0, b"p", encode_state(stalled)),
+        _status("p", "COMPLETED", {"path": "patched", "value": 36}),
+        _status("q", "FAILED", failure=FailureDetails(error_type="NonDeterminismError", message="changed")),
+    ]
+    violations, figures = rolling.check_paths({"p": start}, _patched_history("p", patched=True), log)
+    assert figures.paths == {"patched/patched": 1}
+    assert (figures.stalled, figures.starts_waited, figures.failed_for_code) == ({"patched": 1}, {}, 1)
+    assert violations and "q: FAILED for its code: NonDeterminismError" in violations[0]

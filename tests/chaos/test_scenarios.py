@@ -17,21 +17,24 @@ from ops.kafka import LocalKafka
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(420)]
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Run in process; `poison` runs through the CLI below, `mixed` is for long runs.
-IN_PROCESS = [n for n in SCENARIOS if n not in ("poison", "mixed")]
+#: Run in process; `poison` runs through the CLI below, `mixed` is for long runs, `rolling-deploy`
+#: has its own test below.
+IN_PROCESS = [n for n in SCENARIOS if n not in ("poison", "mixed", "rolling-deploy")]
 
 
-def run(name: str, cluster: LocalKafka, out: Path) -> RunResult:
+def run(name: str, cluster: LocalKafka, out: Path, workflows: int | None = None,
+        rate: float | None = None) -> RunResult:
     scenario = SCENARIOS[name]
     options = RunOptions(
         scenario,
-        workflows=scenario.workflows,
+        workflows=workflows or scenario.workflows,
         faults=scenario.fault_count,
         seed=7,
         every_s=scenario.every_s,
         hold_s=15.0,
         drain_s=150.0,
         out=out,
+        rate=rate,
     )
     return asyncio.run(run_chaos(options, cluster, say=print))
 
@@ -54,6 +57,23 @@ def test_scenario_loses_nothing_and_duplicates_nothing(name: str, chaos_cluster:
         assert c.ambiguous_resolved >= 1
     if name == "nondeterminism":
         assert c.failed_as_expected >= 1
+
+
+def test_a_rolling_deploy_fails_nothing_for_its_code_and_every_run_takes_its_history_s_branch(
+        chaos_cluster: LocalKafka, tmp_path: Path):
+    """Issue 12: v2 (a new workflow and activity, a patch, a new named version) rolled into a v1
+    fleet one process at a time under load, then v1 removed (ops/chaos/rolling.py)."""
+    # 100 workflows over most of the ~60-100 s the deploy takes, so v2 kinds start while v1 processes remain.
+    result = run("rolling-deploy", chaos_cluster, tmp_path, workflows=100, rate=1.8)
+    c = result.verdict.counts
+    assert result.verdict.violations == [], result.summary
+    assert (c.lost, c.duplicated, c.wrong_output) == (0, 0, 0)
+    assert c.completed == c.workflows_started >= 100
+    rolled = result.summary["rolling"]
+    assert rolled["failed_for_code"] == 0
+    # Both sides of every change ran: old and new branches, old and new versions, the new workflow.
+    for path in ("patched/unpatched", "patched/patched", "named/v1", "named/v2", "new/new"):
+        assert rolled["paths"].get(path, 0) >= 1, rolled
 
 
 def test_one_command_runs_a_scenario_and_ends_with_the_verdict(chaos_cluster: LocalKafka, tmp_path: Path):

@@ -88,3 +88,15 @@ def test_daprs_error_and_settings_names() -> None:
     assert Settings().DAPR_RUNTIME_HOST is None or isinstance(Settings().DAPR_RUNTIME_HOST, str)
     with pytest.raises(AttributeError):
         _ = Settings().not_a_dapr_setting
+
+
+def test_an_example_run_in_parts_gets_each_part_as_its_argument(tmp_path: Path) -> None:
+    import os
+
+    from ops.dapr_examples import RUNS, run_example
+
+    assert RUNS["versioning"] == (("part1",), ("part2",))  # as its README runs it
+    script = tmp_path / "parts.py"
+    script.write_text("import sys\nprint('args:', sys.argv[1:])\n")
+    outputs = [run_example(script, dict(os.environ), 30, args)[0] for args in RUNS["versioning"]]
+    assert outputs == ["args: ['part1']\n", "args: ['part2']\n"]
