@@ -9,13 +9,13 @@ variable name, a default and a rule for bad values each live in one place.
 from __future__ import annotations
 
 import os
-import re
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from .core import unknown_code
+from .core.apps import is_app_id
 from .core.payload import DEFAULT_MAX_PAYLOAD_BYTES
 
 __all__ = [
@@ -73,14 +73,9 @@ def number(positive: bool = False) -> Parser:
     return parse
 
 
-# An app ID becomes part of topic and consumer group names: Kafka's legal characters
-# ([a-zA-Z0-9._-], kafka.apache.org/documentation/#topicconfigs), starting with a letter or digit.
-_APP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
 def app_id(name: str, raw: str) -> str:
     """An app ID (`HEADRACE_APP_ID`): letters, digits, '.', '_', '-', at most 100 characters."""
-    if not _APP_ID.fullmatch(raw):
+    if not is_app_id(raw):  # the rule lives with calls across apps (engine.core.apps)
         raise ValueError(f"{name} must be letters, digits, '.', '_' or '-' (starting with a letter or digit, "
                          f"at most 100 characters), got {raw!r}")
     return raw
@@ -205,6 +200,10 @@ class Settings:
     ssl_cafile: str | None = setting(None, "KAFKA_SSL_CAFILE", optional_text)
     ssl_certfile: str | None = setting(None, "KAFKA_SSL_CERTFILE", optional_text)
     ssl_keyfile: str | None = setting(None, "KAFKA_SSL_KEYFILE", optional_text)
+    #: Workflows whose code runs in apps connected to `headrace grpc` (`engine.core.remote`): a comma
+    #: list of names, `*` for every name the engine's registry does not know. Read by the engine
+    #: (it hands their turns out) and by `headrace grpc` (it serves them to connected apps).
+    remote_workflows: str = setting("", "HEADRACE_REMOTE_WORKFLOWS")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -219,6 +218,10 @@ class Settings:
     def to_env(self, *names: str) -> dict[str, str]:
         """The environment variables that give another process these settings (all, or `names`)."""
         return env_for(self, *names)
+
+    @property
+    def remote_workflow_names(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.remote_workflows.split(",") if n.strip())
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

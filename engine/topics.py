@@ -29,6 +29,8 @@ class Topics:
     history: str
     history_store: str
     dead_letter: str
+    #: Turns of workflows whose code runs in connected apps (`engine.core.remote`, `headrace grpc`).
+    orchestrations: str
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Topics:
@@ -47,6 +49,7 @@ class Topics:
             # Compacted: histories of running instances in chunks, to replay after a restart.
             history_store=settings.topic("history-store"),
             dead_letter=settings.topic("dead-letter"),
+            orchestrations=settings.topic("orchestrations"),
         )
 
     @property
@@ -105,12 +108,14 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         topics.history: plain(settings.retention_history_ms),
         topics.history_store: compacted,
         topics.dead_letter: plain(settings.retention_dead_letter_ms),
+        topics.orchestrations: plain(settings.retention_tasks_ms),
     }
 
 
-async def ensure_topics(settings: Settings) -> Topics:
+async def ensure_topics(settings: Settings, *, align: bool = True) -> Topics:
     """Create the deployment's topics if they are missing, and bring existing topics' retention
-    configs (`MANAGED_CONFIGS`) to the settings' values (safe to call from every process)."""
+    configs (`MANAGED_CONFIGS`) to the settings' values (safe to call from every process).
+    `align=False` only creates: another app's topics keep the configs its own processes set."""
     topics = Topics.for_settings(settings)
     configs = topic_configs(settings)
     wanted = [
@@ -127,7 +132,7 @@ async def ensure_topics(settings: Settings) -> Topics:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process created them first
                 await admin.create_topics(missing)
             log.info("created topics %s", ", ".join(t.name for t in missing))
-        present = [name for name in configs if name in existing]
+        present = [name for name in configs if name in existing and align]
         if present:
             try:
                 await _align_configs(admin, {name: configs[name] for name in present})

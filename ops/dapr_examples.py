@@ -23,7 +23,9 @@ Every example starts its own engine and worker (`wfr.start()`), so only Kafka is
 broker from `--bootstrap-servers` or `KAFKA_BOOTSTRAP_SERVERS` (e.g. the one `ops/dev up`
 started), else a private one on free ports started here and stopped at the end. Each example runs
 on its own topic prefix, so it shares nothing with another example or a running stack.
-versioning and multi-app belong to another issue and are skipped unless `--all` is given.
+versioning runs as its README says, `part1` then `part2` on the same topics (a restart resumes
+what part1 left STALLED). The multi-app scripts run together, as three apps in three processes,
+once per README step that runs them (`ops/dapr_multi_app.py`): `multi-app (...)` rows.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops.dapr_multi_app import MULTI_APP_SCRIPTS, multi_app_steps, run_step
+
 REPO = Path(__file__).resolve().parents[1]
 
 IMPORT_REWRITES: tuple[tuple[str, str], ...] = (
@@ -52,9 +56,8 @@ IMPORT_REWRITES: tuple[tuple[str, str], ...] = (
     ("dapr.conf", "engine.client.dapr_client"),
 )
 
-#: Examples of other issues (apps and versions), run only with --all.
-SKIPPED = {"versioning": "versioning (apps-and-versions issue)", "multi-app1": "multi-app (apps-and-versions issue)",
-           "multi-app2": "multi-app (apps-and-versions issue)", "multi-app3": "multi-app (apps-and-versions issue)"}
+#: Examples of other issues, run only with --all (none left: multi-app runs as `dapr_multi_app` says).
+SKIPPED: dict[str, str] = {}
 
 #: The README's sample output, for the examples without a STEP block or a test (random parts cut off).
 README_OUTPUT: dict[str, list[str]] = {
@@ -66,6 +69,9 @@ README_OUTPUT: dict[str, list[str]] = {
     "monitor": ["Job 'job1' is "],
     "child_workflow": ["*** Calling child workflow ", "*** Child workflow "],
 }
+
+#: Examples whose README runs them several times in a row, on the same topics: the arguments of each run.
+RUNS: dict[str, tuple[tuple[str, ...], ...]] = {"versioning": (("part1",), ("part2",))}
 
 #: When to press Enter, in seconds, for the examples whose prompt waits for it (as the README says).
 ENTER_AFTER = {"human_approval": 5.0, "monitor": 30.0}
@@ -145,7 +151,8 @@ def expectations(checkout: Path) -> dict[str, tuple[list[str], str]]:
     return result
 
 
-def run_example(path: Path, env: dict[str, str], timeout: float) -> tuple[str, int | None, float]:
+def run_example(path: Path, env: dict[str, str], timeout: float,
+                args: tuple[str, ...] = ()) -> tuple[str, int | None, float]:
     started = time.monotonic()
     enter_at = ENTER_AFTER.get(path.stem)
     read_end, write_end = os.pipe()  # the example's stdin: Enter is typed into it, if its prompt wants one
@@ -155,7 +162,7 @@ def run_example(path: Path, env: dict[str, str], timeout: float) -> tuple[str, i
 
     typist = threading.Timer(enter_at, press_enter) if enter_at is not None else None
     try:
-        with subprocess.Popen([sys.executable, path.name], cwd=path.parent, env=env, stdin=read_end,
+        with subprocess.Popen([sys.executable, path.name, *args], cwd=path.parent, env=env, stdin=read_end,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
             if typist is not None:
                 typist.start()
@@ -175,6 +182,22 @@ def run_example(path: Path, env: dict[str, str], timeout: float) -> tuple[str, i
         os.close(read_end)
         if write_end >= 0:
             os.close(write_end)
+
+
+def run_multi_app(checkout: Path, work: Path, logs: Path, bootstrap: str, timeout: float) -> list[Outcome]:
+    """The README's multi-app steps, each three apps at once (`ops/dapr_multi_app.py`)."""
+    outcomes: list[Outcome] = []
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    for step in multi_app_steps((checkout / "examples/workflow/README.md").read_text()):
+        print(f"running {step.name} ...", flush=True)
+        result = run_step(step, work, env, timeout, logs)
+        (logs / f"{re.sub(r'[^A-Za-z0-9]+', '-', step.name).strip('-')}.log").write_text(result.output)
+        outcome = Outcome(step.name, step.expected, "README", exit_code=0 if result.clean else 1,
+                          seconds=result.seconds)
+        outcome.missing = [line for line in step.expected if line not in result.output]
+        outcomes.append(outcome)
+    return outcomes
 
 
 def start_kafka(state_dir: Path) -> str:
@@ -242,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     try:
         for name in names:
+            if name in MULTI_APP_SCRIPTS:
+                continue  # run together below, as the README's steps run them
             lines, source = expected.get(name, ([], "-"))
             outcome = Outcome(name, lines, source)
             outcomes.append(outcome)
@@ -252,9 +277,16 @@ def main(argv: list[str] | None = None) -> int:
                    "HEADRACE_TOPIC_PREFIX": f"dapr-example-{name}-{uuid.uuid4().hex[:6]}.",
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
             print(f"running {name} ...", flush=True)
-            output, outcome.exit_code, outcome.seconds = run_example(work / f"{name}.py", env, args.timeout)
+            output = ""
+            for run_args in RUNS.get(name, ((),)):
+                out, outcome.exit_code, seconds = run_example(work / f"{name}.py", env, args.timeout, run_args)
+                output, outcome.seconds = output + out, outcome.seconds + seconds
+                if outcome.exit_code != 0:
+                    break
             (logs / f"{name}.log").write_text(output)
             outcome.missing = [line for line in lines if line not in output]
+        if MULTI_APP_SCRIPTS & set(names):
+            outcomes.extend(run_multi_app(args.checkout, work, logs, bootstrap, args.timeout))
     finally:
         if private_kafka:
             stop_kafka(scratch / "kafka")

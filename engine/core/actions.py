@@ -39,6 +39,8 @@ class ScheduleTask(Action):
     task_execution_id: str = ""
     #: A `PropagationScope` name: the history the engine hands on with the work ("" for none).
     propagation: str = ""
+    #: The app whose workers run it (`call_activity(..., app_id=)`); None: the workflow's own app.
+    app_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +55,8 @@ class CreateChildWorkflow(Action):
     name: str
     input: str | None = None
     propagation: str = ""
+    #: The app whose engines run the child (`call_child_workflow(..., app_id=)`); None: this app.
+    app_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import ClassVar
 
 from ..errors import DecodeError, PayloadDecodeError
+from .apps import check_app_id
 from .ids import IdError, check_id
 from .payload import check_payload
 from .values import FailureDetails, ParentInstance
@@ -132,6 +133,12 @@ class ActivityWorkItem:
     task_execution_id: str = ""
     #: History the workflow hands on (`engine.core.propagation`), JSON text.
     propagated_history: str | None = None
+    #: The app whose workers run it, when it is not the workflow's (`engine.core.apps`): the item
+    #: is on that app's task topic. None: the workflow's own app.
+    app_id: str | None = None
+    #: The app whose engine waits for the result, when it is not the worker's own: the worker
+    #: writes the result to that app's results topic. None: its own (every item before apps).
+    reply_app_id: str | None = None
 
 
 COMMAND_TYPES: tuple[type[Command], ...] = (
@@ -167,6 +174,8 @@ def check_message(message: InstanceMessage) -> InstanceMessage:
             if message.parent is not None:
                 check_id(message.parent.instance_id, "parent.instance_id")
                 check_id(message.parent.execution_id, "parent.execution_id")
+                if message.parent.app_id is not None:
+                    check_app_id(message.parent.app_id, "parent.app_id")
             check_payload(message.input, "StartWorkflow.input")
         elif isinstance(message, RaiseEvent):
             check_payload(message.input, "RaiseEvent.input")

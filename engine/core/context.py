@@ -81,12 +81,14 @@ class DaprWorkflowContext:
         app_id: str | None = None,
         propagation: PropagationScope | None = None,
     ) -> Task[Any]:
-        """Schedule an activity; `app_id` is accepted for Dapr compatibility (one app here).
+        """Schedule an activity; with `app_id`, on the workers of that app (Dapr 1.16's multi-app
+        workflows: the result, failures and retries come back here as for a local activity).
 
         With `propagation`, the activity gets this workflow's history (`OWN_HISTORY`), or that plus
         the history this workflow received (`LINEAGE`), through `ctx.get_propagated_history()`.
         """
-        return self._execution.call_activity(registered_name(activity), input, retry_policy, _scope(propagation))
+        return self._execution.call_activity(registered_name(activity), input, retry_policy, _scope(propagation),
+                                             app_id)
 
     def call_child_workflow(
         self,
@@ -100,10 +102,11 @@ class DaprWorkflowContext:
     ) -> Task[Any]:
         """Start a child workflow; its ID defaults to Dapr's `{instance_id}:0001`, `:0002`, … (the action's number).
 
-        `propagation` hands history on as for `call_activity`.
+        `propagation` hands history on as for `call_activity`; with `app_id` the child runs on that
+        app's engines, and terminating or purging this workflow reaches it there.
         """
         return self._execution.call_child_workflow(registered_name(workflow), input, instance_id, retry_policy,
-                                                   _scope(propagation))
+                                                   _scope(propagation), app_id)
 
     def get_propagated_history(self) -> PropagatedHistory | None:
         """The history the parent handed on with `propagation=`, or None when it handed on none."""

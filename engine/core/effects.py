@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from . import commands as cmd
+from .apps import AppMessage
 from .events import HistoryEvent
 from .orchestrator import Disposition, StateWrite, TurnOutcome, Unapplied, scheduled_start_command
+from .remote import WorkflowWorkItem
 from .state import CodeWait, DurableTimer, InstanceState, ScheduledStart, Timer
 from .unknown_code import CodeCheck
 from .values import RuntimeStatus
@@ -39,6 +41,9 @@ class EffectSink(Protocol):
     def put_state(self, state: InstanceState) -> None:
         """The instance's state after the turn."""
 
+    def send_workflow_item(self, item: WorkflowWorkItem) -> None:
+        """A turn of a remote workflow for the connected apps (`engine.core.remote`)."""
+
     def send_task(self, item: cmd.ActivityWorkItem) -> None:
         """An activity work item for the workers."""
 
@@ -47,6 +52,10 @@ class EffectSink(Protocol):
 
     def send_message(self, message: cmd.InstanceMessage) -> None:
         """A message to another (or the same) instance: child starts and results, recursive commands."""
+
+    def send_to_app(self, sent: AppMessage) -> None:
+        """A message to an instance of another app (`engine.core.apps`); work items for another app
+        name it in `ActivityWorkItem.app_id` and go through `send_task`."""
 
     def ignore(self, message: cmd.InstanceMessage | None, unapplied: Unapplied) -> None:
         """The input changed nothing and its sender need not hear of it (a duplicate, a stale result)."""
@@ -71,10 +80,14 @@ def apply_outcome(
         sink.put_state(state)
     for item in outcome.work_items:
         sink.send_task(item)
+    for turn in outcome.workflow_items:
+        sink.send_workflow_item(turn)
     for timer in outcome.timers:
         sink.schedule_timer(timer)
     for sent in outcome.messages:
         sink.send_message(sent)
+    for routed in outcome.app_messages:
+        sink.send_to_app(routed)
     unapplied = outcome.unapplied
     if unapplied is not None:
         if _reported(unapplied, message):

@@ -138,6 +138,9 @@ class TaskScheduled(HistoryEvent):
     name: str
     input: str | None = None
     task_execution_id: str = ""
+    #: The app the activity was sent to (`call_activity(..., app_id=)`), as the code named it;
+    #: None: the workflow's own app (`engine.core.apps`).
+    app_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,6 +182,9 @@ class ChildWorkflowCreated(HistoryEvent):
     instance_id: str
     name: str
     input: str | None = None
+    #: The app the child was started in (`call_child_workflow(..., app_id=)`), as the code named
+    #: it; None: the parent's own app. Recursive terminate and purge reach the child there.
+    app_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from ..errors import NonDeterminismError, PayloadDecodeError, SerializationError, UnknownWorkflowError
 from . import events as ev
 from .actions import Action, CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
+from .apps import check_app_id
 from .context import DaprWorkflowContext
 from .ids import check_id
 from .retry import RetryPolicy
@@ -91,6 +92,9 @@ class TurnResult:
     custom_status: str | None
     #: Patches the code found applied for the first time in this turn (recorded on its `WorkflowStarted`).
     patches: tuple[str, ...] = ()
+    #: Why this code cannot continue the history (a patch mismatch), or None: the turn is not
+    #: recorded, and the instance waits (STALLED) for an engine whose code matches.
+    stalled: str | None = None
 
     @property
     def completion(self) -> CompleteWorkflow | None:
@@ -116,8 +120,15 @@ class WorkflowExecution:
         self._history_patches: set[str] = set()
         self._patch_answers: dict[str, bool] = {}
         self._new_patches: list[str] = []
+        #: The patches history recorded, in order, and those this run's code found applied, in the
+        #: order it first asked: the first must be a prefix of the second (`_patch_mismatch`).
+        self._recorded_patches: list[str] = []
+        self._encountered_patches: list[str] = []
         self._context = DaprWorkflowContext(self)
         self._name = ""
+        self._version: str | None = None
+        #: The function that made `_generator`, to tell whether a cached run still runs current code.
+        self._function: Callable[..., Any] | None = None
         self._sequence = 0
         self._uuid_counter = 0
         self._pending_actions: dict[int, Action] = {}
@@ -164,20 +175,24 @@ class WorkflowExecution:
             actions.append(self._completion)
             self._completion_recorded = True
         patches, self._new_patches = tuple(self._new_patches), []
-        return TurnResult(tuple(actions), self.custom_status, patches)
+        self._recorded_patches.extend(patches)
+        return TurnResult(tuple(actions), self.custom_status, patches, self._patch_mismatch())
 
     # -- what the context asks for ---------------------------------------------------------
 
     def call_activity(
-        self, name: str, input: Any, retry_policy: RetryPolicy | None, propagation: str = ""
+        self, name: str, input: Any, retry_policy: RetryPolicy | None, propagation: str = "",
+        app_id: str | None = None,
     ) -> Task[Any]:
         payload = to_json(input)
-        task: ActivityTask[Any] = ActivityTask(name, payload, retry_policy, self.current_utc_datetime, propagation)
+        task: ActivityTask[Any] = ActivityTask(name, payload, retry_policy, self.current_utc_datetime, propagation,
+                                               _app(app_id))
         self._schedule(task)
         return task
 
     def call_child_workflow(
-        self, name: str, input: Any, instance_id: str | None, retry_policy: RetryPolicy | None, propagation: str = ""
+        self, name: str, input: Any, instance_id: str | None, retry_policy: RetryPolicy | None, propagation: str = "",
+        app_id: str | None = None,
     ) -> Task[Any]:
         payload = to_json(input)
         # A child ID becomes a Kafka key: one the engine would refuse fails here, in the code that chose it.
@@ -186,7 +201,7 @@ class WorkflowExecution:
         child_id = check_id(instance_id, "child instance ID") if instance_id else \
             f"{self.instance_id}:{self._sequence + 1:04x}"
         task: ChildWorkflowTask[Any] = ChildWorkflowTask(
-            name, payload, retry_policy, self.current_utc_datetime, child_id, propagation
+            name, payload, retry_policy, self.current_utc_datetime, child_id, propagation, _app(app_id)
         )
         self._schedule(task)
         return task
@@ -236,10 +251,25 @@ class WorkflowExecution:
         if answer is None:
             answer = name in self._history_patches or not self.is_replaying
             self._patch_answers[name] = answer
+            if answer:
+                self._encountered_patches.append(name)
             if answer and name not in self._history_patches:
                 self._history_patches.add(name)
                 self._new_patches.append(name)
         return answer
+
+    def _patch_mismatch(self) -> str | None:
+        """Dapr's patch-mismatch rule (github.com/dapr/dapr,
+        `pkg/actors/targets/workflow/orchestrator/stalled.go`, `hasPatchMismatch`):
+        the patches history recorded must be an exact prefix of those the code now finds applied, in
+        order. Otherwise the code no longer asks a patch the history took (or asks them in another
+        order): its replay cannot be trusted to follow the history, so the turn must not be recorded
+        and the instance stalls until an engine with matching code holds it."""
+        recorded, encountered = self._recorded_patches, self._encountered_patches
+        if not recorded or encountered[:len(recorded)] == recorded:
+            return None
+        return (f"patch mismatch: history patches [{', '.join(recorded)}], "
+                f"current code's patches [{', '.join(encountered)}]")
 
     def new_uuid(self) -> str:
         name = f"{self.instance_id}|{self.current_utc_datetime.isoformat()}|{self._uuid_counter}"
@@ -265,6 +295,7 @@ class WorkflowExecution:
         if isinstance(event, ev.WorkflowStarted):
             self.current_utc_datetime = event.timestamp
             self._history_patches.update(event.patches)
+            self._recorded_patches.extend(event.patches)
         elif isinstance(event, ev.ExecutionStarted):
             self._start(event)
         elif self._completion is not None and not isinstance(event, _RECORDING):
@@ -312,11 +343,9 @@ class WorkflowExecution:
 
     def _start(self, event: ev.ExecutionStarted) -> None:
         self._name = event.name
+        self._version = event.workflow_version
         self.propagated_history = event.propagated_history
-        if event.workflow_version is not None and self._versions is not None:
-            fn = self._versions.get_workflow_version(event.name, event.workflow_version)
-        else:
-            fn = self._resolve(event.name)
+        fn = self._function = self._code()
         if fn is None:
             self._fail(UnknownWorkflowError(f"no workflow named '{event.name}' is registered with this engine"))
             return
@@ -330,6 +359,30 @@ class WorkflowExecution:
             self._advance(next, result)
         else:
             self._finish(result)
+
+    def _code(self) -> Callable[..., Any] | None:
+        """The function this run's workflow (and recorded version) resolves to now."""
+        if self._version is not None and self._versions is not None:
+            return self._versions.get_workflow_version(self._name, self._version)
+        return self._resolve(self._name)
+
+    def runs_current_code(self) -> bool:
+        """Whether this live run may take the next turn (sticky execution): the registry still
+        gives the function that made its generator, and that function is a generator function,
+        whose code is fixed. A plain function that returns a generator (a wrapper that picks the
+        code, as dapr/python-sdk's `examples/workflow/versioning.py` does) may pick other code at
+        each call, which Dapr's SDK sees because it replays every turn; such a run is replayed
+        too. A deploy replaces processes, whose caches start empty, so this only matters for code
+        swapped inside one process (re-registration, a wrapper reading a global)."""
+        fn = self._function
+        if fn is None or self._code() is not fn:
+            return False
+        while not inspect.isgeneratorfunction(fn):
+            wrapped = getattr(fn, "__wrapped__", None)  # a `functools.wraps` decorator calls what it wraps
+            if wrapped is None:
+                return False
+            fn = wrapped
+        return True
 
     def _match(self, event: ev.HistoryEvent, kind: type[Action], name: str | None, recorded: str) -> None:
         action = self._pending_actions.pop(event.event_id, None)
@@ -493,9 +546,10 @@ class WorkflowExecution:
         action: Action
         if isinstance(task, ChildWorkflowTask):
             action = CreateChildWorkflow(id=task_id, instance_id=task.instance_id, name=task.name, input=task.input,
-                                         propagation=task.propagation)
+                                         propagation=task.propagation, app_id=task.app_id)
         else:
-            action = ScheduleTask(id=task_id, name=task.name, input=task.input, propagation=task.propagation)
+            action = ScheduleTask(id=task_id, name=task.name, input=task.input, propagation=task.propagation,
+                                  app_id=task.app_id)
         self._pending_actions[task_id] = action
         self._tasks[task_id] = task
 
@@ -520,6 +574,11 @@ def execute(
     execution = WorkflowExecution(instance_id, resolve)
     execution.replay(past)
     return execution, execution.step(new)
+
+
+def _app(app_id: str | None) -> str | None:
+    """The app a call names, checked in the code that names it (an app ID becomes topic names)."""
+    return None if app_id is None else check_app_id(app_id, "app_id")
 
 
 def _deliver(task: CompletableTask[Any], text: str | None) -> None:

@@ -19,16 +19,28 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import UnknownWorkflowError, children_running_message
+from ..errors import NonDeterminismError, UnknownWorkflowError, children_running_message
 from . import commands as cmd
 from . import events as ev
-from .actions import CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
+from .actions import Action, CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
+from .apps import AppMessage, other_app
 from .cache import ExecutionCache
 from .executor import WorkflowExecution, WorkflowResolver, WorkflowVersions
+from .ids import IdError, check_id
 from .payload import DEFAULT_MAX_PAYLOAD_BYTES
 from .propagation import build_propagated_history
-from .state import RECENT_COMMANDS, CodeWait, DurableTimer, InstanceState, ScheduledStart, Timer, fold_all
-from .unknown_code import DEFAULT_TIMEOUT, CodeCheck, next_check
+from .remote import WorkflowAnswer, WorkflowWorkItem
+from .state import (
+    RECENT_COMMANDS,
+    CodeWait,
+    DurableTimer,
+    InstanceState,
+    RemoteTurn,
+    ScheduledStart,
+    Timer,
+    fold_all,
+)
+from .unknown_code import DEFAULT_TIMEOUT, RECHECK, CodeCheck, next_check
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 
 __all__ = [
@@ -101,8 +113,19 @@ class TurnOutcome:
     #: Durable timers created, and a start scheduled for later.
     timers: list[Timer] = field(default_factory=list)
     messages: list[cmd.InstanceMessage] = field(default_factory=list)
+    #: Messages for instances of other apps (`engine.core.apps`), after `messages`.
+    app_messages: list[AppMessage] = field(default_factory=list)
+    #: Turns of remote workflows handed out to connected apps (`engine.core.remote`).
+    workflow_items: list[WorkflowWorkItem] = field(default_factory=list)
     #: Why the message changed nothing, or could not apply; None when it applied.
     unapplied: Unapplied | None = None
+
+    def send(self, message: cmd.InstanceMessage, app_id: str | None = None) -> None:
+        """A message to an instance of this app, or of app `app_id` when that is another one."""
+        if app_id is None:
+            self.messages.append(message)
+        else:
+            self.app_messages.append(AppMessage(app_id, message))
 
     @property
     def changed(self) -> bool:
@@ -125,8 +148,13 @@ class Orchestrator:
     def __init__(self, resolve: WorkflowResolver, cache: ExecutionCache | None = None,
                  unknown_code_timeout: timedelta = DEFAULT_TIMEOUT,
                  versions: WorkflowVersions | None = None,
-                 max_early_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+                 max_early_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, app_id: str | None = None,
+                 remote: Callable[[str], bool] | None = None) -> None:
         self._resolve = resolve
+        #: Which workflows run in connected apps (`engine.core.remote`): their turns are handed out.
+        self._remote: Callable[[str], bool] = remote if remote is not None else _nothing_remote
+        #: The app this engine serves: calls that name another app go there (`engine.core.apps`).
+        self.app_id = app_id
         #: Named workflow versions (Dapr 1.17): a new run records the latest; a run whose recorded
         #: version this engine lacks waits for its code (STALLED), as an unknown workflow does.
         self._versions = versions
@@ -161,6 +189,8 @@ class Orchestrator:
             return self._before_start(state, message, now)
         if isinstance(message, CodeCheck):
             return self._code_check(state, message, now, load_history)
+        if isinstance(message, WorkflowAnswer):
+            return self._remote_answer(state, message, now, load_history)
         if isinstance(message, cmd.RaiseEvent):
             return self._run(state, [ev.EventRaised(timestamp=now, name=message.name, input=message.input,
                                               command_id=message.command_id)], now,
@@ -180,12 +210,9 @@ class Orchestrator:
             terminated = ev.ExecutionTerminated(timestamp=now, output=message.output, recurse=message.recursive,
                                                 command_id=message.command_id)
             outcome = self._run(state, [terminated], now, load_history)
-            outcome.messages.extend(
-                cmd.TerminateWorkflow(
-                    instance_id=child, command_id=f"{message.command_id}:{child}", output=message.output
-                )
-                for child in children
-            )
+            for child in children:
+                outcome.send(cmd.TerminateWorkflow(instance_id=child, command_id=f"{message.command_id}:{child}",
+                                                   output=message.output), self._child_app(state, child))
             return outcome
         unapplied = self._stale(state, message)
         if unapplied is not None:
@@ -226,7 +253,7 @@ class Orchestrator:
         new_state = fold_all(state, events)
         outcome = TurnOutcome(new_state, events=events, write=StateWrite.SAVE)
         if new_state.parent is not None:
-            outcome.messages.append(self._child_result(new_state))
+            outcome.send(self._child_result(new_state), _parent_app(new_state))
         return outcome
 
     # -- starting and purging ----------------------------------------------------------------
@@ -280,7 +307,7 @@ class Orchestrator:
         partition), until an engine that knows it holds it or `unknown_code_timeout` has passed;
         None when the start may run (known code, or the wait is over: it then fails with
         `UnknownWorkflowError`). Only the state, the registry and `now` decide."""
-        if self._resolve(message.name) is not None:
+        if self._resolve(message.name) is not None or self._remote(message.name):
             return None
         iid = message.instance_id
         same_run = state is not None and state.run_id == message.command_id
@@ -346,7 +373,7 @@ class Orchestrator:
         outcome = TurnOutcome(replace(ended, created_at=state.created_at or now), events=events,
                               write=StateWrite.SAVE)
         if ended.parent is not None:
-            outcome.messages.append(self._child_result(ended))
+            outcome.send(self._child_result(ended), _parent_app(ended))
         return outcome
 
     def _refuse(self, state: InstanceState, message: cmd.StartWorkflow, why: str) -> TurnOutcome:
@@ -359,7 +386,7 @@ class Orchestrator:
         outcome = TurnOutcome(state, write=StateWrite.KEEP if recorded else StateWrite.SAVE,
                               unapplied=Unapplied(Disposition.REFUSED, why))
         if message.parent is not None:
-            outcome.messages.append(self._child_refused(message, why))
+            outcome.send(self._child_refused(message, why), message.parent.app_id)
         return outcome
 
     def _child_refused(self, message: cmd.StartWorkflow, why: str) -> cmd.ChildResult:
@@ -384,11 +411,9 @@ class Orchestrator:
         self.cache.discard(state.instance_id)
         outcome = TurnOutcome(None, write=StateWrite.PURGE)
         if message.recursive:
-            children = state.children
-            outcome.messages.extend(
-                cmd.PurgeWorkflow(instance_id=child, command_id=f"{message.command_id}:{child}")
-                for child in dict.fromkeys(children)
-            )
+            for child in dict.fromkeys(state.children):
+                outcome.send(cmd.PurgeWorkflow(instance_id=child, command_id=f"{message.command_id}:{child}"),
+                             self._child_app(state, child))
         return outcome
 
     # -- results ---------------------------------------------------------------------------------
@@ -438,8 +463,13 @@ class Orchestrator:
         workflow, the inputs recorded without running code, to wait for an engine that knows it."""
         if self._has_code(state):
             return self._turn(state, inputs, now, load_history)
+        return self._hold(state, inputs, now)
+
+    def _hold(self, state: InstanceState, inputs: list[ev.HistoryEvent], now: datetime) -> TurnOutcome:
+        """Record `inputs` without running code, to wait (STALLED) for an engine whose code can
+        continue this history; a terminate needs no code and ends the instance here."""
         since = state.waiting_for_code or now
-        recheck = next_check(since, now, self.unknown_code_timeout)
+        recheck = self._next_check(state, since, now)
         if recheck is None:
             return self._code_never_came(state, now)
         self.cache.discard(state.instance_id)
@@ -457,7 +487,7 @@ class Orchestrator:
         outcome = TurnOutcome(new_state, events=numbered, write=StateWrite.SAVE)
         if new_state.is_terminal:
             if new_state.parent is not None:
-                outcome.messages.append(self._child_result(new_state))
+                outcome.send(self._child_result(new_state), _parent_app(new_state))
             return outcome
         outcome.state = replace(new_state, waiting_for_code=since)
         if state.waiting_for_code is None:  # the first input held starts the checks; each check schedules the next
@@ -473,18 +503,38 @@ class Orchestrator:
             return _unchanged(state, Disposition.DUPLICATE, "the instance does not wait for its code")
         if self._has_code(state):
             return self._turn(state, [], now, load_history)
-        recheck = next_check(state.waiting_for_code, now, self.unknown_code_timeout)
+        recheck = self._next_check(state, state.waiting_for_code, now)
         if recheck is None:
             return self._code_never_came(state, now)
         return TurnOutcome(state, timers=[CodeWait(due=recheck, instance_id=state.instance_id,
                                                    execution_id=state.execution_id)])
+
+    def _next_check(self, state: InstanceState, since: datetime, now: datetime) -> datetime | None:
+        """When to look again; None once an unknown workflow has waited its timeout. An instance of
+        a workflow this engine knows, stalled for a version or patches its code lacks, waits with no
+        deadline, as Dapr keeps it STALLED until code that matches arrives (dapr/dapr,
+        `pkg/actors/targets/workflow/orchestrator/stalled.go`): its history proves the workflow
+        exists, so only a deploy can resolve it (or a terminate), never failing it."""
+        if self._resolve(state.name) is not None:
+            return now + RECHECK
+        return next_check(since, now, self.unknown_code_timeout)
+
+    def _stalled(self, state: InstanceState, inputs: list[ev.HistoryEvent], now: datetime) -> TurnOutcome:
+        """The code ran but cannot continue this history (a patch mismatch): what it did is
+        dropped and the inputs are held for code that matches, as for missing code."""
+        if not inputs and state.waiting_for_code is not None:  # a re-check: still not the code
+            return TurnOutcome(state, timers=[CodeWait(due=now + RECHECK, instance_id=state.instance_id,
+                                                       execution_id=state.execution_id)])
+        return self._hold(state, inputs, now)
 
     def _latest(self, name: str) -> str | None:
         return self._versions.latest_version(name) if self._versions is not None else None
 
     def _has_code(self, state: InstanceState) -> bool:
         """Whether this engine can run the instance: it knows the workflow and, for a run that
-        recorded a named version, has that version."""
+        recorded a named version, has that version. A remote workflow's code is the app's."""
+        if self._remote(state.name):
+            return True
         version = state.workflow_version
         if version is not None:
             return self._versions is not None and self._versions.get_workflow_version(state.name, version) is not None
@@ -509,7 +559,12 @@ class Orchestrator:
         new_history: bool = False,
     ) -> TurnOutcome:
         iid = state.instance_id
+        started = inputs[0] if new_history else None
+        if self._remote(started.name if isinstance(started, ev.ExecutionStarted) else state.name):
+            return self._remote_inputs(state, inputs, now, load_history, new_history=new_history)
         execution = None if new_history else self.cache.take(iid)
+        if execution is not None and not execution.runs_current_code():
+            execution = None  # code swapped in this process: replay the history with the current code
         if execution is None:
             execution = WorkflowExecution(iid, self._resolve, self._versions)
             if not new_history:
@@ -519,26 +574,39 @@ class Orchestrator:
         marker = ev.WorkflowStarted(timestamp=now, seq=start)
         numbered: list[ev.HistoryEvent] = [marker, *(_with_seq(e, start + 1 + i) for i, e in enumerate(inputs))]
         result = execution.step(numbered)
+        if result.stalled is not None:
+            return self._stalled(state, inputs, now)  # the execution is not put back in the cache
         if result.patches:
             numbered[0] = replace(marker, patches=result.patches)
+        outcome = self._record_turn(state, numbered, result.actions, result.custom_status, now, load_history)
+        if not any(isinstance(a, CompleteWorkflow) for a in result.actions):
+            self.cache.put(iid, execution)
+        return outcome
+
+    def _record_turn(self, state: InstanceState, numbered: list[ev.HistoryEvent], actions: Sequence[Action],
+                     custom_status: str | None, now: datetime, load_history: HistoryLoader) -> TurnOutcome:
+        """Record what a turn's code decided (here, or in a connected app: `_remote_answer`) after
+        `numbered` (its `WorkflowStarted` and inputs), with the effects of its actions."""
+        start = numbered[0].seq
         outcome = TurnOutcome(state, write=StateWrite.SAVE)
         completion: CompleteWorkflow | None = None
-        for action in result.actions:
+        for action in actions:
             seq = start + len(numbered)
             if isinstance(action, ScheduleTask):
                 numbered.append(ev.TaskScheduled(timestamp=now, seq=seq, event_id=action.id, name=action.name,
-                                                 input=action.input))
+                                                 input=action.input, app_id=action.app_id,
+                                                 task_execution_id=action.task_execution_id))
             elif isinstance(action, CreateTimer):
                 numbered.append(ev.TimerCreated(timestamp=now, seq=seq, event_id=action.id, fire_at=action.fire_at,
                                                 origin=action.origin))
             elif isinstance(action, CreateChildWorkflow):
                 numbered.append(ev.ChildWorkflowCreated(timestamp=now, seq=seq, event_id=action.id,
                                                         instance_id=action.instance_id, name=action.name,
-                                                        input=action.input))
+                                                        input=action.input, app_id=action.app_id))
             elif isinstance(action, CompleteWorkflow):
                 completion = action
         numbered.append(ev.WorkflowCompleted(timestamp=now, seq=start + len(numbered),
-                                             custom_status=result.custom_status))
+                                             custom_status=custom_status))
         seq = start + len(numbered)
         if completion is None:
             pass
@@ -554,19 +622,97 @@ class Orchestrator:
             new_state = replace(new_state, waiting_for_code=None)  # the code is here: it ran what waited
         if new_state.unfinished_children:
             # Children created in the turn that ends the run are never started (`_effects`).
-            unstarted = {a.id for a in result.actions if isinstance(a, CreateChildWorkflow)}
+            unstarted = {a.id for a in actions if isinstance(a, CreateChildWorkflow)}
             if unstarted:
                 new_state = replace(new_state, unfinished_children=MappingProxyType(
                     {k: v for k, v in new_state.unfinished_children.items() if k not in unstarted}))
         outcome.state = new_state
         outcome.events = numbered
-        self._effects(new_state, result.actions, outcome, lambda: [*load_history(), *numbered])
-        if completion is None:
-            self.cache.put(iid, execution)
-        elif completion.status is RuntimeStatus.CONTINUED_AS_NEW:
+        self._effects(new_state, actions, outcome, lambda: [*load_history(), *numbered])
+        if completion is not None and completion.status is RuntimeStatus.CONTINUED_AS_NEW:
             return self._continue_as_new(new_state, completion, now, outcome)
-        elif new_state.parent is not None:
-            outcome.messages.append(self._child_result(new_state))
+        if completion is not None and new_state.parent is not None:
+            outcome.send(self._child_result(new_state), _parent_app(new_state))
+        return outcome
+
+    # -- workflows whose code runs in a connected app (engine.core.remote) --------------------------
+
+    def _remote_inputs(self, state: InstanceState, inputs: list[ev.HistoryEvent], now: datetime,
+                       load_history: HistoryLoader, *, new_history: bool) -> TurnOutcome:
+        """Record `inputs` without running code, and hand the app a turn if none is out."""
+        start = 0 if new_history else state.history_length
+        numbered: list[ev.HistoryEvent] = [ev.WorkflowStarted(timestamp=now, seq=start)]
+        numbered.extend(_with_seq(e, start + 1 + i) for i, e in enumerate(inputs))
+        numbered.append(ev.WorkflowCompleted(timestamp=now, seq=start + len(numbered),
+                                             custom_status=state.custom_status))
+        terminated = next((e for e in inputs if isinstance(e, ev.ExecutionTerminated)), None)
+        if terminated is not None:  # ending it needs no code, as for code this engine does not know
+            numbered.append(ev.ExecutionCompleted(timestamp=now, seq=start + len(numbered),
+                                                  status=RuntimeStatus.TERMINATED, result=terminated.output))
+        new_state = fold_all(state, numbered)
+        outcome = TurnOutcome(new_state, events=numbered, write=StateWrite.SAVE)
+        if new_state.is_terminal:
+            outcome.state = replace(new_state, remote=None)  # a turn still out is moot now
+            if new_state.parent is not None:
+                outcome.send(self._child_result(new_state), _parent_app(new_state))
+            return outcome
+        turn = RemoteTurn() if new_history or state.remote is None else state.remote
+        self._hand_out(new_state, turn, outcome, now,
+                       numbered if new_history else lambda: [*load_history(), *numbered])
+        return outcome
+
+    @staticmethod
+    def _hand_out(state: InstanceState, turn: RemoteTurn, outcome: TurnOutcome, now: datetime,
+                  history: Sequence[ev.HistoryEvent] | Callable[[], Sequence[ev.HistoryEvent]]) -> None:
+        """Hand the app the instance's next turn, unless one is out or the instance is suspended
+        (then the turn follows the answer, or the resume)."""
+        if turn.out or state.status is not RuntimeStatus.RUNNING:
+            outcome.state = replace(state, remote=replace(turn, due=True))
+            return
+        events = history() if callable(history) else history
+        outcome.workflow_items.append(WorkflowWorkItem(
+            instance_id=state.instance_id, execution_id=state.execution_id, name=state.name,
+            turn=state.history_length, new_from=turn.seen, events=tuple(events),
+            workflow_version=state.workflow_version,
+        ))
+        outcome.state = replace(state, remote=RemoteTurn(seen=state.history_length, out=True, since=now))
+
+    def _remote_answer(self, state: InstanceState, answer: WorkflowAnswer, now: datetime,
+                       load_history: HistoryLoader) -> TurnOutcome:
+        """Record the app's answer to the turn that is out, as a turn of code recorded here is."""
+        turn = state.remote
+        if answer.execution_id != state.execution_id:
+            return _unchanged(state, Disposition.STALE, "addressed to an earlier execution of the instance")
+        if turn is None or not turn.out or turn.seen != answer.turn:
+            return _unchanged(state, Disposition.DUPLICATE,
+                              f"turn {answer.turn} of '{state.instance_id}' is not out (a repeated or late answer)")
+        actions: list[Action] = list(answer.actions)
+        ids = [a.id for a in actions]
+        reused = set(ids) & {*state.pending_tasks, *state.pending_timers, *state.pending_children}
+        if reused or len(set(ids)) != len(ids):
+            error = NonDeterminismError(f"the app's turn {answer.turn} reused action IDs "
+                                        f"{sorted(reused) or sorted(ids)} of steps still pending")
+            return self.fail(replace(state, remote=None), FailureDetails.from_exception(error), now)
+        try:  # an ID the engine would refuse at the child's partition would leave the parent waiting
+            for child in answer.children:
+                check_id(child.instance_id, "child workflow instance ID")
+        except IdError as bad:
+            return self.fail(replace(state, remote=None), FailureDetails.from_exception(bad), now)
+        if answer.completion is not None:
+            actions.append(answer.completion)
+        numbered: list[ev.HistoryEvent] = [ev.WorkflowStarted(timestamp=now, seq=state.history_length,
+                                                              patches=answer.patches)]
+        answered = replace(state, remote=RemoteTurn(seen=turn.seen),
+                           workflow_version=state.workflow_version or answer.workflow_version)
+        outcome = self._record_turn(answered, numbered, actions, answer.custom_status, now, load_history)
+        for sent in answer.sent:
+            outcome.send(sent)
+        recorded = outcome.state
+        if recorded is None or recorded.is_terminal or recorded.execution_id != state.execution_id:
+            return outcome  # ended, or continued as new (whose first turn is out already)
+        if turn.due:
+            self._hand_out(recorded, RemoteTurn(seen=turn.seen), outcome, now,
+                           lambda: [*load_history(), *numbered])
         return outcome
 
     def _effects(self, state: InstanceState, actions: Sequence[object], outcome: TurnOutcome,
@@ -579,23 +725,29 @@ class Orchestrator:
 
         for action in actions:
             if isinstance(action, ScheduleTask):
+                # Work for another app names it, and names this app for the answer (`engine.core.apps`).
+                target = other_app(action.app_id, self.app_id)
                 outcome.work_items.append(cmd.ActivityWorkItem(
                     instance_id=state.instance_id, execution_id=state.execution_id, task_id=action.id,
                     name=action.name, input=action.input, propagated_history=handed_on(action.propagation),
+                    app_id=target, reply_app_id=self.app_id if target is not None else None,
+                    task_execution_id=action.task_execution_id,
                 ))
             elif isinstance(action, CreateTimer):
                 outcome.timers.append(DurableTimer(due=action.fire_at, instance_id=state.instance_id,
                                                    execution_id=state.execution_id, timer_id=action.id))
             elif isinstance(action, CreateChildWorkflow):
-                outcome.messages.append(cmd.StartWorkflow(
+                target = other_app(action.app_id, self.app_id)
+                outcome.send(cmd.StartWorkflow(
                     instance_id=action.instance_id,
                     command_id=f"{state.execution_id}:{action.id}",
                     name=action.name,
                     input=action.input,
                     parent=ParentInstance(instance_id=state.instance_id, name=state.name,
-                                          task_scheduled_id=action.id, execution_id=state.execution_id),
+                                          task_scheduled_id=action.id, execution_id=state.execution_id,
+                                          app_id=self.app_id if target is not None else None),
                     propagated_history=handed_on(action.propagation),
-                ))
+                ), target)
 
     def _continue_as_new(
         self, state: InstanceState, completion: CompleteWorkflow, now: datetime, previous: TurnOutcome
@@ -609,7 +761,12 @@ class Orchestrator:
         outcome = self._turn(state, [started, *carried], now, _no_history, new_history=True)
         outcome.closed = [*previous.closed, ClosedExecution(state.execution_id, previous.events), *outcome.closed]
         outcome.messages = previous.messages + outcome.messages
+        outcome.app_messages = previous.app_messages + outcome.app_messages
         return outcome
+
+    def _child_app(self, state: InstanceState, child_id: str) -> str | None:
+        """The app a recursive command reaches child `child_id` in (None: this app)."""
+        return other_app(state.child_app(child_id), self.app_id)
 
     @staticmethod
     def _child_result(state: InstanceState) -> cmd.ChildResult:
@@ -650,6 +807,15 @@ def _kept(state: InstanceState, message: cmd.Command, now: datetime, **changes: 
     recent = (*state.recent_commands, message.command_id)[-RECENT_COMMANDS:]
     return TurnOutcome(replace(state, recent_commands=recent, last_updated_at=now, **changes),
                        write=StateWrite.SAVE)
+
+
+def _parent_app(state: InstanceState) -> str | None:
+    """Where a child's end goes: its parent's app, when the parent was in another one."""
+    return state.parent.app_id if state.parent is not None else None
+
+
+def _nothing_remote(name: str) -> bool:
+    return False
 
 
 def _no_history() -> Sequence[ev.HistoryEvent]:

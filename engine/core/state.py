@@ -18,15 +18,31 @@ from typing import Any, ClassVar
 from ..errors import InvalidTransitionError
 from . import commands as cmd
 from . import events as ev
+from .apps import ChildApp
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 
-__all__ = ["CodeWait", "DurableTimer", "InstanceState", "ScheduledStart", "Timer", "fold", "fold_all"]
+__all__ = ["CodeWait", "DurableTimer", "InstanceState", "RemoteTurn", "ScheduledStart", "Timer", "fold", "fold_all"]
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
 #: How many command IDs an instance remembers. A duplicate comes from a retrying producer or user
 #: within moments of the original, so a short memory is enough and keeps the state record small.
 RECENT_COMMANDS = 32
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteTurn:
+    """Where the turns of a remotely run workflow stand (`engine.core.remote`): one at a time."""
+
+    #: Events of the current execution the app has been given (the history length at the last hand-out):
+    #: the turn's number, which its answer must carry.
+    seen: int = 0
+    #: A turn is out: its answer has not been recorded yet.
+    out: bool = False
+    #: Inputs were recorded while the turn was out: another turn follows its answer.
+    due: bool = False
+    #: When the turn that is out was handed out (shown while it waits for the app's answer).
+    since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +76,9 @@ class InstanceState:
     buffered_events: int = 0
     #: Every child this generation started, finished or not: what a recursive purge reaches.
     children: tuple[str, ...] = ()
+    #: The children this generation started in a named app (`call_child_workflow(..., app_id=)`):
+    #: where a recursive terminate or purge reaches them (`engine.core.apps`).
+    child_apps: tuple[ChildApp, ...] = ()
     #: When a start was scheduled for later (`start_at`): the instance is PENDING until then.
     scheduled_start: datetime | None = None
     #: IDs of the last commands applied (bounded): a command delivered twice changes nothing. A
@@ -84,6 +103,8 @@ class InstanceState:
     starts_suspended: bool = False
     #: The history a PENDING start was handed (`engine.core.propagation`), kept for the start.
     propagated_history: str | None = None
+    #: A workflow whose code runs in a connected app (`engine.core.remote`): where its turns stand.
+    remote: RemoteTurn | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -101,6 +122,10 @@ class InstanceState:
     def is_running(self) -> bool:
         """Started and not finished (RUNNING or SUSPENDED)."""
         return self.status in (RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED)
+
+    def child_app(self, child_id: str) -> str | None:
+        """The app child `child_id` was started in, when the code named one (`child_apps`)."""
+        return next((c.app_id for c in self.child_apps if c.instance_id == child_id), None)
 
     def timers(self) -> list[Timer]:
         """What the instance waits for in time: its start, if scheduled for later, and its durable
@@ -245,6 +270,8 @@ class _Draft:
         elif isinstance(event, ev.ChildWorkflowCreated):
             self.children[event.event_id] = event.instance_id
             self.changes["children"] = (*self.get("children"), event.instance_id)
+            if event.app_id is not None:
+                self.changes["child_apps"] = (*self.get("child_apps"), ChildApp(event.instance_id, event.app_id))
         elif isinstance(event, (ev.ChildWorkflowCompleted, ev.ChildWorkflowFailed)):
             if self.children.pop(event.task_scheduled_id, None) is None:
                 raise self.fail(event, f"no child workflow task #{event.task_scheduled_id} is pending")
@@ -288,6 +315,7 @@ class _Draft:
             "parent": event.parent,
             "generation": self.state.generation + 1 if continuing else 0,
             "children": (),
+            "child_apps": (),
             "scheduled_start": None,
             "waiting_for_code": None,
             "workflow_version": event.workflow_version,
@@ -295,6 +323,7 @@ class _Draft:
             "early_events": (),
             "starts_suspended": False,
             "propagated_history": None,
+            "remote": None,
         }
         self.tasks.clear()
         self.timers.clear()

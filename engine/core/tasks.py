@@ -94,10 +94,10 @@ class CompletableTask(Task[T]):
 class ActivityTask(CompletableTask[T]):
     """An activity call; with a retry policy it survives failed attempts until the policy gives up."""
 
-    __slots__ = ("attempt", "first_attempt_at", "input", "name", "propagation", "retry_policy")
+    __slots__ = ("app_id", "attempt", "first_attempt_at", "input", "name", "propagation", "retry_policy")
 
     def __init__(self, name: str, input: str | None, retry_policy: Any, first_attempt_at: datetime,
-                 propagation: str = "") -> None:
+                 propagation: str = "", app_id: str | None = None) -> None:
         super().__init__()
         self.name = name
         self.input = input
@@ -106,6 +106,8 @@ class ActivityTask(CompletableTask[T]):
         self.first_attempt_at = first_attempt_at
         #: The `PropagationScope` name each attempt hands on ("" for none).
         self.propagation = propagation
+        #: The app each attempt goes to (None: the workflow's own), so a retry goes where the first did.
+        self.app_id = app_id
 
 
 class ChildWorkflowTask(ActivityTask[T]):
@@ -113,9 +115,9 @@ class ChildWorkflowTask(ActivityTask[T]):
 
     def __init__(
         self, name: str, input: str | None, retry_policy: Any, first_attempt_at: datetime, instance_id: str,
-        propagation: str = "",
+        propagation: str = "", app_id: str | None = None,
     ) -> None:
-        super().__init__(name, input, retry_policy, first_attempt_at, propagation)
+        super().__init__(name, input, retry_policy, first_attempt_at, propagation, app_id)
         self.instance_id = instance_id
 
 

@@ -73,3 +73,6 @@ class ParentInstance:
     task_scheduled_id: int
     #: The parent's execution when it started the child: a result for another execution is stale.
     execution_id: str
+    #: The parent's app when it is not the child's (a call across apps, `engine.core.apps`): the
+    #: child's end goes to that app's commands. None: the child's own app.
+    app_id: str | None = None

@@ -16,6 +16,7 @@ from aiokafka.structs import ConsumerRecord
 
 from ..core.cache import ExecutionCache
 from ..core.orchestrator import Orchestrator
+from ..core.remote import RemoteNames
 from ..errors import PoisonedInputError
 from ..sdk.registry import Registry
 from ..settings import FETCH_MAX_WAIT_MS, Settings
@@ -54,7 +55,9 @@ class Engine:
         self.group_id = self.settings.topic("engine")
         self.orchestrator = Orchestrator(registry.get_workflow, ExecutionCache(self.settings.cache_size),
                                          unknown_code_timeout=timedelta(seconds=self.settings.unknown_code_timeout),
-                                         versions=registry)
+                                         versions=registry, app_id=self.settings.app_id,
+                                         remote=RemoteNames(self.settings.remote_workflow_names,
+                                                            {*registry.workflows, *registry.versions}))
         self.owners: dict[int, PartitionOwner] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()

@@ -36,6 +36,7 @@ from ..read.to_end import latest_by_key
 from ..settings import Settings
 from ..topics import Topics, record_limit
 from ..wire.records import MESSAGES, decode_events, decode_state, parse_history_chunk_key
+from .apps import AppTopics
 from .history_store import StoredHistory
 from .sink import RecordInput, Source, TransactionSink
 from .telemetry import EngineMetrics, TurnObserver
@@ -96,6 +97,8 @@ class PartitionOwner:
         self.topics = topics
         self.orchestrator = orchestrator
         self.group_id = group_id
+        #: Topics of the other apps this partition's workflows call (`runtime.apps`).
+        self.apps = AppTopics(settings)
         self.states: dict[str, InstanceState] = {}
         self.histories: dict[str, StoredHistory] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
@@ -413,6 +416,11 @@ class PartitionOwner:
                                    f"over the limit of {self._record_limit} bytes", kind="too_large")
         producer = self.producer
         assert producer is not None
+        if pending.apps:
+            # Kafka refuses a transaction that writes to a missing topic: another app's are made
+            # first, and the producer is told to keep metadata for them (`AppTopics.track`).
+            await self.apps.ensure(pending.apps)
+            await self.apps.track(producer, (send.topic for send in pending.sends))
         futures: list[asyncio.Future[Any]] = []
         began = time.monotonic()
         try:

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING
 from aiokafka.structs import ConsumerRecord
 
 from ..core import commands as cmd
+from ..core.apps import AppMessage
 from ..core.codec import encode
 from ..core.events import HistoryEvent
 from ..core.orchestrator import Unapplied
+from ..core.remote import WorkflowWorkItem
 from ..core.state import InstanceState, Timer
-from ..wire.records import encode_dead_letter, encode_event, encode_state, join_events
+from ..wire.records import encode_dead_letter, encode_event, encode_state, encode_workflow_item, join_events
 from .history_store import StoredHistory
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ class Send:
 class TransactionSink:
     """Records buffered for one transaction of `owner` (see the module docstring)."""
 
-    __slots__ = ("input", "owner", "sends", "set_aside", "source")
+    __slots__ = ("apps", "input", "owner", "sends", "set_aside", "source")
 
     def __init__(self, owner: PartitionOwner) -> None:
         self.owner = owner
@@ -69,6 +71,8 @@ class TransactionSink:
         self.input: tuple[str, ConsumerRecord[bytes, bytes]] | None = None
         #: Kinds of the inputs set aside in this transaction (counted once it commits).
         self.set_aside: list[str] = []
+        #: Other apps this transaction writes to: their topics must exist before it (`runtime.apps`).
+        self.apps: set[str] = set()
 
     # -- the buffer ------------------------------------------------------------------------------
 
@@ -126,13 +130,27 @@ class TransactionSink:
                  owner.observer.status_headers(state))
 
     def send_task(self, item: cmd.ActivityWorkItem) -> None:
-        self.add(self.owner.topics.tasks, item.instance_id.encode(), encode(item), None, self.owner.observer.headers())
+        topic = self.owner.topics.tasks
+        if item.app_id is not None:  # another app's activity: that app's task topic (`runtime.apps`)
+            topic = self.owner.apps.of(item.app_id).tasks
+            self.apps.add(item.app_id)
+        self.add(topic, item.instance_id.encode(), encode(item), None, self.owner.observer.headers())
+
+    def send_workflow_item(self, item: WorkflowWorkItem) -> None:
+        self.add(self.owner.topics.orchestrations, item.instance_id.encode(), encode_workflow_item(item), None,
+                 self.owner.observer.headers())
 
     def schedule_timer(self, timer: Timer) -> None:
         self.owner.add_timer(timer)
 
     def send_message(self, message: cmd.InstanceMessage) -> None:
         self.add(self.owner.topics.commands, message.instance_id.encode(), encode(message), None,
+                 self.owner.observer.headers())
+
+    def send_to_app(self, sent: AppMessage) -> None:
+        message = sent.message
+        self.apps.add(sent.app_id)
+        self.add(self.owner.apps.of(sent.app_id).commands, message.instance_id.encode(), encode(message), None,
                  self.owner.observer.headers())
 
     def ignore(self, message: cmd.InstanceMessage | None, unapplied: Unapplied) -> None:

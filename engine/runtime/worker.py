@@ -27,7 +27,9 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum, auto
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -37,8 +39,9 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from .. import tracing
 from ..core import unknown_code
+from ..core.apps import check_app_id
 from ..core.codec import encode
-from ..core.commands import ActivityResult, ActivityWorkItem
+from ..core.commands import ActivityResult, ActivityWorkItem, InstanceMessage
 from ..errors import DecodeError
 from ..sdk.activity import oversized_result, run_activity
 from ..sdk.registry import Registry
@@ -46,9 +49,10 @@ from ..settings import FETCH_MAX_WAIT_MS, Settings
 from ..topics import Topics, ensure_topics, record_limit
 from ..wire.records import WORK_ITEMS, encode_dead_letter
 from . import logs
+from .apps import AppTopics
 from .telemetry import Problem, WorkerMetrics, partition_offsets
 
-__all__ = ["ActivityWorker", "DaemonThreadPool", "decode_finished", "encode_finished"]
+__all__ = ["ActivityWorker", "DaemonThreadPool", "WorkSource", "decode_finished", "encode_finished"]
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +181,14 @@ class DaemonThreadPool(concurrent.futures.Executor):
                 thread.join()
 
 
+class HandOn(Enum):
+    """What became of a work item whose activity this worker does not know (`Worker._hand_on`)."""
+
+    HANDED = auto()  # written to the next partition for another worker
+    RUN_HERE = auto()  # waited long enough: run here, which fails it with UnknownActivityError
+    NOT_OURS = auto()  # the partition moved to another worker during the pause
+
+
 class _Partition:
     """One assigned task partition: what runs, and what finished above the lowest unfinished offset."""
 
@@ -223,9 +235,21 @@ class ActivityExecutor(Protocol):
         """Whether `run` can run this activity (else the item is handed on to another worker)."""
         ...
 
-    async def run(self, item: ActivityWorkItem) -> ActivityResult:
-        """Run the item; the activity's own failure is the result's failure, never raised."""
+    async def run(self, item: Any) -> InstanceMessage:
+        """Run the item (an `ActivityWorkItem`, or what the worker's `WorkSource` reads); the
+        activity's own failure is the result's failure, never raised. The result goes to `results`."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkSource:
+    """What a worker consumes: a topic, in a consumer group, its records read by `decode`. The
+    default is the task queue's activity items; `headrace grpc` also runs a worker over the turns
+    of remote workflows (`api.grpc.work`), with the same commits and result writing."""
+
+    topic: str
+    group_id: str
+    decode: Callable[[bytes], Any]
 
 
 class LocalActivities:
@@ -247,11 +271,16 @@ class ActivityWorker:
     through `executor` when given."""
 
     def __init__(self, registry: Registry, settings: Settings | None = None,
-                 executor: ActivityExecutor | None = None) -> None:
+                 executor: ActivityExecutor | None = None, source: WorkSource | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.registry = registry
         self.topics = Topics.for_settings(self.settings)
-        self.group_id = self.settings.topic(f"workers.{self.settings.task_queue}")
+        #: The results topics of the apps whose workflows call this app's activities (`runtime.apps`).
+        self.apps = AppTopics(self.settings)
+        self.source = source or WorkSource(self.topics.tasks,
+                                           self.settings.topic(f"workers.{self.settings.task_queue}"),
+                                           WORK_ITEMS.decode)
+        self.group_id = self.source.group_id
         self.metrics = WorkerMetrics()
         self._limit = self.settings.activity_concurrency
         self._pool = DaemonThreadPool(self._limit, thread_name_prefix="headrace-activity")
@@ -277,7 +306,7 @@ class ActivityWorker:
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
-        consumer.subscribe([self.topics.tasks], listener=_Rebalance(self))
+        consumer.subscribe([self.source.topic], listener=_Rebalance(self))
         producer = AIOKafkaProducer(**self.settings.client_kwargs(), enable_idempotence=True, linger_ms=1,
                                     max_request_size=record_limit(self.settings))
         admin = AIOKafkaAdminClient(**self.settings.client_kwargs())
@@ -396,7 +425,9 @@ class ActivityWorker:
     async def _handle(self, tp: TopicPartition, state: _Partition, record: ConsumerRecord[bytes, bytes],
                       producer: AIOKafkaProducer) -> None:
         try:
-            item = WORK_ITEMS.decode(record.value or b"")
+            item = self.source.decode(record.value or b"")
+            if getattr(item, "reply_app_id", None) is not None:
+                check_app_id(item.reply_app_id, "reply_app_id")
         except Exception as exc:  # a DecodeError, or anything else a hostile record provokes
             reason = str(exc) if isinstance(exc, DecodeError) else f"undecodable record: {type(exc).__name__}: {exc}"
             await producer.send_and_wait(self.topics.dead_letter, encode_dead_letter(
@@ -406,53 +437,70 @@ class ActivityWorker:
             self._done(tp, state, record.offset)
             return
         logs.set_context(item.instance_id, None, tp.partition)  # this task's log lines
-        if not self.executor.knows(item.name) and await self._hand_on(tp, record, item.name, producer):
-            self.metrics.run("unregistered", "handed_on")
-            self._done(tp, state, record.offset)
-            return
+        if not self.executor.knows(item.name):
+            handed = await self._hand_on(tp, state, record, item.name, producer)
+            if handed is HandOn.NOT_OURS:
+                return  # the partition moved during the pause: its new owner reads the item again
+            if handed is HandOn.HANDED:
+                self.metrics.run("unregistered", "handed_on")
+                self._done(tp, state, record.offset)
+                return
         started = time.monotonic()
         # One span per attempt, child of the turn that scheduled it (the item's headers).
-        span = tracing.ActivitySpan(item, record.headers, tp.partition) if tracing.enabled() else None
+        is_activity = isinstance(item, ActivityWorkItem)  # else a remote workflow's turn (`WorkSource`)
+        span = tracing.ActivitySpan(item, record.headers, tp.partition) if is_activity and tracing.enabled() else None
         result = await self.executor.run(item)
-        outcome = "completed" if result.failure is None else "failed"
+        outcome = "completed" if getattr(result, "failure", None) is None else "failed"
         payload = encode(result)
-        if len(payload) > self.settings.max_payload_bytes:
+        if is_activity and len(payload) > self.settings.max_payload_bytes:
             payload = encode(oversized_result(item, len(payload), self.settings.max_payload_bytes))
             outcome = "too_large"
+        # A workflow of another app called this activity: the answer goes to that app's engines.
+        reply_app_id = getattr(item, "reply_app_id", None)
+        reply = reply_app_id if reply_app_id != self.settings.app_id else None
+        results = self.apps.of(reply).results
         while True:
             try:
-                await producer.send_and_wait(self.topics.results, payload, key=item.instance_id.encode(),
+                if reply is not None:
+                    await self.apps.ensure([reply])
+                    await self.apps.track(producer, [results])
+                await producer.send_and_wait(results, payload, key=item.instance_id.encode(),
                                              headers=span.result_headers() if span is not None else None)
                 break
             except KafkaError as exc:
                 # The result must get out before the offset moves on; keep trying while Kafka is away.
-                log.warning("could not write the result of %s#%d (%s); retrying", item.instance_id, item.task_id, exc)
+                log.warning("could not write the result of %s (%s); retrying", item.instance_id, exc)
                 await asyncio.sleep(1)
         if span is not None:
-            span.end(result.failure)
+            span.end(getattr(result, "failure", None))
         self.completed += 1
         activity = item.name if self.executor.knows(item.name) else "unregistered"
         self.metrics.run(activity, outcome, time.monotonic() - started)
         self._done(tp, state, record.offset)
 
-    async def _hand_on(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], name: str,
-                       producer: AIOKafkaProducer) -> bool:
+    async def _hand_on(self, tp: TopicPartition, state: _Partition, record: ConsumerRecord[bytes, bytes],
+                       name: str, producer: AIOKafkaProducer) -> HandOn:
         """A work item whose activity this worker does not know is not failed: after a pause it is
         written again to the next partition of the task topic (a partition of another worker, in
         turn), with the time it was first seen in a header, so a worker that knows the name runs it
-        (a rolling deploy, or a worker of another version). False once it has waited
-        `unknown_code_timeout`: then it runs here and fails with `UnknownActivityError`."""
+        (a rolling deploy, or a worker of another version). RUN_HERE once it has waited
+        `unknown_code_timeout`: then it runs here and fails with `UnknownActivityError`. NOT_OURS
+        when the partition was revoked during the pause: its offset was not committed, so the new
+        owner reads the item again, and a copy written as well would run it twice (found by
+        `headrace chaos rolling-deploy`: each rebalance of the deploy added a copy)."""
         now = datetime.now(UTC)
         since = _unknown_since(record.headers) or now
         recheck = unknown_code.next_check(since, now, timedelta(seconds=self.settings.unknown_code_timeout))
         if recheck is None:
-            return False
+            return HandOn.RUN_HERE
         if since == now:
             log.warning("%s: handing the item on for a worker that knows it", unknown_code.waiting_reason(
                 "activity", name, since))
         # Paced, so an item no worker knows costs a record every few seconds, not a busy loop.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=(recheck - now).total_seconds())
+        if self._partitions.get(tp) is not state:
+            return HandOn.NOT_OURS
         partitions = self._consumer.partitions_for_topic(tp.topic) if self._consumer is not None else None
         target = (tp.partition + 1) % len(partitions) if partitions else tp.partition
         headers = [(k, v) for k, v in record.headers if k != UNKNOWN_SINCE_HEADER]
@@ -461,7 +509,7 @@ class ActivityWorker:
             try:
                 await producer.send_and_wait(tp.topic, record.value, key=record.key, partition=target,
                                              headers=headers)
-                return True
+                return HandOn.HANDED
             except KafkaError as exc:
                 log.warning("could not hand on a work item of %r (%s); retrying", name, exc)
                 await asyncio.sleep(1)  # back-off while Kafka is away; the item is not finished yet

@@ -27,6 +27,7 @@ from ..client.memory import MemoryLookUp, MemorySend, run_now
 from ..client.service import WorkflowCommands
 from ..core import commands as cmd
 from ..core import unknown_code
+from ..core.apps import AppMessage
 from ..core.cache import ExecutionCache
 from ..core.codec import encode
 from ..core.context import registered_name
@@ -34,6 +35,7 @@ from ..core.effects import apply_outcome, due_message
 from ..core.events import HistoryEvent
 from ..core.orchestrator import Orchestrator, Unapplied
 from ..core.payload import DEFAULT_MAX_PAYLOAD_BYTES
+from ..core.remote import WorkflowWorkItem
 from ..core.serializer import to_json
 from ..core.state import InstanceState, Timer
 from ..errors import WorkflowError
@@ -74,6 +76,10 @@ class WorkflowTestEnvironment:
         unknown_code_timeout: how long a workflow or activity name no registry here knows waits
             for its code before it fails (`HEADRACE_UNKNOWN_CODE_TIMEOUT`, `engine.core.unknown_code`);
             in fake time, so `wait_for_workflow_completion` skips over it.
+        app_id: the app this environment plays (`HEADRACE_APP_ID`). Calls that name another app
+            (`call_activity(..., app_id=)`, `call_child_workflow(..., app_id=)`) go to the
+            environment `add_app` made for it, on the same clock; work for an app not added (yet)
+            waits for it, as on Kafka it waits on that app's topics (`engine.core.apps`).
     """
 
     def __init__(
@@ -85,12 +91,20 @@ class WorkflowTestEnvironment:
         ids: Callable[[], str] | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         unknown_code_timeout: timedelta = unknown_code.DEFAULT_TIMEOUT,
+        app_id: str | None = None,
+        _apps: _Apps | None = None,
     ) -> None:
         self.registry = runtime.registry if isinstance(runtime, WorkflowRuntime) else runtime
+        self.app_id = app_id
+        self._cache_size = cache_size
+        #: The apps side by side in this memory (one clock), this one included.
+        self._apps = _apps if _apps is not None else _Apps(FakeClock(start))
+        self._apps.envs[app_id] = self
         self._new_id: Callable[[], str] = ids or _random_id
-        self.clock = FakeClock(start)
+        self.clock = self._apps.clock
         self.orchestrator = Orchestrator(self.registry.get_workflow, ExecutionCache(cache_size),
-                                         unknown_code_timeout=unknown_code_timeout, versions=self.registry)
+                                         unknown_code_timeout=unknown_code_timeout, versions=self.registry,
+                                         app_id=app_id)
         self.unknown_code_timeout = unknown_code_timeout
         self.states: dict[str, InstanceState] = {}
         self.histories: dict[str, list[HistoryEvent]] = {}
@@ -109,6 +123,22 @@ class WorkflowTestEnvironment:
         # Work items waiting for their activity's code: when each was first not known.
         self._unknown_since: dict[tuple[str, str, int], datetime] = {}
         self._sink = _MemorySink(self)
+
+    def add_app(self, app_id: str, runtime: WorkflowRuntime | Registry) -> WorkflowTestEnvironment:
+        """Another app beside this one, with its own workflows and activities, on the same clock:
+        calls naming `app_id` run there, and `run`, `advance` and the waits drive every app."""
+        if app_id in self._apps.envs:
+            raise ValueError(f"app {app_id!r} is in this test environment already")
+        env = WorkflowTestEnvironment(runtime, cache_size=self._cache_size, ids=self._new_id,
+                                      max_payload_bytes=self.max_payload_bytes,
+                                      unknown_code_timeout=self.unknown_code_timeout, app_id=app_id,
+                                      _apps=self._apps)
+        for held in self._apps.waiting.pop(app_id, []):  # sent before the app was added
+            if isinstance(held, cmd.ActivityWorkItem):
+                env._work.append(held)
+            else:
+                env._messages.append(held)
+        return env
 
     # -- the client API (Dapr's DaprWorkflowClient names) -----------------------------------
 
@@ -148,10 +178,12 @@ class WorkflowTestEnvironment:
             state = self.states.get(instance_id)
             if state is not None and state.is_terminal:
                 return WorkflowState.from_instance(state)
-            if not self._timers or self._timers[0].due > deadline:
+            due = self._apps.next_due()
+            if due is None or due > deadline:
                 raise WorkflowError(f"workflow '{instance_id}' cannot finish: it waits for something that "
-                                    "never comes (an external event, or a timer past max_time)")
-            self.clock.now = max(self.clock.now, self._timers[0].due)
+                                    "never comes (an external event, a timer past max_time, or an app "
+                                    "not added to the test environment)")
+            self.clock.now = max(self.clock.now, due)
 
     # -- time and progress -------------------------------------------------------------------
 
@@ -159,23 +191,29 @@ class WorkflowTestEnvironment:
         """Move the clock and run everything that becomes due, in due order."""
         target = self.clock.now + delta
         self.run()
-        while self._timers and self._timers[0].due <= target:
-            self.clock.now = max(self.clock.now, self._timers[0].due)
+        while (due := self._apps.next_due()) is not None and due <= target:
+            self.clock.now = max(self.clock.now, due)
             self.run()
         self.clock.now = target
         self.run()
 
     def run(self) -> None:
-        """Process messages, activities and due timers until nothing is left at the current time."""
-        while True:
-            if self._messages:
-                self._handle(self._messages.popleft())
-            elif self._work:
-                self._run_activity(self._work.popleft())
-            elif self._timers and self._timers[0].due <= self.clock.now:
-                self._fire(heapq.heappop(self._timers))
-            else:
-                return
+        """Process messages, activities and due timers until nothing is left at the current time
+        (in every app of the environment, `add_app`)."""
+        while any([env._step() for env in list(self._apps.envs.values())]):
+            pass
+
+    def _step(self) -> bool:
+        """One message, activity or due timer of this app; False when it has none."""
+        if self._messages:
+            self._handle(self._messages.popleft())
+        elif self._work:
+            self._run_activity(self._work.popleft())
+        elif self._timers and self._timers[0].due <= self.clock.now:
+            self._fire(heapq.heappop(self._timers))
+        else:
+            return False
+        return True
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         return list(self.histories.get(instance_id, ()))
@@ -222,7 +260,8 @@ class WorkflowTestEnvironment:
         size = len(encode(result))
         if size > self.max_payload_bytes:
             result = oversized_result(item, size, self.max_payload_bytes)
-        self._send(result)
+        # The answer goes to the app whose workflow asked (another app's, for a call across apps).
+        self._apps.deliver(item.reply_app_id if item.reply_app_id != self.app_id else None, result, self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,6 +270,33 @@ class _HeldItem(Timer):
 
     item: cmd.ActivityWorkItem
     since: datetime
+
+
+class _Apps:
+    """The apps of one in-memory environment, by app ID, on one clock; and what was sent to an
+    app not added yet, held until `add_app` adds it."""
+
+    __slots__ = ("clock", "envs", "waiting")
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.envs: dict[str | None, WorkflowTestEnvironment] = {}
+        self.waiting: dict[str, list[cmd.ActivityWorkItem | cmd.InstanceMessage]] = {}
+
+    def deliver(self, app_id: str | None, sent: cmd.ActivityWorkItem | cmd.InstanceMessage,
+                sender: WorkflowTestEnvironment) -> None:
+        """`sent` to app `app_id` (None: `sender`'s own), or held for it until it is added."""
+        env = sender if app_id is None else self.envs.get(app_id)
+        if env is None:
+            self.waiting.setdefault(app_id or "", []).append(sent)
+        elif isinstance(sent, cmd.ActivityWorkItem):
+            env._work.append(sent)
+        else:
+            env._messages.append(sent)
+
+    def next_due(self) -> datetime | None:
+        dues = [env._timers[0].due for env in self.envs.values() if env._timers]
+        return min(dues) if dues else None
 
 
 def _task_key(item: cmd.ActivityWorkItem) -> tuple[str, str, int]:
@@ -265,13 +331,20 @@ class _MemorySink:
         self.env.states[state.instance_id] = state
 
     def send_task(self, item: cmd.ActivityWorkItem) -> None:
-        self.env._work.append(item)
+        self.env._apps.deliver(item.app_id, item, self.env)
+
+    def send_workflow_item(self, item: WorkflowWorkItem) -> None:
+        # The environment runs workflows in process; its orchestrator declares none remote.
+        raise NotImplementedError(f"workflow '{item.name}' runs in a connected app (`headrace grpc`)")
 
     def schedule_timer(self, timer: Timer) -> None:
         heapq.heappush(self.env._timers, timer)
 
     def send_message(self, message: cmd.InstanceMessage) -> None:
         self.env._messages.append(message)
+
+    def send_to_app(self, sent: AppMessage) -> None:
+        self.env._apps.deliver(sent.app_id if sent.app_id != self.env.app_id else None, sent.message, self.env)
 
     def ignore(self, message: cmd.InstanceMessage | None, unapplied: Unapplied) -> None:
         if message is not None:

@@ -9,6 +9,7 @@ import orjson
 from ..core.codec import Codec, encode, to_jsonable
 from ..core.commands import MESSAGE_TYPES, ActivityWorkItem
 from ..core.events import EVENT_TYPES, HistoryEvent
+from ..core.remote import WorkflowAnswer, WorkflowWorkItem
 from ..core.state import InstanceState
 from ..errors import DecodeError
 
@@ -19,16 +20,19 @@ __all__ = [
     "WORK_ITEMS",
     "decode_events",
     "decode_state",
+    "decode_workflow_item",
     "encode_dead_letter",
     "encode_event",
     "encode_events",
     "encode_state",
+    "encode_workflow_item",
     "history_chunk_key",
     "join_events",
     "parse_history_chunk_key",
 ]
 
-MESSAGES = Codec(MESSAGE_TYPES)
+#: Everything the engine reads from its input topics: commands, results, and connected apps' turns.
+MESSAGES = Codec((*MESSAGE_TYPES, WorkflowAnswer))
 WORK_ITEMS = Codec((ActivityWorkItem,))
 EVENTS = Codec(EVENT_TYPES)
 
@@ -74,6 +78,34 @@ def decode_events(data: bytes) -> tuple[str, str, list[HistoryEvent]]:
         raise
     except (KeyError, TypeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
         raise DecodeError(f"invalid history record: {exc!r}") from None
+
+
+def encode_workflow_item(item: WorkflowWorkItem) -> bytes:
+    """A remote workflow's turn on the orchestrations topic: its fields, events as in `encode_events`."""
+    return orjson.dumps({"type": "WorkflowWorkItem", "version": item.VERSION, "instance_id": item.instance_id,
+                         "execution_id": item.execution_id, "name": item.name, "turn": item.turn,
+                         "new_from": item.new_from, "workflow_version": item.workflow_version,
+                         "events": [to_jsonable(e) for e in item.events]})
+
+
+def decode_workflow_item(data: bytes) -> WorkflowWorkItem:
+    try:
+        raw = orjson.loads(data)
+        if raw.get("type") != "WorkflowWorkItem":
+            raise DecodeError(f"not a WorkflowWorkItem: {str(raw.get('type'))[:100]!r}")
+        item = WorkflowWorkItem(instance_id=raw["instance_id"], execution_id=raw["execution_id"], name=raw["name"],
+                                turn=raw["turn"], new_from=raw["new_from"],
+                                workflow_version=raw.get("workflow_version"),
+                                events=tuple(EVENTS.decode(e) for e in raw["events"]))
+        if not all(isinstance(v, str) for v in (item.instance_id, item.execution_id, item.name)) or \
+                not isinstance(item.workflow_version, str | None) or \
+                not all(type(v) is int for v in (item.turn, item.new_from)):
+            raise DecodeError("WorkflowWorkItem: a field has the wrong type")
+        return item
+    except DecodeError:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"invalid workflow work item: {exc!r}") from None
 
 
 def history_chunk_key(instance_id: str, execution_id: str, chunk: int) -> bytes:

@@ -65,6 +65,7 @@ class Test_wire_details:
             "name": "order_wf",
             "task_scheduled_id": 4,
             "execution_id": "exec-1",
+            "app_id": None,
         }
         failed = EVENT_CODEC.decode(encode(EVENTS[3]))
         assert failed.failure == FAILURE

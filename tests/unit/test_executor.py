@@ -155,14 +155,14 @@ class Test_call_activity:
         def wf(ctx):
             a = ctx.call_activity(hello, input=1)
             b = ctx.call_activity("by_name", input=2)
-            c = ctx.call_activity(original, input=3, app_id="ignored-app")
+            c = ctx.call_activity(original, input=3, app_id="other-app")
             yield when_any([a, b, c])
 
         result = Runner(resolver(wf), "wf").start()
         assert result.actions == (
             ScheduleTask(id=0, name="hello", input="1"),
             ScheduleTask(id=1, name="by_name", input="2"),
-            ScheduleTask(id=2, name="renamed", input="3"),
+            ScheduleTask(id=2, name="renamed", input="3", app_id="other-app"),
         )
 
     def test_result_is_decoded_json(self):

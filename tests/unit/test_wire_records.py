@@ -33,10 +33,14 @@ def test_a_record_written_before_the_codec_reads_the_same() -> None:
     assert decode_state(BEFORE_THE_CODEC) == STATES[0]
     # Fields added since are written with their defaults (`waiting_for_code`: engine.core.unknown_code;
     # `workflow_version`: Dapr 1.17 workflow versions; `early_events`, `starts_suspended`: commands
-    # sent to a PENDING instance; `propagated_history`: a PENDING start's handed-on history).
-    assert orjson.loads(encode_state(STATES[0])) == {**orjson.loads(BEFORE_THE_CODEC), "waiting_for_code": None,
+    # sent to a PENDING instance; `propagated_history`: a PENDING start's handed-on history;
+    # `child_apps` and the parent's `app_id`: calls across apps, engine.core.apps).
+    before = orjson.loads(BEFORE_THE_CODEC)
+    assert orjson.loads(encode_state(STATES[0])) == {**before, "waiting_for_code": None,
                                                      "workflow_version": None, "early_events": [],
-                                                     "starts_suspended": False, "propagated_history": None}
+                                                     "starts_suspended": False, "propagated_history": None,
+                                                     "child_apps": [], "parent": {**before["parent"], "app_id": None},
+                                                         "remote": None}
 
 
 def test_a_record_older_than_the_newest_fields_reads_with_their_defaults() -> None:
