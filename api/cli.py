@@ -137,6 +137,7 @@ def _get(args: argparse.Namespace) -> None:
         "dapr.workflow.failure.error_type": "Error type",
         "dapr.workflow.failure.error_message": "Error message",
         "headrace.workflow.waiting_for_code": "Waiting",
+        "headrace.workflow.remote_turn": "Turn out",
     }
     props = body.get("properties", {})
     rows += [(label, props[key]) for key, label in labels.items() if key in props]
@@ -303,7 +304,8 @@ def register(subparsers: Subcommands) -> None:
     get.set_defaults(handler=_handler(_get))
 
     listing = verb_parser("list", "list instances, oldest first")
-    listing.add_argument("--status", action="append", help="only this runtime status (repeatable)")
+    listing.add_argument("--status", action="append",
+                         help="only this runtime status (repeatable), e.g. RUNNING, STALLED, FAILED")
     listing.add_argument("--name", help="only instances of this workflow")
     listing.add_argument("--created-after", help="RFC 3339 timestamp")
     listing.add_argument("--created-before", help="RFC 3339 timestamp")

@@ -51,7 +51,8 @@ def component_schemas() -> dict[str, Any]:
                     "(never on a failed instance), `dapr.workflow.custom_status`, "
                     "`dapr.workflow.failure.error_type`, `.error_message`, `.stack_trace`; Headrace adds "
                     "`headrace.workflow.waiting_for_code` while no engine holding the instance knows its "
-                    "workflow (which name, since when).",
+                    "workflow (which name, since when), and `headrace.workflow.remote_turn` while a turn of a "
+                    "workflow run in a connected app waits for the app (since when).",
                     "additionalProperties": {"type": "string"},
                     "propertyNames": {
                         "enum": [
@@ -62,6 +63,7 @@ def component_schemas() -> dict[str, Any]:
                             "dapr.workflow.failure.error_message",
                             "dapr.workflow.failure.stack_trace",
                             "headrace.workflow.waiting_for_code",
+                            "headrace.workflow.remote_turn",
                         ]
                     },
                 },

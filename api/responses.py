@@ -13,10 +13,14 @@ from engine.core.state import InstanceState
 from engine.core.unknown_code import waiting_reason
 from engine.core.values import RuntimeStatus
 
-__all__ = ["WAITING_FOR_CODE", "instance_body", "json_response", "parse_rfc3339", "rfc3339", "summary_body"]
+__all__ = [
+    "REMOTE_TURN", "WAITING_FOR_CODE", "instance_body", "json_response", "parse_rfc3339", "rfc3339", "summary_body",
+]
 
 #: The property that says why a PENDING instance waits: no engine that held it knew its workflow.
 WAITING_FOR_CODE = "headrace.workflow.waiting_for_code"
+#: The property that says a turn of a workflow run in a connected app waits for the app's answer.
+REMOTE_TURN = "headrace.workflow.remote_turn"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -68,6 +72,10 @@ def _properties(instance: InstanceState) -> dict[str, str]:
         # Not daprd's: why a PENDING instance does not start (engine.core.unknown_code). Clients
         # index the keys they know, so one more key changes nothing for them.
         props[WAITING_FOR_CODE] = waiting_reason("workflow", instance.name, instance.waiting_for_code)
+    remote = instance.remote
+    if remote is not None and remote.out and remote.since is not None and instance.is_running:
+        # Not daprd's: its workflow code runs in an app connected to `headrace grpc` (engine.core.remote).
+        props[REMOTE_TURN] = f"waiting since {remote.since.isoformat()} for a connected app to run its code"
     return props
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import grpc
 
-    from engine.runtime.worker import ActivityExecutor, ActivityWorker
+    from engine.runtime.worker import ActivityExecutor, ActivityWorker, WorkSource
     from engine.settings import Settings
     from ops.command import Subcommands
 
@@ -77,12 +77,14 @@ class GrpcServer:
 
 
 class _ActivitySupervisor:
-    """Runs an `ActivityWorker` over the connected apps, and a new one after a Kafka failure (the
-    worker's own loop rides out a broker outage once running; its start does not), until stopped."""
+    """Runs an `ActivityWorker` over the connected apps (activities, or with `source` the turns of
+    remote workflows), and a new one after a Kafka failure (the worker's own loop rides out a broker
+    outage once running; its start does not), until stopped."""
 
-    def __init__(self, settings: Settings, executor: ActivityExecutor) -> None:
+    def __init__(self, settings: Settings, executor: ActivityExecutor, source: WorkSource | None = None) -> None:
         self.settings = settings
         self.executor = executor
+        self.source = source
         self.worker: ActivityWorker | None = None
         self.stopping = asyncio.Event()
 
@@ -93,12 +95,12 @@ class _ActivitySupervisor:
         from engine.sdk.registry import Registry
 
         while not self.stopping.is_set():
-            self.worker = ActivityWorker(Registry(), self.settings, executor=self.executor)
+            self.worker = ActivityWorker(Registry(), self.settings, executor=self.executor, source=self.source)
             try:
                 await self.worker.run()
                 return
             except KafkaError as exc:
-                log.warning("the activity worker for connected apps stopped (%s); starting it again", exc)
+                log.warning("the worker for connected apps stopped (%s); starting it again", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=1.0)  # back-off while Kafka is away
 
@@ -111,54 +113,76 @@ class _ActivitySupervisor:
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: ApiSettings, host: str = "127.0.0.1", port: int = DEFAULT_GRPC_PORT, activities: Sequence[str] = ()
+    settings: ApiSettings, host: str = "127.0.0.1", port: int = DEFAULT_GRPC_PORT, activities: Sequence[str] = (),
+    workflows: bool | None = None,
 ) -> AsyncIterator[GrpcServer]:
     """Serve on `host:port` (0: any free port) while the block runs; Kafka connects in the
     background, as the REST API's link does (calls fail UNAVAILABLE until it is there). With
-    `activities`, also run an activity worker that hands those activities to connected apps."""
+    `activities`, also run an activity worker that hands those activities to connected apps; with
+    `workflows` (default: when HEADRACE_REMOTE_WORKFLOWS names any), a worker that hands them the
+    turns of remote workflows (`engine.core.remote`)."""
     import grpc
+
+    from engine.runtime.worker import WorkSource
+    from engine.topics import Topics
+    from engine.wire.records import decode_workflow_item
 
     from ..gateway import Gateway
     from ..kafka import KafkaLink
     from ..metrics import ApiMetrics
     from .protos import orchestrator_service_pb2_grpc as pb_grpc
     from .service import SidecarService
-    from .work import RemoteActivities
+    from .work import RemoteActivities, RemoteWorkflows, WorkStreams
 
+    engine = settings.engine
+    if workflows is None:
+        workflows = bool(engine.remote_workflow_names)
     link = KafkaLink(settings)
     gateway = Gateway(link, ApiMetrics())
     interceptors = [_token_interceptor(settings.api_token)] if settings.api_token else []
     server = grpc.aio.server(interceptors=interceptors)
-    remote = RemoteActivities(activities) if activities else None
-    supervisor = None if remote is None else _ActivitySupervisor(settings.engine, remote)
+    streams = WorkStreams()
+    remote = RemoteActivities(activities, streams) if activities else None
+    turns = RemoteWorkflows(streams, engine.max_payload_bytes) if workflows else None
+    supervisors: list[_ActivitySupervisor] = []
+    if remote is not None:
+        supervisors.append(_ActivitySupervisor(engine, remote))
+    if turns is not None:
+        source = WorkSource(Topics.for_settings(engine).orchestrations, engine.topic("grpc.orchestrations"),
+                            decode_workflow_item)
+        supervisors.append(_ActivitySupervisor(engine, turns, source))
     pb_grpc.add_TaskHubSidecarServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        SidecarService(gateway, remote), server
+        SidecarService(gateway, remote, turns), server
     )
     bound = server.add_insecure_port(f"{host}:{port}")
     link.start()
     await server.start()
-    working = None if supervisor is None else asyncio.create_task(supervisor.run(), name="headrace-grpc-activities")
-    log.info("serving TaskHubSidecarService on %s:%d%s", host, bound,
-             f" (activities for connected apps: {', '.join(sorted(activities))})" if activities else "")
+    working = [asyncio.create_task(s.run(), name="headrace-grpc-work") for s in supervisors]
+    log.info("serving TaskHubSidecarService on %s:%d%s%s", host, bound,
+             f" (activities for connected apps: {', '.join(sorted(activities))})" if activities else "",
+             " (turns of remote workflows for connected apps)" if turns is not None else "")
     try:
         yield GrpcServer(server, bound, gateway)
     finally:
-        if supervisor is not None and working is not None:
+        for supervisor in supervisors:
             supervisor.stop()
+        for task in working:
             try:
                 # Bounded: a worker still connecting to Kafka does not see the stop until it is in.
-                await asyncio.wait_for(working, settings.engine.shutdown_grace_seconds + 5)
+                await asyncio.wait_for(task, engine.shutdown_grace_seconds + 5)
             except TimeoutError:
-                log.warning("the activity worker did not stop in time; its unfinished items are delivered again")
+                log.warning("a worker for connected apps did not stop in time; its unfinished items are "
+                            "delivered again")
             except Exception:
-                log.exception("the activity worker failed while stopping")
+                log.exception("a worker for connected apps failed while stopping")
         await server.stop(grace=2.0)
         await gateway.close()
         await link.stop()
 
 
 def serve(
-    host: str | None, port: int | None, log_level: str | None, log_format: str | None, activities: Sequence[str] = ()
+    host: str | None, port: int | None, log_level: str | None, log_format: str | None, activities: Sequence[str] = (),
+    workflows: Sequence[str] = (),
 ) -> int:
     import os
     import signal
@@ -173,6 +197,8 @@ def serve(
 
     from ..settings import ApiSettings
 
+    if workflows:  # `--workflow`: the same setting the engine reads
+        os.environ["HEADRACE_REMOTE_WORKFLOWS"] = ",".join(workflows)
     settings = ApiSettings.from_env(log_level=log_level)
     configure_logging(settings.log_level, log_format=log_format)
     bind_host = host or os.environ.get("HEADRACE_GRPC_HOST") or settings.host
@@ -195,7 +221,7 @@ def serve(
 
 
 def _handle(args: argparse.Namespace) -> int:
-    return serve(args.host, args.port, args.log_level, args.log_format, args.activity)
+    return serve(args.host, args.port, args.log_level, args.log_format, args.activity, args.workflow)
 
 
 def register(subparsers: Subcommands) -> None:
@@ -217,4 +243,8 @@ def register(subparsers: Subcommands) -> None:
     parser.add_argument("--activity", action="append", default=[], metavar="NAME",
                         help="an activity that connected apps (their WorkflowRuntime) run: its work items go "
                         "to them over GetWorkItems (repeat; default $HEADRACE_GRPC_ACTIVITIES, comma-separated)")
+    parser.add_argument("--workflow", action="append", default=[], metavar="NAME",
+                        help="a workflow whose code connected apps run: its turns go to them over GetWorkItems "
+                        "(repeat; `*` for every name the engine does not know; default $HEADRACE_REMOTE_WORKFLOWS, "
+                        "which the engine must be given too)")
     parser.set_defaults(handler=_handle)

@@ -3,9 +3,10 @@ activity work items for connected apps (`work.py`).
 
 Each RPC is one call of `engine.client.WorkflowCommands` (through `api.gateway.Gateway`, so the
 ports, read-your-writes across replicas and the "answered when done" rule are the REST API's):
-this module only translates protobuf messages to those calls and back. Of the worker side,
-activities are served (`GetWorkItems` streams the items of `work.RemoteActivities`,
-`CompleteActivityTask` answers them); orchestrator work items are not yet (docs/grpc.md).
+this module only translates protobuf messages to those calls and back. The worker side streams
+the items of `work.WorkStreams` over `GetWorkItems`: activities (`work.RemoteActivities`, answered
+by `CompleteActivityTask`) and the turns of remote workflows (`work.RemoteWorkflows`, answered by
+`CompleteOrchestratorTask`); see docs/grpc.md.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from engine.core.values import RuntimeStatus
 from ..errors import EventNameMissing, WorkflowNameMissing
 from ..gateway import Gateway
 from ..listing import MAX_PAGE_SIZE, Cursor, Query
+from .history import history_event
 from .mapping import classify, workflow_state
 from .protos import orchestrator_service_pb2 as pb
 from .protos import orchestrator_service_pb2_grpc as pb_grpc
-from .work import RemoteActivities
+from .work import RemoteActivities, RemoteWorkflows, WorkStreams
 
 __all__ = ["SidecarService"]
 
@@ -37,8 +39,8 @@ Res = TypeVar("Res")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Req, Res]], Awaitable[Res]]
 
 _NOT_SERVED = (
-    "Headrace's gRPC front end serves the client calls of TaskHubSidecarService, and activity work "
-    "items with `headrace grpc --activity`; workflows run in Headrace's engine (see docs/grpc.md)"
+    "Headrace's gRPC front end serves the client calls of TaskHubSidecarService, activity work items "
+    "with `headrace grpc --activity` and workflow turns with HEADRACE_REMOTE_WORKFLOWS (see docs/grpc.md)"
 )
 
 
@@ -72,11 +74,17 @@ def _text(message: Any, field: str) -> str | None:
 
 
 class SidecarService(pb_grpc.TaskHubSidecarServiceServicer):
-    def __init__(self, gateway: Gateway, activities: RemoteActivities | None = None) -> None:
+    def __init__(self, gateway: Gateway, activities: RemoteActivities | None = None,
+                 workflows: RemoteWorkflows | None = None) -> None:
         self.gateway = gateway
         self.commands = gateway.commands
         #: Activities served to connected apps (`headrace grpc --activity`), if any.
         self.activities = activities
+        #: Turns of remote workflows served to connected apps (HEADRACE_REMOTE_WORKFLOWS), if any.
+        self.workflows = workflows
+        served = activities.streams if activities is not None else workflows.streams if workflows else None
+        #: The streams both kinds of work go out on.
+        self.streams: WorkStreams | None = served
 
     async def Hello(  # the protocol's method names
         self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext[Any, Any]
@@ -193,14 +201,14 @@ class SidecarService(pb_grpc.TaskHubSidecarServiceServicer):
             instanceIds=[s.instance_id for s in page.instances], continuationToken=page.continuation_token
         )
 
-    # -- the worker side: activities only (docs/grpc.md) -----------------------------------------
+    # -- the worker side (docs/grpc.md) -----------------------------------------------------------
 
     async def GetWorkItems(
         self, request: pb.GetWorkItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WorkItem]:
-        if self.activities is None:
-            await _unsupported(context, "GetWorkItems without --activity")
-        async for item in self.activities.stream():
+        if self.streams is None:
+            await _unsupported(context, "GetWorkItems without --activity or remote workflows")
+        async for item in self.streams.stream():
             yield item
 
     async def CompleteActivityTask(
@@ -213,27 +221,33 @@ class SidecarService(pb_grpc.TaskHubSidecarServiceServicer):
         self.activities.complete(request)
         return pb.CompleteTaskResponse()
 
-    # -- not served yet (docs/grpc.md) ------------------------------------------------------------
-
     async def CompleteOrchestratorTask(
-        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        await _unsupported(context, "CompleteOrchestratorTask")
+        self, request: pb.WorkflowResponse, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CompleteTaskResponse:
+        if self.workflows is None:
+            await _unsupported(context, "CompleteOrchestratorTask without remote workflows")
+        # False when late or repeated: the engine records the turn of the stream it went to last.
+        self.workflows.complete(request)
+        return pb.CompleteTaskResponse()
 
     async def CompleteWorkflowTask(
-        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        await _unsupported(context, "CompleteWorkflowTask")
+        self, request: pb.WorkflowResponse, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CompleteTaskResponse:
+        return await self.CompleteOrchestratorTask(request, context)
+
+    @_answers_errors
+    async def GetInstanceHistory(
+        self, request: pb.GetInstanceHistoryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetInstanceHistoryResponse:
+        _, events = await self.gateway.history(request.instanceId)
+        return pb.GetInstanceHistoryResponse(events=[history_event(e) for e in events])
+
+    # -- not served yet (docs/grpc.md) ------------------------------------------------------------
 
     async def RerunWorkflowFromEvent(
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
         await _unsupported(context, "RerunWorkflowFromEvent")
-
-    async def GetInstanceHistory(
-        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        await _unsupported(context, "GetInstanceHistory (the REST API serves histories)")
 
 
 def _instance_response(state: InstanceState | None, payloads: bool) -> pb.GetInstanceResponse:

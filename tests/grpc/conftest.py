@@ -3,10 +3,7 @@ as real processes, and Dapr's Python SDK from PyPI in a venv of its own (cached)
 
 from __future__ import annotations
 
-import fcntl
 import os
-import socket
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -19,49 +16,25 @@ from api.grpc.protos import orchestrator_service_pb2 as pb
 from api.grpc.protos import orchestrator_service_pb2_grpc as pb_grpc
 from engine.runtime.host import RuntimeHost
 from engine.settings import Settings
-from ops.kafka.paths import cache_root
+from ops.dapr_sdk import pypi_reachable, sdk_installed
+from ops.dapr_sdk import sdk_python as dapr_sdk_python
 from ops.process import Child, free_port
 from tests.api.support import ROOT, ApiServer, eventually
 from tests.api.workflows import runtime
 
 pytestmark = pytest.mark.kafka
 
-#: Dapr's Python SDK as an app installs it: the workflow extension and the core of the same release.
-#: 1.18.3 vendors durabletask's stubs from the proto commit api/grpc/protos is generated from.
-SDK_PACKAGES = ("dapr==1.18.3", "dapr-ext-workflow==1.18.3")
 TOKEN = "grpc-test-token"  # a test's own token
-
-
-def _pypi_reachable() -> bool:
-    try:
-        with socket.create_connection(("pypi.org", 443), timeout=5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")
 def sdk_python() -> Path:
-    """The interpreter of a venv holding Dapr's SDK, made once under the Kafka jars' cache root
-    (`ops.kafka.paths.cache_root`) and reused. Never the suite's venv: its `dapr.ext.workflow`
-    would shadow ours. Skipped only when PyPI cannot be reached to make it."""
-    root = cache_root() / f"dapr-sdk-{'-'.join(p.split('==')[1] for p in SDK_PACKAGES[1:])}"
-    python = root / "bin" / "python"
-    done = root / ".installed"
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with (root.parent / "dapr-sdk.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two sessions at once build it once
-        if done.exists() and done.read_text() == " ".join(SDK_PACKAGES):
-            return python
-        if not _pypi_reachable():
-            pytest.skip("Dapr's Python SDK is not cached and pypi.org is unreachable")
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(root)], check=True, timeout=120)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *SDK_PACKAGES],
-            check=True, timeout=600,
-        )
-        done.write_text(" ".join(SDK_PACKAGES))
-    return python
+    """The interpreter of a venv holding Dapr's SDK (`ops.dapr_sdk`: made once under the Kafka jars'
+    cache root and reused). Never the suite's venv: its `dapr.ext.workflow` would shadow ours.
+    Skipped only when it is not there yet and PyPI cannot be reached to make it."""
+    if not sdk_installed() and not pypi_reachable():
+        pytest.skip("Dapr's Python SDK is not cached and pypi.org is unreachable")
+    return dapr_sdk_python()
 
 
 @pytest.fixture(scope="module")

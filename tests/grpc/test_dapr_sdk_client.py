@@ -111,6 +111,15 @@ def test_protocol_edges(grpc_server: GrpcProcess) -> None:
         assert state.input.value == '{"a": 1}'
         assert state.createdTimestamp.seconds > 0
 
+        history = stub.GetInstanceHistory(pb.GetInstanceHistoryRequest(instanceId=iid), metadata=AUTH, timeout=30)
+        kinds = [e.WhichOneof("eventType") for e in history.events]
+        assert kinds[:2] == ["workflowStarted", "executionStarted"] and kinds[-1] == "executionCompleted"
+        assert history.events[-1].executionCompleted.workflowStatus == opb.ORCHESTRATION_STATUS_COMPLETED
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.GetInstanceHistory(pb.GetInstanceHistoryRequest(instanceId="no-such-instance"), metadata=AUTH,
+                                    timeout=30)
+        assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+
         with pytest.raises(grpc.RpcError) as running_purge:
             stub.PurgeInstances(
                 pb.PurgeInstancesRequest(purgeInstanceFilter=pb.PurgeInstanceFilter()), metadata=AUTH, timeout=10

@@ -63,3 +63,17 @@ async def test_an_item_whose_stream_ends_goes_to_the_next_stream() -> None:
     assert result.failure.inner is not None
     assert result.failure.inner.error_type == "KeyError"
     await second.aclose()
+
+
+async def test_an_answer_without_a_token_finds_its_item_by_instance_and_task() -> None:
+    """durabletask-js 1.0 (under @dapr/dapr 3.18) sends no completion token: daprd's executor
+    matches an activity's answer by instance ID and task ID, and so does the front end."""
+    remote = RemoteActivities(["shout"])
+    stream = remote.stream()
+    running = asyncio.create_task(remote.run(ITEM))
+    await asyncio.wait_for(anext(stream), 5)
+    assert not remote.complete(pb.ActivityResponse(instanceId="wf-1", taskId=4))  # another task
+    assert remote.complete(pb.ActivityResponse(instanceId="wf-1", taskId=3, result=wrappers_pb2.StringValue(value="1")))
+    assert (await asyncio.wait_for(running, 5)).result == "1"
+    assert not remote.complete(pb.ActivityResponse(instanceId="wf-1", taskId=3))  # a duplicate
+    await stream.aclose()
