@@ -52,10 +52,12 @@ def register(subparsers: Subcommands) -> None:
     deploy.add_argument("--workers", type=int, default=1, help="activity worker processes (1)")
     deploy.add_argument(
         "--via",
-        choices=["kafka", "api"],
+        choices=["kafka", "api", "grpc"],
         default="kafka",
         help="start workflows straight on the commands topic (kafka, default) or through the "
-        "REST API's start route (api); completions are read from the status topic either way",
+        "REST API's start route (api); completions are read from the status topic either way. "
+        "grpc: starts as kafka, but the workflows and activities run in connected Dapr SDK apps "
+        "(dapr-ext-workflow, --workers of them) through `headrace grpc`, not in the engine",
     )
     deploy.add_argument("--apis", type=int, default=1, help="API processes with --via api (1)")
     out = parser.add_argument_group("output")

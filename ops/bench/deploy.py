@@ -32,7 +32,12 @@ __all__ = ["BenchError", "Broker", "Deployment", "OffsetCounter", "Service"]
 ROOT = Path(__file__).resolve().parents[2]
 APP = "ops.bench.apps:runtime"
 #: Role -> the log line that says the process is ready.
-READY = {"engine": "engine ready", "worker": "activity worker started", "api": "Uvicorn running"}
+READY = {"engine": "engine ready", "worker": "activity worker started", "api": "Uvicorn running",
+         "grpc": "serving TaskHubSidecarService", "app": "bench app started"}
+#: With `--via grpc`: the benchmark's workflows and activity run in connected Dapr SDK apps
+#: (`ops.bench.grpc_app`), whose turns and items `headrace grpc` hands out.
+REMOTE_WORKFLOWS = ("bench_chain", "bench_fan_out", "bench_timer")
+REMOTE_ACTIVITIES = ("bench_echo",)
 #: Internal topics every deployment on a broker writes to (offsets and transaction state).
 INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
 
@@ -111,6 +116,7 @@ class Service:
         log_dir: Path,
         index: int,
         extra_env: dict[str, str] | None = None,
+        argv: list[str] | None = None,
     ) -> None:
         self.role = role
         env = {
@@ -121,8 +127,8 @@ class Service:
         }
         self.log_path = log_dir / f"{role}-{index}.log"
         self.child = Child(
-            # The API takes --app too (and ignores it): one command line for every role.
-            [sys.executable, "-m", "ops", role, "--app", APP],
+            # The API takes --app too (and ignores it): one command line for every Headrace role.
+            argv or [sys.executable, "-m", "ops", role, "--app", APP],
             self.log_path,
             cwd=ROOT,
             env=env,
@@ -156,17 +162,39 @@ class Service:
 
 
 class Deployment:
-    """Engines, workers and (when the load goes through HTTP) API processes of one scenario."""
+    """Engines, workers and (when the load goes through HTTP) API processes of one scenario; with
+    `grpc_apps`, a `headrace grpc` front end and that many connected Dapr SDK apps run the
+    workflows instead of the engine (remote workflows)."""
 
-    def __init__(self, settings: Settings, engines: int, workers: int, log_dir: Path, apis: int = 0) -> None:
+    def __init__(
+        self, settings: Settings, engines: int, workers: int, log_dir: Path, apis: int = 0, grpc_apps: int = 0
+    ) -> None:
         self.settings = settings
-        self.services = [Service("engine", settings, log_dir, i) for i in range(engines)]
+        remote = {"HEADRACE_REMOTE_WORKFLOWS": ",".join(REMOTE_WORKFLOWS)} if grpc_apps else {}
+        self.services = [Service("engine", settings, log_dir, i, remote) for i in range(engines)]
         self.services += [Service("worker", settings, log_dir, i) for i in range(workers)]
+        if grpc_apps:
+            self._start_grpc(settings, log_dir, grpc_apps)
         self.api_urls: list[str] = []
         for i, port in enumerate(free_ports(apis)):
             env = ApiSettings(host="127.0.0.1", port=port, log_level="info").to_env("host", "port", "log_level")
             self.services.append(Service("api", settings, log_dir, i, env))
             self.api_urls.append(f"http://127.0.0.1:{port}")
+
+    def _start_grpc(self, settings: Settings, log_dir: Path, apps: int) -> None:
+        from ops.dapr_sdk import sdk_python
+
+        python = sdk_python()
+        port = free_ports(1)[0]
+        served = [a for name in REMOTE_ACTIVITIES for a in ("--activity", name)]
+        served += [a for name in REMOTE_WORKFLOWS for a in ("--workflow", name)]
+        self.services.append(Service("grpc", settings, log_dir, 0, argv=[
+            sys.executable, "-m", "ops", "grpc", "--port", str(port), *served]))
+        # The app is Dapr's, configured as on daprd: the sidecar's address only.
+        app_env = {"DAPR_GRPC_ENDPOINT": f"127.0.0.1:{port}"}
+        for i in range(apps):
+            self.services.append(Service("app", settings, log_dir, i, app_env, argv=[
+                str(python), "-W", "ignore", str(Path(__file__).with_name("grpc_app.py"))]))
 
     async def wait_ready(self, timeout_s: float = 120.0) -> float:
         t0 = time.monotonic()

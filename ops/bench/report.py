@@ -106,6 +106,10 @@ def _f(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+#: Process kinds of the cost table (`grpc` and `app`: the front end and Dapr SDK apps of --via grpc).
+_COST_KINDS = ("broker", "engine", "worker", "api", "grpc", "app", "loadgen")
+
+
 def rows(
     results: list[dict[str, Any]], ceiling: dict[str, Any] | None
 ) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
@@ -126,16 +130,10 @@ def rows(
     cost_head = [
         "scenario",
         "CPU ms/wf broker",
-        "engine",
-        "worker",
-        "api",
-        "loadgen",
+        *_COST_KINDS[1:],
         "cores used",
         "peak RSS MiB broker",
-        "engine",
-        "worker",
-        "api",
-        "loadgen",
+        *_COST_KINDS[1:],
         "records/wf",
         "records/s",
         "of ceiling",
@@ -174,9 +172,9 @@ def rows(
         cost.append(
             [
                 r["scenario"],
-                *[_f(_get(cpu, k, "cpu_ms_per_wf"), 2) for k in ("broker", "engine", "worker", "api", "loadgen")],
+                *[_f(_get(cpu, k, "cpu_ms_per_wf"), 2) for k in _COST_KINDS],
                 _f(cores, 2),
-                *[_f(_get(cpu, k, "peak_rss_mib")) for k in ("broker", "engine", "worker", "api", "loadgen")],
+                *[_f(_get(cpu, k, "peak_rss_mib")) for k in _COST_KINDS],
                 _f(r["records"]["per_workflow"]),
                 _f(per_s, 0),
                 frac,
@@ -205,7 +203,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Python {env['python']}, broker {doc['broker']['source']} "
         f"{doc['broker'].get('version') or ''} at {doc['broker']['bootstrap']}, "
         f"{doc['options']['partitions']} partitions, {doc['options']['engines']} engine and "
-        f"{doc['options']['workers']} worker process(es), starts via "
+        f"{doc['options']['workers']} {'Dapr SDK app' if doc['options'].get('via') == 'grpc' else 'worker'} "
+        "process(es), starts via "
         f"{doc['options'].get('via', 'kafka')}; commit {env['commit']}.",
         "",
     ]

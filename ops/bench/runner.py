@@ -25,7 +25,7 @@ from .stats import log_histogram, percentiles
 
 __all__ = ["RunOptions", "run_scenario"]
 
-KINDS = ("broker", "engine", "worker", "api", "loadgen")
+KINDS = ("broker", "engine", "worker", "api", "grpc", "app", "loadgen")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class RunOptions:
     apis: int = 0
     #: Sample engine and worker processes with py-spy during the window.
     profile: bool = False
+    #: Connected Dapr SDK apps running the workflows through `headrace grpc` (0: in the engine).
+    grpc_apps: int = 0
 
 
 @dataclass
@@ -84,11 +86,13 @@ async def run_scenario(
     )
     await ensure_topics(settings)
     fingerprint = engine_fingerprint()
-    deployment = Deployment(settings, opts.engines, opts.workers, opts.log_dir / scenario.name, apis=opts.apis)
+    deployment = Deployment(settings, opts.engines, opts.workers, opts.log_dir / scenario.name, apis=opts.apis,
+                            grpc_apps=opts.grpc_apps)
     samples: list[dict[str, Any]] = []
     try:
         ready_s = await deployment.wait_ready()
         apis = f", {opts.apis} API process(es)" if opts.apis else ""
+        apis += f", headrace grpc and {opts.grpc_apps} Dapr SDK app(s)" if opts.grpc_apps else ""
         note(f"{scenario.name}: {opts.engines} engine(s), {opts.workers} worker(s){apis} ready in {ready_s:.1f} s")
         procs = ProcessTable()
         if broker.pid is not None:
@@ -97,8 +101,9 @@ async def run_scenario(
             procs.add("engine", pid)
         for pid in deployment.pids("worker"):
             procs.add("worker", pid)
-        for pid in deployment.pids("api"):
-            procs.add("api", pid)
+        for kind in ("api", "grpc", "app"):
+            for pid in deployment.pids(kind):
+                procs.add(kind, pid)
         procs.add("loadgen", os.getpid())
         offsets = OffsetCounter(settings)
         await offsets.start()
@@ -240,7 +245,7 @@ def _figures(
             )
         },
         "processes_ready_s": round(ready_s, 2),
-        "via": "api" if opts.apis else "kafka",
+        "via": "grpc" if opts.grpc_apps else "api" if opts.apis else "kafka",
         "probe_s": None if math.isnan(result.probe_s) else round(result.probe_s, 3),
         "started": len(instances),
         "completed": completed,

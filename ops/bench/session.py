@@ -146,6 +146,8 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "workers": args.workers,
             "via": args.via,
             "apis": args.apis if args.via == "api" else 0,
+            # With --via grpc, --workers counts the connected SDK apps (they run the activities).
+            "grpc_apps": args.workers if args.via == "grpc" else 0,
             "tiny": args.tiny,
             "stall_timeout_s": args.stall_timeout,
             "seed": args.seed,
@@ -176,11 +178,12 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
             run_id=run_id,
             partitions=args.partitions,
             engines=args.engines,
-            workers=args.workers,
+            workers=0 if args.via == "grpc" else args.workers,
             stall_s=args.stall_timeout,
             log_dir=out / f"logs-{run_id}",
             seed=args.seed,
             apis=args.apis if args.via == "api" else 0,
+            grpc_apps=args.workers if args.via == "grpc" else 0,
             profile=args.profile,
         )
         with progress.bar:
