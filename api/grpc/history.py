@@ -22,9 +22,8 @@ from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2, wrappers_pb2
 
-from engine.core import commands as cmd
 from engine.core import events as ev
-from engine.core.actions import CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
+from engine.core.actions import CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask, SendEvent
 from engine.core.propagation import PropagationScope
 from engine.core.remote import WorkflowAnswer, WorkflowWorkItem
 from engine.core.values import FailureDetails, RuntimeStatus
@@ -163,6 +162,11 @@ def history_event(event: ev.HistoryEvent) -> hpb.HistoryEvent:
         out.eventRaised.name = event.name
         if event.input is not None:
             out.eventRaised.input.value = event.input
+    elif isinstance(event, ev.EventSent):
+        out.eventSent.instanceId = event.instance_id
+        out.eventSent.name = event.name
+        if event.input is not None:
+            out.eventSent.input.value = event.input
     else:  # a new event type must be mapped here before it reaches an app
         raise TypeError(f"no durabletask HistoryEvent for {type(event).__name__}")
     return out
@@ -264,7 +268,7 @@ def answer_from_response(item: WorkflowWorkItem, response: pb.WorkflowResponse) 
     tasks: list[ScheduleTask] = []
     timers: list[CreateTimer] = []
     children: list[CreateChildWorkflow] = []
-    sent: list[cmd.RaiseEvent] = []
+    sent: list[SendEvent] = []
     completion: CompleteWorkflow | None = None
     for action in response.actions:
         kind = action.WhichOneof("workflowActionType")
@@ -284,9 +288,8 @@ def answer_from_response(item: WorkflowWorkItem, response: pb.WorkflowResponse) 
                                                 propagation=_scope(child)))
         elif kind == "sendEvent":
             send = action.sendEvent
-            sent.append(cmd.RaiseEvent(instance_id=send.instance.instanceId, name=send.name,
-                                       input=_value(send, "data"),
-                                       command_id=f"{item.execution_id}:{action.id}"))
+            sent.append(SendEvent(id=action.id, instance_id=send.instance.instanceId, name=send.name,
+                                  input=_value(send, "data")))
         elif kind == "completeWorkflow":
             completion = _completion(action)
         else:

@@ -20,6 +20,7 @@ __all__ = [
     "CreateChildWorkflow",
     "CreateTimer",
     "ScheduleTask",
+    "SendEvent",
 ]
 
 
@@ -73,4 +74,14 @@ class CompleteWorkflow(Action):
     carryover_events: tuple[EventRaised, ...] = ()
 
 
-ACTION_TYPES: tuple[type[Action], ...] = (ScheduleTask, CreateTimer, CreateChildWorkflow, CompleteWorkflow)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendEvent(Action):
+    """Raise event `name` on instance `instance_id` (durabletask's `SendEvent`: apps connected over
+    gRPC send it; recorded as `EventSent`, so a replay finds the action taken)."""
+
+    instance_id: str
+    name: str
+    input: str | None = None
+
+
+ACTION_TYPES: tuple[type[Action], ...] = (ScheduleTask, CreateTimer, CreateChildWorkflow, CompleteWorkflow, SendEvent)

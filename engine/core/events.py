@@ -28,6 +28,7 @@ __all__ = [
     "ChildWorkflowFailed",
     "ContinuedAsNew",
     "EventRaised",
+    "EventSent",
     "ExecutionCompleted",
     "ExecutionResumed",
     "ExecutionStarted",
@@ -212,6 +213,15 @@ class EventRaised(HistoryEvent):
     command_id: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventSent(HistoryEvent):
+    """The instance sent event `name` to instance `instance_id` (its action `event_id`)."""
+
+    instance_id: str
+    name: str
+    input: str | None = None
+
+
 EVENT_TYPES: tuple[type[HistoryEvent], ...] = (
     WorkflowStarted,
     WorkflowCompleted,
@@ -230,4 +240,5 @@ EVENT_TYPES: tuple[type[HistoryEvent], ...] = (
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
     EventRaised,
+    EventSent,
 )

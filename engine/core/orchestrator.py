@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import NonDeterminismError, UnknownWorkflowError, children_running_message
 from . import commands as cmd
 from . import events as ev
-from .actions import Action, CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
+from .actions import Action, CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask, SendEvent
 from .apps import AppMessage, other_app
 from .cache import ExecutionCache
 from .executor import WorkflowExecution, WorkflowResolver, WorkflowVersions
@@ -603,6 +603,9 @@ class Orchestrator:
                 numbered.append(ev.ChildWorkflowCreated(timestamp=now, seq=seq, event_id=action.id,
                                                         instance_id=action.instance_id, name=action.name,
                                                         input=action.input, app_id=action.app_id))
+            elif isinstance(action, SendEvent):
+                numbered.append(ev.EventSent(timestamp=now, seq=seq, event_id=action.id, instance_id=action.instance_id,
+                                             name=action.name, input=action.input))
             elif isinstance(action, CompleteWorkflow):
                 completion = action
         numbered.append(ev.WorkflowCompleted(timestamp=now, seq=start + len(numbered),
@@ -705,8 +708,6 @@ class Orchestrator:
         answered = replace(state, remote=RemoteTurn(seen=turn.seen),
                            workflow_version=state.workflow_version or answer.workflow_version)
         outcome = self._record_turn(answered, numbered, actions, answer.custom_status, now, load_history)
-        for sent in answer.sent:
-            outcome.send(sent)
         recorded = outcome.state
         if recorded is None or recorded.is_terminal or recorded.execution_id != state.execution_id:
             return outcome  # ended, or continued as new (whose first turn is out already)
@@ -717,6 +718,10 @@ class Orchestrator:
 
     def _effects(self, state: InstanceState, actions: Sequence[object], outcome: TurnOutcome,
                  history: Callable[[], Sequence[ev.HistoryEvent]]) -> None:
+        for sent in actions:  # sent by the turn that ends the run too, as durabletask sends them
+            if isinstance(sent, SendEvent):
+                outcome.send(cmd.RaiseEvent(instance_id=sent.instance_id, name=sent.name, input=sent.input,
+                                            command_id=f"{state.execution_id}:{sent.id}"))
         if state.is_terminal or state.status is RuntimeStatus.CONTINUED_AS_NEW:
             return  # work for a finished generation would only produce results nobody wants
 

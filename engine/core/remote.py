@@ -30,7 +30,7 @@ from typing import ClassVar
 
 from . import commands as cmd
 from . import events as ev
-from .actions import CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
+from .actions import CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask, SendEvent
 
 __all__ = ["EVERY_UNKNOWN", "RemoteNames", "WorkflowAnswer", "WorkflowWorkItem"]
 
@@ -66,8 +66,9 @@ class WorkflowAnswer(cmd.InstanceMessage):
     tasks: tuple[ScheduleTask, ...] = ()
     timers: tuple[CreateTimer, ...] = ()
     children: tuple[CreateChildWorkflow, ...] = ()
-    #: Events sent to other instances (durabletask's `SendEvent`), delivered as `RaiseEvent` commands.
-    sent: tuple[cmd.RaiseEvent, ...] = ()
+    #: Events sent to other instances (durabletask's `SendEvent`): recorded as `EventSent` and
+    #: delivered as `RaiseEvent` commands.
+    sent: tuple[SendEvent, ...] = ()
     completion: CompleteWorkflow | None = None
     custom_status: str | None = None
     #: Patches the code found applied in this turn (`ctx.is_patched`).
@@ -77,9 +78,9 @@ class WorkflowAnswer(cmd.InstanceMessage):
     workflow_version: str | None = None
 
     @property
-    def actions(self) -> list[ScheduleTask | CreateTimer | CreateChildWorkflow]:
-        """The scheduling actions in the order the code took them (their IDs)."""
-        return sorted((*self.tasks, *self.timers, *self.children), key=lambda a: a.id)
+    def actions(self) -> list[ScheduleTask | CreateTimer | CreateChildWorkflow | SendEvent]:
+        """The actions other than the completion, in the order the code took them (their IDs)."""
+        return sorted((*self.tasks, *self.timers, *self.children, *self.sent), key=lambda a: a.id)
 
 
 class RemoteNames:

@@ -35,6 +35,7 @@ EVENTS: list[ev.HistoryEvent] = [
     ev.ChildWorkflowFailed(timestamp=T, seq=10, task_scheduled_id=3,
                            failure=FailureDetails(error_type="E", message="m")),
     ev.EventRaised(timestamp=T, seq=11, name="go", input="true"),
+    ev.EventSent(timestamp=T, seq=11, event_id=6, instance_id="o", name="ping", input="1"),
     ev.ExecutionSuspended(timestamp=T, seq=12, reason="r"),
     ev.ExecutionResumed(timestamp=T, seq=13),
     ev.ExecutionTerminated(timestamp=T, seq=14, output='"bye"'),
@@ -51,8 +52,11 @@ def test_every_event_type_has_a_durabletask_history_event() -> None:
     assert kinds == ["workflowStarted", "executionStarted", "workflowCompleted", "taskScheduled", "timerCreated",
                      "childWorkflowInstanceCreated", "taskCompleted", "taskFailed", "timerFired",
                      "childWorkflowInstanceCompleted", "childWorkflowInstanceFailed", "eventRaised",
-                     "executionSuspended", "executionResumed", "executionTerminated", "continueAsNew",
+                     "eventSent", "executionSuspended", "executionResumed", "executionTerminated", "continueAsNew",
                      "executionCompleted"]
+    sent = converted[12]
+    assert (sent.eventId, sent.eventSent.instanceId, sent.eventSent.name) == (6, "o", "ping")
+    assert sent.eventSent.input.value == "1"
     started = converted[1].executionStarted
     assert (started.name, started.input.value, started.workflowInstance.executionId.value) == ("wf", "1", "e")
     assert started.parentInstance.workflowInstance.instanceId == "p"
@@ -61,7 +65,7 @@ def test_every_event_type_has_a_durabletask_history_event() -> None:
     assert (converted[4].timerCreated.fireAt.seconds, converted[4].timerCreated.fireAt.nanos) == (253402300799,
                                                                                                 999_999_999)
     assert converted[4].timerCreated.WhichOneof("origin") == "externalEvent"
-    assert converted[16].executionCompleted.workflowStatus == opb.ORCHESTRATION_STATUS_FAILED
+    assert converted[-1].executionCompleted.workflowStatus == opb.ORCHESTRATION_STATUS_FAILED
 
 
 def test_a_turn_leaves_out_what_the_executor_does_not_take() -> None:
@@ -99,13 +103,13 @@ def test_an_answer_becomes_the_cores_actions() -> None:
     )
     answer = answer_from_response(item, response)
     assert (answer.instance_id, answer.execution_id, answer.turn, answer.custom_status) == ("i", "e", 7, '"s"')
-    assert [a.id for a in answer.actions] == [1, 2, 3, 4]
+    assert [a.id for a in answer.actions] == [1, 2, 3, 4, 5]
     assert answer.tasks[0].task_execution_id == "te"
     assert (answer.tasks[0].app_id, answer.tasks[0].propagation) == ("other", "LINEAGE")
     assert (answer.children[0].app_id, answer.children[0].propagation) == (None, "")
     assert answer.timers[0].fire_at == FOREVER and answer.timers[0].origin == "external_event"
     assert answer.timers[1].fire_at == T + timedelta(seconds=5) and answer.timers[1].origin == "timer"
-    assert answer.sent[0].instance_id == "o" and answer.sent[0].command_id == "e:5"
+    assert (answer.sent[0].id, answer.sent[0].instance_id, answer.sent[0].name) == (5, "o", "ping")
     assert answer.completion is not None and answer.completion.status is RuntimeStatus.CONTINUED_AS_NEW
     assert [e.name for e in answer.completion.carryover_events] == ["late"]
 

@@ -67,12 +67,14 @@ EVENTS: list[ev.HistoryEvent] = [
     ev.ChildWorkflowCompleted(timestamp=T, seq=6, task_scheduled_id=2, result='"shipped"'),
     ev.ChildWorkflowFailed(timestamp=T, seq=6, task_scheduled_id=2, failure=FAILURE),
     ev.EventRaised(timestamp=T, seq=6, name="Approval", input='{"by":"ada"}'),
+    ev.EventSent(timestamp=T, seq=6, event_id=5, instance_id="shipping-1", name="Ready", input='{"n":1}'),
 ]
 
 ACTIONS: list[act.Action] = [
     act.ScheduleTask(id=0, name="charge", input='{"amount":5}', task_execution_id="te-1"),
     act.CreateTimer(id=1, fire_at=LATER, origin="retry"),
     act.CreateChildWorkflow(id=2, instance_id="order-1:0002", name="ship", input=None),
+    act.SendEvent(id=4, instance_id="shipping-1", name="Ready", input=None),
     act.CompleteWorkflow(
         id=3,
         status=RuntimeStatus.CONTINUED_AS_NEW,

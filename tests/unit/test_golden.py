@@ -86,7 +86,9 @@ def test_recorded_history_replays_to_the_same_actions_and_ending(path):
 
 def test_golden_covers_the_interesting_event_types():
     seen = {type(e) for path in FILES for _, history, _ in load(path) for e in history}
-    assert seen == set(ev.EVENT_TYPES)
+    # EventSent is recorded only for workflows that run in apps connected over gRPC
+    # (`engine.core.remote`: durabletask's SendEvent); Dapr's Python SDK has no such call.
+    assert seen == set(ev.EVENT_TYPES) - {ev.EventSent}
 
 
 # -- changed code must not replay silently ------------------------------------------------------

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from engine.core import commands as cmd
 from engine.core import events as ev
-from engine.core.actions import CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask
+from engine.core.actions import CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask, SendEvent
 from engine.core.effects import apply_outcome
 from engine.core.orchestrator import Disposition, Orchestrator, TurnOutcome
 from engine.core.remote import RemoteNames, WorkflowAnswer, WorkflowWorkItem
@@ -218,3 +218,16 @@ def test_a_turn_out_is_shown_with_when_it_went_out_and_cleared_at_the_end() -> N
     h.send(cmd.TerminateWorkflow(instance_id="i1", command_id="t1"))
     assert h.states["i1"].remote is None
     assert REMOTE_TURN not in instance_body(h.states["i1"])["properties"]
+
+
+def test_an_event_sent_is_recorded_in_history_and_delivered_even_by_the_last_turn() -> None:
+    # durabletask's SDKs (Java, .NET) expect the EventSent event back when they replay the action.
+    h = Harness()
+    item = start(h)
+    h.send(answer(item, sent=(SendEvent(id=1, instance_id="other", name="ping", input='"p"'),),
+                  completion=CompleteWorkflow(id=2, status=RuntimeStatus.COMPLETED)))
+    sent = [e for e in h.histories["i1"] if isinstance(e, ev.EventSent)]
+    assert [(e.event_id, e.instance_id, e.name, e.input) for e in sent] == [(1, "other", "ping", '"p"')]
+    raised = [m for m in h.messages if isinstance(m, cmd.RaiseEvent)]
+    assert [(m.instance_id, m.name, m.command_id) for m in raised] == [("other", "ping", f"{item.execution_id}:1")]
+    assert h.states["i1"].status is RuntimeStatus.COMPLETED

@@ -86,6 +86,9 @@ export function buildSpans(events) {
       case "ChildWorkflowFailed":
         finish(open.child, e.task_scheduled_id, at, "failed", e.failure && e.failure.message);
         break;
+      case "EventSent":
+        spans.push({ kind: "event", label: `sent: ${e.name} → ${e.instance_id}`, start: at, end: at, state: "completed", detail: e.input });
+        break;
       case "EventRaised":
         spans.push({ kind: "event", label: `event: ${e.name}`, start: at, end: at, state: "completed", detail: e.input });
         break;
