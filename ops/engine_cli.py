@@ -96,8 +96,17 @@ def _run(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level, log_format=args.log_format)
     configure_from_env(f"headrace-{args.role}")  # off unless OTEL_* asks for traces
-    runtime = load_runtime(args.app)
     settings = _settings(args)
+    if args.app is not None:
+        runtime = load_runtime(args.app)
+    elif args.role == "engine" and settings.remote_workflow_names:
+        from engine import WorkflowRuntime
+
+        runtime = WorkflowRuntime()  # every workflow runs in apps connected over gRPC (docs/grpc.md)
+    else:
+        raise OpsError(f"headrace {args.role} needs --app module:attribute of a WorkflowRuntime"
+                       + (" (or HEADRACE_REMOTE_WORKFLOWS, when every workflow runs in a connected app)"
+                          if args.role == "engine" else ""))
     roles: dict[str, Any] = {}
     if args.role in ("engine", "run"):
         roles["engine"] = Engine(runtime.registry, settings)
@@ -125,7 +134,10 @@ def register(subparsers: Subcommands) -> None:
     }
     for role, text in helps.items():
         parser = subparsers.add_parser(role, help=text, description=text)
-        parser.add_argument("--app", required=True, help="module:attribute of a WorkflowRuntime")
+        parser.add_argument("--app", required=role != "engine",
+                            help="module:attribute of a WorkflowRuntime" + (
+                                "; optional with HEADRACE_REMOTE_WORKFLOWS (workflows in apps connected over gRPC)"
+                                if role == "engine" else ""))
         parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (KAFKA_BOOTSTRAP_SERVERS)")
         parser.add_argument("--topic-prefix", help="topic and group name prefix (HEADRACE_TOPIC_PREFIX)")
         parser.add_argument("--app-id", help="the app these processes serve (HEADRACE_APP_ID); without "

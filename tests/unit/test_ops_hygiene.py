@@ -89,3 +89,17 @@ def test_child_that_exits_while_starting_says_so_with_its_output(tmp_path: Path)
     with pytest.raises(ChildError, match=r"bad exited with 3 while starting:\n.*boom"):
         child.wait_ready("never printed", timeout_s=30, interval_s=0.02)
     assert child.starts == 1
+
+
+def test_an_engine_needs_an_app_unless_every_workflow_runs_in_connected_apps(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ops.engine_cli import _run
+    from ops.errors import OpsError
+
+    monkeypatch.delenv("HEADRACE_REMOTE_WORKFLOWS", raising=False)
+    args = build_parser().parse_args(["engine"])
+    assert args.app is None
+    with pytest.raises(OpsError, match="HEADRACE_REMOTE_WORKFLOWS"):
+        _run(args)
+    with pytest.raises(SystemExit):  # a worker always needs its activities' code
+        build_parser().parse_args(["worker"])
