@@ -13,6 +13,7 @@ __all__ = [
     "InstanceExistsError",
     "InstanceNotFoundError",
     "InstanceNotTerminalError",
+    "InvalidAnswerError",
     "InvalidTransitionError",
     "NonDeterminismError",
     "PayloadDecodeError",
@@ -44,6 +45,11 @@ class NonDeterminismError(WorkflowError):
 
 class InvalidTransitionError(WorkflowError):
     """An event cannot be applied to an instance in its current state."""
+
+
+class InvalidAnswerError(WorkflowError):
+    """A connected app answered a workflow turn with actions the engine cannot record
+    (`engine.core.remote.check_answer`)."""
 
 
 class DecodeError(HeadraceError):

@@ -188,8 +188,14 @@ class RemoteWorkflows:
         return True  # the engine sends here only what it declared remote
 
     async def run(self, item: WorkflowWorkItem) -> WorkflowAnswer:
-        request = workflow_request(item)
         what = f"turn {item.turn} of {item.instance_id}"
+        # Nothing may escape `run`: the worker would leave the item's offset unfinished (its
+        # partition's commits stop there) and the instance would wait for this turn forever.
+        try:
+            request = workflow_request(item)
+        except Exception as exc:  # an event the protocol cannot carry, in a record anyone may write
+            log.warning("%s cannot be sent to an app: %s", what, exc)
+            return _failed_turn(item, f"the turn cannot be sent to the app: {type(exc).__name__}: {exc}")
         while True:
             response: pb.WorkflowResponse = await self.streams.send(
                 lambda token: pb.WorkItem(workflowRequest=request, completionToken=token), pb.WorkflowResponse, what,
@@ -201,19 +207,26 @@ class RemoteWorkflows:
             log.warning("%s needs version %r of workflow %r, which the connected app does not have; "
                         "trying again in %s", what, item.workflow_version, item.name, unknown_code.RECHECK)
             await asyncio.sleep(unknown_code.RECHECK.total_seconds())
-        answer = answer_from_response(item, response)
-        size = len(encode(answer))
+        try:
+            answer = answer_from_response(item, response)
+            size = len(encode(answer))
+        except Exception as exc:  # e.g. a timer before year 1: the app's bug fails its instance only
+            log.warning("the app's answer to %s cannot be read: %s", what, exc)
+            return _failed_turn(item, f"the app's answer cannot be read: {type(exc).__name__}: {exc}")
         if size > self.max_answer_bytes:
-            failure = FailureDetails(error_type="PayloadTooLargeError",
-                                     message=f"the workflow's turn answered {size} bytes of actions, over the "
-                                     f"limit of {self.max_answer_bytes} (HEADRACE_MAX_PAYLOAD_BYTES)",
-                                     non_retriable=True)
-            answer = WorkflowAnswer(instance_id=item.instance_id, execution_id=item.execution_id, turn=item.turn,
-                                    completion=CompleteWorkflow(id=-1, status=RuntimeStatus.FAILED, failure=failure))
+            return _failed_turn(item, f"the workflow's turn answered {size} bytes of actions, over the limit of "
+                                f"{self.max_answer_bytes} (HEADRACE_MAX_PAYLOAD_BYTES)", "PayloadTooLargeError")
         return answer
 
     def complete(self, response: pb.WorkflowResponse) -> bool:
         return self.streams.complete(response.completionToken, response, answer_key(response.instanceId))
+
+
+def _failed_turn(item: WorkflowWorkItem, message: str, error_type: str = "InvalidAnswerError") -> WorkflowAnswer:
+    """An answer that fails the instance of `item` for `message` (the engine records it as any answer)."""
+    failure = FailureDetails(error_type=error_type, message=message[:2000], non_retriable=True)
+    return WorkflowAnswer(instance_id=item.instance_id, execution_id=item.execution_id, turn=item.turn,
+                          completion=CompleteWorkflow(id=-1, status=RuntimeStatus.FAILED, failure=failure))
 
 
 def answer_key(instance_id: str, task_id: int | None = None) -> str:

@@ -22,9 +22,11 @@ from datetime import datetime
 
 from ..core import commands as cmd
 from ..core.ids import check_id, check_new_instance_id
+from ..core.payload import DEFAULT_MAX_PAYLOAD_BYTES
 from ..core.preconditions import (
     Settled,
     command_settled,
+    early_event_refusal,
     gone_or_replaced,
     purge_refusal,
     require_instance,
@@ -156,9 +158,16 @@ class WorkflowCommands:
 
     async def raise_event(self, instance_id: str, event_name: str, data: str | None = None) -> None:
         payload = self._payload("event data", data)
-        await self._command(
-            cmd.RaiseEvent(instance_id=instance_id, command_id=self.new_command_id(), name=event_name, input=payload)
-        )
+        event = cmd.RaiseEvent(instance_id=instance_id, command_id=self.new_command_id(), name=event_name,
+                               input=payload)
+
+        def refusal(state: InstanceState) -> Exception | None:
+            # One the engine would refuse: answered now, not after waiting for a change that never shows.
+            if state.status is not RuntimeStatus.PENDING:
+                return None
+            return early_event_refusal(state, event_name, payload, event.command_id, DEFAULT_MAX_PAYLOAD_BYTES)
+
+        await self._command(event, refusal)
 
     async def suspend(self, instance_id: str, reason: str | None = None) -> None:
         await self._command(
@@ -211,12 +220,17 @@ class WorkflowCommands:
             raise PayloadTooLargeError(what, len(text.encode()), limit)
         return text
 
-    async def _command(self, command: cmd.Command) -> None:
+    async def _command(self, command: cmd.Command,
+                       refusal: Callable[[InstanceState], Exception | None] | None = None) -> None:
         """Send a command to an existing instance and wait until the status shows it applied, or
-        shows it never will (`engine.core.preconditions.command_settled`)."""
+        shows it never will (`engine.core.preconditions.command_settled`); `refusal` says why the
+        engine would refuse it in the state seen now (raised, nothing sent)."""
         iid = command.instance_id
         check_id(iid)
         before = require_instance(iid, await self.lookup.state(iid))
+        refused = refusal(before) if refusal is not None else None
+        if refused is not None:
+            raise refused
         shown = self.lookup.shown(iid)
         done = command_settled(command, run_id(before), None if shown is None else run_id(shown))
         async with self.lookup.watch({iid: done}) as (watch,):

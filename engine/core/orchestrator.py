@@ -19,17 +19,17 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import NonDeterminismError, UnknownWorkflowError, children_running_message
+from ..errors import InvalidAnswerError, NonDeterminismError, UnknownWorkflowError, children_running_message
 from . import commands as cmd
 from . import events as ev
 from .actions import Action, CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask, SendEvent
 from .apps import AppMessage, other_app
 from .cache import ExecutionCache
 from .executor import WorkflowExecution, WorkflowResolver, WorkflowVersions
-from .ids import IdError, check_id
 from .payload import DEFAULT_MAX_PAYLOAD_BYTES
+from .preconditions import early_event_refusal
 from .propagation import build_propagated_history
-from .remote import WorkflowAnswer, WorkflowWorkItem
+from .remote import WorkflowAnswer, WorkflowWorkItem, check_answer
 from .state import (
     RECENT_COMMANDS,
     CodeWait,
@@ -335,12 +335,11 @@ class Orchestrator:
         its code) are kept for its start, or end it before it starts: nothing sent to it is lost,
         as durabletask's backends keep such messages in the instance's inbox."""
         if isinstance(message, cmd.RaiseEvent):
-            held = sum(len(e.input.encode()) for e in state.early_events if e.input is not None)
-            size = len(message.input.encode()) if message.input is not None else 0
-            if held + size > self.max_early_bytes:
-                return _unchanged(state, Disposition.REFUSED,
-                                  f"instance '{state.instance_id}' has not started and already holds "
-                                  f"{held} bytes of events for its start (at most {self.max_early_bytes})")
+            refused = early_event_refusal(state, message.name, message.input, message.command_id,
+                                          self.max_early_bytes)
+            if refused is not None:
+                return _unchanged(state, Disposition.REFUSED, f"instance '{state.instance_id}' has not started: "
+                                  f"{refused}")
             early = ev.EventRaised(timestamp=now, name=message.name, input=message.input,
                                    command_id=message.command_id)
             return _kept(state, message, now, early_events=(*state.early_events, early))
@@ -363,7 +362,8 @@ class Orchestrator:
                                 execution_id=state.run_id, input=state.input, parent=state.parent,
                                 scheduled_start=state.scheduled_start),
         ]
-        events.extend(_with_seq(e, len(events) + i) for i, e in enumerate(state.early_events))
+        first = len(events)  # not inside the generator: `extend` grows `events` as it consumes it
+        events.extend(_with_seq(e, first + i) for i, e in enumerate(state.early_events))
         events.append(ev.ExecutionTerminated(timestamp=now, seq=len(events), output=message.output,
                                              recurse=message.recursive, command_id=message.command_id))
         events.append(ev.WorkflowCompleted(timestamp=now, seq=len(events)))
@@ -696,10 +696,9 @@ class Orchestrator:
             error = NonDeterminismError(f"the app's turn {answer.turn} reused action IDs "
                                         f"{sorted(reused) or sorted(ids)} of steps still pending")
             return self.fail(replace(state, remote=None), FailureDetails.from_exception(error), now)
-        try:  # an ID the engine would refuse at the child's partition would leave the parent waiting
-            for child in answer.children:
-                check_id(child.instance_id, "child workflow instance ID")
-        except IdError as bad:
+        try:  # what a later step would refuse (or a topic name that breaks the partition's transaction)
+            check_answer(answer)
+        except InvalidAnswerError as bad:
             return self.fail(replace(state, remote=None), FailureDetails.from_exception(bad), now)
         if answer.completion is not None:
             actions.append(answer.completion)

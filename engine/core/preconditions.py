@@ -3,7 +3,7 @@
 Pure rules over `InstanceState`, shared by every front end (the Python clients, the REST API, the
 test environment) through `engine.client.WorkflowCommands`:
 
-- *refusals* (`start_refusal_before`, `require_instance`, `purge_refusal`): the typed error a
+- *refusals* (`start_refusal_before`, `require_instance`, `purge_refusal`, `early_event_refusal`): the typed error a
   front end raises before sending, from the freshest state it can see; the engine checks again
   when it applies the command, so these only answer early what the engine would decide anyway;
 - *settled predicates* (`start_settled`, `command_settled`, `gone_or_replaced`): whether a state
@@ -18,14 +18,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from ..errors import ChildrenRunningError, InstanceExistsError, InstanceNotFoundError, InstanceNotTerminalError
+from ..errors import (
+    ChildrenRunningError,
+    InstanceExistsError,
+    InstanceNotFoundError,
+    InstanceNotTerminalError,
+    PayloadTooLargeError,
+)
 from . import commands as cmd
 from .state import InstanceState
 from .values import RuntimeStatus
 
 __all__ = [
+    "EARLY_EVENT_OVERHEAD",
     "Settled",
     "command_settled",
+    "early_event_refusal",
     "fold_starts",
     "gone_or_replaced",
     "moot",
@@ -59,6 +67,31 @@ def start_refusal_before(state: InstanceState | None) -> InstanceExistsError | N
     if state is not None and not state.is_terminal:
         return InstanceExistsError(state.instance_id)
     return None
+
+
+#: Bytes an event held for a start costs besides its name, input and command ID: the fixed fields
+#: of its wire form in the instance's state (type, timestamp, keys). Counted so that events without
+#: data are bounded too (before, a flood of them grew the state past the record limit, and every
+#: further one broke its turn and made the partition rebuild).
+EARLY_EVENT_OVERHEAD = 160
+
+
+def _early_bytes(name: str, data: str | None, command_id: str) -> int:
+    text = (name, data or "", command_id)
+    return EARLY_EVENT_OVERHEAD + sum(len(t.encode("utf-8", "surrogatepass")) for t in text)
+
+
+def early_event_refusal(state: InstanceState, name: str, data: str | None, command_id: str,
+                        limit: int) -> PayloadTooLargeError | None:
+    """An instance that has not started (PENDING) holds the events raised to it for its start, up
+    to `limit` bytes in all (`EARLY_EVENT_OVERHEAD` each plus name, data and command ID): one more
+    that would pass it is refused, by the engine and, from the state it sees, by a front end."""
+    held = sum(_early_bytes(e.name, e.input, e.command_id or "") for e in state.early_events)
+    size = held + _early_bytes(name, data, command_id)
+    if size <= limit:
+        return None
+    return PayloadTooLargeError(f"the events held for the start of instance '{state.instance_id}' "
+                                f"({len(state.early_events) + 1} with this one)", size, limit)
 
 
 def require_instance(instance_id: str, state: InstanceState | None) -> InstanceState:

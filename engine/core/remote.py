@@ -28,11 +28,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..errors import InvalidAnswerError
 from . import commands as cmd
 from . import events as ev
 from .actions import CompleteWorkflow, CreateChildWorkflow, CreateTimer, ScheduleTask, SendEvent
+from .apps import check_app_id
+from .ids import IdError, check_id
+from .values import RuntimeStatus
 
-__all__ = ["EVERY_UNKNOWN", "RemoteNames", "WorkflowAnswer", "WorkflowWorkItem"]
+__all__ = ["EVERY_UNKNOWN", "RemoteNames", "WorkflowAnswer", "WorkflowWorkItem", "check_answer"]
 
 #: In the list of remote names: every workflow name the engine's registry does not know.
 EVERY_UNKNOWN = "*"
@@ -98,3 +102,35 @@ class RemoteNames:
 
     def __call__(self, name: str) -> bool:
         return name in self.names or (self.every_unknown and bool(name) and name not in self.known)
+
+
+#: How a turn may end a run (durabletask's `CompleteWorkflowAction` carries any status, and an unset
+#: one reads as RUNNING, the proto's zero value).
+_ENDINGS = frozenset({RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.TERMINATED,
+                      RuntimeStatus.CONTINUED_AS_NEW})
+
+
+def check_answer(answer: WorkflowAnswer) -> None:
+    """Raise `InvalidAnswerError` unless every action of `answer` can be recorded and sent.
+
+    An answer comes from an app, or from anyone who can write to the results topic: what its
+    actions name becomes Kafka keys (child and event target IDs: `check_id`) and topic names (the
+    app of a cross-app call: `check_app_id`), where a bad value would make a later step refuse it
+    with nobody to tell (the parent would wait for a child that was never started) or, for a topic
+    name, break the transaction of the whole partition. A completion must end the run: an unset
+    status would leave the instance RUNNING with no turn out, waiting forever."""
+    try:
+        calls = [*((t.id, t.app_id) for t in answer.tasks), *((c.id, c.app_id) for c in answer.children)]
+        for call_id, app_id in calls:
+            if app_id is not None:
+                check_app_id(app_id, f"the app ID of action {call_id}")
+        for child in answer.children:
+            check_id(child.instance_id, "child workflow instance ID")
+        for sent in answer.sent:
+            check_id(sent.instance_id, f"the instance ID event {sent.name[:100]!r} is sent to")
+    except IdError as bad:
+        raise InvalidAnswerError(f"the app's turn {answer.turn} cannot be recorded: {bad}") from None
+    completion = answer.completion
+    if completion is not None and completion.status not in _ENDINGS:
+        raise InvalidAnswerError(f"the app's turn {answer.turn} completed the workflow with status "
+                                 f"{completion.status.value}, which does not end a run")

@@ -20,6 +20,7 @@ from engine.core.orchestrator import (
     Unapplied,
     scheduled_start_command,
 )
+from engine.core.preconditions import EARLY_EVENT_OVERHEAD
 from engine.core.state import InstanceState, Timer, fold_all
 from engine.core.values import FailureDetails, ParentInstance, RuntimeStatus
 
@@ -660,7 +661,7 @@ class Test_commands_before_the_start:
 
     def test_events_held_before_the_start_are_bounded(self):
         h = Harness({"wf": waiter})
-        h.orchestrator.max_early_bytes = 10
+        h.orchestrator.max_early_bytes = 2 * EARLY_EVENT_OVERHEAD + 20  # room for one event, not two
         self.scheduled(h)
         assert h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r1", name="a", input='"12345"')).changed
         refused = h.handle(cmd.RaiseEvent(instance_id="i1", command_id="r2", name="b", input='"123456"'))
