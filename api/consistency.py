@@ -202,7 +202,7 @@ class Consistency:
     # -- reads -----------------------------------------------------------------------------------
 
     def shown(self, instance_id: str) -> InstanceState | None:
-        return self.link.view.states.get(instance_id)
+        return self.link.view.get(instance_id)
 
     async def state(self, instance_id: str) -> InstanceState | None:
         """The instance as a client that just got a 202 from any replica expects to see it.

@@ -35,7 +35,7 @@ from engine.errors import InstanceNotFoundError
 from .consistency import Consistency, LinkSend
 from .history import HistoryReader
 from .kafka import KafkaLink
-from .listing import Page, Query, list_instances
+from .listing import Page, Query, list_indexed, list_instances
 from .metrics import ApiMetrics
 
 __all__ = ["Gateway"]
@@ -71,6 +71,9 @@ class Gateway:
 
     def list_page(self, query: Query) -> Page:
         self.link.require()
+        index = self.link.view.index
+        if index is not None:
+            return list_indexed(index, query)
         return list_instances(self.link.view.states.values(), query)
 
     async def history(self, instance_id: str) -> tuple[InstanceState, list[HistoryEvent]]:

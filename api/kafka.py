@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -27,6 +30,7 @@ from engine import tracing
 from engine.core.codec import encode
 from engine.core.commands import Command
 from engine.read.consumer import committed_reader
+from engine.read.index import StatusIndex
 from engine.read.status import Observer, StatusFollower
 from engine.topics import Topics, ensure_topics
 
@@ -45,6 +49,11 @@ def engine_group_id(settings: ApiSettings) -> str:
     return settings.engine.topic("engine")
 
 
+#: Tries to read the engine group's offsets across a coordinator move or a fresh cluster's first
+#: lookup (backing off 0.1 s, 0.2 s, …: about 1.5 s in all).
+_COORDINATOR_ATTEMPTS = 6
+
+
 class KafkaLink:
     """Producer, admin client, status view and a scanning consumer, as one connection."""
 
@@ -54,7 +63,12 @@ class KafkaLink:
         self.group_id = engine_group_id(settings)
         #: See `observe_view`.
         self.view_observer: Observer | None = None
+        #: The on-disk status index (HEADRACE_API_INDEX_DIR, else a temporary directory), opened
+        #: by `start` (a link never started leaves nothing on disk), kept across view rebuilds.
+        self.index: StatusIndex | None = None
+        self._index_tmp: Path | None = None
         #: Every partition: listings and barriers need them all (the engine's own status view).
+        #: Replaced by `start` with one on the index.
         self.view = StatusFollower(settings.engine)
         self.producer: AIOKafkaProducer | None = None
         self.admin: AIOKafkaAdminClient | None = None
@@ -80,6 +94,13 @@ class KafkaLink:
         self.view.subscribe(observer)
 
     def start(self) -> None:
+        if self.settings.index_dir:
+            index_dir = Path(self.settings.index_dir)
+        else:
+            # mkdtemp, removed by `stop`: a TemporaryDirectory left to the collector warns.
+            index_dir = self._index_tmp = Path(tempfile.mkdtemp(prefix="headrace-index-"))
+        self.index = StatusIndex(index_dir / f"{self.topics.status}.sqlite", self.topics.status)
+        self.view = StatusFollower(self.settings.engine, observer=self.view_observer, index=self.index)
         self._task = asyncio.create_task(self._run(), name="headrace-api-kafka")
 
     async def stop(self) -> None:
@@ -88,6 +109,10 @@ class KafkaLink:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.view.stop()
         await self._close_clients(10)
+        if self.index is not None:
+            self.index.close()
+        if self._index_tmp is not None:
+            shutil.rmtree(self._index_tmp, ignore_errors=True)
 
     async def _close_clients(self, timeout: float) -> None:  # noqa: ASYNC109
         for client in (self.scanner, self.offsets, self.producer):
@@ -154,7 +179,7 @@ class KafkaLink:
 
     async def _close_partial(self) -> None:
         await self.view.stop()
-        self.view = StatusFollower(self.settings.engine, observer=self.view_observer)
+        self.view = StatusFollower(self.settings.engine, observer=self.view_observer, index=self.index)
         await self._close_clients(5)
         self.scanner = self.offsets = self.producer = None
         self.admin = None
@@ -163,7 +188,7 @@ class KafkaLink:
         """A view whose follower died (an error aiokafka does not retry) is rebuilt from scratch."""
         log.error("the status view stopped (%r); rebuilding it", self.view.failure)
         old = self.view
-        fresh = StatusFollower(self.settings.engine, observer=self.view_observer)
+        fresh = StatusFollower(self.settings.engine, observer=self.view_observer, index=self.index)
         try:
             await asyncio.wait_for(fresh.start(), self.settings.kafka_timeout_s * 4)
             await asyncio.wait_for(fresh.caught_up.wait(), 60)
@@ -257,7 +282,7 @@ class KafkaLink:
         admin = self.admin
         assert admin is not None
         tp = TopicPartition(self.topics.commands, partition)
-        for attempt in (1, 2):
+        for attempt in range(1, _COORDINATOR_ATTEMPTS + 1):
             try:
                 offsets = await self.call(
                     "reading the engine's committed offsets",
@@ -265,10 +290,13 @@ class KafkaLink:
                 )
                 break
             except BackendError:
-                # A moved or restarted coordinator: look it up again once.
+                # A moved or restarted coordinator: look it up again. On a fresh cluster the first
+                # lookup creates __consumer_offsets and answers COORDINATOR_NOT_AVAILABLE until it
+                # has leaders, which takes a moment: back off briefly rather than fail the request.
                 self._coordinator = None
-                if attempt == 2:
+                if attempt == _COORDINATOR_ATTEMPTS:
                     raise
+                await asyncio.sleep(0.1 * attempt)
         if self._coordinator is None:
             with contextlib.suppress(KafkaError, asyncio.TimeoutError):
                 self._coordinator = await asyncio.wait_for(admin.find_coordinator(self.group_id), 1)

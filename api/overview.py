@@ -26,7 +26,7 @@ from engine.core.values import RuntimeStatus
 
 from .errors import operation
 from .gateway import Gateway
-from .listing import matching, parse_query
+from .listing import index_filter, matching, parse_query
 from .responses import json_response
 
 __all__ = [
@@ -48,7 +48,10 @@ def status_counts(states: Iterable[InstanceState]) -> dict[str, int]:
 
 
 def workflow_names(states: Iterable[InstanceState], registered: tuple[str, ...] | None) -> dict[str, object]:
-    seen = sorted({state.name for state in list(states) if state.name})
+    return _names_body(sorted({state.name for state in list(states) if state.name}), registered)
+
+
+def _names_body(seen: list[str], registered: tuple[str, ...] | None) -> dict[str, object]:
     body: dict[str, object] = {"registryKnown": registered is not None, "seen": seen}
     body["registered"] = sorted(registered) if registered is not None else []
     return body
@@ -87,7 +90,12 @@ async def counts(request: Request) -> Response:
     query = parse_query(request.query_params, [])
     link = _gateway(request).link
     link.require()
-    by_status = status_counts(matching(link.view.states.values(), query))
+    index = link.view.index
+    if index is not None:
+        found = index.counts(index_filter(query))
+        by_status = {status.value: found.get(status, 0) for status in RuntimeStatus}
+    else:
+        by_status = status_counts(matching(link.view.states.values(), query))
     return json_response({"total": sum(by_status.values()), "counts": by_status})
 
 
@@ -96,6 +104,9 @@ async def names(request: Request) -> Response:
     link = _gateway(request).link
     link.require()
     registered: tuple[str, ...] | None = request.app.state.workflow_names
+    index = link.view.index
+    if index is not None:
+        return json_response(_names_body(index.names(), registered))
     return json_response(workflow_names(link.view.states.values(), registered))
 
 

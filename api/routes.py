@@ -186,7 +186,7 @@ async def metrics(request: Request) -> Response:
     link: KafkaLink = request.app.state.link
     lag = await link.view.lag() if link.connected.is_set() else 0
     registry.view_lag.set(lag)
-    registry.view_instances.set(len(link.view.states))
+    registry.view_instances.set(link.view.instance_count())
     registry.kafka_reachable.set(1 if link.reachable else 0)
     return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
 

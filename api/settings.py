@@ -56,6 +56,12 @@ class ApiSettings:
     history_concurrency: int = setting(4, "HEADRACE_API_HISTORY_CONCURRENCY", _positive_int)
     #: How long a history read waits for a free slot before it is answered 503 with Retry-After.
     history_wait_s: float = setting(5.0, "HEADRACE_API_HISTORY_WAIT_S", _seconds)
+    #: readside (issue 16): the directory of the on-disk status index (`engine.read.index`, one
+    #: SQLite file per status topic; one directory per replica). Unset: a temporary directory
+    #: removed at exit, so nothing outlives the process unasked, at the price of a full read of the
+    #: topic at each start; set it to a volume that outlives the process to restart from the
+    #: index's checkpoint. Either way the view's memory does not grow with the instances.
+    index_dir: str | None = setting(None, "HEADRACE_API_INDEX_DIR", optional_text)
     #: A client must send a request's headers within this many seconds of its first byte (or of
     #: connecting), else the connection is closed (a 408 when nothing was answered yet).
     header_timeout_s: float = setting(10.0, "HEADRACE_API_HEADER_TIMEOUT_S", _seconds)

@@ -35,6 +35,7 @@ from ..settings import Settings
 from ..topics import Topics, partition_count
 from ..wire.records import decode_state
 from .consumer import committed_reader
+from .index import StatusIndex, StatusRecord
 
 __all__ = ["Observer", "StatusFollower"]
 
@@ -53,10 +54,14 @@ class StatusFollower:
     """Follows the status topic (every partition, or those added with `follow`) from the beginning."""
 
     def __init__(self, settings: Settings, *, partitions: Iterable[int] | None = None,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, index: StatusIndex | None = None) -> None:
         self.settings = settings
         self.topic = Topics.for_settings(settings).status
+        #: The in-memory view; stays empty when an on-disk `index` keeps the states instead (read
+        #: them with `get`). With an index, reading starts at its checkpoint, not the beginning.
         self.states: dict[str, InstanceState] = {}
+        self.index = index
+        self._batch: list[StatusRecord] = []
         #: Set once the partitions followed from `start()` were read to the end they had then.
         self.caught_up = asyncio.Event()
         #: Partitions of the status topic (known after `start()`).
@@ -143,7 +148,13 @@ class StatusFollower:
         consumer.assign([*(TopicPartition(self.topic, p) for p in self._positions), *new])
         for p, offset in self._positions.items():
             consumer.seek(TopicPartition(self.topic, p), offset)
-        await consumer.seek_to_beginning(*new)
+        saved = {} if self.index is None else self.index.positions()
+        for tp in new:
+            if tp.partition in saved:
+                log.info("status follower of %s: partition %d resumes at offset %d (the index's checkpoint)",
+                         self.topic, tp.partition, saved[tp.partition])
+                consumer.seek(tp, saved[tp.partition])
+        await consumer.seek_to_beginning(*(tp for tp in new if tp.partition not in saved))
         ends = await consumer.end_offsets(new)
         for tp in new:
             self._positions[tp.partition] = int(await consumer.position(tp))
@@ -162,6 +173,15 @@ class StatusFollower:
 
         return unsubscribe
 
+    def get(self, instance_id: str) -> InstanceState | None:
+        """The instance's latest state read (from the index when there is one)."""
+        if self.index is not None:
+            return self.index.get(instance_id)
+        return self.states.get(instance_id)
+
+    def instance_count(self) -> int:
+        return len(self.index) if self.index is not None else len(self.states)
+
     def position(self, partition: int) -> int:
         """The next offset of `partition` to read (0 before it is followed)."""
         return self._positions.get(partition, 0)
@@ -173,8 +193,8 @@ class StatusFollower:
     async def wait_for(self, instance_id: str, done: Callable[[InstanceState | None], bool],
                        timeout: float | None) -> InstanceState | None:  # noqa: ASYNC109 - Dapr's client API
         """Wait until `done(state)` holds for the instance; None timeout waits forever."""
-        await self._wait(lambda: done(self.states.get(instance_id)), timeout)
-        return self.states.get(instance_id)
+        await self._wait(lambda: done(self.get(instance_id)), timeout)
+        return self.get(instance_id)
 
     async def changed(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Wait for the next poll round that applied records; raises TimeoutError."""
@@ -267,12 +287,24 @@ class StatusFollower:
         batches = await consumer.getmany(timeout_ms=_POLL_MS, max_records=_MAX_RECORDS)
         for tp, records in batches.items():
             for record in records:
-                self._apply(record.key, record.value)
+                state = self._apply(record.key, record.value)
+                if self.index is not None:
+                    self._batch.append(StatusRecord(tp.partition, record.offset, record.key, record.value, state))
                 self._positions[tp.partition] = record.offset + 1
         # Positions also move over transaction markers, which come with no record: read them on
         # every round, not only when records came.
         for tp in consumer.assignment():
             self._positions[tp.partition] = int(await consumer.position(tp))
+        if self.index is not None:
+            # The rows and the positions they bring the index to, in one transaction: the
+            # checkpoint a restart resumes from. Waiters are woken only after it (below), so a
+            # reader that waited for a position finds its rows in the index.
+            batch, self._batch = self._batch, []
+            try:
+                self.index.apply(batch, self._positions)
+            except BaseException:
+                self._batch = batch + self._batch  # applied with the next round's (the positions moved)
+                raise
         self._check_targets()
         async with self._changed:
             if batches:
@@ -288,28 +320,33 @@ class StatusFollower:
         if not self._first_reads and self._consumer is not None:
             self.caught_up.set()
 
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+    def _apply(self, key: bytes | None, value: bytes | None) -> InstanceState | None:
+        """Apply one record to the in-memory view and the observers; returns the state decoded, if any."""
         if key is None:
-            return
+            return None
         try:
             iid = key.decode()
         except UnicodeDecodeError:
             log.error("status record with a key that is not UTF-8 (%r): skipped", key[:100])
-            return
+            return None
         state: InstanceState | None
         if value is None:
             state = None
             self.states.pop(iid, None)
         else:
+            if self.index is not None and not self._observers:
+                return None  # the index decodes it; nobody here needs the state
             try:
                 state = decode_state(value)
             except DecodeError as exc:
                 log.error("unreadable status record for %r: %s", iid[:200], exc)
-                return
-            self.states[iid] = state
+                return None
+            if self.index is None:
+                self.states[iid] = state
         for observer in list(self._observers):
             try:
                 observer(iid, state)
             except Exception:
                 # An observer's bug must not cost the records after this one.
                 log.exception("observer of the status follower failed on %r", iid[:200])
+        return state

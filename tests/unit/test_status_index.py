@@ -1,0 +1,160 @@
+"""The on-disk status index (`engine.read.index`): checkpoint and resume, filters, order and
+cursors as the in-memory listing's, tombstones, and agreement with `api.listing` on the same states."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from api.listing import Cursor, Query, list_instances
+from engine.core.state import InstanceState
+from engine.core.values import RuntimeStatus
+from engine.read.index import IndexFilter, StatusIndex, StatusRecord
+from engine.wire.records import encode_state
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TOPIC = "t.status"
+
+
+def _state(i: int, status: RuntimeStatus = RuntimeStatus.COMPLETED, name: str = "wf",
+           stalled: bool = False) -> InstanceState:
+    return InstanceState(instance_id=f"i-{i:04d}", name=name, status=status,
+                         created_at=T0 + timedelta(seconds=i // 2),  # pairs share a time: ties by ID
+                         last_updated_at=T0 + timedelta(seconds=i),
+                         waiting_for_code=T0 if stalled else None)
+
+
+def _record(partition: int, offset: int, state: InstanceState) -> StatusRecord:
+    return StatusRecord(partition, offset, state.instance_id.encode(), encode_state(state))
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> StatusIndex:
+    return StatusIndex(tmp_path / "idx" / "status.sqlite", TOPIC)
+
+
+def test_checkpoint_is_kept_with_the_rows_and_resumed(tmp_path: Path) -> None:
+    path = tmp_path / "status.sqlite"
+    first = StatusIndex(path, TOPIC)
+    assert first.positions() == {}
+    first.apply([_record(0, 0, _state(1)), _record(1, 4, _state(2))], {0: 1, 1: 6})
+    first.close()
+
+    again = StatusIndex(path, TOPIC)
+    assert again.positions() == {0: 1, 1: 6}
+    assert again.get("i-0001") == _state(1)
+    assert again.get("i-0002") == _state(2)
+    # Another topic's checkpoint (another prefix) is its own.
+    assert StatusIndex(path, "other.status").positions() == {}
+    again.close()
+
+
+def test_a_failed_batch_leaves_neither_rows_nor_positions(index: StatusIndex) -> None:
+    index.apply([_record(0, 0, _state(1))], {0: 1})
+
+    class Boom(Exception):
+        pass
+
+    def records() -> list[StatusRecord]:
+        raise Boom
+
+    with pytest.raises(Boom):
+        index.apply(records(), {0: 99})
+    assert index.positions() == {0: 1}
+    assert len(index) == 1
+
+
+def test_latest_record_wins_and_a_tombstone_removes_the_row(index: StatusIndex) -> None:
+    running = _state(1, RuntimeStatus.RUNNING)
+    done = _state(1, RuntimeStatus.COMPLETED)
+    index.apply([_record(0, 0, running), _record(0, 1, done), _record(0, 2, _state(2))], {0: 3})
+    assert index.get("i-0001") == done
+    assert index.counts() == {RuntimeStatus.COMPLETED: 2}
+
+    index.apply([StatusRecord(0, 3, b"i-0001", None)], {0: 4})
+    assert index.get("i-0001") is None
+    assert len(index) == 1
+    assert [s.instance_id for s in index.page(IndexFilter(), 10)] == ["i-0002"]
+    # A purge and a restart within one batch: the last record wins.
+    index.apply([StatusRecord(0, 4, b"i-0002", None), _record(0, 5, _state(2, RuntimeStatus.RUNNING))], {0: 6})
+    assert index.counts() == {RuntimeStatus.RUNNING: 1}
+
+
+def test_unreadable_records_are_skipped(index: StatusIndex) -> None:
+    index.apply([StatusRecord(0, 0, b"\xff\xfe", encode_state(_state(1))),
+                 StatusRecord(0, 1, b"bad", b"not a state"), StatusRecord(0, 2, None, b"x"),
+                 _record(0, 3, _state(3))], {0: 4})
+    assert len(index) == 1
+    assert index.positions() == {0: 4}
+
+
+def _fill(index: StatusIndex) -> list[InstanceState]:
+    states = [_state(i, status, name, stalled)
+              for i, (status, name, stalled) in enumerate(
+                  [(RuntimeStatus.COMPLETED, "a", False), (RuntimeStatus.FAILED, "b", False),
+                   (RuntimeStatus.RUNNING, "a", False), (RuntimeStatus.RUNNING, "b", True)] * 10)]
+    index.apply([_record(0, n, s) for n, s in enumerate(states)], {0: len(states)})
+    return states
+
+
+QUERIES = [
+    Query(),
+    Query(statuses=frozenset({RuntimeStatus.RUNNING})),
+    Query(statuses=frozenset({RuntimeStatus.STALLED})),
+    Query(statuses=frozenset({RuntimeStatus.FAILED, RuntimeStatus.COMPLETED}), descending=True),
+    Query(workflow_name="b"),
+    Query(workflow_name="a", statuses=frozenset({RuntimeStatus.COMPLETED})),
+    Query(created_after=T0 + timedelta(seconds=3), created_before=T0 + timedelta(seconds=12)),
+    Query(created_after=T0 + timedelta(seconds=3), descending=True),
+]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+@pytest.mark.parametrize("page_size", [1, 3, 7, 100])
+def test_pages_match_the_in_memory_listing(index: StatusIndex, query: Query, page_size: int) -> None:
+    states = _fill(index)
+    where = IndexFilter(query.statuses, query.workflow_name, query.created_after, query.created_before)
+    expected: list[str] = []
+    seen: list[str] = []
+    memory = Query(query.statuses, query.workflow_name, query.created_after, query.created_before,
+                   page_size, None, query.descending)
+    after: tuple[datetime | None, str] | None = None
+    while True:
+        page = list_instances(states, memory)
+        expected += [s.instance_id for s in page.instances]
+        if page.continuation_token is None:
+            break
+        memory = Query(memory.statuses, memory.workflow_name, memory.created_after,
+                       memory.created_before, page_size, Cursor.decode(page.continuation_token),
+                       memory.descending)
+    while True:
+        rows = index.page(where, page_size, after=after, descending=query.descending)
+        seen += [s.instance_id for s in rows]
+        if len(rows) < page_size:
+            break
+        after = (rows[-1].created_at, rows[-1].instance_id)
+    assert seen == expected
+    assert len(seen) == len(set(seen))
+
+
+def test_counts_use_the_shown_status(index: StatusIndex) -> None:
+    _fill(index)
+    assert index.counts() == {RuntimeStatus.COMPLETED: 10, RuntimeStatus.FAILED: 10,
+                              RuntimeStatus.RUNNING: 10, RuntimeStatus.STALLED: 10}
+
+
+def test_filters_use_the_indexes(index: StatusIndex) -> None:
+    """No list filter or GET scans the table (SQLite's EXPLAIN QUERY PLAN, https://www.sqlite.org/eqp.html)."""
+    db = index._db
+    plans = {
+        "get": "SELECT value FROM instances WHERE instance_id = 'x'",
+        "status": "SELECT value FROM instances WHERE status IN ('RUNNING') ORDER BY created_us, instance_id LIMIT 5",
+        "name": "SELECT value FROM instances WHERE name = 'a' ORDER BY created_us, instance_id LIMIT 5",
+        "page": "SELECT value FROM instances WHERE (created_us, instance_id) > (0, 'a')"
+                " ORDER BY created_us, instance_id LIMIT 5",
+    }
+    for what, sql in plans.items():
+        plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "USING" in plan and "TEMP B-TREE" not in plan, (what, plan)
