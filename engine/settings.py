@@ -17,10 +17,11 @@ from typing import Any, TypeVar
 from .core import unknown_code
 from .core.apps import is_app_id
 from .core.payload import DEFAULT_MAX_PAYLOAD_BYTES
+from .core.retention import parse_duration
 
 __all__ = [
-    "EnvVar", "Settings", "app_id", "app_topic_prefix", "env_for", "env_of", "integer", "number", "optional_text",
-    "read_env", "setting", "text",
+    "EnvVar", "Settings", "app_id", "app_topic_prefix", "env_for", "env_of", "go_duration", "integer", "number",
+    "optional_text", "read_env", "setting", "text",
 ]
 
 DAY_MS = 24 * 60 * 60 * 1000
@@ -78,6 +79,15 @@ def app_id(name: str, raw: str) -> str:
     if not is_app_id(raw):  # the rule lives with calls across apps (engine.core.apps)
         raise ValueError(f"{name} must be letters, digits, '.', '_' or '-' (starting with a letter or digit, "
                          f"at most 100 characters), got {raw!r}")
+    return raw
+
+
+def go_duration(name: str, raw: str) -> str:
+    """A Go duration string, as Dapr's configuration takes ("72h", "30m"; `engine.core.retention`)."""
+    try:
+        parse_duration(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
     return raw
 
 
@@ -204,6 +214,18 @@ class Settings:
     #: list of names, `*` for every name the engine's registry does not know. Read by the engine
     #: (it hands their turns out) and by `headrace grpc` (it serves them to connected apps).
     remote_workflows: str = setting("", "HEADRACE_REMOTE_WORKFLOWS")
+    # -- issue 16 (helper "retention"): static membership and Dapr 1.17's state retention policy --
+    #: Static group membership (Kafka KIP-345, aiokafka's `group_instance_id`): a member that
+    #: restarts under the same ID within the session timeout gets its partitions back and nothing
+    #: moves. Must be unique per process (e.g. the pod name of a StatefulSet); unset: dynamic.
+    group_instance_id: str | None = setting(None, "HEADRACE_GROUP_INSTANCE_ID", optional_text)
+    #: Automatic purge of terminal instances, as Dapr 1.17's `workflow.stateRetentionPolicy`
+    #: (docs.dapr.io, "History Retention Policy"): Go-style durations ("72h", "30m", "1.5s"); the
+    #: per-status ones override `anyTerminal`; unset everywhere: kept forever (Dapr's default).
+    retention_any_terminal: str | None = setting(None, "HEADRACE_RETENTION_ANY_TERMINAL", go_duration)
+    retention_completed: str | None = setting(None, "HEADRACE_RETENTION_COMPLETED", go_duration)
+    retention_failed: str | None = setting(None, "HEADRACE_RETENTION_FAILED", go_duration)
+    retention_terminated: str | None = setting(None, "HEADRACE_RETENTION_TERMINATED", go_duration)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

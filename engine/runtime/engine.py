@@ -21,6 +21,7 @@ from ..errors import PoisonedInputError
 from ..sdk.registry import Registry
 from ..settings import FETCH_MAX_WAIT_MS, Settings
 from ..topics import Topics, ensure_topics, partition_count
+from .membership import generation, kept_across
 from .partition import PartitionOwner
 from .telemetry import EngineMetrics, Problem, partition_offsets
 
@@ -39,7 +40,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.engine = engine
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.engine._release({tp.partition for tp in revoked})
+        await self.engine._hold({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await self.engine._claim({tp.partition for tp in assigned})
@@ -77,6 +78,11 @@ class Engine:
         self._failing: dict[int, tuple[float, str, int]] = {}
         #: How long input may wait on a partition without its position moving before it is reported.
         self.stall_seconds = self.settings.stall_seconds
+        #: Owners of revoked partitions, with the group generation they were owned in, until the
+        #: assignment that follows says whether they stay (`_hold`, `_claim`).
+        self._held: dict[int, tuple[PartitionOwner, int]] = {}
+        #: Partitions handed back by a rebalance and kept without a restore (a test's evidence).
+        self.kept = 0
 
     async def run(self) -> None:
         await ensure_topics(self.settings)
@@ -85,6 +91,7 @@ class Engine:
             *self.topics.inputs,
             **self.settings.client_kwargs(),
             group_id=self.group_id,
+            group_instance_id=self.settings.group_instance_id,
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
@@ -106,6 +113,7 @@ class Engine:
                 retry.cancel()
             await consumer.stop()
             await self._release(set(self.owners))
+            await self._drop_held()
             self._consumer = None
 
     def stop(self) -> None:
@@ -244,6 +252,7 @@ class Engine:
         tps = [TopicPartition(t, n) for t in self.topics.inputs for n in numbers]
         if consumer is not None:
             consumer.pause(*tps)
+        await self._keep_held(numbers, generation(consumer))
         new = sorted(numbers - set(self.owners))
         owners = [self._new_owner(n) for n in new]
         results = await asyncio.gather(*(owner.start() for owner in owners), return_exceptions=True)
@@ -328,6 +337,51 @@ class Engine:
         found.extend(p for p in self.metrics.stalled(self.stall_seconds) if p.partition not in reported)
         return sorted(found, key=lambda p: p.partition if p.partition is not None else -1)
 
+    async def _hold(self, numbers: set[int]) -> None:
+        """Set revoked partitions' owners aside, producers open, until the assignment that follows.
+
+        aiokafka's rebalances are eager (`runtime.membership`): each revokes every partition, and
+        restoring them all would cost every engine a full restore whenever one joins or leaves;
+        `_keep_held` gives back the ones that stay instead.
+        """
+        held_in = generation(self._consumer)
+        async with self._turn:  # never in the middle of a transaction (see `_turn`)
+            for number in numbers:
+                self._failing.pop(number, None)
+                owner = self.owners.pop(number, None)
+                if owner is not None:
+                    self._held[number] = (owner, held_in)
+
+    async def _keep_held(self, numbers: set[int], now: int) -> None:
+        """Take back held owners of `numbers` whose state is still the committed one; stop the rest.
+
+        An owner's memory is exactly its last commit (state and input offsets go in one
+        transaction), and the consumer restarts from the committed offsets. It is still current
+        when nobody else owned the partition since (`membership.kept_across`); else it restores.
+        """
+        async with self._turn:
+            held, self._held = self._held, {}
+            dropped = False
+            for number, (owner, held_in) in held.items():
+                if number in numbers and kept_across(held_in, now):
+                    self.owners[number] = owner
+                    self.kept += 1
+                    log.info("partition %d: kept across the rebalance (generation %d), not restored", number, now)
+                    continue
+                dropped = True
+                self.metrics.released(number)
+                await owner.stop()
+            if dropped:
+                # Live generators of instances now owned elsewhere must not be reused if they come back.
+                self.orchestrator.cache.clear()
+
+    async def _drop_held(self) -> None:
+        async with self._turn:
+            held, self._held = self._held, {}
+            for number, (owner, _) in held.items():
+                self.metrics.released(number)
+                await owner.stop()
+
     async def _release(self, numbers: set[int]) -> None:
         async with self._turn:  # never in the middle of a transaction (see `_turn`)
             for number in numbers:
@@ -339,3 +393,4 @@ class Engine:
             if numbers:
                 # Live generators of instances now owned elsewhere must not be reused if they come back.
                 self.orchestrator.cache.clear()
+

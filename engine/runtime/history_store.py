@@ -4,7 +4,9 @@ The history-store topic holds a running instance's history in chunks keyed
 `instance\\0execution\\0chunk`, so no record holds a whole history and a restart can replay it.
 A chunk closes at `HISTORY_CHUNK` events or `CHUNK_BYTES` bytes, whichever comes first, so a turn
 rewrites at most the open chunk and a record stays under the topics' size limit even when single
-events carry payloads near the payload limit.
+events carry payloads near the payload limit. Beside the chunks, the topic holds each running
+instance's state snapshot and the partition's marker (`engine.wire.records.state_snapshot_key`):
+all a restore reads (`PartitionOwner._restore`).
 """
 
 from __future__ import annotations

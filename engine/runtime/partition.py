@@ -17,7 +17,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,14 +28,24 @@ from aiokafka.structs import ConsumerRecord
 from ..core import commands as cmd
 from ..core.effects import apply_outcome, due_message
 from ..core.events import HistoryEvent
-from ..core.orchestrator import Orchestrator
+from ..core.orchestrator import Orchestrator, StateWrite
+from ..core.retention import RetentionPolicy, is_retention
 from ..core.state import DurableTimer, InstanceState, Timer
 from ..core.values import FailureDetails, RuntimeStatus
 from ..errors import DecodeError, PoisonedInputError
-from ..read.to_end import latest_by_key
+from ..read.to_end import latest_by_key, reading
 from ..settings import Settings
 from ..topics import Topics, record_limit
-from ..wire.records import MESSAGES, decode_events, decode_state, parse_history_chunk_key
+from ..wire.records import (
+    MESSAGES,
+    SNAPSHOT_SUFFIX,
+    SNAPSHOTS_MARKER,
+    decode_events,
+    decode_state,
+    encode_state,
+    parse_history_chunk_key,
+    state_snapshot_key,
+)
 from .apps import AppTopics
 from .history_store import StoredHistory
 from .sink import RecordInput, Source, TransactionSink
@@ -54,6 +64,9 @@ PRODUCER_RETRY_BACKOFF_MS = 5
 
 #: Room a record needs beside its key and value (batch and record headers), below the size limit.
 RECORD_OVERHEAD = 1024
+
+#: Header of the audit-history record (no value) that says an instance was purged, and by what.
+PURGED_HEADER = "headrace-purged"
 
 #: Inputs set aside at once; old entries go first (they were dead-lettered long ago).
 POISON_KEPT = 10_000
@@ -105,6 +118,16 @@ class PartitionOwner:
         #: Instances that wait for workflow code this engine lacks (`engine.core.unknown_code`).
         self.waiting_for_code: set[str] = set()
         self._timers: list[Timer] = []
+        #: Dapr 1.17's state retention policy (`engine.core.retention`) and its due purges, as
+        #: (due, instance ID): computed from the states, so a restore finds them again (durable).
+        self.retention = RetentionPolicy.parse(settings.retention_any_terminal, settings.retention_completed,
+                                               settings.retention_failed, settings.retention_terminated)
+        self._expiries: list[tuple[datetime, str]] = []
+        #: Finished states let go from memory (`FINISHED_KEPT`) whose purge is still due, without
+        #: their payloads: what the purge needs (ID, execution, children) and no more.
+        self._expiring: dict[str, InstanceState] = {}
+        #: Instances purged by the retention policy (this owner's lifetime; a test's evidence).
+        self.expired = 0
         self.producer: AIOKafkaProducer | None = None
         self.processed = 0
         #: Inputs that broke a turn; kept across rebuilds (see `PoisonedInputError`).
@@ -116,6 +139,8 @@ class PartitionOwner:
         self.fired = 0
         #: Records found unreadable during the last restore (skipped, and logged).
         self.restore_problems = 0
+        #: Instance states the last restore read: running work only, once snapshots are kept.
+        self.read_at_restore = 0
         self._record_limit = record_limit(settings)
         # An audit record holds a turn's events; a turn of several large payloads is split across
         # records so none is over the limit (each event alone is under it, or the turn fails).
@@ -150,11 +175,33 @@ class PartitionOwner:
     async def _restore(self) -> None:
         observer = self.observer
         observer.restoring()
-        # The status records' headers hold each run's trace context (only read when tracing is on).
+        # The records' headers hold each run's trace context (only read when tracing is on).
         status_headers: dict[bytes, Any] | None = {} if observer.tracer is not None else None
-        states = await latest_by_key(self.settings, self.topics.status, self.number, headers=status_headers)
+        # `history-store` holds what running instances need: their history chunks and, since
+        # issue 16, their state snapshots. Finished instances have neither, so a restore reads
+        # work in progress only; `status` (every instance, the read side) is read once, when the
+        # partition was written before snapshots were kept, and the snapshots are seeded from it.
+        store, marker_at, last_at = await self._read_store(status_headers)
+        # Every transaction of this version ends with the marker; a record after the last one was
+        # written by an engine that keeps no snapshots (a mixed fleet during an upgrade): the
+        # snapshots may be stale, so they are rebuilt from `status`.
+        seeding = marker_at < 0 or last_at > marker_at
+        if seeding:
+            states = await latest_by_key(self.settings, self.topics.status, self.number, headers=status_headers)
+        else:
+            states = {key[:-len(SNAPSHOT_SUFFIX)]: value for key, value in store.items()
+                      if key.endswith(SNAPSHOT_SUFFIX)}
+            if status_headers:
+                for key in list(status_headers):
+                    if key.endswith(SNAPSHOT_SUFFIX):
+                        status_headers[key[:-len(SNAPSHOT_SUFFIX)]] = status_headers.pop(key)
+        # Tombstones of finished instances' snapshots are skipped without decoding; compaction
+        # removes them (`max.compaction.lag.ms`, `delete.retention.ms`: docs/data-retention.md).
+        self.read_at_restore = sum(1 for value in states.values() if value is not None)
         self.states = {}
         self._finished = OrderedDict()
+        self._expiries = []
+        self._expiring = {}
         self.waiting_for_code = set()
         self.restore_problems = 0
         decoded: list[InstanceState] = []
@@ -173,8 +220,8 @@ class PartitionOwner:
             if status_headers:
                 observer.restored(state, status_headers.get(state.instance_id.encode()))
         chunks: dict[tuple[str, str], dict[int, list[HistoryEvent]]] = {}
-        for key, value in (await latest_by_key(self.settings, self.topics.history_store, self.number)).items():
-            if value is None:
+        for key, value in store.items():
+            if value is None or key.endswith(SNAPSHOT_SUFFIX) or key == SNAPSHOTS_MARKER:
                 continue
             try:
                 iid, execution_id, chunk = parse_history_chunk_key(key)
@@ -196,8 +243,57 @@ class PartitionOwner:
             if len(stored) != state.history_length:
                 log.error("history of %s has %d events, state says %d", iid, len(stored), state.history_length)
             self.histories[iid] = stored
-        log.info("partition %d restored: %d instances, %d running, %d timers", self.number, len(self.states),
-                 len(self.histories), len(self._timers))
+        if seeding:
+            stale = {key for key, value in store.items() if key.endswith(SNAPSHOT_SUFFIX) and value is not None}
+            await self._seed_snapshots(stale)
+        log.info("partition %d restored: %d instances read, %d running, %d timers", self.number,
+                 self.read_at_restore, len(self.histories), len(self._timers))
+
+    def snapshot(self, state: InstanceState, encoded: bytes) -> bytes | None:
+        """The restore snapshot of `state` (`encoded`), or None (a tombstone) when a restore does not
+        need it: finished, with no child left to report and no retention purge due. One due for a
+        purge is kept without its payloads, what the purge needs."""
+        if not state.is_terminal or state.unfinished_children:
+            return encoded
+        if self.retention.enabled and self.retention.due(state) is not None:
+            return encode_state(replace(state, input=None, output=None, custom_status=None, failure=None))
+        return None
+
+    async def _read_store(self, headers: dict[bytes, Any] | None) -> tuple[dict[bytes, bytes | None], int, int]:
+        """The latest value of each `history-store` key of this partition, the offset of the last
+        marker (-1: none) and of the last other record."""
+        store: dict[bytes, bytes | None] = {}
+        marker_at = last_at = -1
+        async with reading(self.settings, self.topics.history_store, [self.number]) as batches:
+            async for records in batches:
+                for record in records:
+                    if record.key is None:
+                        continue
+                    store[record.key] = record.value
+                    if headers is not None:
+                        headers[record.key] = record.headers
+                    if record.key == SNAPSHOTS_MARKER:
+                        marker_at = record.offset if record.value is not None else -1
+                    else:
+                        last_at = record.offset
+        return store, marker_at, last_at
+
+    async def _seed_snapshots(self, stale: set[bytes]) -> None:
+        """Restore from `status` of a partition whose snapshots are missing or may be stale: write
+        them, tombstone the `stale` ones no state needs, and end with the marker, in one
+        transaction (a crash before its commit seeds again)."""
+        producer = self.producer
+        assert producer is not None
+        async with producer.transaction():
+            for iid, state in [*self.states.items(), *self._expiring.items()]:
+                snapshot = self.snapshot(state, encode_state(state))
+                if snapshot is not None:
+                    key = state_snapshot_key(iid)
+                    stale.discard(key)
+                    await producer.send(self.topics.history_store, snapshot, key=key, partition=self.number)
+            for key in stale:
+                await producer.send(self.topics.history_store, None, key=key, partition=self.number)
+            await producer.send(self.topics.history_store, b"1", key=SNAPSHOTS_MARKER, partition=self.number)
 
     # -- processing --------------------------------------------------------------------------
 
@@ -286,6 +382,9 @@ class PartitionOwner:
             self.waiting_for_code.add(iid)
         else:
             self.waiting_for_code.discard(iid)
+        self._expiring.pop(iid, None)
+        if self.retention.enabled and (expires := self.retention.due(state)) is not None:
+            heapq.heappush(self._expiries, (expires, iid))
         # A finished parent whose children still run stays: their late results must find it, and
         # until they do it refuses a restart (as daprd does).
         if state.is_terminal and not state.unfinished_children:
@@ -293,12 +392,16 @@ class PartitionOwner:
             self._finished.move_to_end(iid)
             while len(self._finished) > FINISHED_KEPT:
                 old, _ = self._finished.popitem(last=False)
-                self.states.pop(old, None)
+                gone = self.states.pop(old, None)
+                if gone is not None and self.retention.enabled and self.retention.due(gone) is not None:
+                    self._expiring[old] = replace(gone, input=None, output=None, custom_status=None,
+                                                  failure=None)
         else:
             self._finished.pop(iid, None)
 
     def forget(self, iid: str) -> None:
         self.states.pop(iid, None)
+        self._expiring.pop(iid, None)
         self._finished.pop(iid, None)
         self.waiting_for_code.discard(iid)
 
@@ -307,7 +410,8 @@ class PartitionOwner:
 
     async def fire_due_timers(self, now: datetime) -> int:
         self.fired = 0
-        if not self._timers or self._timers[0].due > now:
+        due = self.next_timer()
+        if due is None or due > now:
             return 0
         pending = TransactionSink(self)
         fired = 0
@@ -333,16 +437,42 @@ class PartitionOwner:
                 raise self._poison(timer, f"firing it failed: {type(exc).__name__}: {exc}") from exc
             fired += 1
         pending.source = None
+        fired += self._expire(now, pending, 1000 - fired)
         await self._commit(pending, {})
         self.fired = fired
         return fired
+
+    def _expire(self, now: datetime, pending: TransactionSink, limit: int) -> int:
+        """Purge the finished instances whose retention ended (recursively: children go too)."""
+        purged = 0
+        while self._expiries and self._expiries[0][0] <= now and purged < limit:
+            due, iid = heapq.heappop(self._expiries)
+            state = self.states.get(iid) or self._expiring.get(iid)
+            if state is None or self.retention.due(state) != due:
+                continue  # purged, restarted or finished again since: an older entry
+            self.states[iid] = state  # `_apply` reads it there; the purge forgets it
+            message = cmd.PurgeWorkflow(instance_id=iid, command_id=self.retention.command_id(state))
+            mark = pending.mark()
+            try:
+                self._apply(message, pending)
+            except Exception:
+                # Left in place (and in memory): the next restore schedules it again.
+                pending.rollback(mark)
+                log.exception("partition %d: the retention purge of %r failed", self.number, iid[:200])
+                continue
+            purged += 1
+        return purged
 
     @property
     def timer_count(self) -> int:
         return len(self._timers)
 
     def next_timer(self) -> datetime | None:
-        return self._timers[0].due if self._timers else None
+        timer = self._timers[0].due if self._timers else None
+        expiry = self._expiries[0][0] if self._expiries else None
+        if timer is None or expiry is None:
+            return timer or expiry
+        return min(timer, expiry)
 
     def _decode(self, record: ConsumerRecord[bytes, bytes]) -> cmd.InstanceMessage | DecodeError:
         try:
@@ -398,6 +528,11 @@ class PartitionOwner:
         outcome = self.orchestrator.handle(state, message, now, lambda: self._events(iid))
         self.processed += 1
         apply_outcome(iid, outcome, pending, message)
+        if isinstance(message, cmd.PurgeWorkflow) and is_retention(message.command_id) \
+                and outcome.write is StateWrite.PURGE:
+            # The audit history shows why the instance is gone: a keyed record with no events.
+            pending.add(self.topics.history, iid.encode(), None, self.number, [(PURGED_HEADER, b"retention")])
+            self.expired += 1
         observer.end(outcome.state, bool(outcome.events), now)
 
     def _events(self, iid: str) -> list[HistoryEvent]:
@@ -416,6 +551,9 @@ class PartitionOwner:
                                    f"over the limit of {self._record_limit} bytes", kind="too_large")
         producer = self.producer
         assert producer is not None
+        if pending.sends:
+            # Last in the transaction: says the partition's snapshots are current (`_restore`).
+            pending.add(self.topics.history_store, SNAPSHOTS_MARKER, b"1", self.number)
         if pending.apps:
             # Kafka refuses a transaction that writes to a missing topic: another app's are made
             # first, and the producer is told to keep metadata for them (`AppTopics.track`).

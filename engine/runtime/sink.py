@@ -23,7 +23,14 @@ from ..core.events import HistoryEvent
 from ..core.orchestrator import Unapplied
 from ..core.remote import WorkflowWorkItem
 from ..core.state import InstanceState, Timer
-from ..wire.records import encode_dead_letter, encode_event, encode_state, encode_workflow_item, join_events
+from ..wire.records import (
+    encode_dead_letter,
+    encode_event,
+    encode_state,
+    encode_workflow_item,
+    join_events,
+    state_snapshot_key,
+)
 from .history_store import StoredHistory
 
 if TYPE_CHECKING:
@@ -104,6 +111,7 @@ class TransactionSink:
         owner = self.owner
         owner.forget(instance_id)
         self._drop_history(instance_id)
+        self.add(owner.topics.history_store, state_snapshot_key(instance_id), None, owner.number)
         self.add(owner.topics.status, instance_id.encode(), None, owner.number)
 
     def append_history(self, state: InstanceState, events: Sequence[HistoryEvent], *, reset: bool) -> None:
@@ -126,8 +134,14 @@ class TransactionSink:
     def put_state(self, state: InstanceState) -> None:
         owner = self.owner
         owner.remember(state)
-        self.add(owner.topics.status, state.instance_id.encode(), encode_state(state), owner.number,
-                 owner.observer.status_headers(state))
+        headers = owner.observer.status_headers(state)
+        value = encode_state(state)
+        # What a restore reads instead of all of `status` (`PartitionOwner.snapshot`): tombstoned
+        # once the instance no longer needs an owner, so finished ones cost a restore nothing.
+        snapshot = owner.snapshot(state, value)
+        self.add(owner.topics.history_store, state_snapshot_key(state.instance_id), snapshot, owner.number,
+                 headers if snapshot is not None else None)
+        self.add(owner.topics.status, state.instance_id.encode(), value, owner.number, headers)
 
     def send_task(self, item: cmd.ActivityWorkItem) -> None:
         topic = self.owner.topics.tasks

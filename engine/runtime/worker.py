@@ -50,6 +50,7 @@ from ..topics import Topics, ensure_topics, record_limit
 from ..wire.records import WORK_ITEMS, encode_dead_letter
 from . import logs
 from .apps import AppTopics
+from .membership import generation, kept_across
 from .telemetry import Problem, WorkerMetrics, partition_offsets
 
 __all__ = ["ActivityWorker", "DaemonThreadPool", "WorkSource", "decode_finished", "encode_finished"]
@@ -220,6 +221,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.worker._revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.worker._keep_held(set(assigned))
         for tp in assigned:
             self.worker.metrics.progress(tp.partition)  # a new partition has had no time to progress
         # In the group, even with nothing assigned (more workers than partitions): a standby is ready.
@@ -287,6 +289,11 @@ class ActivityWorker:
         self.executor: ActivityExecutor = executor or LocalActivities(registry, self._pool)
         self._running: set[asyncio.Task[None]] = set()
         self._partitions: dict[TopicPartition, _Partition] = {}
+        #: Revoked partitions' state, with the group generation, until the next assignment says
+        #: whether they stay here (`runtime.membership`): kept, their running items do not run twice.
+        self._held: dict[TopicPartition, tuple[_Partition, int]] = {}
+        #: Partitions given back by a rebalance and kept as they were (a test's evidence).
+        self.kept = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._budget = METADATA_BUDGET
         self._last_commit = 0.0
@@ -303,6 +310,7 @@ class ActivityWorker:
         await ensure_topics(self.settings)
         consumer = AIOKafkaConsumer(
             **self.settings.client_kwargs(), group_id=self.group_id,
+            group_instance_id=self.settings.group_instance_id,
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
@@ -373,6 +381,8 @@ class ActivityWorker:
         for record in records:
             state.next = record.offset + 1
             self.metrics.progress(tp.partition)
+            if record.offset in state.running:
+                continue  # still running here: a rebalance gave its partition back (`_keep_held`)
             if record.offset in state.finished:
                 # Finished before a restart or rebalance (the committed metadata says so).
                 self.metrics.run("-", "skipped")
@@ -411,9 +421,22 @@ class ActivityWorker:
         consumer = self._consumer
         if consumer is not None:
             await self._commit(consumer, only=revoked, force=True)
+        held_in = generation(consumer)
         for tp in revoked:
-            self._partitions.pop(tp, None)
+            state = self._partitions.pop(tp, None)
+            if state is not None:
+                self._held[tp] = (state, held_in)
             self.metrics.forget(tp.partition)
+
+    def _keep_held(self, assigned: set[TopicPartition]) -> None:
+        """Take back the state of revoked partitions that the new assignment returns, when nobody
+        else can have owned them in between; the others are read again from their commit (`_load`)."""
+        now = generation(self._consumer)
+        held, self._held = self._held, {}
+        for tp, (state, held_in) in held.items():
+            if tp in assigned and kept_across(held_in, now):
+                self._partitions[tp] = state
+                self.kept += 1
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)

@@ -36,6 +36,7 @@ from ..core.events import HistoryEvent
 from ..core.orchestrator import Orchestrator, Unapplied
 from ..core.payload import DEFAULT_MAX_PAYLOAD_BYTES
 from ..core.remote import WorkflowWorkItem
+from ..core.retention import RetentionPolicy
 from ..core.serializer import to_json
 from ..core.state import InstanceState, Timer
 from ..errors import WorkflowError
@@ -80,6 +81,8 @@ class WorkflowTestEnvironment:
             (`call_activity(..., app_id=)`, `call_child_workflow(..., app_id=)`) go to the
             environment `add_app` made for it, on the same clock; work for an app not added (yet)
             waits for it, as on Kafka it waits on that app's topics (`engine.core.apps`).
+        retention: purge finished instances automatically, as the engine does with
+            `HEADRACE_RETENTION_*` (`engine.core.retention`); in fake time. Default: keep them.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class WorkflowTestEnvironment:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         unknown_code_timeout: timedelta = unknown_code.DEFAULT_TIMEOUT,
         app_id: str | None = None,
+        retention: RetentionPolicy | None = None,
         _apps: _Apps | None = None,
     ) -> None:
         self.registry = runtime.registry if isinstance(runtime, WorkflowRuntime) else runtime
@@ -106,6 +110,7 @@ class WorkflowTestEnvironment:
                                          unknown_code_timeout=unknown_code_timeout, versions=self.registry,
                                          app_id=app_id)
         self.unknown_code_timeout = unknown_code_timeout
+        self.retention = retention or RetentionPolicy()
         self.states: dict[str, InstanceState] = {}
         self.histories: dict[str, list[HistoryEvent]] = {}
         #: Every history event ever written, as (instance ID, execution ID, event): the audit log.
@@ -132,7 +137,7 @@ class WorkflowTestEnvironment:
         env = WorkflowTestEnvironment(runtime, cache_size=self._cache_size, ids=self._new_id,
                                       max_payload_bytes=self.max_payload_bytes,
                                       unknown_code_timeout=self.unknown_code_timeout, app_id=app_id,
-                                      _apps=self._apps)
+                                      retention=self.retention, _apps=self._apps)
         for held in self._apps.waiting.pop(app_id, []):  # sent before the app was added
             if isinstance(held, cmd.ActivityWorkItem):
                 env._work.append(held)
@@ -228,6 +233,13 @@ class WorkflowTestEnvironment:
             self._work.append(timer.item)  # looked at again, as a worker would see it handed back
             self._unknown_since[_task_key(timer.item)] = timer.since
             return
+        if isinstance(timer, _RetentionDue):
+            # Only the finished run that was due: a restart of the ID (or a purge) since cancels it.
+            state = self.states.get(timer.instance_id)
+            if state is not None and self.retention.due(state) == timer.due:
+                self._send(cmd.PurgeWorkflow(instance_id=timer.instance_id,
+                                             command_id=self.retention.command_id(state)))
+            return
         message = due_message(timer, self.states.get(timer.instance_id))
         if message is not None:
             self._send(message)
@@ -270,6 +282,11 @@ class _HeldItem(Timer):
 
     item: cmd.ActivityWorkItem
     since: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _RetentionDue(Timer):
+    """When a finished instance's retention ends (the engine keeps these beside its timers)."""
 
 
 class _Apps:
@@ -329,6 +346,9 @@ class _MemorySink:
 
     def put_state(self, state: InstanceState) -> None:
         self.env.states[state.instance_id] = state
+        due = self.env.retention.due(state) if self.env.retention.enabled else None
+        if due is not None:
+            heapq.heappush(self.env._timers, _RetentionDue(due=due, instance_id=state.instance_id))
 
     def send_task(self, item: cmd.ActivityWorkItem) -> None:
         self.env._apps.deliver(item.app_id, item, self.env)

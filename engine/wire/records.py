@@ -16,6 +16,8 @@ from ..errors import DecodeError
 __all__ = [
     "EVENTS",
     "MESSAGES",
+    "SNAPSHOTS_MARKER",
+    "SNAPSHOT_SUFFIX",
     "STATES",
     "WORK_ITEMS",
     "decode_events",
@@ -29,6 +31,7 @@ __all__ = [
     "history_chunk_key",
     "join_events",
     "parse_history_chunk_key",
+    "state_snapshot_key",
 ]
 
 #: Everything the engine reads from its input topics: commands, results, and connected apps' turns.
@@ -110,6 +113,19 @@ def decode_workflow_item(data: bytes) -> WorkflowWorkItem:
 
 def history_chunk_key(instance_id: str, execution_id: str, chunk: int) -> bytes:
     return f"{instance_id}\x00{execution_id}\x00{chunk:08d}".encode()
+
+
+#: Ends of the other keys of `history-store` (issue 16: restore proportional to running work): an
+#: instance's restore snapshot (its state while an engine must hold it: running, pending, suspended,
+#: waiting for children or for a retention purge), and the partition's marker that snapshots are
+#: kept (absent: written before they were, and the restore reads `status` once and seeds them).
+#: A chunk key ends with eight digits, so neither can be mistaken for one.
+SNAPSHOT_SUFFIX = b"\x00\x00state"
+SNAPSHOTS_MARKER = b"\x00\x00snapshots-kept"
+
+
+def state_snapshot_key(instance_id: str) -> bytes:
+    return instance_id.encode() + SNAPSHOT_SUFFIX
 
 
 def parse_history_chunk_key(key: bytes) -> tuple[str, str, int]:

@@ -27,7 +27,7 @@ from engine.core.values import RuntimeStatus
 from engine.runtime.partition import partition_for
 from engine.settings import Settings
 from engine.topics import Topics, ensure_topics
-from engine.wire.records import encode_state, history_chunk_key, join_events
+from engine.wire.records import SNAPSHOT_SUFFIX, encode_state, history_chunk_key, join_events, state_snapshot_key
 from tests.e2e.processes import Process
 from tests.helpers import eventually
 
@@ -226,6 +226,9 @@ def test_unreadable_stored_records_do_not_stall_a_restarted_engine(stack: Stack)
         (history_chunk_key(legacy, "e1", 0), join_events(legacy, "e1", []),
          partition_for(legacy.encode(), stack.settings.partitions)),
         (b"no-separators", b"[]", None),
+        # Restores read instance states from their snapshots here (issue 16): the same two again.
+        (state_snapshot_key(legacy), encode_state(state), partition_for(legacy.encode(), stack.settings.partitions)),
+        (b"garbage" + SNAPSHOT_SUFFIX, b"{not a state", None),
     ]))
     stack.engine.stop()
     stack.engine = Process("engine", stack.settings, stack.logs,

@@ -62,8 +62,9 @@ def topics_of(owner: PartitionOwner, sink: TransactionSink) -> list[tuple[str, b
 
 def test_a_start_writes_chunk_audit_status_and_work_item(owner: PartitionOwner) -> None:
     sink = apply(owner, cmd.StartWorkflow(instance_id="i", command_id="c1", name="one_task", input="1"))
+    # history_store twice: the history chunk, and the state snapshot a restore reads (issue 16).
     assert topics_of(owner, sink) == [
-        ("history", False), ("history_store", False), ("status", False), ("tasks", False),
+        ("history", False), ("history_store", False), ("history_store", False), ("status", False), ("tasks", False),
     ]
     assert owner.states["i"].status is RuntimeStatus.RUNNING
     assert len(owner.histories["i"]) == owner.states["i"].history_length
@@ -72,7 +73,9 @@ def test_a_start_writes_chunk_audit_status_and_work_item(owner: PartitionOwner) 
 def test_a_finished_instance_tombstones_its_live_history(owner: PartitionOwner) -> None:
     apply(owner, cmd.StartWorkflow(instance_id="i", command_id="c1", name="one_task", input="1"))
     sink = apply(owner, cmd.ActivityResult(instance_id="i", execution_id="c1", task_id=0, result="2"))
-    assert topics_of(owner, sink) == [("history", False), ("history_store", True), ("status", False)]
+    # Its chunk and its snapshot are tombstoned: a finished instance costs a restore nothing.
+    assert topics_of(owner, sink) == [("history", False), ("history_store", True), ("history_store", True),
+                                      ("status", False)]
     assert "i" not in owner.histories
     assert owner.states["i"].status is RuntimeStatus.COMPLETED
 
@@ -80,7 +83,7 @@ def test_a_finished_instance_tombstones_its_live_history(owner: PartitionOwner) 
 def test_a_refused_command_is_dead_lettered_with_its_reason(owner: PartitionOwner) -> None:
     apply(owner, cmd.StartWorkflow(instance_id="i", command_id="c1", name="one_task", input="1"))
     sink = apply(owner, cmd.StartWorkflow(instance_id="i", command_id="c2", name="one_task", input="1"))
-    assert topics_of(owner, sink) == [("status", False), ("dead_letter", False)]
+    assert topics_of(owner, sink) == [("history_store", False), ("status", False), ("dead_letter", False)]
     letter = orjson.loads(sink.sends[-1].value or b"")
     assert letter["reason"] == "an active workflow with ID 'i' already exists"
     assert (letter["topic"], letter["offset"]) == (owner.topics.commands, 7)
@@ -94,7 +97,7 @@ def test_a_purge_tombstones_the_status(owner: PartitionOwner) -> None:
     apply(owner, cmd.StartWorkflow(instance_id="i", command_id="c1", name="one_task", input="1"))
     apply(owner, cmd.ActivityResult(instance_id="i", execution_id="c1", task_id=0, result="2"))
     sink = apply(owner, cmd.PurgeWorkflow(instance_id="i", command_id="p"))
-    assert topics_of(owner, sink) == [("status", True)]
+    assert topics_of(owner, sink) == [("history_store", True), ("status", True)]  # snapshot and state
     assert "i" not in owner.states
 
 

@@ -1,0 +1,34 @@
+"""Consumer group membership facts the rebalance listeners need (issue 16: rebalances move only what moves).
+
+aiokafka 0.14 implements the eager group protocol only: its `ConsumerRebalanceListener` says the
+interface "does not support incremental assignment", and it ships no cooperative-sticky assignor
+(KIP-429), so every rebalance revokes every partition of every member. What it does support is
+static membership (KIP-345, `group_instance_id`): a member that restarts under the same ID within
+the session timeout is given its partitions back without a rebalance. Engines and workers therefore
+keep what a rebalance revoked until the assignment that follows, and take back whatever it returns
+when nobody else can have owned it in between (`kept_across`).
+"""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer
+
+__all__ = ["generation", "kept_across"]
+
+
+def generation(consumer: AIOKafkaConsumer | None) -> int:
+    """The group generation the member is in (-1 when unknown).
+
+    aiokafka has no public accessor for it; its group coordinator keeps it as `generation`.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    value = getattr(coordinator, "generation", -1)
+    return value if isinstance(value, int) else -1
+
+
+def kept_across(held_in: int, now: int) -> bool:
+    """Whether a partition revoked in generation `held_in` and assigned again in `now` was owned by
+    nobody else in between: the group went straight from one generation to the next. A member
+    that the session timeout removed rejoins two or more generations later, after another member
+    may have owned (and written) the partition."""
+    return held_in >= 0 and now == held_in + 1
