@@ -3,6 +3,7 @@ cursors as the in-memory listing's, tombstones, and agreement with `api.listing`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,8 +32,10 @@ def _record(partition: int, offset: int, state: InstanceState) -> StatusRecord:
 
 
 @pytest.fixture
-def index(tmp_path: Path) -> StatusIndex:
-    return StatusIndex(tmp_path / "idx" / "status.sqlite", TOPIC)
+def index(tmp_path: Path) -> Iterator[StatusIndex]:
+    opened = StatusIndex(tmp_path / "idx" / "status.sqlite", TOPIC)
+    yield opened
+    opened.close()  # Python 3.13 warns of a connection left to the garbage collector
 
 
 def test_checkpoint_is_kept_with_the_rows_and_resumed(tmp_path: Path) -> None:
@@ -47,7 +50,9 @@ def test_checkpoint_is_kept_with_the_rows_and_resumed(tmp_path: Path) -> None:
     assert again.get("i-0001") == _state(1)
     assert again.get("i-0002") == _state(2)
     # Another topic's checkpoint (another prefix) is its own.
-    assert StatusIndex(path, "other.status").positions() == {}
+    other = StatusIndex(path, "other.status")
+    assert other.positions() == {}
+    other.close()
     again.close()
 
 
