@@ -15,13 +15,13 @@ mark it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from .state import InstanceState
 from .values import RuntimeStatus
 
-__all__ = ["RETENTION_COMMAND_PREFIX", "RetentionPolicy", "is_retention", "parse_duration"]
+__all__ = ["RETENTION_COMMAND_PREFIX", "RetentionPolicy", "awaiting_purge", "is_retention", "parse_duration"]
 
 #: Command IDs of retention purges (and, through `Orchestrator._purge`, of their children's).
 RETENTION_COMMAND_PREFIX = "retention:"
@@ -48,6 +48,12 @@ def parse_duration(text: str) -> timedelta:
 
 def is_retention(command_id: str) -> bool:
     return command_id.startswith(RETENTION_COMMAND_PREFIX)
+
+
+def awaiting_purge(state: InstanceState) -> InstanceState:
+    """What an engine keeps of a finished instance until its retention purge: the state without its
+    payloads (input, output, custom status, failure), which the purge does not need."""
+    return replace(state, input=None, output=None, custom_status=None, failure=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +29,7 @@ from ..core import commands as cmd
 from ..core.effects import apply_outcome, due_message
 from ..core.events import HistoryEvent
 from ..core.orchestrator import Orchestrator, StateWrite
-from ..core.retention import RetentionPolicy, is_retention
+from ..core.retention import RetentionPolicy, awaiting_purge, is_retention
 from ..core.state import DurableTimer, InstanceState, Timer
 from ..core.values import FailureDetails, RuntimeStatus
 from ..errors import DecodeError, PoisonedInputError
@@ -256,7 +256,7 @@ class PartitionOwner:
         if not state.is_terminal or state.unfinished_children:
             return encoded
         if self.retention.enabled and self.retention.due(state) is not None:
-            return encode_state(replace(state, input=None, output=None, custom_status=None, failure=None))
+            return encode_state(awaiting_purge(state))
         return None
 
     async def _read_store(self, headers: dict[bytes, Any] | None) -> tuple[dict[bytes, bytes | None], int, int]:
@@ -394,8 +394,7 @@ class PartitionOwner:
                 old, _ = self._finished.popitem(last=False)
                 gone = self.states.pop(old, None)
                 if gone is not None and self.retention.enabled and self.retention.due(gone) is not None:
-                    self._expiring[old] = replace(gone, input=None, output=None, custom_status=None,
-                                                  failure=None)
+                    self._expiring[old] = awaiting_purge(gone)
         else:
             self._finished.pop(iid, None)
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from engine import WorkflowStatus
@@ -28,6 +27,7 @@ from engine.core.codec import encode
 from engine.core.commands import ActivityWorkItem
 from engine.core.remote import WorkflowAnswer, WorkflowWorkItem
 from engine.core.values import RuntimeStatus
+from engine.read.to_end import reading
 from engine.settings import Settings
 from engine.topics import Topics, ensure_topics
 from engine.wire.records import decode_workflow_item
@@ -75,14 +75,8 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 async def _turns(settings: Settings) -> list[WorkflowWorkItem]:
-    consumer = AIOKafkaConsumer(Topics.for_settings(settings).orchestrations, **settings.client_kwargs(),
-                                auto_offset_reset="earliest", isolation_level="read_committed", group_id=None)
-    await consumer.start()
-    try:
-        batch = await consumer.getmany(timeout_ms=1000)
-        return [decode_workflow_item(r.value) for rs in batch.values() for r in rs if r.value is not None]
-    finally:
-        await consumer.stop()
+    async with reading(settings, Topics.for_settings(settings).orchestrations) as batches:
+        return [decode_workflow_item(r.value) async for records in batches for r in records if r.value is not None]
 
 
 def turn_of(stack: Stack, iid: str) -> WorkflowWorkItem:

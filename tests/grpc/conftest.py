@@ -7,6 +7,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -73,13 +74,7 @@ class GrpcProcess:
     def __init__(self, settings: Settings, log_dir: Path, *args: str) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        inherited = {k: v for k, v in os.environ.items() if k != "DAPR_API_TOKEN"}
-        env = {
-            **inherited,
-            **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
-            "DAPR_API_TOKEN": TOKEN,
-            "PYTHONPATH": str(ROOT),
-        }
+        env = process_env(settings, DAPR_API_TOKEN=TOKEN)
         self.child = Child(
             [sys.executable, "-m", "ops.cli", "grpc", "--port", str(self.port), *args],
             log_dir / f"grpc-{self.port}.log", cwd=ROOT, env=env, label="grpc", die_with_parent=True,
@@ -106,12 +101,37 @@ class GrpcProcess:
             eventually(answers, timeout, interval=0.2, what=f"headrace grpc on {self.address}")
 
 
-@pytest.fixture(scope="module")
-def grpc_server(host: RuntimeHost, settings: Settings, log_dir: Path) -> Iterator[GrpcProcess]:
-    server = GrpcProcess(settings, log_dir)
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a process of the stack under test: this deployment's Kafka and prefix."""
+    return {**os.environ, **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
+            "PYTHONPATH": str(ROOT), **extra}
+
+
+@contextmanager
+def engine_process(settings: Settings, log_path: Path, app: str, **env: str) -> Iterator[Child]:
+    """`headrace engine --app APP` as a process (`env`: e.g. HEADRACE_REMOTE_WORKFLOWS), stopped at the end."""
+    child = Child([sys.executable, "-m", "ops.cli", "engine", "--app", app], log_path, cwd=ROOT,
+                  env=process_env(settings, **env), label="engine", die_with_parent=True)
+    child.start()
+    try:
+        yield child
+    finally:
+        child.stop(15)
+
+
+@contextmanager
+def grpc_front_end(settings: Settings, log_dir: Path, *args: str) -> Iterator[GrpcProcess]:
+    """`headrace grpc ARGS` as a process, once it answers; stopped at the end."""
+    server = GrpcProcess(settings, log_dir, *args)
     server.child.start()
     try:
         server.wait_ready()
         yield server
     finally:
         server.child.stop(15)
+
+
+@pytest.fixture(scope="module")
+def grpc_server(host: RuntimeHost, settings: Settings, log_dir: Path) -> Iterator[GrpcProcess]:
+    with grpc_front_end(settings, log_dir) as server:
+        yield server

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +16,7 @@ import pytest
 
 from engine.settings import Settings
 from ops.process import Child
-from tests.api.support import ROOT
-from tests.grpc.conftest import TOKEN, GrpcProcess
+from tests.grpc.conftest import TOKEN, GrpcProcess, engine_process, grpc_front_end
 
 pytestmark = pytest.mark.kafka
 
@@ -27,24 +25,14 @@ APP = Path(__file__).with_name("sdk_app.py")
 
 @pytest.fixture(scope="module")
 def engine(settings: Settings, log_dir: Path) -> Iterator[Child]:
-    env = {**os.environ, **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
-           "PYTHONPATH": str(ROOT)}
-    child = Child([sys.executable, "-m", "ops.cli", "engine", "--app", "tests.grpc.app_workflows:runtime"],
-                  log_dir / "engine.log", cwd=ROOT, env=env, label="engine", die_with_parent=True)
-    child.start()
-    yield child
-    child.stop(15)
+    with engine_process(settings, log_dir / "engine.log", "tests.grpc.app_workflows:runtime") as child:
+        yield child
 
 
 @pytest.fixture(scope="module")
 def activity_front_end(engine: Child, settings: Settings, log_dir: Path) -> Iterator[GrpcProcess]:
-    server = GrpcProcess(settings, log_dir, "--activity", "sdk_shout", "--activity", "sdk_fail")
-    server.child.start()
-    try:
-        server.wait_ready()
+    with grpc_front_end(settings, log_dir, "--activity", "sdk_shout", "--activity", "sdk_fail") as server:
         yield server
-    finally:
-        server.child.stop(15)
 
 
 def test_app_runs_the_activities_of_an_engine_workflow(sdk_python: Path, activity_front_end: GrpcProcess,

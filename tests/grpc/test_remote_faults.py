@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -28,8 +27,8 @@ from engine.core import events as ev
 from engine.settings import Settings
 from ops.audit import audit, read_history
 from ops.process import Child
-from tests.api.support import ROOT, eventually
-from tests.grpc.conftest import TOKEN, GrpcProcess
+from tests.api.support import eventually
+from tests.grpc.conftest import TOKEN, GrpcProcess, engine_process, grpc_front_end
 from tests.grpc.sdk_apps import JAVA_SOURCE, JS_SOURCE, build, cached, reachable
 
 # The apps start a JVM or Node and the stack its processes: minutes on a loaded machine.
@@ -45,25 +44,16 @@ RESENT = "ended before its answer; sending it again"
 @pytest.fixture(scope="module")
 def engine(settings: Settings, log_dir: Path) -> Iterator[Child]:
     # Every workflow name the engine's registry does not know (f_chain) is run by connected apps.
-    env = {**os.environ, **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
-           "PYTHONPATH": str(ROOT), "HEADRACE_REMOTE_WORKFLOWS": "*"}
-    child = Child([sys.executable, "-m", "ops.cli", "engine", "--app", "tests.grpc.app_workflows:runtime"],
-                  log_dir / "faults-engine.log", cwd=ROOT, env=env, label="engine", die_with_parent=True)
-    child.start()
-    yield child
-    child.stop(15)
+    with engine_process(settings, log_dir / "faults-engine.log", "tests.grpc.app_workflows:runtime",
+                        HEADRACE_REMOTE_WORKFLOWS="*") as child:
+        yield child
 
 
 @pytest.fixture(scope="module")
 def front_end(engine: Child, settings: Settings, log_dir: Path) -> Iterator[GrpcProcess]:
     # Every activity and every workflow the engine does not know runs in the connected apps.
-    server = GrpcProcess(settings, log_dir, "--activity", "*", "--workflow", "*")
-    server.child.start()
-    try:
-        server.wait_ready()
+    with grpc_front_end(settings, log_dir, "--activity", "*", "--workflow", "*") as server:
         yield server
-    finally:
-        server.child.stop(15)
 
 
 class Apps:

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +21,8 @@ import pytest
 from engine.settings import Settings
 from ops.kafka.paths import cache_root
 from ops.process import Child
-from tests.api.support import ROOT, ApiServer, eventually
-from tests.grpc.conftest import TOKEN, GrpcProcess
+from tests.api.support import ApiServer, eventually
+from tests.grpc.conftest import TOKEN, GrpcProcess, engine_process, grpc_front_end
 
 pytestmark = pytest.mark.kafka
 
@@ -32,30 +31,18 @@ ACTIVITIES_APP = Path(__file__).with_name("sdk_app.py")
 REMOTE = {"HEADRACE_REMOTE_WORKFLOWS": "*"}
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
-            "PYTHONPATH": str(ROOT), **REMOTE}
-
-
 @pytest.fixture(scope="module")
 def engine(settings: Settings, log_dir: Path) -> Iterator[Child]:
-    child = Child([sys.executable, "-m", "ops.cli", "engine", "--app", "tests.grpc.app_workflows:runtime"],
-                  log_dir / "remote-engine.log", cwd=ROOT, env=_env(settings), label="engine", die_with_parent=True)
-    child.start()
-    yield child
-    child.stop(15)
+    with engine_process(settings, log_dir / "remote-engine.log", "tests.grpc.app_workflows:runtime",
+                        **REMOTE) as child:
+        yield child
 
 
 @pytest.fixture(scope="module")
 def front_end(engine: Child, settings: Settings, log_dir: Path) -> Iterator[GrpcProcess]:
     # Every activity and every workflow the engine does not know: the apps' (no Headrace worker runs).
-    server = GrpcProcess(settings, log_dir, "--activity", "*", "--workflow", "*")
-    server.child.start()
-    try:
-        server.wait_ready()
+    with grpc_front_end(settings, log_dir, "--activity", "*", "--workflow", "*") as server:
         yield server
-    finally:
-        server.child.stop(15)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +22,8 @@ import pytest
 
 from engine.settings import Settings
 from ops.process import Child
-from tests.api.support import ROOT, ApiServer
-from tests.grpc.conftest import TOKEN, GrpcProcess
+from tests.api.support import ApiServer
+from tests.grpc.conftest import TOKEN, GrpcProcess, engine_process, grpc_front_end
 from tests.grpc.sdk_apps import JAVA_SOURCE, JS_SOURCE, BuiltApp, build, cached, reachable
 
 # The apps start a JVM or Node and the stack its processes: minutes on a loaded machine.
@@ -51,25 +50,16 @@ def js_app() -> BuiltApp:
 @pytest.fixture(scope="module")
 def engine(settings: Settings, log_dir: Path) -> Iterator[Child]:
     # Remote workflows: every name the engine's registry does not know (the Java app's) is the app's.
-    env = {**os.environ, **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
-           "PYTHONPATH": str(ROOT), "HEADRACE_REMOTE_WORKFLOWS": "*"}
-    child = Child([sys.executable, "-m", "ops.cli", "engine", "--app", "tests.grpc.java_workflows:runtime"],
-                  log_dir / "engine.log", cwd=ROOT, env=env, label="engine", die_with_parent=True)
-    child.start()
-    yield child
-    child.stop(15)
+    with engine_process(settings, log_dir / "engine.log", "tests.grpc.java_workflows:runtime",
+                        HEADRACE_REMOTE_WORKFLOWS="*") as child:
+        yield child
 
 
 @pytest.fixture(scope="module")
 def front_end(engine: Child, settings: Settings, log_dir: Path) -> Iterator[GrpcProcess]:
     # Every activity is an app's: no Headrace worker runs here.
-    server = GrpcProcess(settings, log_dir, "--activity", "*", "--workflow", "*")
-    server.child.start()
-    try:
-        server.wait_ready()
+    with grpc_front_end(settings, log_dir, "--activity", "*", "--workflow", "*") as server:
         yield server
-    finally:
-        server.child.stop(15)
 
 
 @pytest.fixture(scope="module")
