@@ -99,8 +99,9 @@ class ClientCore:
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="headrace-client", daemon=True)
         thread.start()
-        # Only the partitions of the instances this client is asked about (see engine.client.kafka).
-        self.view = StatusFollower(settings, partitions=())
+        # Only the partitions of the instances this client is asked about (see engine.client.kafka),
+        # from their end: older states are read back by key when asked for (`StatusFollower.look_up`).
+        self.view = StatusFollower(settings, partitions=(), from_end=True)
         self.lookup = ViewLookUp(self.view)
         self._res = _Resources(loop, thread, self.view)
         self._commands: WorkflowCommands | None = None

@@ -60,8 +60,7 @@ class ViewLookUp:
         self._sent: dict[str, InstanceState] = {}
 
     async def state(self, instance_id: str) -> InstanceState | None:
-        await self.view.follow_instance(instance_id)
-        seen = self.view.states.get(instance_id)
+        seen = await self.view.look_up(instance_id)
         sent = self._sent.get(instance_id)
         if sent is not None and (seen is None or run_id(seen) != sent.run_id):
             return sent
@@ -83,7 +82,7 @@ class ViewLookUp:
         """Watches offered every state the view applies (`engine.client.watches`), once the view
         follows each instance's partition."""
         for iid in done:
-            await self.view.follow_instance(iid)
+            await self.view.look_up(iid)
         async with self._watches.watching(done) as watches:
             yield watches
 

@@ -36,6 +36,7 @@ from ..topics import Topics, partition_count
 from ..wire.records import decode_state
 from .consumer import committed_reader
 from .index import StatusIndex, StatusRecord
+from .to_end import latest_of
 
 __all__ = ["Observer", "StatusFollower"]
 
@@ -54,8 +55,17 @@ class StatusFollower:
     """Follows the status topic (every partition, or those added with `follow`) from the beginning."""
 
     def __init__(self, settings: Settings, *, partitions: Iterable[int] | None = None,
-                 observer: Observer | None = None, index: StatusIndex | None = None) -> None:
+                 observer: Observer | None = None, index: StatusIndex | None = None,
+                 from_end: bool = False) -> None:
         self.settings = settings
+        #: Follow partitions from their end when added, and find older states with `look_up`: for
+        #: a reader that asks about a few instances (the Python client), so its start and its first
+        #: read cost what it asks about, not what the topic holds.
+        self.from_end = from_end
+        #: Where each partition was first followed from (`look_up` reads what lies before).
+        self._origins: dict[int, int] = {}
+        #: Instances `look_up` read back: whatever happens to them later, the follower sees.
+        self._looked_up: set[str] = set()
         self.topic = Topics.for_settings(settings).status
         #: The in-memory view; stays empty when an on-disk `index` keeps the states instead (read
         #: them with `get`). With an index, reading starts at its checkpoint, not the beginning.
@@ -135,6 +145,22 @@ class StatusFollower:
     async def follow_instance(self, instance_id: str) -> None:
         await self.follow(self.partition_of(instance_id))
 
+    async def look_up(self, instance_id: str) -> InstanceState | None:
+        """Follow the instance's partition and return its latest state; followed `from_end`, a state
+        written before the partition was followed is read back by key (`to_end.latest_of`), once:
+        what comes after that point the follower reads itself, so the answer stays current."""
+        partition = self.partition_of(instance_id)
+        await self.follow(partition)
+        if not self.from_end or instance_id in self.states or instance_id in self._looked_up:
+            return self.get(instance_id)
+        value = await latest_of(self.settings, self.topic, partition, instance_id.encode(),
+                                before=self._origins[partition])
+        self._looked_up.add(instance_id)
+        if value is not None and instance_id not in self.states:
+            # Anything the follower applied meanwhile came after `before`: newer, so it stays.
+            self._apply(instance_id.encode(), value)
+        return self.get(instance_id)
+
     async def _add(self, partitions: list[int]) -> None:
         """Assign the followed partitions plus `partitions` (new ones from the beginning). The
         reading task must not run: aiokafka's assign() replaces the assignment and forgets every
@@ -154,10 +180,17 @@ class StatusFollower:
                 log.info("status follower of %s: partition %d resumes at offset %d (the index's checkpoint)",
                          self.topic, tp.partition, saved[tp.partition])
                 consumer.seek(tp, saved[tp.partition])
-        await consumer.seek_to_beginning(*(tp for tp in new if tp.partition not in saved))
+        fresh = [tp for tp in new if tp.partition not in saved]
+        if fresh:
+            # Never with no partition: aiokafka then seeks every assigned one, checkpoints included.
+            if self.from_end:
+                await consumer.seek_to_end(*fresh)
+            else:
+                await consumer.seek_to_beginning(*fresh)
         ends = await consumer.end_offsets(new)
         for tp in new:
             self._positions[tp.partition] = int(await consumer.position(tp))
+            self._origins[tp.partition] = self._positions[tp.partition]
             self._reached[tp.partition] = asyncio.Event()
             self._targets[tp.partition] = int(ends[tp])
 

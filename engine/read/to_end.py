@@ -25,7 +25,7 @@ from ..settings import Settings
 from ..topics import partition_count
 from .consumer import committed_reader
 
-__all__ = ["IDLE_S", "READ_FETCH_BYTES", "Record", "latest_by_key", "read_to_end", "reading"]
+__all__ = ["IDLE_S", "READ_FETCH_BYTES", "Record", "latest_by_key", "latest_of", "read_to_end", "reading"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ IDLE_S = 1.5
 #: Per-partition fetch size of whole-partition reads: restores and the tools read big batches.
 READ_FETCH_BYTES = 8 * 1024 * 1024
 _POLL_MS = 200
+#: Records of the first window `latest_of` reads back from the end; each further window doubles.
+LOOK_BACK_FIRST = 2_000
 
 
 async def read_to_end(
@@ -125,3 +127,37 @@ async def latest_by_key(settings: Settings, topic: str, partition: int, only: by
                     if headers is not None:
                         headers[record.key] = record.headers
     return latest
+
+
+async def latest_of(settings: Settings, topic: str, partition: int, key: bytes, *, before: int | None = None,
+                    window: int = LOOK_BACK_FIRST) -> bytes | None:
+    """The latest committed value of `key` in one partition of a compacted topic, below offset
+    `before` (default: the end); None when the key is absent or its latest value is a tombstone.
+
+    Kafka cannot look a key up, and reading the partition from its beginning costs what the topic
+    holds (10^6 finished instances: seconds and hundreds of MiB). The latest value of a key is at
+    its highest offset, so the partition is read backwards in windows, newest first, each twice
+    the last: the first window that holds the key holds its latest value. A key written recently
+    (an instance a client just started, or that just finished) costs one small window; one not
+    there at all costs a read of the partition, never more than twice.
+    """
+    tp = TopicPartition(topic, partition)
+    consumer = committed_reader(settings, max_partition_fetch_bytes=READ_FETCH_BYTES)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        high = (await consumer.end_offsets([tp]))[tp] if before is None else before
+        while high > first:
+            low = max(first, high - window)
+            found, value = False, None
+            async for records in read_to_end(consumer, {tp: low}, ends={tp: high}):
+                for record in records:
+                    if record.offset < high and record.key == key:
+                        found, value = True, record.value
+            if found:
+                return value
+            high, window = low, window * 2
+        return None
+    finally:
+        await consumer.stop()

@@ -66,3 +66,46 @@ async def test_a_client_reads_only_the_partitions_it_touches(kafka_bootstrap: st
     print(f"\nclient view over {INSTANCES} instances in 8 partitions: created in {made * 1000:.0f} ms, first look-up "
           f"read {len(same)} states in {first * 1000:.0f} ms; the whole-topic view read {INSTANCES} in "
           f"{everything * 1000:.0f} ms")
+
+
+async def test_a_client_view_from_the_end_reads_back_only_what_it_is_asked(kafka_bootstrap: str) -> None:
+    """As `DaprWorkflowClient` follows: partitions from their end, older states looked up by key."""
+    settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"ends-{uuid.uuid4().hex[:8]}.",
+                                 partitions=4)
+    await ensure_topics(settings)
+    topic = Topics.for_settings(settings).status
+    producer = AIOKafkaProducer(**settings.client_kwargs(), linger_ms=20)
+    await producer.start()
+
+    async def put(iid: str, run_id: str, status: RuntimeStatus = RuntimeStatus.COMPLETED) -> None:
+        state = InstanceState(instance_id=iid, name="wf", status=status, execution_id=run_id, run_id=run_id)
+        await producer.send_and_wait(topic, encode_state(state), key=iid.encode())
+
+    view = StatusFollower(settings, partitions=(), from_end=True)
+    try:
+        for n in range(INSTANCES):
+            await producer.send(topic, encode_state(InstanceState(
+                instance_id=f"wf-{n}", name="wf", status=RuntimeStatus.RUNNING, execution_id=f"e{n}",
+                run_id=f"e{n}")), key=f"wf-{n}".encode())
+        await put("wf-0", "e0")  # the latest of wf-0 comes after 4,000 others: it must win
+        await producer.send_and_wait(topic, None, key=b"wf-5")  # purged
+        await view.start()
+
+        newest = await view.look_up("wf-3999")
+        assert newest is not None and newest.run_id == "e3999"
+        assert set(view.states) == {"wf-3999"}  # nothing else of the partition was kept
+        oldest = await view.look_up("wf-0")
+        assert oldest is not None and (oldest.run_id, oldest.status) == ("e0", RuntimeStatus.COMPLETED)
+        assert await view.look_up("wf-5") is None  # its latest record is a tombstone
+        assert await view.look_up("never-written") is None
+
+        # What happens after the look-up, the follower reads: a new run of wf-0, and a late start.
+        await put("wf-0", "e0-again", RuntimeStatus.RUNNING)
+        await put("never-written", "late")
+        await view.wait_for("wf-0", lambda s: s is not None and s.run_id == "e0-again", timeout=30)
+        state = await view.wait_for("never-written", lambda s: s is not None, timeout=30)
+        assert state is not None and state.run_id == "late"
+        assert (await view.look_up("wf-0")).run_id == "e0-again"  # type: ignore[union-attr]
+    finally:
+        await view.stop()
+        await producer.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import pytest
@@ -72,9 +73,22 @@ def _expected(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
+async def _settled(settings: Settings, want: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """The topics' configs once they show `want` (or after 30 s, for the caller to assert): a
+    change is committed by the controller before every broker's view has it (KRaft metadata
+    spreads asynchronously), so a describe right after a change may still show the old values."""
+    described = await _describe(settings, list(want))
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(30):
+            while any(described[name].get(k) != v for name, configs in want.items() for k, v in configs.items()):
+                await asyncio.sleep(0.1)  # polled until the condition holds; bounded above
+                described = await _describe(settings, list(want))
+    return described
+
+
 def _check(settings: Settings) -> dict[str, dict[str, str]]:
     expected = _expected(settings)
-    described = asyncio.run(_describe(settings, list(expected)))
+    described = asyncio.run(_settled(settings, expected))
     for name, want in expected.items():
         assert {k: described[name][k] for k in want} == want, name
         # A segment is deleted or compacted only once closed: every topic rolls within a day.
@@ -125,9 +139,12 @@ def test_changed_settings_are_applied_to_existing_topics_and_other_overrides_kep
     _check(before)
     topics = Topics.for_settings(before)
     # An operator's own override on a topic, which a full AlterConfigs request would otherwise reset.
-    asyncio.run(_alter(before, topics.status, {**_expected(before)[topics.status], "max.message.bytes": "2000000",
-                                               "min.compaction.lag.ms": "0", "segment.ms": "600000",
-                                               "min.cleanable.dirty.ratio": "0.25"}))
+    overrides = {**_expected(before)[topics.status], "max.message.bytes": "2000000", "min.compaction.lag.ms": "0",
+                 "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.25"}
+    asyncio.run(_alter(before, topics.status, overrides))
+    # What an engine starting later reads: the override must be visible before it starts.
+    shown = asyncio.run(_settled(before, {topics.status: overrides}))
+    assert shown[topics.status]["min.cleanable.dirty.ratio"] == "0.25"
     after = Settings.from_env({}, bootstrap_servers=kafka_bootstrap, topic_prefix=before.topic_prefix, partitions=2,
                               retention_commands_ms=DAY_MS, retention_history_ms=2 * DAY_MS,
                               max_compaction_lag_ms=HOUR_MS, tombstone_retention_ms=60 * 1000)
