@@ -1,6 +1,8 @@
 """An instance's history events, read from the history topic.
 
-The history topic holds one record per turn, keyed by instance ID, on the instance's partition.
+The history topic holds one record per turn (with HEADRACE_AUDIT=execution: per execution, when it
+ends, and a running one's events are read from its history chunks on `history-store`), keyed by
+instance ID, on the instance's partition.
 There is no index by instance: the API reads that partition and keeps the records of this instance's
 current execution. To avoid reading the partition from its very beginning, it first seeks to the
 records written since the instance was created (Kafka's time index, with a margin for clock
@@ -30,7 +32,8 @@ from engine.core.state import InstanceState
 from engine.errors import DecodeError
 from engine.read.consumer import committed_reader
 from engine.read.to_end import read_to_end
-from engine.wire.records import decode_events
+from engine.settings import AuditMode
+from engine.wire.records import decode_chunk, decode_events, parse_history_chunk_key
 
 from .errors import BackendError, Busy
 from .kafka import KafkaLink
@@ -135,16 +138,27 @@ async def _stop(consumer: AIOKafkaConsumer) -> None:
 async def _read(
     link: KafkaLink, consumer: AIOKafkaConsumer, instance: InstanceState
 ) -> list[HistoryEvent]:
-    tp = TopicPartition(link.topics.history, link.partition(instance.instance_id))
-    consumer.assign([tp])
-    end = (await consumer.end_offsets([tp]))[tp]
-    start = await _start_offset(consumer, tp, instance, end)
+    number = link.partition(instance.instance_id)
+    history = TopicPartition(link.topics.history, number)
+    tps = [history]
+    if link.settings.engine.audit is AuditMode.EXECUTION and not instance.is_terminal:
+        # HEADRACE_AUDIT=execution: the history topic gets an execution's events when it ends; until
+        # then they are the engine's history chunks on `history-store` (the history topic is read
+        # too: the run may end while this reads).
+        tps.append(TopicPartition(link.topics.history_store, number))
+    ends = await consumer.end_offsets(tps)
+    starts = {tp: await _start_offset(consumer, tp, instance, ends[tp]) for tp in tps}
     key = instance.instance_id.encode()
-    events: list[HistoryEvent] = []
+    run = (instance.instance_id, instance.execution_id)
+    events: dict[int, HistoryEvent] = {}
+    chunks: dict[bytes, bytes | None] = {}
     # No idle stop: a history cut short would be wrong; the caller's budget bounds the read.
-    async for records in read_to_end(consumer, {tp: start}, ends={tp: end}, max_records=_MAX_RECORDS,
-                                      idle_s=None):
+    async for records in read_to_end(consumer, starts, ends=ends, max_records=_MAX_RECORDS, idle_s=None):
         for record in records:
+            if record.topic != history.topic:
+                if record.key is not None and _chunk_of(record.key) == run:
+                    chunks[record.key] = record.value  # the latest of each chunk (a tombstone: ended)
+                continue
             if record.key != key or record.value is None:
                 continue
             try:
@@ -152,9 +166,21 @@ async def _read(
             except (DecodeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # an unreadable record is the engine's bug; skip, do not fail the read
             if execution_id == instance.execution_id:
-                events.extend(turn)
-    events.sort(key=lambda e: e.seq)
-    return events
+                events.update((e.seq, e) for e in turn)
+    for value in chunks.values():
+        if value is not None:
+            with contextlib.suppress(DecodeError):
+                events.update((e.seq, e) for e in decode_chunk(value).events)
+    return [events[seq] for seq in sorted(events)]
+
+
+def _chunk_of(key: bytes) -> tuple[str, str] | None:
+    """(instance, execution) of a history chunk's key; None for the other keys of `history-store`."""
+    try:
+        instance_id, execution_id, _ = parse_history_chunk_key(key)
+    except DecodeError:
+        return None
+    return instance_id, execution_id
 
 
 async def _start_offset(

@@ -12,6 +12,7 @@ import os
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from .core import unknown_code
@@ -32,6 +33,7 @@ DAY_MS = 24 * 60 * 60 * 1000
 FETCH_MAX_WAIT_MS = 100
 
 T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
 #: (variable name, its raw non-blank value) -> the setting's value; raises ValueError naming the variable.
 Parser = Callable[[str, str], Any]
 
@@ -72,6 +74,28 @@ def number(positive: bool = False) -> Parser:
         return value
 
     return parse
+
+
+def one_of(kind: type[E]) -> Parser:
+    """A member of the string enum `kind`, by its value."""
+
+    def parse(name: str, raw: str) -> E:
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be one of {', '.join(m.value for m in kind)}, got {raw!r}") from None
+
+    return parse
+
+
+class AuditMode(StrEnum):
+    """When the audit `history` topic gets an instance's events (`HEADRACE_AUDIT`)."""
+
+    #: Each turn's, as it is applied: the topic shows running work as it goes.
+    TURN = "turn"
+    #: All of an execution's at once, when it ends: one record per execution instead of one per
+    #: turn; the REST API reads a running instance's history from `history-store` instead.
+    EXECUTION = "execution"
 
 
 def app_id(name: str, raw: str) -> str:
@@ -214,7 +238,7 @@ class Settings:
     #: list of names, `*` for every name the engine's registry does not know. Read by the engine
     #: (it hands their turns out) and by `headrace grpc` (it serves them to connected apps).
     remote_workflows: str = setting("", "HEADRACE_REMOTE_WORKFLOWS")
-    # -- issue 16 (helper "retention"): static membership and Dapr 1.17's state retention policy --
+    # -- static membership and Dapr 1.17's state retention policy --
     #: Static group membership (Kafka KIP-345, aiokafka's `group_instance_id`): a member that
     #: restarts under the same ID within the session timeout gets its partitions back and nothing
     #: moves. Must be unique per process (e.g. the pod name of a StatefulSet); unset: dynamic.
@@ -226,6 +250,9 @@ class Settings:
     retention_completed: str | None = setting(None, "HEADRACE_RETENTION_COMPLETED", go_duration)
     retention_failed: str | None = setting(None, "HEADRACE_RETENTION_FAILED", go_duration)
     retention_terminated: str | None = setting(None, "HEADRACE_RETENTION_TERMINATED", go_duration)
+    # -- the audit topic --
+    #: When the audit `history` topic gets an instance's events (`AuditMode`). Engine and API must agree.
+    audit: AuditMode = setting(AuditMode.TURN, "HEADRACE_AUDIT", one_of(AuditMode))  # noqa: RUF009 (a field)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -4,9 +4,12 @@ The history-store topic holds a running instance's history in chunks keyed
 `instance\\0execution\\0chunk`, so no record holds a whole history and a restart can replay it.
 A chunk closes at `HISTORY_CHUNK` events or `CHUNK_BYTES` bytes, whichever comes first, so a turn
 rewrites at most the open chunk and a record stays under the topics' size limit even when single
-events carry payloads near the payload limit. Beside the chunks, the topic holds each running
-instance's state snapshot and the partition's marker (`engine.wire.records.state_snapshot_key`):
-all a restore reads (`PartitionOwner._restore`).
+events carry payloads near the payload limit. A running instance's open (last) chunk also carries
+its state, so one record per turn is both its history and its restore snapshot (issue 17). Beside
+the chunks, the topic holds the state snapshots of instances without an open chunk (pending, or
+finished and still needed) and of a turn whose state did not fit beside its chunk, under
+`engine.wire.records.state_snapshot_key`, and the partition's marker: all a restore reads
+(`PartitionOwner._restore`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from ..core.events import HistoryEvent
-from ..wire.records import encode_event, history_chunk_key, join_events
+from ..wire.records import encode_event, history_chunk_key, join_chunk
 
 __all__ = ["CHUNK_BYTES", "HISTORY_CHUNK", "StoredHistory"]
 
-HISTORY_CHUNK = 16
+#: Events per chunk. Each turn rewrites the open chunk, so a larger one costs bytes per turn, a
+#: smaller one records (a sealed chunk is written once more and tombstoned at the end): at 32 a
+#: five-step chain (24 events) is one chunk, one record per turn (issue 17). Restored chunks keep
+#: the boundaries they were written with, so changing it needs no migration.
+HISTORY_CHUNK = 32
 CHUNK_BYTES = 256 * 1024
 
 
@@ -36,6 +43,8 @@ class StoredHistory:
         for size in chunk_sizes:
             self._starts.append(position)
             position += size
+        #: Chunks written to the topic (restored ones were): the only ones a tombstone is owed.
+        self._written = len(self._starts)
 
     def __len__(self) -> int:
         return len(self.events)
@@ -67,17 +76,32 @@ class StoredHistory:
                 self._starts.append(index)
         return fresh
 
-    def dirty_chunks(self) -> Iterator[tuple[bytes, bytes]]:
-        """(key, record) of every chunk touched since the last call."""
+    def dirty_chunks(self, state: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, record) of every chunk touched since the last call. With the instance's encoded
+        `state`, the open (last) chunk is written even if untouched, and carries the state: the
+        instance's restore snapshot (`join_chunk`)."""
         first, self._dirty_from = self._dirty_from, None
+        if state is not None and self._starts:
+            first = min(first, self._starts[-1]) if first is not None else self._starts[-1]
         if first is None:
             return
         encoded = self.encoded()
+        last = len(self._starts) - 1
         for number, start in enumerate(self._starts):
-            end = self._starts[number + 1] if number + 1 < len(self._starts) else len(encoded)
+            end = self._starts[number + 1] if number < last else len(encoded)
             if end > first:
+                self._written = max(self._written, number + 1)
                 yield (history_chunk_key(self.instance_id, self.execution_id, number),
-                       join_events(self.instance_id, self.execution_id, encoded[start:end]))
+                       join_chunk(self.instance_id, self.execution_id, encoded[start:end],
+                                  state if number == last else None))
+
+    def open_bytes(self) -> int:
+        """Size of the open (last) chunk's events, encoded."""
+        if not self._starts:
+            return 0
+        return sum(len(e) + 1 for e in self.encoded()[self._starts[-1]:])
 
     def chunk_keys(self) -> list[bytes]:
-        return [history_chunk_key(self.instance_id, self.execution_id, n) for n in range(self.chunk_count)]
+        """Keys of the chunks written so far (an execution that ends in the turn that opened a chunk
+        never wrote it: no tombstone for it)."""
+        return [history_chunk_key(self.instance_id, self.execution_id, n) for n in range(self._written)]

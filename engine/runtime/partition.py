@@ -12,6 +12,7 @@ restores state from the committed changelog before it reads a single input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import heapq
 import logging
@@ -33,14 +34,15 @@ from ..core.retention import RetentionPolicy, awaiting_purge, is_retention
 from ..core.state import DurableTimer, InstanceState, Timer
 from ..core.values import FailureDetails, RuntimeStatus
 from ..errors import DecodeError, PoisonedInputError
-from ..read.to_end import latest_by_key, reading
-from ..settings import Settings
+from ..read.to_end import latest_by_key, latest_of, reading
+from ..settings import AuditMode, Settings
 from ..topics import Topics, record_limit
 from ..wire.records import (
     MESSAGES,
     SNAPSHOT_SUFFIX,
     SNAPSHOTS_MARKER,
-    decode_events,
+    STORE_HEADER,
+    decode_chunk,
     decode_state,
     encode_state,
     parse_history_chunk_key,
@@ -84,6 +86,23 @@ def partition_for(key: bytes, partitions: int) -> int:
     instance's several inputs share a key.
     """
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class _StoreRecord:
+    offset: int
+    value: bytes | None
+    headers: Any
+
+
+@dataclass(slots=True)
+class _Store:
+    """What a restore read of `history-store`: each key's latest record, and the offsets of the
+    last record an engine that keeps snapshots wrote and of the last one any other wrote (-1: none)."""
+
+    records: dict[bytes, _StoreRecord]
+    kept_at: int = -1
+    other_at: int = -1
 
 
 @dataclass(slots=True)
@@ -145,6 +164,13 @@ class PartitionOwner:
         # An audit record holds a turn's events; a turn of several large payloads is split across
         # records so none is over the limit (each event alone is under it, or the turn fails).
         self.audit_bytes = max(self._record_limit // 2, 256 * 1024)
+        #: The audit topic gets each turn's events (HEADRACE_AUDIT=turn), or an execution's at its end.
+        self.audit_turns = settings.audit is AuditMode.TURN
+        #: Largest history-store value a turn writes with its key (a chunk with the state it carries).
+        self.store_bytes = self._record_limit - RECORD_OVERHEAD
+        #: Instances whose state snapshot is a record of its own in `history-store` (not tombstoned):
+        #: the ones whose snapshot must be tombstoned when they no longer need one (`TransactionSink`).
+        self.snapshot_keys: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -177,24 +203,56 @@ class PartitionOwner:
         observer.restoring()
         # The records' headers hold each run's trace context (only read when tracing is on).
         status_headers: dict[bytes, Any] | None = {} if observer.tracer is not None else None
-        # `history-store` holds what running instances need: their history chunks and, since
-        # issue 16, their state snapshots. Finished instances have neither, so a restore reads
-        # work in progress only; `status` (every instance, the read side) is read once, when the
-        # partition was written before snapshots were kept, and the snapshots are seeded from it.
-        store, marker_at, last_at = await self._read_store(status_headers)
-        # Every transaction of this version ends with the marker; a record after the last one was
-        # written by an engine that keeps no snapshots (a mixed fleet during an upgrade): the
-        # snapshots may be stale, so they are rebuilt from `status`.
-        seeding = marker_at < 0 or last_at > marker_at
+        # `history-store` holds what running instances need (issue 16: a restore proportional to
+        # running work): their history chunks and their states, in the open chunk (issue 17) or in
+        # a snapshot of their own (`TransactionSink.put_state`). Finished instances have neither.
+        # `status` (every instance, the read side) is read once, when the partition was written
+        # before snapshots were kept, and the snapshots are seeded from it.
+        store = await self._read_store(status_headers is not None)
+        # A record after the last one written by an engine that keeps snapshots was written by one
+        # that keeps none (a mixed fleet during an upgrade): the snapshots may be stale, so they
+        # are rebuilt from `status`.
+        seeding = store.kept_at < 0 or store.other_at > store.kept_at
+        self.restore_problems = 0
+        chunks: dict[tuple[str, str], dict[int, list[HistoryEvent]]] = {}
+        # Instance key -> the latest record that carries its state: (offset, state, headers). A
+        # state is in the open chunk, or in a snapshot when it is not running or did not fit
+        # beside its chunk; whichever was written last is the state (records written before
+        # issue 17 carry it in snapshots only, and are read the same way).
+        found: dict[bytes, tuple[int, bytes | dict[str, Any], Any]] = {}
+        snapshot_keys: set[str] = set()
+        live_snapshots: set[bytes] = set()
+        raw: bytes | dict[str, Any]
+        for key, entry in store.records.items():
+            if entry.value is None or key == SNAPSHOTS_MARKER:
+                continue
+            if key.endswith(SNAPSHOT_SUFFIX):
+                owner_key, raw = key[:-len(SNAPSHOT_SUFFIX)], entry.value
+                live_snapshots.add(key)
+                with contextlib.suppress(UnicodeDecodeError):  # not an ID: its state is reported below
+                    snapshot_keys.add(owner_key.decode())
+            else:
+                try:
+                    iid, execution_id, number = parse_history_chunk_key(key)
+                    chunk = decode_chunk(entry.value)
+                except DecodeError as exc:
+                    self.restore_problems += 1
+                    log.error("partition %d: skipping unreadable history chunk %r: %s", self.number, key[:200], exc)
+                    continue
+                chunks.setdefault((iid, execution_id), {})[number] = chunk.events
+                if chunk.state is None:
+                    continue
+                owner_key, raw = iid.encode(), chunk.state
+            held = found.get(owner_key)
+            if held is None or held[0] < entry.offset:
+                found[owner_key] = (entry.offset, raw, entry.headers)
+        states: dict[bytes, bytes | dict[str, Any] | None]
         if seeding:
-            states = await latest_by_key(self.settings, self.topics.status, self.number, headers=status_headers)
+            states = dict(await latest_by_key(self.settings, self.topics.status, self.number, headers=status_headers))
         else:
-            states = {key[:-len(SNAPSHOT_SUFFIX)]: value for key, value in store.items()
-                      if key.endswith(SNAPSHOT_SUFFIX)}
-            if status_headers:
-                for key in list(status_headers):
-                    if key.endswith(SNAPSHOT_SUFFIX):
-                        status_headers[key[:-len(SNAPSHOT_SUFFIX)]] = status_headers.pop(key)
+            states = {key: raw for key, (_, raw, _) in found.items()}
+            if status_headers is not None:
+                status_headers.update((key, headers) for key, (_, _, headers) in found.items())
         # Tombstones of finished instances' snapshots are skipped without decoding; compaction
         # removes them (`max.compaction.lag.ms`, `delete.retention.ms`: docs/data-retention.md).
         self.read_at_restore = sum(1 for value in states.values() if value is not None)
@@ -203,7 +261,6 @@ class PartitionOwner:
         self._expiries = []
         self._expiring = {}
         self.waiting_for_code = set()
-        self.restore_problems = 0
         decoded: list[InstanceState] = []
         for key, value in states.items():
             if value is None:
@@ -219,16 +276,6 @@ class PartitionOwner:
             self.remember(state)
             if status_headers:
                 observer.restored(state, status_headers.get(state.instance_id.encode()))
-        chunks: dict[tuple[str, str], dict[int, list[HistoryEvent]]] = {}
-        for key, value in store.items():
-            if value is None or key.endswith(SNAPSHOT_SUFFIX) or key == SNAPSHOTS_MARKER:
-                continue
-            try:
-                iid, execution_id, chunk = parse_history_chunk_key(key)
-                chunks.setdefault((iid, execution_id), {})[chunk] = decode_events(value)[2]
-            except DecodeError as exc:
-                self.restore_problems += 1
-                log.error("partition %d: skipping unreadable history chunk %r: %s", self.number, key[:200], exc)
         self.histories = {}
         self._timers = []
         for iid, state in self.states.items():
@@ -243,9 +290,9 @@ class PartitionOwner:
             if len(stored) != state.history_length:
                 log.error("history of %s has %d events, state says %d", iid, len(stored), state.history_length)
             self.histories[iid] = stored
+        self.snapshot_keys = snapshot_keys
         if seeding:
-            stale = {key for key, value in store.items() if key.endswith(SNAPSHOT_SUFFIX) and value is not None}
-            await self._seed_snapshots(stale)
+            await self._seed_snapshots(live_snapshots)
         log.info("partition %d restored: %d instances read, %d running, %d timers", self.number,
                  self.read_at_restore, len(self.histories), len(self._timers))
 
@@ -259,41 +306,49 @@ class PartitionOwner:
             return encode_state(awaiting_purge(state))
         return None
 
-    async def _read_store(self, headers: dict[bytes, Any] | None) -> tuple[dict[bytes, bytes | None], int, int]:
-        """The latest value of each `history-store` key of this partition, the offset of the last
-        marker (-1: none) and of the last other record."""
-        store: dict[bytes, bytes | None] = {}
-        marker_at = last_at = -1
+    async def _read_store(self, headers: bool) -> _Store:
+        """The latest record of each `history-store` key of this partition, and where the last
+        record of an engine that keeps snapshots is (`_restore`)."""
+        store = _Store({})
         async with reading(self.settings, self.topics.history_store, [self.number]) as batches:
             async for records in batches:
                 for record in records:
                     if record.key is None:
                         continue
-                    store[record.key] = record.value
-                    if headers is not None:
-                        headers[record.key] = record.headers
-                    if record.key == SNAPSHOTS_MARKER:
-                        marker_at = record.offset if record.value is not None else -1
+                    store.records[record.key] = _StoreRecord(record.offset, record.value,
+                                                             record.headers if headers else None)
+                    # Before issue 17 every transaction that kept snapshots ended with the marker;
+                    # since, every record carries `STORE_HEADER` (`_commit` says why).
+                    if STORE_HEADER in record.headers or (record.key == SNAPSHOTS_MARKER
+                                                          and record.value is not None):
+                        store.kept_at = record.offset
                     else:
-                        last_at = record.offset
-        return store, marker_at, last_at
+                        store.other_at = record.offset
+        return store
 
     async def _seed_snapshots(self, stale: set[bytes]) -> None:
         """Restore from `status` of a partition whose snapshots are missing or may be stale: write
         them, tombstone the `stale` ones no state needs, and end with the marker, in one
-        transaction (a crash before its commit seeds again)."""
+        transaction (a crash before its commit seeds again). The snapshots are written as records
+        of their own, as before issue 17, which every engine version that keeps snapshots reads."""
         producer = self.producer
         assert producer is not None
+        headers = [STORE_HEADER]
+        self.snapshot_keys = set()
         async with producer.transaction():
             for iid, state in [*self.states.items(), *self._expiring.items()]:
                 snapshot = self.snapshot(state, encode_state(state))
                 if snapshot is not None:
                     key = state_snapshot_key(iid)
                     stale.discard(key)
-                    await producer.send(self.topics.history_store, snapshot, key=key, partition=self.number)
+                    self.snapshot_keys.add(iid)
+                    await producer.send(self.topics.history_store, snapshot, key=key, partition=self.number,
+                                        headers=headers)
             for key in stale:
-                await producer.send(self.topics.history_store, None, key=key, partition=self.number)
-            await producer.send(self.topics.history_store, b"1", key=SNAPSHOTS_MARKER, partition=self.number)
+                await producer.send(self.topics.history_store, None, key=key, partition=self.number,
+                                    headers=headers)
+            await producer.send(self.topics.history_store, b"1", key=SNAPSHOTS_MARKER, partition=self.number,
+                                headers=headers)
 
     # -- processing --------------------------------------------------------------------------
 
@@ -369,8 +424,8 @@ class PartitionOwner:
 
     async def _recall(self, iid: str) -> None:
         """Bring back the state of a finished instance that was let go from memory (for a purge)."""
-        records = await latest_by_key(self.settings, self.topics.status, self.number, only=iid.encode())
-        value = records.get(iid.encode())
+        # Read back from the end: the instances purged soonest after they finish cost least.
+        value = await latest_of(self.settings, self.topics.status, self.number, iid.encode())
         if value is not None:
             self.remember(decode_state(value))
 
@@ -541,7 +596,8 @@ class PartitionOwner:
     async def _commit(self, pending: TransactionSink, offsets: dict[TopicPartition, int]) -> None:
         if not pending.sends and not offsets:
             return
-        for send in pending.sends:
+        sends = pending.records()
+        for send in sends:
             size = len(send.key) + len(send.value or b"") + RECORD_OVERHEAD
             if size > self._record_limit and send.source is not None:
                 # Kafka would refuse the record and the transaction with it, on every retry: the
@@ -550,19 +606,24 @@ class PartitionOwner:
                                    f"over the limit of {self._record_limit} bytes", kind="too_large")
         producer = self.producer
         assert producer is not None
-        if pending.sends:
-            # Last in the transaction: says the partition's snapshots are current (`_restore`).
-            pending.add(self.topics.history_store, SNAPSHOTS_MARKER, b"1", self.number)
+        # Until issue 17 each transaction ended with a `SNAPSHOTS_MARKER` record, so that a restore
+        # could tell records of an engine that keeps no snapshots (an older one in a mixed fleet
+        # during an upgrade) by their place after the last marker. Every history-store record now
+        # carries `STORE_HEADER` instead, which says the same of the record itself: a transaction
+        # writes one record less, and a headerless record after the last headed one (or marker) is
+        # the older engine's (`_read_store`). The marker is still written once, when a restore
+        # seeds the snapshots, so an engine that predates the header (issue 16) reads the seeded
+        # snapshots as current, and seeds again from `status` once this one has written after it.
         if pending.apps:
             # Kafka refuses a transaction that writes to a missing topic: another app's are made
             # first, and the producer is told to keep metadata for them (`AppTopics.track`).
             await self.apps.ensure(pending.apps)
-            await self.apps.track(producer, (send.topic for send in pending.sends))
+            await self.apps.track(producer, (send.topic for send in sends))
         futures: list[asyncio.Future[Any]] = []
         began = time.monotonic()
         try:
             async with producer.transaction():
-                for send in pending.sends:
+                for send in sends:
                     futures.append(await producer.send(send.topic, value=send.value, key=send.key,
                                                        partition=send.partition, headers=send.headers))
                 if offsets:
@@ -577,6 +638,11 @@ class PartitionOwner:
             raise
         self.metrics.transaction(self.number, time.monotonic() - began)
         self.observer.committed()  # spans and per-turn metrics of these turns, now that they are in
+        for send in sends:
+            # Snapshots this transaction tombstoned (a turn set aside, its records rolled back,
+            # tombstoned nothing): the set stays what `history-store` holds.
+            if send.value is None and send.topic == self.topics.history_store and send.key.endswith(SNAPSHOT_SUFFIX):
+                self.snapshot_keys.discard(send.key[:-len(SNAPSHOT_SUFFIX)].decode(errors="replace"))
         for kind in pending.set_aside:
             self.metrics.dead_letter(kind)
         for future in futures:

@@ -5,6 +5,14 @@ history, work items, messages to other instances, dead letters) for the owner to
 transaction with the consumed offsets, and keeps the owner's memory (states, live histories, the
 timer heap) in step. What a turn writes is decided by `engine.core.effects.apply_outcome`; this
 module only knows where each effect goes.
+
+Several turns of one instance in one batch (parallel results, a burst of events) collapse when the
+transaction is sent (`TransactionSink.records`, issue 17): the compacted topics get each key's last
+value once, and an instance's audit events of one execution are joined into one record (split as
+one turn's are when payloads are large). Everything is committed together, so no reader could see
+the intermediate records as committed state before the last one anyway, except as a step: the
+status keeps every `STATUS_STEP`-th of an instance's states, so a command ID never falls out of
+`recent_commands` unseen (a client waits for its command's ID there: `engine.core.preconditions`).
 """
 
 from __future__ import annotations
@@ -22,8 +30,9 @@ from ..core.codec import encode
 from ..core.events import HistoryEvent
 from ..core.orchestrator import Unapplied
 from ..core.remote import WorkflowWorkItem
-from ..core.state import InstanceState, Timer
+from ..core.state import RECENT_COMMANDS, InstanceState, Timer
 from ..wire.records import (
+    STORE_HEADER,
     encode_dead_letter,
     encode_event,
     encode_state,
@@ -36,9 +45,17 @@ from .history_store import StoredHistory
 if TYPE_CHECKING:
     from .partition import PartitionOwner
 
-__all__ = ["RecordInput", "Send", "Source", "TransactionSink"]
+__all__ = ["AuditEvents", "RecordInput", "Send", "Source", "TransactionSink"]
 
 log = logging.getLogger(__name__)
+
+#: Of an instance's status records in one transaction, every this-many-th (counted from its last)
+#: is kept: a state holds the last `RECENT_COMMANDS` command IDs, so every command a client waits
+#: for shows in one written state.
+STATUS_STEP = RECENT_COMMANDS // 2
+
+#: Every history-store record carries `STORE_HEADER` (a restore's evidence of who wrote it).
+_STORE_HEADERS = [STORE_HEADER]
 
 @dataclass(frozen=True, slots=True)
 class RecordInput:
@@ -52,6 +69,19 @@ class RecordInput:
 Source = RecordInput | Timer
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEvents:
+    """The events an audit-history record holds, encoded (`encode_event`), so that records of one
+    instance and execution can be joined when the transaction is sent."""
+
+    execution_id: str
+    events: list[bytes]
+
+    @property
+    def size(self) -> int:
+        return sum(len(e) + 1 for e in self.events)
+
+
 @dataclass(slots=True)
 class Send:
     topic: str
@@ -62,6 +92,8 @@ class Send:
     source: Source | None
     #: Kafka record headers: the W3C trace context when tracing is on (engine.tracing).
     headers: list[tuple[str, bytes]] | None = None
+    #: An audit-history record's events (None: any other record).
+    audit: AuditEvents | None = None
 
 
 class TransactionSink:
@@ -93,6 +125,54 @@ class TransactionSink:
     def rollback(self, mark: int) -> None:
         del self.sends[mark:]
 
+    def records(self) -> list[Send]:
+        """The records to send: the buffer with an instance's turns collapsed (the module docstring)."""
+        owner = self.owner
+        status, store, history = owner.topics.status, owner.topics.history_store, owner.topics.history
+        kept: list[Send | None] = list(self.sends)
+        # Backwards, so each key keeps its last value, in its own place (a restore takes the state
+        # an instance's records carry from the latest of them: `PartitionOwner._restore`).
+        stored: set[bytes] = set()
+        statuses: dict[bytes, int] = {}
+        for index in range(len(kept) - 1, -1, -1):
+            item = self.sends[index]
+            if item.topic == store:
+                if item.key in stored:
+                    kept[index] = None
+                stored.add(item.key)
+            elif item.topic == status:
+                count = statuses.get(item.key, 0)
+                statuses[item.key] = count + 1
+                if count % STATUS_STEP:
+                    kept[index] = None
+        # Forwards: each audit record joins the instance's previous one of the same execution while
+        # they fit in one; any other record of that key between them (a purge's) keeps them apart.
+        joined: dict[bytes, int] = {}
+        rejoin: set[int] = set()
+        limit = owner.audit_bytes
+        for index, send in enumerate(kept):
+            if send is None or send.topic != history:
+                continue
+            part, at = send.audit, joined.get(send.key)
+            if part is None:
+                joined.pop(send.key, None)
+                continue
+            head = kept[at] if at is not None else None
+            if at is not None and head is not None and head.audit is not None \
+                    and head.audit.execution_id == part.execution_id and head.audit.size + part.size <= limit:
+                kept[at] = None
+                kept[index] = Send(history, send.key, None, send.partition, head.source,
+                                   audit=AuditEvents(part.execution_id, head.audit.events + part.events))
+                rejoin.discard(at)
+                rejoin.add(index)
+            joined[send.key] = index
+        for index in rejoin:
+            merged = kept[index]
+            assert merged is not None
+            assert merged.audit is not None
+            merged.value = join_events(merged.key.decode(), merged.audit.execution_id, merged.audit.events)
+        return [send for send in kept if send is not None]
+
     def dead_letter(self, kind: str, reason: str, topic: str, record: ConsumerRecord[bytes, bytes]) -> None:
         """Set input `record` of `topic` aside on the dead-letter topic, with `reason`."""
         owner = self.owner
@@ -104,14 +184,18 @@ class TransactionSink:
     # -- effects (`engine.core.effects.EffectSink`) -------------------------------------------------
 
     def close_execution(self, instance_id: str, execution_id: str, events: Sequence[HistoryEvent]) -> None:
-        self._audit(instance_id, execution_id, [encode_event(e) for e in events])
+        encoded = [encode_event(e) for e in events]
+        stored = self.owner.histories.get(instance_id)
+        if not self.owner.audit_turns and stored is not None and stored.execution_id == execution_id:
+            encoded = [*stored.encoded(), *encoded]  # the audit record(s) of the whole execution
+        self._audit(instance_id, execution_id, encoded)
         self._drop_history(instance_id)
 
     def remove_instance(self, instance_id: str) -> None:
         owner = self.owner
         owner.forget(instance_id)
         self._drop_history(instance_id)
-        self.add(owner.topics.history_store, state_snapshot_key(instance_id), None, owner.number)
+        self.add(owner.topics.history_store, state_snapshot_key(instance_id), None, owner.number, _STORE_HEADERS)
         self.add(owner.topics.status, instance_id.encode(), None, owner.number)
 
     def append_history(self, state: InstanceState, events: Sequence[HistoryEvent], *, reset: bool) -> None:
@@ -121,13 +205,14 @@ class TransactionSink:
         if reset or stored is None or stored.execution_id != state.execution_id:
             self._drop_history(iid)
             stored = owner.histories[iid] = StoredHistory(iid, state.execution_id)
-        # Each event is encoded once, for the audit record and for the history-store chunks.
+        # Each event is encoded once, for the audit record and for the history-store chunks (which
+        # `put_state`, always next, writes with the state).
         fresh = stored.append(events)
-        self._audit(iid, state.execution_id, fresh)
-        if state.is_running:
-            for chunk_key, chunk in stored.dirty_chunks():
-                self.add(owner.topics.history_store, chunk_key, chunk, owner.number)
-        else:
+        if owner.audit_turns:
+            self._audit(iid, state.execution_id, fresh)
+        if not state.is_running:
+            if not owner.audit_turns:  # HEADRACE_AUDIT=execution: all of it, now that it ended
+                self._audit(iid, state.execution_id, stored.encoded())
             # A finished instance is never replayed: its chunks go, the audit history stays.
             self._drop_history(iid)
 
@@ -136,12 +221,35 @@ class TransactionSink:
         owner.remember(state)
         headers = owner.observer.status_headers(state)
         value = encode_state(state)
-        # What a restore reads instead of all of `status` (`PartitionOwner.snapshot`): tombstoned
-        # once the instance no longer needs an owner, so finished ones cost a restore nothing.
-        snapshot = owner.snapshot(state, value)
-        self.add(owner.topics.history_store, state_snapshot_key(state.instance_id), snapshot, owner.number,
-                 headers if snapshot is not None else None)
-        self.add(owner.topics.status, state.instance_id.encode(), value, owner.number, headers)
+        iid = state.instance_id
+        self.add(owner.topics.status, iid.encode(), value, owner.number, headers)
+        # What a restore reads instead of all of `status`: a running instance's open history chunk
+        # carries its state (one record per turn, issue 17); any other state a restore needs
+        # (`PartitionOwner.snapshot`) is a snapshot of its own, tombstoned once the instance no
+        # longer needs an owner, so finished ones cost a restore nothing.
+        stored = owner.histories.get(iid)
+        if state.is_running and stored is not None and stored.chunk_count \
+                and stored.execution_id == state.execution_id:
+            # The record: key and value both name the instance and execution, beside events and state.
+            if stored.open_bytes() + len(value) + 2 * len(iid.encode()) + 512 <= owner.store_bytes:
+                store_headers = [*headers, STORE_HEADER] if headers else _STORE_HEADERS
+                for chunk_key, chunk in stored.dirty_chunks(value):
+                    self.add(owner.topics.history_store, chunk_key, chunk, owner.number, store_headers)
+                return
+            # The state and the open chunk do not fit in one record: each gets its own, and a
+            # restore takes the later (`PartitionOwner._restore`).
+            for chunk_key, chunk in stored.dirty_chunks():
+                self.add(owner.topics.history_store, chunk_key, chunk, owner.number, _STORE_HEADERS)
+            snapshot: bytes | None = value
+        else:
+            snapshot = owner.snapshot(state, value)
+        if snapshot is not None:
+            owner.snapshot_keys.add(iid)
+            self.add(owner.topics.history_store, state_snapshot_key(iid), snapshot, owner.number,
+                     [*headers, STORE_HEADER] if headers else _STORE_HEADERS)
+        elif iid in owner.snapshot_keys:
+            # Taken out of `snapshot_keys` once committed (`PartitionOwner._commit`).
+            self.add(owner.topics.history_store, state_snapshot_key(iid), None, owner.number, _STORE_HEADERS)
 
     def send_task(self, item: cmd.ActivityWorkItem) -> None:
         topic = self.owner.topics.tasks
@@ -181,16 +289,21 @@ class TransactionSink:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _audit(self, iid: str, execution_id: str, encoded: list[bytes]) -> None:
-        """A turn's events on the audit topic: one record, or several when their payloads are large."""
+        """A turn's events on the audit topic: one record, or several when their payloads are large
+        (and joined with the instance's other turns in this transaction: `records`)."""
         owner = self.owner
         topic, key, limit = owner.topics.history, iid.encode(), owner.audit_bytes
         start, size = 0, 0
         for index, event in enumerate(encoded):
             if index > start and size + len(event) > limit:
-                self.add(topic, key, join_events(iid, execution_id, encoded[start:index]), owner.number)
+                self._audit_part(topic, key, iid, execution_id, encoded[start:index])
                 start, size = index, 0
             size += len(event) + 1
-        self.add(topic, key, join_events(iid, execution_id, encoded[start:]), owner.number)
+        self._audit_part(topic, key, iid, execution_id, encoded[start:])
+
+    def _audit_part(self, topic: str, key: bytes, iid: str, execution_id: str, encoded: list[bytes]) -> None:
+        self.sends.append(Send(topic, key, join_events(iid, execution_id, encoded), self.owner.number, self.source,
+                               audit=AuditEvents(execution_id, encoded)))
 
     def _drop_history(self, iid: str) -> None:
         """Forget a history that will not be replayed again, and tombstone its chunks."""
@@ -198,4 +311,4 @@ class TransactionSink:
         stored = owner.histories.pop(iid, None)
         if stored is not None:
             for chunk_key in stored.chunk_keys():
-                self.add(owner.topics.history_store, chunk_key, None, owner.number)
+                self.add(owner.topics.history_store, chunk_key, None, owner.number, _STORE_HEADERS)

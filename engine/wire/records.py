@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -19,7 +21,10 @@ __all__ = [
     "SNAPSHOTS_MARKER",
     "SNAPSHOT_SUFFIX",
     "STATES",
+    "STORE_HEADER",
     "WORK_ITEMS",
+    "StoredChunk",
+    "decode_chunk",
     "decode_events",
     "decode_state",
     "decode_workflow_item",
@@ -29,6 +34,7 @@ __all__ = [
     "encode_state",
     "encode_workflow_item",
     "history_chunk_key",
+    "join_chunk",
     "join_events",
     "parse_history_chunk_key",
     "state_snapshot_key",
@@ -52,7 +58,7 @@ def encode_state(state: InstanceState) -> bytes:
     return encode(state)
 
 
-def decode_state(data: bytes) -> InstanceState:
+def decode_state(data: bytes | Mapping[str, Any]) -> InstanceState:
     state: InstanceState = STATES.decode(data)
     return state
 
@@ -71,6 +77,40 @@ def join_events(instance_id: str, execution_id: str, encoded: Sequence[bytes]) -
     """The record of `encode_events`, from events encoded once with `encode_event`."""
     head = orjson.dumps({"instance_id": instance_id, "execution_id": execution_id})
     return b"".join((head[:-1], b',"events":[', b",".join(encoded), b"]}"))
+
+
+def join_chunk(instance_id: str, execution_id: str, encoded: Sequence[bytes], state: bytes | None) -> bytes:
+    """A history-store chunk: `join_events`' record, and for the open chunk of a running instance
+    its encoded state (`encode_state`) under "state", which makes it the instance's restore snapshot
+    too (issue 17: one record per turn instead of a chunk and a snapshot). Readers of chunks that
+    predate the field read the events and ignore it."""
+    record = join_events(instance_id, execution_id, encoded)
+    if state is None:
+        return record
+    return b"".join((record[:-1], b',"state":', state, b"}"))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    """A decoded history-store chunk; `state` is the raw state it carries (`join_chunk`), if any."""
+
+    instance_id: str
+    execution_id: str
+    events: list[HistoryEvent]
+    state: dict[str, Any] | None
+
+
+def decode_chunk(data: bytes) -> StoredChunk:
+    try:
+        raw = orjson.loads(data)
+        state = raw.get("state")
+        if state is not None and type(state) is not dict:
+            raise DecodeError(f"a history chunk's state is a {type(state).__name__}, not an object")
+        return StoredChunk(raw["instance_id"], raw["execution_id"], [EVENTS.decode(e) for e in raw["events"]], state)
+    except DecodeError:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"invalid history chunk: {exc!r}") from None
 
 
 def decode_events(data: bytes) -> tuple[str, str, list[HistoryEvent]]:
@@ -122,6 +162,11 @@ def history_chunk_key(instance_id: str, execution_id: str, chunk: int) -> bytes:
 #: A chunk key ends with eight digits, so neither can be mistaken for one.
 SNAPSHOT_SUFFIX = b"\x00\x00state"
 SNAPSHOTS_MARKER = b"\x00\x00snapshots-kept"
+
+#: Header on every `history-store` record an engine that keeps snapshots in chunks writes (issue 17),
+#: tombstones included: a restore that finds a record without it (and not the marker) after the
+#: last record with it knows an engine that keeps no snapshots wrote there since (`_restore`).
+STORE_HEADER = ("headrace-store", b"2")
 
 
 def state_snapshot_key(instance_id: str) -> bytes:

@@ -23,7 +23,16 @@ from engine.runtime.host import RuntimeHost
 from engine.runtime.partition import partition_for
 from engine.settings import Settings
 from engine.topics import Topics
-from engine.wire.records import decode_state, encode_state, history_chunk_key
+from engine.wire.records import (
+    SNAPSHOT_SUFFIX,
+    SNAPSHOTS_MARKER,
+    decode_chunk,
+    decode_state,
+    encode_events,
+    encode_state,
+    history_chunk_key,
+    state_snapshot_key,
+)
 from tests.e2e.apps import runtime
 from tests.helpers import eventually
 
@@ -106,6 +115,99 @@ def test_a_write_by_an_engine_without_snapshots_makes_the_restore_read_status(ka
             assert ended not in running  # its stale snapshot was not believed
             assert sleeping[1] in running
             assert restarted.engine.owners[number].states[ended].status is RuntimeStatus.TERMINATED
+    finally:
+        if restarted is not None:
+            restarted.stop()
+        host.stop()
+
+
+def test_a_partition_written_before_states_rode_in_chunks_restores(kafka_bootstrap: str) -> None:
+    """Issue 17 moved a running instance's state into its open history chunk; a partition written
+    before (a chunk of events only, the state as a snapshot record, the marker after each
+    transaction) restores the same, and the snapshot it leaves is tombstoned when the run ends."""
+    settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"ro-{uuid.uuid4().hex[:8]}.",
+                                 partitions=2)
+    topics = Topics.for_settings(settings)
+    host = RuntimeHost(runtime.registry, settings)
+    host.start(timeout=90)
+    restarted: RuntimeHost | None = None
+    try:
+        with DaprWorkflowClient(settings=settings) as client:
+            sleeping = [client.schedule_new_workflow("sleeper", input=600.0) for _ in range(3)]
+            for iid in sleeping:
+                client.wait_for_workflow_start(iid, timeout_in_seconds=WAIT)
+            host.stop()
+            # Rewrite each one's records as the previous version wrote them.
+            old: list[tuple[str, bytes, bytes | None, int]] = []
+            for iid in sleeping:
+                number = partition_for(iid.encode(), settings.partitions)
+                store = asyncio.run(latest_by_key(settings, topics.history_store, number))
+                chunks = {key: value for key, value in store.items()
+                          if key.startswith(iid.encode() + b"\x00") and value is not None
+                          and not key.endswith(SNAPSHOT_SUFFIX)}
+                assert chunks, iid
+                for key, value in chunks.items():
+                    chunk = decode_chunk(value)
+                    if chunk.state is not None:
+                        old.append((topics.history_store, state_snapshot_key(iid),
+                                    encode_state(decode_state(chunk.state)), number))
+                    old.append((topics.history_store, key,
+                                encode_events(iid, chunk.execution_id, chunk.events), number))
+                old.append((topics.history_store, SNAPSHOTS_MARKER, b"1", number))
+            asyncio.run(_produce(settings, old))
+            restarted = RuntimeHost(runtime.registry, settings)
+            restarted.start(timeout=90)
+            owners = restarted.engine.owners.values()
+            assert sum(owner.read_at_restore for owner in owners) == 3
+            assert sum(owner.restore_problems for owner in owners) == 0
+            for iid in sleeping:
+                owner = restarted.engine.owners[partition_for(iid.encode(), settings.partitions)]
+                assert len(owner.histories[iid]) == owner.states[iid].history_length > 0
+                assert iid in owner.snapshot_keys
+                client.terminate_workflow(iid)
+            for iid in sleeping:
+                state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
+                assert state is not None and state.runtime_status is WorkflowStatus.TERMINATED
+            restarted.stop()
+            # Their old snapshots were tombstoned with the runs: nothing is left to restore.
+            restarted = RuntimeHost(runtime.registry, settings)
+            restarted.start(timeout=90)
+            assert _read_at_restore(restarted) == 0
+    finally:
+        if restarted is not None:
+            restarted.stop()
+        host.stop()
+
+
+def test_running_states_ride_in_their_open_chunk(kafka_bootstrap: str) -> None:
+    """Issue 17: one history-store record per turn of a running instance, which a restore reads back."""
+    settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"rc-{uuid.uuid4().hex[:8]}.",
+                                 partitions=2)
+    topics = Topics.for_settings(settings)
+    host = RuntimeHost(runtime.registry, settings)
+    host.start(timeout=90)
+    restarted: RuntimeHost | None = None
+    try:
+        with DaprWorkflowClient(settings=settings) as client:
+            iid = client.schedule_new_workflow("sleeper", input=600.0)
+            client.wait_for_workflow_start(iid, timeout_in_seconds=WAIT)
+            host.stop()
+            number = partition_for(iid.encode(), settings.partitions)
+            store = asyncio.run(latest_by_key(settings, topics.history_store, number))
+            # No snapshot of its own and no per-transaction marker: its chunk holds its state.
+            assert state_snapshot_key(iid) not in store
+            assert SNAPSHOTS_MARKER in store  # written once, when the first owner seeded the partition
+            (chunk,) = [decode_chunk(value) for key, value in store.items()
+                        if key.startswith(iid.encode() + b"\x00") and value is not None]
+            assert chunk.state is not None
+            assert decode_state(chunk.state).status is RuntimeStatus.RUNNING
+            restarted = RuntimeHost(runtime.registry, settings)
+            restarted.start(timeout=90)
+            assert _read_at_restore(restarted) == 1
+            owner = restarted.engine.owners[number]
+            assert owner.states[iid].status is RuntimeStatus.RUNNING
+            assert len(owner.histories[iid]) == owner.states[iid].history_length
+            assert owner.snapshot_keys == set()
     finally:
         if restarted is not None:
             restarted.stop()

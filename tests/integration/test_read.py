@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -13,6 +14,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from engine.core.state import InstanceState
 from engine.core.values import RuntimeStatus
 from engine.read.consumer import committed_reader
+from engine.read.index import StatusIndex
 from engine.read.status import StatusFollower
 from engine.read.to_end import IDLE_S, latest_by_key, read_to_end, reading
 from engine.settings import Settings
@@ -261,3 +263,37 @@ async def test_a_kafka_error_rebuilds_the_consumer_at_the_positions_reached(sett
         assert seen == ["a", "b", "c"]  # nothing read twice, nothing lost
     finally:
         await follower.stop()
+
+
+async def test_a_follower_on_an_index_resumes_at_its_checkpoint_not_the_beginning(
+        settings: Settings, producer: AIOKafkaProducer, tmp_path: Path) -> None:
+    topic = Topics.for_settings(settings).status
+    for partition in range(PARTITIONS):
+        iid = f"i{partition}"
+        await _commit(producer, topic, [(iid.encode(), encode_state(_state(iid)))], partition)
+    path = tmp_path / "status.sqlite"
+    index = StatusIndex(path, topic)
+    first = StatusFollower(settings, index=index)
+    await first.start()
+    try:
+        await asyncio.wait_for(first.caught_up.wait(), 30)
+    finally:
+        await first.stop()
+        index.close()
+    index = StatusIndex(path, topic)
+    saved = index.positions()
+    assert set(saved) == set(range(PARTITIONS)) and all(saved.values())
+    applied: list[str] = []
+    second = StatusFollower(settings, index=index, observer=lambda iid, st: applied.append(iid))
+    await second.start()
+    try:
+        # Every partition is at its checkpoint from the start: caught up with nothing read again
+        # (aiokafka's seek_to_beginning with no partition seeks every assigned one).
+        assert {p: second.position(p) for p in range(PARTITIONS)} == saved
+        assert second.caught_up.is_set()
+        await _commit(producer, topic, [(b"later", encode_state(_state("later")))])
+        await second.wait_for("later", lambda st: st is not None, 30)
+        assert applied == ["later"]
+    finally:
+        await second.stop()
+        index.close()

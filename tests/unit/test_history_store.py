@@ -8,7 +8,7 @@ import orjson
 
 from engine.core import events as ev
 from engine.runtime.history_store import CHUNK_BYTES, HISTORY_CHUNK, StoredHistory
-from engine.wire.records import decode_events
+from engine.wire.records import decode_chunk, decode_events
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -47,3 +47,22 @@ def test_restored_history_keeps_its_chunk_boundaries() -> None:
     (key, record), = list(stored.dirty_chunks())
     assert key.endswith(b"00000001")
     assert [e.seq for e in decode_events(record)[2]] == [16, 17, 18, 19, 20]
+
+
+def test_the_open_chunk_carries_the_state_and_only_written_chunks_are_owed_tombstones() -> None:
+    stored = StoredHistory("i", "x")
+    stored.append([raised(i) for i in range(HISTORY_CHUNK)])
+    (key, record), = list(stored.dirty_chunks(b'{"s":1}'))
+    chunk = decode_chunk(record)
+    assert (chunk.state, len(chunk.events)) == ({"s": 1}, HISTORY_CHUNK)
+    # A state change without events rewrites the open chunk with the new state.
+    assert [decode_chunk(r).state for _, r in stored.dirty_chunks(b'{"s":2}')] == [{"s": 2}]
+    # The turn that opens a second chunk: the sealed one keeps its events, the open one the state.
+    stored.append([raised(HISTORY_CHUNK)])
+    written = list(stored.dirty_chunks(b'{"s":3}'))
+    assert [decode_chunk(r).state for _, r in written] == [{"s": 3}]
+    assert [k for k, _ in written] == [stored.chunk_keys()[1]]
+    # An execution that ends in the turn that opened a chunk never wrote it: no tombstone for it.
+    stored.append([raised(HISTORY_CHUNK + 1 + i) for i in range(HISTORY_CHUNK)])
+    assert stored.chunk_count == 3
+    assert stored.chunk_keys() == [key, written[0][0]]

@@ -10,20 +10,32 @@ import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from engine import when_all
 from engine.core import commands as cmd
+from engine.core import events as ev
 from engine.core.cache import ExecutionCache
 from engine.core.codec import encode
 from engine.core.orchestrator import Orchestrator
-from engine.core.state import DurableTimer, ScheduledStart
+from engine.core.state import RECENT_COMMANDS, DurableTimer, ScheduledStart
 from engine.core.values import RuntimeStatus
 from engine.runtime.partition import PartitionOwner
-from engine.runtime.sink import TransactionSink
+from engine.runtime.sink import RecordInput, Send, TransactionSink
 from engine.settings import Settings
 from engine.topics import Topics
+from engine.wire.records import SNAPSHOT_SUFFIX, decode_chunk, decode_events, decode_state, state_snapshot_key
 
 
 def one_task(ctx: Any, x: Any) -> Any:
     return (yield ctx.call_activity("a", input=x))
+
+
+def fan_out(ctx: Any, n: Any) -> Any:
+    return (yield when_all([ctx.call_activity("a", input=i) for i in range(n)]))
+
+
+def listener(ctx: Any) -> Any:
+    while True:
+        yield ctx.wait_for_external_event("e")
 
 
 def sleeper(ctx: Any) -> Any:
@@ -34,7 +46,7 @@ def sleeper(ctx: Any) -> Any:
 @pytest.fixture
 def owner() -> PartitionOwner:
     settings = Settings.from_env({})
-    workflows = {"one_task": one_task, "sleeper": sleeper}
+    workflows = {"one_task": one_task, "sleeper": sleeper, "fan_out": fan_out, "listener": listener}
     return PartitionOwner(0, settings, Topics.for_settings(settings),
                           Orchestrator(workflows.get, ExecutionCache(10)), "engine", partitions=1)
 
@@ -54,6 +66,17 @@ def apply(owner: PartitionOwner, message: cmd.InstanceMessage) -> TransactionSin
     return sink
 
 
+def apply_all(owner: PartitionOwner, messages: list[cmd.InstanceMessage]) -> TransactionSink:
+    """One transaction's sink for several inputs, as `PartitionOwner.process` builds it."""
+    sink = TransactionSink(owner)
+    topic = owner.topics.commands
+    for offset, message in enumerate(messages):
+        rec = record(message, topic, offset)
+        sink.source = RecordInput(topic, offset)
+        owner._apply_record(topic, rec, owner._decode(rec), sink)
+    return sink
+
+
 def topics_of(owner: PartitionOwner, sink: TransactionSink) -> list[tuple[str, bool]]:
     """(topic kind, is a tombstone) of every buffered record, in order."""
     names = {getattr(owner.topics, f): f for f in owner.topics.__slots__}
@@ -62,10 +85,10 @@ def topics_of(owner: PartitionOwner, sink: TransactionSink) -> list[tuple[str, b
 
 def test_a_start_writes_chunk_audit_status_and_work_item(owner: PartitionOwner) -> None:
     sink = apply(owner, cmd.StartWorkflow(instance_id="i", command_id="c1", name="one_task", input="1"))
-    # history_store twice: the history chunk, and the state snapshot a restore reads (issue 16).
-    assert topics_of(owner, sink) == [
-        ("history", False), ("history_store", False), ("history_store", False), ("status", False), ("tasks", False),
-    ]
+    # history_store once: the history chunk, which carries the state a restore reads (issue 17).
+    assert topics_of(owner, sink) == [("history", False), ("status", False), ("history_store", False), ("tasks", False)]
+    chunk = decode_chunk(next(s.value for s in sink.sends if s.topic == owner.topics.history_store) or b"")
+    assert decode_state(chunk.state or {}) == owner.states["i"]
     assert owner.states["i"].status is RuntimeStatus.RUNNING
     assert len(owner.histories["i"]) == owner.states["i"].history_length
 
@@ -73,9 +96,8 @@ def test_a_start_writes_chunk_audit_status_and_work_item(owner: PartitionOwner) 
 def test_a_finished_instance_tombstones_its_live_history(owner: PartitionOwner) -> None:
     apply(owner, cmd.StartWorkflow(instance_id="i", command_id="c1", name="one_task", input="1"))
     sink = apply(owner, cmd.ActivityResult(instance_id="i", execution_id="c1", task_id=0, result="2"))
-    # Its chunk and its snapshot are tombstoned: a finished instance costs a restore nothing.
-    assert topics_of(owner, sink) == [("history", False), ("history_store", True), ("history_store", True),
-                                      ("status", False)]
+    # Its chunk (which held its state) is tombstoned: a finished instance costs a restore nothing.
+    assert topics_of(owner, sink) == [("history", False), ("history_store", True), ("status", False)]
     assert "i" not in owner.histories
     assert owner.states["i"].status is RuntimeStatus.COMPLETED
 
@@ -83,7 +105,7 @@ def test_a_finished_instance_tombstones_its_live_history(owner: PartitionOwner) 
 def test_a_refused_command_is_dead_lettered_with_its_reason(owner: PartitionOwner) -> None:
     apply(owner, cmd.StartWorkflow(instance_id="i", command_id="c1", name="one_task", input="1"))
     sink = apply(owner, cmd.StartWorkflow(instance_id="i", command_id="c2", name="one_task", input="1"))
-    assert topics_of(owner, sink) == [("history_store", False), ("status", False), ("dead_letter", False)]
+    assert topics_of(owner, sink) == [("status", False), ("history_store", False), ("dead_letter", False)]
     letter = orjson.loads(sink.sends[-1].value or b"")
     assert letter["reason"] == "an active workflow with ID 'i' already exists"
     assert (letter["topic"], letter["offset"]) == (owner.topics.commands, 7)
@@ -112,3 +134,139 @@ def test_timers_go_to_the_owners_heap(owner: PartitionOwner) -> None:
     assert owner.states["s"].status is RuntimeStatus.PENDING
     # After a restart the heap is rebuilt from the states: the same timers.
     assert sorted(t for st in owner.states.values() for t in st.timers()) == sorted(owner._timers)
+
+
+def kinds(owner: PartitionOwner, sends: list[Send]) -> list[str]:
+    names = {getattr(owner.topics, f): f for f in owner.topics.__slots__}
+    return [names[s.topic] for s in sends]
+
+
+def test_a_batch_of_one_instances_turns_writes_its_state_chunk_and_audit_once(owner: PartitionOwner) -> None:
+    """Issue 17: parallel results applied in one transaction collapse into one record per topic."""
+    messages: list[cmd.InstanceMessage] = [
+        cmd.StartWorkflow(instance_id="i", command_id="c1", name="fan_out", input="4")]
+    start = apply_all(owner, messages)
+    assert kinds(owner, start.records()) == ["history", "status", "history_store", *["tasks"] * 4]
+    results = [cmd.ActivityResult(instance_id="i", execution_id="c1", task_id=n, result=str(n)) for n in range(3)]
+    sink = apply_all(owner, list(results))
+    assert len(sink.sends) == 9  # three turns of audit, status and chunk before collapsing
+    records = sink.records()
+    assert kinds(owner, records) == ["history", "status", "history_store"]
+    audit, status, chunk = records
+    # The audit record holds every turn's events, in order; the status and chunk are the last.
+    _, execution, events = decode_events(audit.value or b"")
+    assert execution == "c1"
+    assert [e.task_scheduled_id for e in events if isinstance(e, ev.TaskCompleted)] == [0, 1, 2]
+    assert decode_state(status.value or b"") == owner.states["i"]
+    assert decode_state(decode_chunk(chunk.value or b"").state or {}) == owner.states["i"]
+    assert status.source == RecordInput(owner.topics.commands, 2)
+
+
+def test_collapsed_audit_records_keep_the_split_for_large_payloads(owner: PartitionOwner) -> None:
+    apply_all(owner, [cmd.StartWorkflow(instance_id="i", command_id="c1", name="fan_out", input="3")])
+    big = '"' + "x" * (owner.audit_bytes // 2) + '"'
+    sink = apply_all(owner, [cmd.ActivityResult(instance_id="i", execution_id="c1", task_id=n, result=big)
+                             for n in range(3)])
+    audits = [s for s in sink.records() if s.topic == owner.topics.history]
+    assert len(audits) >= 2, "three half-limit payloads cannot share one record"
+    # A record of several events stays under the limit (one event alone may be over it: the last
+    # turn's output holds all three payloads).
+    assert all(len(s.value or b"") <= owner.audit_bytes + 1024 for s in audits if s.audit and len(s.audit.events) > 1)
+    completed = [e.task_scheduled_id for s in audits for e in decode_events(s.value or b"")[2]
+                 if isinstance(e, ev.TaskCompleted)]
+    assert completed == [0, 1, 2]
+
+
+def test_collapsed_statuses_keep_every_command_visible(owner: PartitionOwner) -> None:
+    """A state holds the last RECENT_COMMANDS command IDs: with more commands than that in one
+    transaction, enough intermediate states are kept that each ID shows in one of them."""
+    apply_all(owner, [cmd.StartWorkflow(instance_id="i", command_id="c1", name="listener")])
+    ids = [f"e{n}" for n in range(3 * RECENT_COMMANDS)]
+    sink = apply_all(owner, [cmd.RaiseEvent(instance_id="i", command_id=c, name="e") for c in ids])
+    shown = set()
+    statuses = [s for s in sink.records() if s.topic == owner.topics.status]
+    assert 1 < len(statuses) < len(ids)
+    for status in statuses:
+        shown.update(decode_state(status.value or b"").recent_commands)
+    assert set(ids) <= shown
+    assert decode_state(statuses[-1].value or b"") == owner.states["i"]
+
+
+def test_a_purge_in_the_batch_keeps_the_audit_records_around_it_apart(owner: PartitionOwner) -> None:
+    apply_all(owner, [cmd.StartWorkflow(instance_id="i", command_id="c1", name="one_task", input="1")])
+    sink = apply_all(owner, [cmd.ActivityResult(instance_id="i", execution_id="c1", task_id=0, result="2"),
+                             cmd.PurgeWorkflow(instance_id="i", command_id="p"),
+                             cmd.StartWorkflow(instance_id="i", command_id="c2", name="one_task", input="1")])
+    sink.add(owner.topics.history, b"i", None, 0)  # what a retention purge adds between turns
+    sink.sends.insert(3, sink.sends.pop())
+    history = [s for s in sink.records() if s.topic == owner.topics.history]
+    assert [s.value is None for s in history] == [False, True, False]
+    assert [decode_events(s.value or b"")[1] for s in history if s.value] == ["c1", "c2"]
+    # The status ends with the new run; its earlier tombstone collapsed into it.
+    statuses = [s for s in sink.records() if s.topic == owner.topics.status]
+    assert [decode_state(s.value or b"").execution_id for s in statuses] == ["c2"]
+
+
+def test_a_snapshot_of_its_own_is_tombstoned_once_not_needed(owner: PartitionOwner) -> None:
+    """A state a restore needs beside no open chunk (a pending start) is a snapshot record; once
+    the instance runs its chunk carries the state, and when it ends the snapshot is tombstoned."""
+    later = datetime.now(UTC) + timedelta(days=1)
+    sink = apply(owner, cmd.StartWorkflow(instance_id="s", command_id="c1", name="one_task", scheduled_start=later))
+    assert [(s.key, s.value is None) for s in sink.records() if s.topic == owner.topics.history_store] == [
+        (state_snapshot_key("s"), False)]
+    assert owner.snapshot_keys == {"s"}
+    sink = apply(owner, cmd.TerminateWorkflow(instance_id="s", command_id="t"))
+    assert [(s.key, s.value is None) for s in sink.records()
+            if s.topic == owner.topics.history_store and s.key.endswith(SNAPSHOT_SUFFIX)] == [
+        (state_snapshot_key("s"), True)]
+
+
+def test_audit_per_execution_writes_the_whole_history_once_when_it_ends() -> None:
+    """HEADRACE_AUDIT=execution: a running instance's turns write no audit record; its end writes
+    every event of the execution, in order, as the per-turn records would have held them."""
+    settings = Settings.from_env({"HEADRACE_AUDIT": "execution"})
+    owner = PartitionOwner(0, settings, Topics.for_settings(settings),
+                           Orchestrator({"fan_out": fan_out}.get, ExecutionCache(10)), "engine", partitions=1)
+    sink = apply_all(owner, [cmd.StartWorkflow(instance_id="i", command_id="c1", name="fan_out", input="2")])
+    assert "history" not in kinds(owner, sink.records())
+    sink = apply_all(owner, [cmd.ActivityResult(instance_id="i", execution_id="c1", task_id=0, result="0")])
+    assert "history" not in kinds(owner, sink.records())
+    history = owner.histories["i"].events
+    sink = apply_all(owner, [cmd.ActivityResult(instance_id="i", execution_id="c1", task_id=1, result="1")])
+    (audit,) = [s for s in sink.records() if s.topic == owner.topics.history]
+    _, execution, events = decode_events(audit.value or b"")
+    assert execution == "c1"
+    assert [e.seq for e in events] == list(range(len(events)))
+    assert events[:len(history)] == history
+    assert isinstance(events[-1], ev.ExecutionCompleted)
+    assert owner.states["i"].history_length == len(events)
+
+
+def test_the_audit_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="HEADRACE_AUDIT"):
+        Settings.from_env({"HEADRACE_AUDIT": "never"})
+
+
+def again(ctx: Any, n: Any) -> Any:
+    if n:
+        yield ctx.call_activity("a", input=n)
+        ctx.continue_as_new(n - 1)
+        return None
+    return "done"
+
+
+def test_audit_per_execution_closes_each_execution_of_a_continue_as_new() -> None:
+    settings = Settings.from_env({"HEADRACE_AUDIT": "execution"})
+    owner = PartitionOwner(0, settings, Topics.for_settings(settings),
+                           Orchestrator({"again": again}.get, ExecutionCache(10)), "engine", partitions=1)
+    apply_all(owner, [cmd.StartWorkflow(instance_id="i", command_id="c1", name="again", input="1")])
+    sink = apply_all(owner, [cmd.ActivityResult(instance_id="i", execution_id="c1", task_id=0, result="0")])
+    audits = [decode_events(s.value or b"") for s in sink.records() if s.topic == owner.topics.history]
+    # The first execution whole (started, scheduled, completed, continued), then the second's end.
+    assert audits[0][1] == "c1"
+    first = audits[0][2]
+    assert [e.seq for e in first] == list(range(len(first)))
+    assert any(isinstance(e, ev.ExecutionStarted) for e in first)
+    assert isinstance(first[-1], ev.ContinuedAsNew)
+    assert len(audits) == 2
+    assert isinstance(audits[1][2][-1], ev.ExecutionCompleted)
