@@ -25,8 +25,13 @@ will: a start over nothing or over a finished run makes it PENDING; a start over
 be refused.
 
 Cost: three small broker requests, plus a scan of the engine's backlog on that partition, which is
-usually empty. Starts found by a scan are cached per partition with the offset reached, so the next
-barrier only reads what arrived since; entries below the engine's committed offset are dropped.
+usually empty. Barriers asked for at the same time share their requests (`_Rounds`): a round reads
+the three offsets of every partition its requests need, three requests in all, and scans those
+partitions' backlogs in one pass of the consumer; a request only joins a round that has not read
+anything yet, so its offsets are still read after it arrived. Under load (many starts with IDs of
+their own at once) the cost per request falls with their number. Starts found by a scan are cached
+per partition with the offset reached, so the next barrier only reads what arrived since; entries
+below the engine's committed offset are dropped.
 The whole barrier is bounded by `consistency_timeout_s`; past it the request fails with a 500 that
 says the view is lagging, rather than answering something stale.
 
@@ -52,12 +57,12 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.client.ports import Watch
 from engine.client.watches import Watches
@@ -102,6 +107,80 @@ class _Backlog:
                 self.starts[iid] = [s for s in found if s.offset >= committed]
 
 
+@dataclass(frozen=True, slots=True)
+class _Offsets:
+    """The barrier's three offsets of one partition (see the module docstring)."""
+
+    committed: int  # C: the engine group's committed offset on commands[p] (its start if none)
+    status_end: int  # S
+    commands_end: int  # E
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What one request's barrier found: the view must reach `status_end` of the instance's
+    partition, and these starts of the instance are not applied yet."""
+
+    status_end: int
+    pending: tuple[PendingStart, ...]
+
+
+#: A barrier round: the instance IDs asked for, by partition -> what each request gets.
+_Round = Callable[[dict[int, set[str]]], Awaitable[dict[tuple[int, str], _Found]]]
+
+
+class _Rounds:
+    """Barriers for every request waiting, done in rounds: one round at a time, each for all the
+    partitions (and instances) its requests asked for, each request in the first round that starts
+    after it asked (see the module docstring)."""
+
+    def __init__(self, run_round: _Round) -> None:
+        self._round = run_round
+        self._waiting: dict[tuple[int, str], list[asyncio.Future[_Found]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def ask(self, p: int, instance_id: str) -> _Found:
+        future: asyncio.Future[_Found] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault((p, instance_id), []).append(future)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="headrace-api-barrier")
+        return await future
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        batch: dict[tuple[int, str], list[asyncio.Future[_Found]]] = {}
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, {}
+                wanted: dict[int, set[str]] = {}
+                for p, iid in batch:
+                    wanted.setdefault(p, set()).add(iid)
+                try:
+                    found = await self._round(wanted)
+                except Exception as exc:  # every waiter gets the failure as its own
+                    for futures in batch.values():
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(exc)
+                    continue
+                for key, futures in batch.items():
+                    for future in futures:
+                        if not future.done():  # not given up (its request's budget ran out)
+                            future.set_result(found[key])
+        finally:
+            self._task = None
+            # Cancelled (the link stops): the round's requests and those waiting fail as cancelled.
+            for futures in [*batch.values(), *self._waiting.values()]:
+                for future in futures:
+                    if not future.done():
+                        future.cancel()
+            self._waiting = {}
+
+
 class LinkSend:
     """The API's `Send` port: the link's idempotent producer, counted per command type."""
 
@@ -121,10 +200,14 @@ class Consistency:
     def __init__(self, link: KafkaLink) -> None:
         self.link = link
         self._backlogs: dict[int, _Backlog] = {}
-        self._scan_lock = asyncio.Lock()
+        self._rounds = _Rounds(self._round)
         self._sent: OrderedDict[str, tuple[float, PendingStart]] = OrderedDict()
         self._watches = Watches(self.shown)
         link.observe_view(self._view_changed)
+
+    async def close(self) -> None:
+        """Stop a barrier round still reading (its requests fail as cancelled)."""
+        await self._rounds.close()
 
     # -- waiting for a command's effect ---------------------------------------------------------
 
@@ -239,59 +322,102 @@ class Consistency:
         return fold_starts(self.shown(instance_id), [(p.start, p.accepted_at) for p in pending])
 
     async def _barrier(self, instance_id: str) -> list[PendingStart]:
+        p = self.link.partition(instance_id)
+        found = await self._rounds.ask(p, instance_id)
+        await self._catch_up(p, found.status_end)
+        return list(found.pending)
+
+    async def _round(self, wanted: dict[int, set[str]]) -> dict[tuple[int, str], _Found]:
+        """One barrier round (`_Rounds`): offsets of every partition asked for, then the scans."""
+        offsets = await self._offsets(sorted(wanted))
+        ends: dict[int, int] = {}
+        for p, found in offsets.items():
+            if found.committed >= found.commands_end:
+                self._backlogs.pop(p, None)  # the engine applied everything acknowledged
+                continue
+            backlog = self._backlogs.setdefault(p, _Backlog())
+            backlog.prune(found.committed)
+            if backlog.scanned_to < found.commands_end:
+                ends[p] = found.commands_end
+        if ends:
+            await self._read(ends)
+        out: dict[tuple[int, str], _Found] = {}
+        for p, ids in wanted.items():
+            unapplied = self._backlogs.get(p) if offsets[p].committed < offsets[p].commands_end else None
+            for iid in ids:
+                # A copy: a later round prunes the backlog before this request's view caught up.
+                pending = tuple(unapplied.starts.get(iid, ())) if unapplied is not None else ()
+                out[(p, iid)] = _Found(offsets[p].status_end, pending)
+        return out
+
+    async def _offsets(self, partitions: list[int]) -> dict[int, _Offsets]:
         link = self.link
-        p = link.partition(instance_id)
-        committed = await link.engine_committed(p)
-        commands = TopicPartition(link.topics.commands, p)
+        committed = await link.engine_committed_many(partitions)
         scanner = link.scanner
         assert scanner is not None
+        commands = {p: TopicPartition(link.topics.commands, p) for p in partitions}
         # Both after `committed` (see the module docstring); independent of each other.
-        status_end, ends = await asyncio.gather(
-            link.status_end(p),
-            link.call("reading the commands topic's end", scanner.end_offsets([commands])),
+        status_ends, ends = await asyncio.gather(
+            link.status_ends(partitions),
+            link.call("reading the commands topic's end", scanner.end_offsets(list(commands.values()))),
         )
-        commands_end = ends[commands]
-        if committed is None:
-            committed = (
-                await link.call(
-                    "reading the commands topic's start", scanner.beginning_offsets([commands])
-                )
-            )[commands]
-        await self._catch_up(p, status_end)
-        if committed >= commands_end:
-            self._backlogs.pop(p, None)
-            return []
-        return await self._scan(p, committed, commands_end, instance_id)
+        never = [commands[p] for p, c in committed.items() if c is None]
+        starts = (
+            await link.call("reading the commands topic's start", scanner.beginning_offsets(never)) if never else {}
+        )
+        return {
+            p: _Offsets(
+                committed=c if (c := committed[p]) is not None else starts[commands[p]],
+                status_end=status_ends[p],
+                commands_end=ends[commands[p]],
+            )
+            for p in partitions
+        }
 
-    async def _scan(self, p: int, committed: int, end: int, instance_id: str) -> list[PendingStart]:
-        async with self._scan_lock:
-            backlog = self._backlogs.setdefault(p, _Backlog())
-            backlog.prune(committed)
-            if backlog.scanned_to < end:
-                await self._read(p, backlog, end)
-            return list(backlog.starts.get(instance_id, ()))
-
-    async def _read(self, p: int, backlog: _Backlog, end: int) -> None:
+    async def _read(self, ends: dict[int, int]) -> None:
+        """Scan `commands[p]` from each backlog's `scanned_to` to at least `ends[p]`."""
         scanner = self.link.scanner
         assert scanner is not None
-        tp = TopicPartition(self.link.topics.commands, p)
-        scanner.assign([tp])
+        tps = {TopicPartition(self.link.topics.commands, p): p for p in ends}
+        self._assign_all(scanner)
+        for tp, p in tps.items():
+            scanner.seek(tp, self._backlogs[p].scanned_to)
+        scanner.resume(*tps)
         try:
-            scanner.seek(tp, backlog.scanned_to)
-            while backlog.scanned_to < end:
-                batch = await scanner.getmany(tp, timeout_ms=100, max_records=5000)
-                for record in batch.get(tp, ()):
-                    start = _start_of(record.value)
-                    if start is not None:
-                        accepted = datetime.fromtimestamp(record.timestamp / 1000, UTC)
-                        backlog.starts.setdefault(start.instance_id, []).append(
-                            PendingStart(record.offset, start, accepted)
-                        )
-                backlog.scanned_to = max(backlog.scanned_to, await scanner.position(tp))
+            left = set(tps)
+            while left:
+                batch = await scanner.getmany(*left, timeout_ms=100, max_records=5000)
+                for tp, records in batch.items():
+                    backlog = self._backlogs[tps[tp]]
+                    for record in records:
+                        start = _start_of(record.value)
+                        if start is not None:
+                            accepted = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+                            backlog.starts.setdefault(start.instance_id, []).append(
+                                PendingStart(record.offset, start, accepted)
+                            )
+                for tp in list(left):
+                    backlog = self._backlogs[tps[tp]]
+                    backlog.scanned_to = max(backlog.scanned_to, await scanner.position(tp))
+                    if backlog.scanned_to >= ends[tps[tp]]:
+                        left.discard(tp)
         finally:
-            # Unassigned, it stops prefetching: its next offsets request is not queued behind a
+            # Paused, it stops prefetching: its next offsets request is not queued behind a
             # long-polling fetch on the same connection.
-            scanner.assign([])
+            scanner.pause(*tps)
+
+    def _assign_all(self, scanner: AIOKafkaConsumer) -> None:
+        """Every commands partition assigned to the scanner for good, paused until a scan: a change
+        of assignment makes aiokafka refresh the cluster's metadata (it did twice a barrier)."""
+        every = [TopicPartition(self.link.topics.commands, p) for p in range(self.link.partitions)]
+        if scanner.assignment() == set(every):
+            return
+        scanner.assign(every)
+        scanner.pause(*every)
+        for tp in every:
+            # A position, so the fetcher does not look one up (ListOffsets) for a paused partition;
+            # every scan seeks where it starts.
+            scanner.seek(tp, 0)
 
 
 def _start_of(value: bytes | None) -> StartWorkflow | None:

@@ -56,6 +56,7 @@ class Gateway:
         )
 
     async def close(self) -> None:
+        await self.consistency.close()
         await self.histories.close()
 
     # -- reads ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from pathlib import Path
 from typing import TypeVar
 
@@ -234,7 +234,10 @@ class KafkaLink:
         """Await a Kafka call with the request deadline; failures become a `BackendError`."""
         limit = self.settings.kafka_timeout_s
         try:
-            return await asyncio.wait_for(awaitable, limit)
+            # A deadline on this task, not `wait_for`'s extra task per call: every start makes
+            # several of these calls.
+            async with asyncio.timeout(limit):
+                return await awaitable
         except TimeoutError:
             raise BackendError(
                 f"{what}: Kafka at {self.settings.engine.bootstrap_servers} did not answer within "
@@ -271,22 +274,30 @@ class KafkaLink:
 
     async def status_end(self, partition: int) -> int:
         """The last stable offset of one status partition: everything the engine committed."""
+        return (await self.status_ends([partition]))[partition]
+
+    async def status_ends(self, partitions: Collection[int]) -> dict[int, int]:
+        """`status_end` of several partitions in one request."""
         consumer = self.offsets
         assert consumer is not None
-        tp = TopicPartition(self.topics.status, partition)
-        found = await self.call("reading the status topic's end", consumer.end_offsets([tp]))
-        return int(found[tp])
+        tps = {p: TopicPartition(self.topics.status, p) for p in partitions}
+        found = await self.call("reading the status topic's end", consumer.end_offsets(list(tps.values())))
+        return {p: int(found[tp]) for p, tp in tps.items()}
 
     async def engine_committed(self, partition: int) -> int | None:
         """The engine group's committed offset on one commands partition (None: never committed)."""
+        return (await self.engine_committed_many([partition]))[partition]
+
+    async def engine_committed_many(self, partitions: Collection[int]) -> dict[int, int | None]:
+        """`engine_committed` of several partitions in one request."""
         admin = self.admin
         assert admin is not None
-        tp = TopicPartition(self.topics.commands, partition)
+        tps = {p: TopicPartition(self.topics.commands, p) for p in partitions}
         for attempt in range(1, _COORDINATOR_ATTEMPTS + 1):
             try:
                 offsets = await self.call(
                     "reading the engine's committed offsets",
-                    admin.list_consumer_group_offsets(self.group_id, self._coordinator, [tp]),
+                    admin.list_consumer_group_offsets(self.group_id, self._coordinator, list(tps.values())),
                 )
                 break
             except BackendError:
@@ -300,5 +311,8 @@ class KafkaLink:
         if self._coordinator is None:
             with contextlib.suppress(KafkaError, asyncio.TimeoutError):
                 self._coordinator = await asyncio.wait_for(admin.find_coordinator(self.group_id), 1)
-        found = offsets.get(tp)
-        return None if found is None or found.offset < 0 else int(found.offset)
+        committed: dict[int, int | None] = {}
+        for p, tp in tps.items():
+            found = offsets.get(tp)
+            committed[p] = None if found is None or found.offset < 0 else int(found.offset)
+        return committed

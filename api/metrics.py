@@ -46,6 +46,11 @@ def dapr_operation(route: str, method: str) -> str | None:
     return None
 
 
+#: The children of `requests`, `latency` and (for a Dapr workflow operation) Dapr's two metrics
+#: that one request's labels select.
+_Series = tuple[Counter, Histogram, Counter | None, Histogram | None]
+
+
 class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -92,6 +97,7 @@ class ApiMetrics:
             registry=self.registry,
         )
 
+        self._series: dict[tuple[str, str, int], _Series] = {}
         self.dapr_operations = Counter(
             "dapr_runtime_workflow_operation_count",
             "The number of successful/failed workflow operation requests (Dapr's name and labels)",
@@ -107,13 +113,28 @@ class ApiMetrics:
         )
 
     def observe(self, route: str, method: str, code: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(code)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        series = self._series.get((route, method, code))
+        if series is None:
+            series = self._series[(route, method, code)] = self._series_of(route, method, code)
+        requests, latency, operations, operation_latency = series
+        requests.inc()
+        latency.observe(seconds)
+        if operations is not None and operation_latency is not None:
+            operations.inc()
+            operation_latency.observe(seconds * 1000)
+
+    def _series_of(self, route: str, method: str, code: int) -> _Series:
+        """The children one request's labels pick, looked up once per label set: `labels()` takes
+        a lock and builds a key on every call, four times per request. Bounded like the series
+        themselves (route templates, known methods, status codes)."""
         operation = dapr_operation(route, method)
-        if operation is not None:
-            status = "success" if code < 400 else "failed"
-            self.dapr_operations.labels(operation, status).inc()
-            self.dapr_operation_latency.labels(operation, status).observe(seconds * 1000)
+        status = "success" if code < 400 else "failed"
+        return (
+            self.requests.labels(route, method, str(code)),
+            self.latency.labels(route, method),
+            None if operation is None else self.dapr_operations.labels(operation, status),
+            None if operation is None else self.dapr_operation_latency.labels(operation, status),
+        )
 
     def render(self, refresh: Callable[[], None] | None = None) -> bytes:
         if refresh is not None:

@@ -6,6 +6,10 @@ the engine's status follower (`engine.read.status`) tells this generator of ever
 
 Start-to-completion is measured from just before the send to the moment this process reads the
 terminal status record; the engine's own view (completed_at - created_at) is kept beside it.
+
+Through the REST API (`--via api`) the POSTs are made by the compiled load generator of
+`httpload.py` when Go is there (this process still decides what to start when, and follows the
+completions), else by httpx here.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from engine.read.status import StatusFollower
 from engine.settings import Settings
 from engine.topics import Topics
 
+from .httpload import GoStarter, Reply
 from .scenarios import Scenario
 
-__all__ = ["Instance", "LoadGenerator", "LoadResult", "Stalled"]
+__all__ = ["Instance", "LoadGenerator", "LoadResult", "Stalled", "fixed_input"]
 
 
 class Stalled(Exception):
@@ -47,6 +52,15 @@ class Instance:
     status: str = ""
     engine_s: float | None = None  # completed_at - created_at, from the engine's clock
     output: str | None = None
+    responded: float = 0.0  # monotonic time the API answered the start (through the API only)
+
+
+def fixed_input(scenario: Scenario) -> str | None:
+    """The input every start of the scenario carries (encoded once, not per send); None where each
+    start has its own (the timer scenarios' random delays)."""
+    if scenario.workflow == "bench_timer":
+        return None
+    return dump_payload(scenario.workflow_input(random.Random(0)))  # noqa: S311 - not random here
 
 
 @dataclass
@@ -117,6 +131,7 @@ class LoadGenerator:
         stall_s: float = 60.0,
         probe_timeout_s: float | None = None,
         api_urls: list[str] | None = None,
+        go: GoStarter | None = None,
     ) -> None:
         self.scenario = scenario
         self.settings = settings
@@ -145,12 +160,22 @@ class LoadGenerator:
         self._http: httpx.AsyncClient | None = None
         self._http_slots = asyncio.Semaphore(64)
         self._posts: set[asyncio.Task[None]] = set()
-        # Every chain/fan-out start carries the same input: encode it once, not per send.
-        self._fixed_input = (
-            None if scenario.workflow == "bench_timer" else dump_payload(scenario.workflow_input(self.rng))
-        )
+        #: The compiled load generator making the POSTs (with `api_urls`), else httpx here.
+        self._go = go
+        self._fixed_input = fixed_input(scenario)
 
     # -- completions ---------------------------------------------------------------------------
+
+    def _replied(self, reply: Reply) -> None:
+        """The Go load generator's result for one start."""
+        inst = self.instances.get(reply.instance_id)
+        if inst is None:
+            return
+        # Its own clock reading: the moment the request went out, not when this process asked.
+        inst.sent = reply.sent
+        inst.responded = reply.done
+        if reply.status != 202:
+            self._start_failed(reply.instance_id, f"HTTP {reply.status}: {reply.error[:200]}")
 
     def _on_running(self, iid: str) -> None:
         if iid in self.instances:
@@ -191,6 +216,9 @@ class LoadGenerator:
         if self._measuring:
             self.measured_started += 1
         self.last_progress = now
+        if self._go is not None:
+            self._go.start(iid, None if self._fixed_input is not None else text)
+            return
         if self._http is not None:
             # Through the REST API: the POST runs beside the starter, so a slow response delays
             # this start only, as with independent clients.
@@ -215,6 +243,9 @@ class LoadGenerator:
             except httpx.HTTPError as exc:
                 self._start_failed(iid, repr(exc))
                 return
+        inst = self.instances.get(iid)
+        if inst is not None:
+            inst.responded = time.monotonic()
         if response.status_code != 202:
             self._start_failed(iid, f"HTTP {response.status_code}: {response.text[:200]}")
 
@@ -241,7 +272,9 @@ class LoadGenerator:
             max_request_size=max(4 * 1024 * 1024, 2 * self.settings.max_payload_bytes),
         )
         await self._producer.start()
-        if self.api_urls:
+        if self._go is not None:
+            self._go.follow(self._replied)
+        elif self.api_urls:
             self._http = httpx.AsyncClient(
                 timeout=httpx.Timeout(60.0, pool=None),
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
@@ -267,6 +300,8 @@ class LoadGenerator:
             if not self._window[1]:
                 self._end_window(time.monotonic())
         finally:
+            if self._go is not None:
+                await self._go.close()
             for task in list(self._posts):
                 task.cancel()
             await asyncio.gather(*self._posts, return_exceptions=True)

@@ -107,7 +107,7 @@ def _f(value: Any, digits: int = 1) -> str:
 
 
 #: Process kinds of the cost table (`grpc` and `app`: the front end and Dapr SDK apps of --via grpc).
-_COST_KINDS = ("broker", "engine", "worker", "api", "grpc", "app", "loadgen")
+_COST_KINDS = ("broker", "engine", "worker", "api", "grpc", "app", "loadgen", "harness")
 
 
 def rows(
@@ -137,6 +137,7 @@ def rows(
         "records/wf",
         "records/s",
         "of ceiling",
+        "broker JIT cores",
         "other procs cores",
         "log warnings",
     ]
@@ -178,6 +179,8 @@ def rows(
                 _f(r["records"]["per_workflow"]),
                 _f(per_s, 0),
                 frac,
+                # A fresh broker's compiler threads, left out of its CPU per workflow (`CpuMem.jit_s`).
+                _f((_get(cpu, "broker", "jit_cpu_s") or 0.0) / r["window_s"], 2),
                 # CPU the rest of the machine used meanwhile: how noisy this row is.
                 _f(r["machine"]["other_cpu_s"] / r["window_s"], 2),
                 str(r["log_problem_count"]),

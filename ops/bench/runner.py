@@ -17,7 +17,8 @@ from engine.settings import Settings
 from engine.topics import ensure_topics
 
 from .deploy import INTERNAL_TOPICS, ROOT, Broker, Deployment, OffsetCounter
-from .load import Instance, LoadGenerator, LoadResult, Progress
+from .httpload import GoStarter, build
+from .load import Instance, LoadGenerator, LoadResult, Progress, fixed_input
 from .procstats import CpuMem, ProcessTable, machine_busy_s
 from .profile import Profiler
 from .scenarios import Scenario
@@ -25,7 +26,13 @@ from .stats import log_histogram, percentiles
 
 __all__ = ["RunOptions", "run_scenario"]
 
-KINDS = ("broker", "engine", "worker", "api", "grpc", "app", "loadgen")
+#: "harness": this process when the compiled load generator makes the POSTs (`--via api`): it
+#: follows the completions and asks for the starts, while "loadgen" is the Go process.
+KINDS = ("broker", "engine", "worker", "api", "grpc", "app", "loadgen", "harness")
+#: Keep-alive connections per API process from the Go load generator: each holds one start until
+#: the engine applied it, so up to this many are answered side by side (below the API's
+#: HEADRACE_API_MAX_IN_FLIGHT, 256 by default, past which it answers 503).
+_MAX_CONNECTIONS = 200
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ async def run_scenario(
     deployment = Deployment(settings, opts.engines, opts.workers, opts.log_dir / scenario.name, apis=opts.apis,
                             grpc_apps=opts.grpc_apps)
     samples: list[dict[str, Any]] = []
+    go: GoStarter | None = None
     try:
         ready_s = await deployment.wait_ready()
         apis = f", {opts.apis} API process(es)" if opts.apis else ""
@@ -104,14 +112,26 @@ async def run_scenario(
         for kind in ("api", "grpc", "app"):
             for pid in deployment.pids(kind):
                 procs.add(kind, pid)
-        procs.add("loadgen", os.getpid())
+        if opts.apis:
+            binary = await asyncio.to_thread(build, note)
+            if binary is not None:
+                go = await GoStarter.open(
+                    binary, deployment.api_urls, scenario.workflow, fixed_input(scenario),
+                    min(_MAX_CONNECTIONS, max(64, scenario.concurrency)), opts.log_dir / scenario.name / "loadgen.log",
+                )
+        if go is not None:
+            procs.add("loadgen", go.pid)
+            procs.add("harness", os.getpid())
+        else:
+            procs.add("loadgen", os.getpid())
         offsets = OffsetCounter(settings)
         await offsets.start()
         marks = _Marks(procs, offsets)
         if opts.profile:
             marks.profiler = Profiler(
                 opts.log_dir / scenario.name / "profile",
-                {"engine": deployment.pids("engine"), "worker": deployment.pids("worker")},
+                # The API too, through the API: its CPU per start is one of issue 17's targets.
+                {kind: deployment.pids(kind) for kind in ("engine", "worker", "api") if deployment.pids(kind)},
                 scenario.duration_s or 600,
             )
         load = LoadGenerator(
@@ -123,6 +143,7 @@ async def run_scenario(
             seed=opts.seed,
             stall_s=opts.stall_s,
             api_urls=deployment.api_urls,
+            go=go,
         )
         sampler = asyncio.create_task(_sample(procs, load, opts.sample_s, samples))
         try:
@@ -139,6 +160,8 @@ async def run_scenario(
         )
         await offsets.stop()
     finally:
+        if go is not None:
+            await go.close()  # done already unless the load failed before its own close
         deployment.stop()
     figures = _figures(
         scenario,
@@ -198,6 +221,8 @@ def _figures(
     in_window = sum(1 for i in done if ws <= i.done <= we)
     measured = [i for i in done if i.measured]
     latency = _ms([i.done - i.sent for i in measured])
+    # Through the API: how long its start request took (the API answers once the engine applied it).
+    api_latency = _ms([i.responded - i.sent for i in measured if i.responded])
     engine_latency = _ms([i.engine_s for i in measured if i.engine_s is not None])
 
     cpu: dict[str, Any] = {}
@@ -210,14 +235,18 @@ def _figures(
             continue
         used = sum(m.cpu_s - start.get(kind, {}).get(pid, CpuMem(0, 0, 0)).cpu_s for pid, m in pids.items())
         ours += used
+        # A JVM's compiler threads are warm-up, not the cost of a workflow (`CpuMem.jit_s`).
+        jit = sum(m.jit_s - start.get(kind, {}).get(pid, CpuMem(0, 0, 0)).jit_s for pid, m in pids.items())
+        used -= jit
         cpu[kind] = {
             "processes": len(pids),
             "cpu_s": round(used, 2),
+            "jit_cpu_s": round(jit, 2),
             "cores": round(used / window_s, 3),
             "cpu_ms_per_wf": round(used * 1000 / in_window, 3) if in_window else None,
             # Peak over the window (VmHWM was reset at its start), largest process of the kind.
-            "peak_rss_mib": round(max(m.peak_rss_bytes for m in final.get(kind, pids).values()) / 2**20, 1),
-            "rss_end_mib": round(sum(m.rss_bytes for m in final.get(kind, pids).values()) / 2**20, 1),
+            "peak_rss_mib": round(max(m.peak_rss_bytes for m in (final.get(kind) or pids).values()) / 2**20, 1),
+            "rss_end_mib": round(sum(m.rss_bytes for m in (final.get(kind) or pids).values()) / 2**20, 1),
         }
     machine_s = marks.end_machine - marks.start_machine
     deployment_labels = [k for k in totals if k not in INTERNAL_TOPICS]
@@ -259,6 +288,8 @@ def _figures(
         "activities_per_s": round(in_window * scenario.activities / window_s, 2),
         "latency_ms": latency,
         "engine_latency_ms": engine_latency,
+        "api_start_latency_ms": api_latency if opts.apis else None,
+        "loadgen": ("go" if cpu.get("harness") else "python") if opts.apis else None,
         "latency_histogram_ms": [
             (round(b * 1000, 3), n) for b, n in log_histogram([i.done - i.sent for i in measured])
         ],
