@@ -23,7 +23,9 @@ def register(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser(
         "bench",
         help=text,
-        description=text + ". Scenarios: " + ", ".join([*SCENARIO_NAMES, *GROUPS]) + " (default: all).",
+        description=text + ". Scenarios: " + ", ".join([*SCENARIO_NAMES, *GROUPS]) + " (default: all). "
+        "`headrace bench scale` (on its own, never part of `all`): what history costs, with "
+        "10^5 and 10^6 finished instances in the topics (issue 16; ops/bench/scale.py).",
     )
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenarios to run (default: all)")
     parser.add_argument(
@@ -78,6 +80,12 @@ def register(subparsers: Subcommands) -> None:
         "(collapsed stacks in the logs folder, top functions in the JSON)",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed (timer delays)")
+    scale = parser.add_argument_group("scale (`headrace bench scale`)")
+    scale.add_argument("--finished", type=int, action="append", metavar="N",
+                       help="finished instances to fill, repeatable (100,000 and 1,000,000; tiny 2,000)")
+    scale.add_argument("--running", type=int, metavar="N", help="running instances beside them (10,000; tiny 200)")
+    scale.add_argument("--retention-instances", type=int, metavar="N",
+                       help="due finished instances the retention figure purges (20,000; tiny 300; 0: skip)")
     parser.set_defaults(handler=_handle)
 
 
@@ -102,6 +110,13 @@ def _handle(args: argparse.Namespace) -> int:
 
     # The processes' own setup: the harness's Kafka clients' warnings show, formatted and rate-limited.
     configure_logging("warning")
+    if "scale" in args.scenarios:
+        if args.scenarios != ["scale"]:
+            raise OpsError("run `headrace bench scale` on its own: it fills topics with up to 10^6 instances")
+        from .scale import run_scale
+
+        asyncio.run(run_scale(args, " ".join(["headrace", *sys.argv[1:]])))
+        return 0
     doc: dict[str, Any] = asyncio.run(run_session(args, " ".join(["headrace", *sys.argv[1:]])))
     bad = [r for r in doc["scenarios"] if "error" in r or r["unfinished"] or r["failed"]]
     return 1 if bad else 0
