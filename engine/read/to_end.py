@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence, Set
 from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -25,7 +25,8 @@ from ..settings import Settings
 from ..topics import partition_count
 from .consumer import committed_reader
 
-__all__ = ["IDLE_S", "READ_FETCH_BYTES", "Record", "latest_by_key", "latest_of", "read_to_end", "reading"]
+__all__ = ["IDLE_S", "READ_FETCH_BYTES", "Record", "latest_by_key", "latest_of", "latest_values", "read_to_end",
+           "reading"]
 
 log = logging.getLogger(__name__)
 
@@ -132,32 +133,46 @@ async def latest_by_key(settings: Settings, topic: str, partition: int, only: by
 async def latest_of(settings: Settings, topic: str, partition: int, key: bytes, *, before: int | None = None,
                     window: int = LOOK_BACK_FIRST) -> bytes | None:
     """The latest committed value of `key` in one partition of a compacted topic, below offset
-    `before` (default: the end); None when the key is absent or its latest value is a tombstone.
+    `before` (default: the end); None when the key is absent or its latest value is a tombstone
+    (`latest_values`)."""
+    return (await latest_values(settings, topic, partition, {key}, before=before, window=window)).get(key)
+
+
+async def latest_values(settings: Settings, topic: str, partition: int, keys: Set[bytes], *,
+                        before: int | None = None, window: int = LOOK_BACK_FIRST,
+                        limit: int | None = None) -> dict[bytes, bytes | None]:
+    """The latest committed value of each of `keys` found in one partition of a compacted topic,
+    below offset `before` (default: the end), None for a tombstone; keys not found are left out.
+    With `limit`, at most about that many offsets back from `before` are read.
 
     Kafka cannot look a key up, and reading the partition from its beginning costs what the topic
     holds (10^6 finished instances: seconds and hundreds of MiB). The latest value of a key is at
     its highest offset, so the partition is read backwards in windows, newest first, each twice
-    the last: the first window that holds the key holds its latest value. A key written recently
+    the last: the first window that holds a key holds its latest value. A key written recently
     (an instance a client just started, or that just finished) costs one small window; one not
-    there at all costs a read of the partition, never more than twice.
+    there at all costs a read of the partition (or of `limit` offsets), never more than twice.
     """
     tp = TopicPartition(topic, partition)
+    found: dict[bytes, bytes | None] = {}
+    if not keys:
+        return found
     consumer = committed_reader(settings, max_partition_fetch_bytes=READ_FETCH_BYTES)
     await consumer.start()
     try:
         consumer.assign([tp])
         first = (await consumer.beginning_offsets([tp]))[tp]
         high = (await consumer.end_offsets([tp]))[tp] if before is None else before
-        while high > first:
+        if limit is not None:
+            first = max(first, high - limit)
+        while high > first and len(found) < len(keys):
             low = max(first, high - window)
-            found, value = False, None
+            latest: dict[bytes, bytes | None] = {}
             async for records in read_to_end(consumer, {tp: low}, ends={tp: high}):
                 for record in records:
-                    if record.offset < high and record.key == key:
-                        found, value = True, record.value
-            if found:
-                return value
+                    if record.offset < high and record.key in keys and record.key not in found:
+                        latest[record.key] = record.value
+            found.update(latest)
             high, window = low, window * 2
-        return None
+        return found
     finally:
         await consumer.stop()

@@ -34,7 +34,7 @@ from ..core.retention import RetentionPolicy, awaiting_purge, is_retention
 from ..core.state import DurableTimer, InstanceState, Timer
 from ..core.values import FailureDetails, RuntimeStatus
 from ..errors import DecodeError, PoisonedInputError
-from ..read.to_end import latest_by_key, latest_of, reading
+from ..read.to_end import latest_by_key, latest_of, latest_values, reading
 from ..settings import AuditMode, Settings
 from ..topics import Topics, record_limit
 from ..wire.records import (
@@ -72,6 +72,11 @@ PURGED_HEADER = "headrace-purged"
 
 #: Inputs set aside at once; old entries go first (they were dead-lettered long ago).
 POISON_KEPT = 10_000
+
+#: How far back (offsets of `status`) the state of a finished instance no longer in memory is
+#: looked for when a command other than a purge reaches it (`PartitionOwner._recall_recent`);
+#: older ones are answered as unknown (dead-lettered), a purge always reads back far enough.
+RECALL_LOOK_BACK = 50_000
 
 
 def utcnow() -> datetime:
@@ -361,15 +366,23 @@ class PartitionOwner:
         """
         pending = TransactionSink(self)
         decoded = [(tp.topic, record, self._decode(record)) for tp, records in batches.items() for record in records]
+        late: dict[str, Source] = {}
         for topic, record, message in decoded:
-            if isinstance(message, cmd.PurgeWorkflow) and message.instance_id not in self.states:
-                source: Source = RecordInput(topic, record.offset)
-                if source in self.poisoned:
-                    continue
-                try:
-                    await self._recall(message.instance_id)
-                except DecodeError as exc:
-                    raise self._poison(source, f"its instance's stored state is unreadable: {exc}") from exc
+            if not isinstance(message, cmd.Command) or isinstance(message, cmd.StartWorkflow) \
+                    or message.instance_id in self.states:
+                continue
+            source: Source = RecordInput(topic, record.offset)
+            if source in self.poisoned:
+                continue
+            if not isinstance(message, cmd.PurgeWorkflow):
+                late.setdefault(message.instance_id, source)
+                continue
+            try:
+                await self._recall(message.instance_id)
+            except DecodeError as exc:
+                raise self._poison(source, f"its instance's stored state is unreadable: {exc}") from exc
+        if late:
+            await self._recall_recent(late)
         for topic, record, message in decoded:
             source = RecordInput(topic, record.offset)
             pending.source = source
@@ -428,6 +441,22 @@ class PartitionOwner:
         value = await latest_of(self.settings, self.topics.status, self.number, iid.encode())
         if value is not None:
             self.remember(decode_state(value))
+
+    async def _recall_recent(self, late: dict[str, Source]) -> None:
+        """Bring back the states of recently finished instances let go from memory that commands
+        (raise, suspend, resume, terminate) are addressed to, so they are moot as for any finished
+        instance, not dead-lettered as unknown. One backward read for the batch, bounded
+        (`RECALL_LOOK_BACK`): a command to an ID nobody ever started costs that much and no more."""
+        values = await latest_values(self.settings, self.topics.status, self.number,
+                                     {iid.encode() for iid in late}, limit=RECALL_LOOK_BACK)
+        for key, value in values.items():
+            if value is None:
+                continue
+            iid = key.decode()
+            try:
+                self.remember(decode_state(value))
+            except DecodeError as exc:
+                raise self._poison(late[iid], f"its instance's stored state is unreadable: {exc}") from exc
 
     def remember(self, state: InstanceState) -> None:
         """Keep a state in memory; finished ones only while they are among the most recent few."""
