@@ -57,7 +57,8 @@ class ApiServer:
         inherited = {k: v for k, v in os.environ.items() if k != "DAPR_API_TOKEN"}
         self.env = {
             **inherited,
-            **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
+            # The audit mode too: engine and API must agree on it (docs/architecture.md).
+            **settings.to_env("bootstrap_servers", "topic_prefix", "partitions", "audit"),
             "HEADRACE_API_PORT": str(self.port),
             "HEADRACE_API_PROBE_INTERVAL_S": "0.2",
             "HEADRACE_LOG_LEVEL": "info",

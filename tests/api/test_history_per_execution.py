@@ -5,44 +5,23 @@ ends; the history endpoint still shows a running instance's events (from its his
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import httpx
 import pytest
 
-from engine.runtime.host import RuntimeHost
 from engine.settings import AuditMode, Settings
 from ops.audit import audit, read_history
 from tests.api.conftest import new_id, wait_status
-from tests.api.support import ApiServer, eventually
-from tests.api.workflows import runtime
+from tests.api.support import eventually
 
 pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture(scope="module")
 def settings(settings: Settings) -> Settings:
+    """The engine host and the API process of this module take it (`tests/api/conftest.py`)."""
     return replace(settings, audit=AuditMode.EXECUTION)
-
-
-@pytest.fixture(scope="module")
-def host(settings: Settings) -> Iterator[RuntimeHost]:
-    host = RuntimeHost(runtime.registry, settings)
-    host.start(timeout=90)
-    yield host
-    host.stop()
-
-
-@pytest.fixture(scope="module")
-def api(host: RuntimeHost, settings: Settings, log_dir: Path) -> Iterator[ApiServer]:
-    server = ApiServer(settings, log_dir, env={"HEADRACE_AUDIT": "execution"}).start()
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 def test_a_running_instances_history_is_read_from_its_chunks(http: httpx.Client, settings: Settings) -> None:
