@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 
 #: Finished instances whose state stays in memory (the most recent ones). Older ones live only in
 #: the status topic, so the engine's memory does not grow with the count of finished workflows;
-#: the few commands that still concern them (a purge) read their state back from there.
+#: the few commands that still concern them (a purge, a late raise or terminate) read their state
+#: back from there (`_recall`, `_recall_recent`).
 FINISHED_KEPT = 10_000
 
 PRODUCER_RETRY_BACKOFF_MS = 5
