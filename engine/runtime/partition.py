@@ -34,7 +34,7 @@ from ..core.retention import RetentionPolicy, awaiting_purge, is_retention
 from ..core.state import DurableTimer, InstanceState, Timer
 from ..core.values import FailureDetails, RuntimeStatus
 from ..errors import DecodeError, PoisonedInputError
-from ..read.to_end import latest_by_key, latest_of, latest_values, reading
+from ..read.to_end import latest_by_key, latest_values, reading
 from ..settings import AuditMode, Settings
 from ..topics import Topics, record_limit
 from ..wire.records import (
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 #: Finished instances whose state stays in memory (the most recent ones). Older ones live only in
 #: the status topic, so the engine's memory does not grow with the count of finished workflows;
 #: the few commands that still concern them (a purge, a late raise or terminate) read their state
-#: back from there (`_recall`, `_recall_recent`).
+#: back from there (`_recall`).
 FINISHED_KEPT = 10_000
 
 PRODUCER_RETRY_BACKOFF_MS = 5
@@ -75,7 +75,7 @@ PURGED_HEADER = "headrace-purged"
 POISON_KEPT = 10_000
 
 #: How far back (offsets of `status`) the state of a finished instance no longer in memory is
-#: looked for when a command other than a purge reaches it (`PartitionOwner._recall_recent`);
+#: looked for when a command other than a purge reaches it (`PartitionOwner._recall`);
 #: older ones are answered as unknown (dead-lettered), a purge always reads back far enough.
 RECALL_LOOK_BACK = 50_000
 
@@ -367,23 +367,20 @@ class PartitionOwner:
         """
         pending = TransactionSink(self)
         decoded = [(tp.topic, record, self._decode(record)) for tp, records in batches.items() for record in records]
+        # Finished instances let go from memory that commands reach are read back first, in one
+        # read per batch: as far back as needed for a purge, `RECALL_LOOK_BACK` for the others.
+        purges: dict[str, Source] = {}
         late: dict[str, Source] = {}
         for topic, record, message in decoded:
             if not isinstance(message, cmd.Command) or isinstance(message, cmd.StartWorkflow) \
                     or message.instance_id in self.states:
                 continue
             source: Source = RecordInput(topic, record.offset)
-            if source in self.poisoned:
-                continue
-            if not isinstance(message, cmd.PurgeWorkflow):
-                late.setdefault(message.instance_id, source)
-                continue
-            try:
-                await self._recall(message.instance_id)
-            except DecodeError as exc:
-                raise self._poison(source, f"its instance's stored state is unreadable: {exc}") from exc
-        if late:
-            await self._recall_recent(late)
+            if source not in self.poisoned:
+                wanted = purges if isinstance(message, cmd.PurgeWorkflow) else late
+                wanted.setdefault(message.instance_id, source)
+        await self._recall(purges, limit=None)
+        await self._recall(late, limit=RECALL_LOOK_BACK)
         for topic, record, message in decoded:
             source = RecordInput(topic, record.offset)
             pending.source = source
@@ -436,20 +433,17 @@ class PartitionOwner:
         apply_outcome(iid, outcome, pending)
         self.observer.failed_by_engine(state, outcome.state)  # counted, and its span ended, on commit
 
-    async def _recall(self, iid: str) -> None:
-        """Bring back the state of a finished instance that was let go from memory (for a purge)."""
-        # Read back from the end: the instances purged soonest after they finish cost least.
-        value = await latest_of(self.settings, self.topics.status, self.number, iid.encode())
-        if value is not None:
-            self.remember(decode_state(value))
-
-    async def _recall_recent(self, late: dict[str, Source]) -> None:
-        """Bring back the states of recently finished instances let go from memory that commands
-        (raise, suspend, resume, terminate) are addressed to, so they are moot as for any finished
-        instance, not dead-lettered as unknown. One backward read for the batch, bounded
-        (`RECALL_LOOK_BACK`): a command to an ID nobody ever started costs that much and no more."""
-        values = await latest_values(self.settings, self.topics.status, self.number,
-                                     {iid.encode() for iid in late}, limit=RECALL_LOOK_BACK)
+    async def _recall(self, wanted: dict[str, Source], limit: int | None) -> None:
+        """Bring back the states of finished instances let go from memory (`FINISHED_KEPT`) that
+        commands of this batch reach (`wanted`: ID -> the input), so they apply as to any finished
+        instance: a purge purges, a late raise or terminate is moot instead of dead-lettered as
+        unknown. One backward read of `status` for all of them (`to_end.latest_values`: the
+        instances that finished last cost least), at most `limit` offsets back: a command to an ID
+        nobody started costs that much and no more."""
+        keys = {iid.encode() for iid in wanted if iid not in self.states}
+        if not keys:
+            return
+        values = await latest_values(self.settings, self.topics.status, self.number, keys, limit=limit)
         for key, value in values.items():
             if value is None:
                 continue
@@ -457,7 +451,7 @@ class PartitionOwner:
             try:
                 self.remember(decode_state(value))
             except DecodeError as exc:
-                raise self._poison(late[iid], f"its instance's stored state is unreadable: {exc}") from exc
+                raise self._poison(wanted[iid], f"its instance's stored state is unreadable: {exc}") from exc
 
     def remember(self, state: InstanceState) -> None:
         """Keep a state in memory; finished ones only while they are among the most recent few."""

@@ -44,7 +44,8 @@ async def test_requests_asked_together_share_a_round_and_later_ones_wait_for_the
     await fake.started(1)
     # Asked while round 1 reads: its offsets could predate the request, so round 2 serves it.
     late = asyncio.create_task(rounds.ask(0, "d"))
-    await asyncio.sleep(0)  # let it ask before round 1 ends (it must not join round 1 anyway)
+    await asyncio.sleep(0)  # one loop step: the new task runs up to its wait, its ask registered
+    assert (0, "d") in rounds._waiting  # asked while round 1 is still reading
     fake.release[0].set()
     assert [f.status_end for f in await asyncio.gather(*first)] == [1, 1, 1, 1]
     await fake.started(2)

@@ -41,6 +41,28 @@ pytestmark = pytest.mark.kafka
 WAIT = 120
 
 
+class _Engines:
+    """Engine hosts started one after another on the same topics (a restart is a new one); each is
+    stopped at the end of the block, whatever the test stopped already."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hosts: list[RuntimeHost] = []
+
+    def start(self) -> RuntimeHost:
+        host = RuntimeHost(runtime.registry, self.settings)
+        self.hosts.append(host)
+        host.start(timeout=90)
+        return host
+
+    def __enter__(self) -> _Engines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for host in reversed(self.hosts):
+            host.stop()
+
+
 def _read_at_restore(host: RuntimeHost) -> int:
     return sum(owner.read_at_restore for owner in host.engine.owners.values())
 
@@ -48,10 +70,8 @@ def _read_at_restore(host: RuntimeHost) -> int:
 def test_finished_instances_are_not_restored_and_can_still_be_purged(kafka_bootstrap: str) -> None:
     settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"rr-{uuid.uuid4().hex[:8]}.",
                                  partitions=4)
-    host = RuntimeHost(runtime.registry, settings)
-    host.start(timeout=90)
-    restarted: RuntimeHost | None = None
-    try:
+    with _Engines(settings) as engines:
+        host = engines.start()
         assert _read_at_restore(host) == 0
         with DaprWorkflowClient(settings=settings) as client:
             done = [client.schedule_new_workflow("counter", input=1) for _ in range(20)]
@@ -62,8 +82,7 @@ def test_finished_instances_are_not_restored_and_can_still_be_purged(kafka_boots
             for iid in sleeping:
                 client.wait_for_workflow_start(iid, timeout_in_seconds=WAIT)
             host.stop()
-            restarted = RuntimeHost(runtime.registry, settings)
-            restarted.start(timeout=90)
+            restarted = engines.start()
             # Only the two running instances were read back, none of the 20 finished ones.
             assert _read_at_restore(restarted) == 2
             assert sum(len(owner.histories) for owner in restarted.engine.owners.values()) == 2
@@ -78,20 +97,14 @@ def test_finished_instances_are_not_restored_and_can_still_be_purged(kafka_boots
             for iid in sleeping:
                 state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
                 assert state is not None and state.runtime_status is WorkflowStatus.TERMINATED
-    finally:
-        if restarted is not None:
-            restarted.stop()
-        host.stop()
 
 
 def test_a_write_by_an_engine_without_snapshots_makes_the_restore_read_status(kafka_bootstrap: str) -> None:
     settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"rm-{uuid.uuid4().hex[:8]}.",
                                  partitions=4)
     topics = Topics.for_settings(settings)
-    host = RuntimeHost(runtime.registry, settings)
-    host.start(timeout=90)
-    restarted: RuntimeHost | None = None
-    try:
+    with _Engines(settings) as engines:
+        host = engines.start()
         with DaprWorkflowClient(settings=settings) as client:
             sleeping = [client.schedule_new_workflow("sleeper", input=600.0) for _ in range(2)]
             for iid in sleeping:
@@ -109,16 +122,11 @@ def test_a_write_by_an_engine_without_snapshots_makes_the_restore_read_status(ka
                 (topics.status, ended.encode(), encode_state(done), number),
                 (topics.history_store, history_chunk_key(ended, state.execution_id, 0), None, number),
             ]))
-            restarted = RuntimeHost(runtime.registry, settings)
-            restarted.start(timeout=90)
+            restarted = engines.start()
             running = {iid for owner in restarted.engine.owners.values() for iid in owner.histories}
             assert ended not in running  # its stale snapshot was not believed
             assert sleeping[1] in running
             assert restarted.engine.owners[number].states[ended].status is RuntimeStatus.TERMINATED
-    finally:
-        if restarted is not None:
-            restarted.stop()
-        host.stop()
 
 
 def test_a_partition_written_before_states_rode_in_chunks_restores(kafka_bootstrap: str) -> None:
@@ -128,10 +136,8 @@ def test_a_partition_written_before_states_rode_in_chunks_restores(kafka_bootstr
     settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"ro-{uuid.uuid4().hex[:8]}.",
                                  partitions=2)
     topics = Topics.for_settings(settings)
-    host = RuntimeHost(runtime.registry, settings)
-    host.start(timeout=90)
-    restarted: RuntimeHost | None = None
-    try:
+    with _Engines(settings) as engines:
+        host = engines.start()
         with DaprWorkflowClient(settings=settings) as client:
             sleeping = [client.schedule_new_workflow("sleeper", input=600.0) for _ in range(3)]
             for iid in sleeping:
@@ -155,8 +161,7 @@ def test_a_partition_written_before_states_rode_in_chunks_restores(kafka_bootstr
                                 encode_events(iid, chunk.execution_id, chunk.events), number))
                 old.append((topics.history_store, SNAPSHOTS_MARKER, b"1", number))
             asyncio.run(_produce(settings, old))
-            restarted = RuntimeHost(runtime.registry, settings)
-            restarted.start(timeout=90)
+            restarted = engines.start()
             owners = restarted.engine.owners.values()
             assert sum(owner.read_at_restore for owner in owners) == 3
             assert sum(owner.restore_problems for owner in owners) == 0
@@ -170,13 +175,8 @@ def test_a_partition_written_before_states_rode_in_chunks_restores(kafka_bootstr
                 assert state is not None and state.runtime_status is WorkflowStatus.TERMINATED
             restarted.stop()
             # Their old snapshots were tombstoned with the runs: nothing is left to restore.
-            restarted = RuntimeHost(runtime.registry, settings)
-            restarted.start(timeout=90)
+            restarted = engines.start()
             assert _read_at_restore(restarted) == 0
-    finally:
-        if restarted is not None:
-            restarted.stop()
-        host.stop()
 
 
 def test_running_states_ride_in_their_open_chunk(kafka_bootstrap: str) -> None:
@@ -184,10 +184,8 @@ def test_running_states_ride_in_their_open_chunk(kafka_bootstrap: str) -> None:
     settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"rc-{uuid.uuid4().hex[:8]}.",
                                  partitions=2)
     topics = Topics.for_settings(settings)
-    host = RuntimeHost(runtime.registry, settings)
-    host.start(timeout=90)
-    restarted: RuntimeHost | None = None
-    try:
+    with _Engines(settings) as engines:
+        host = engines.start()
         with DaprWorkflowClient(settings=settings) as client:
             iid = client.schedule_new_workflow("sleeper", input=600.0)
             client.wait_for_workflow_start(iid, timeout_in_seconds=WAIT)
@@ -201,17 +199,12 @@ def test_running_states_ride_in_their_open_chunk(kafka_bootstrap: str) -> None:
                         if key.startswith(iid.encode() + b"\x00") and value is not None]
             assert chunk.state is not None
             assert decode_state(chunk.state).status is RuntimeStatus.RUNNING
-            restarted = RuntimeHost(runtime.registry, settings)
-            restarted.start(timeout=90)
+            restarted = engines.start()
             assert _read_at_restore(restarted) == 1
             owner = restarted.engine.owners[number]
             assert owner.states[iid].status is RuntimeStatus.RUNNING
             assert len(owner.histories[iid]) == owner.states[iid].history_length
             assert owner.snapshot_keys == set()
-    finally:
-        if restarted is not None:
-            restarted.stop()
-        host.stop()
 
 
 async def _produce(settings: Settings, records: list[tuple[str, bytes, bytes | None, int]]) -> None:
