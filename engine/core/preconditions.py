@@ -201,8 +201,10 @@ def fold_starts(
     """Apply unapplied starts (with when each was accepted) as the engine will: each replaces
     nothing or a finished run; one over a live run will be refused."""
     for start, accepted_at in starts:
-        if current is not None and run_id(current) == start.command_id:
-            continue  # applied already (the status is ahead of what the caller read)
+        if start_settled(current, start.command_id):
+            # Applied already: its run, or its refusal. The status can be ahead of the offsets
+            # that said which starts were unapplied (the engine group's offsets follow its commits).
+            continue
         if current is None or current.is_terminal:
             current = pending_start(start, accepted_at)
     return current

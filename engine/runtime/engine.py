@@ -21,6 +21,7 @@ from ..errors import PoisonedInputError
 from ..sdk.registry import Registry
 from ..settings import FETCH_MAX_WAIT_MS, Settings
 from ..topics import Topics, ensure_topics, partition_count
+from .group_offsets import GroupOffsets
 from .membership import generation, kept_across
 from .partition import PartitionOwner
 from .telemetry import EngineMetrics, Problem, partition_offsets
@@ -61,6 +62,8 @@ class Engine:
                                                             {*registry.workflows, *registry.versions}))
         self.owners: dict[int, PartitionOwner] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        #: The group's committed offsets, following each commit (`runtime.group_offsets`).
+        self._group_offsets: GroupOffsets | None = None
         self._stopping = asyncio.Event()
         #: Held while a batch or a timer firing is processed, and while partitions are released:
         #: the rebalance listener runs beside the main loop, and stopping a producer in the middle
@@ -102,6 +105,7 @@ class Engine:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self._consumer = consumer
+        self._group_offsets = GroupOffsets(consumer)
         consumer.subscribe(list(self.topics.inputs), listener=_Rebalance(self))
         await consumer.start()
         log.info("engine started (group %s)", self.group_id)
@@ -111,6 +115,8 @@ class Engine:
         finally:
             for retry in self._claim_retries.values():
                 retry.cancel()
+            await self._group_offsets.flush()
+            await self._group_offsets.close()
             await consumer.stop()
             await self._release(set(self.owners))
             await self._drop_held()
@@ -154,6 +160,8 @@ class Engine:
                     consumer.seek(tp, records[0].offset)
             return
         if await self._guarded(owner, owner.process(batch), consumer):
+            if self._group_offsets is not None:
+                self._group_offsets.advance({tp: owner.positions[tp.topic] for tp in batch})
             self.metrics.turns(number, sum(len(records) for records in batch.values()))
             self.metrics.progress(number)
 
@@ -243,14 +251,34 @@ class Engine:
             await owner.stop()
             self._retry_claim(owner.number, exc)
             return
+        await self._seek_owned(owner, consumer)
+
+    async def _seek_owned(self, owner: PartitionOwner, consumer: AIOKafkaConsumer) -> None:
+        """Read `owner`'s inputs on from where its committed state ends.
+
+        That is the state's own positions (`POSITIONS_HEADER`), or the group's committed offset
+        where it is higher: written by an engine of an earlier version in a mixed fleet, which
+        commits offsets in its transactions. The group's never runs ahead of a state
+        (`runtime.group_offsets`), so the higher of the two is the truth. A partition nobody has
+        consumed starts at the beginning.
+        """
+        behind: dict[TopicPartition, int] = {}
         for topic in self.topics.inputs:
             tp = TopicPartition(topic, owner.number)
-            if tp in consumer.assignment():
-                committed = await consumer.committed(tp)
-                if committed is None:
-                    await consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, committed)
+            if tp not in consumer.assignment():
+                continue
+            committed = await consumer.committed(tp)
+            stored = owner.positions.get(topic)
+            if stored is not None and (committed is None or stored > committed):
+                behind[tp] = stored
+            position = max((p for p in (stored, committed) if p is not None), default=None)
+            if position is None:
+                await consumer.seek_to_beginning(tp)
+                continue
+            consumer.seek(tp, position)
+            owner.positions[topic] = position
+        if behind and self._group_offsets is not None:
+            self._group_offsets.advance(behind)  # the group catches up (a commit lost to a rebalance)
 
     def _poll_timeout_ms(self) -> int:
         due = [t for o in self.owners.values() if (t := o.next_timer()) is not None]
@@ -284,6 +312,8 @@ class Engine:
             self._claim_errors.pop(owner.number, None)
             ready.add(owner.number)
         if consumer is not None:
+            owned = [self.owners[number] for number in sorted(ready) if number in self.owners]
+            await asyncio.gather(*(self._seek_owned(owner, consumer) for owner in owned))
             consumer.resume(*[tp for tp in tps if tp in consumer.assignment() and tp.partition in ready])
 
     def _new_owner(self, number: int) -> PartitionOwner:
@@ -320,14 +350,8 @@ class Engine:
                         return
                     self.owners[number] = owner
                     self._claim_errors.pop(number, None)
-                    for topic in self.topics.inputs:
-                        tp = TopicPartition(topic, number)
-                        committed = await consumer.committed(tp)
-                        if committed is None:
-                            await consumer.seek_to_beginning(tp)
-                        else:
-                            consumer.seek(tp, committed)
-                        consumer.resume(tp)
+                    await self._seek_owned(owner, consumer)
+                    consumer.resume(*[TopicPartition(topic, number) for topic in self.topics.inputs])
                 log.info("partition %d: restored after earlier failures", number)
                 return
         finally:
@@ -360,6 +384,8 @@ class Engine:
         """
         held_in = generation(self._consumer)
         async with self._turn:  # never in the middle of a transaction (see `_turn`)
+            if self._group_offsets is not None:
+                await self._group_offsets.flush()  # an earlier engine that takes over reads on from them
             for number in numbers:
                 self._failing.pop(number, None)
                 owner = self.owners.pop(number, None)

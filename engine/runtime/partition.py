@@ -4,9 +4,11 @@ Effectively-once, without trusting faust's `exactly_once` (open bugs in github.c
 faust: #323, #517, #177, #606): every batch of inputs of a partition is processed inside one Kafka
 transaction of a producer whose `transactional_id` belongs to the partition. The transaction holds
 the state changelog (`status`), history chunks, audit history, work items, messages to other
-instances, and the consumed offsets. Either all of it is visible to `read_committed` readers or none
-of it is; a new owner's producer fences the old one (a zombie after SIGSTOP cannot commit), and it
-restores state from the committed changelog before it reads a single input.
+instances, and the input positions its state includes (`POSITIONS_HEADER`, in `history-store`, not
+the group's offsets: two round trips fewer per transaction). Either all of it is visible to
+`read_committed` readers or none of it is; a new owner's producer fences the old one (a zombie after
+SIGSTOP cannot commit), and it restores state and positions from the committed records before it
+reads a single input.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,18 +41,22 @@ from ..settings import AuditMode, Settings
 from ..topics import Topics, record_limit
 from ..wire.records import (
     MESSAGES,
+    POSITIONS_HEADER,
+    POSITIONS_KEY,
     SNAPSHOT_SUFFIX,
     SNAPSHOTS_MARKER,
     STORE_HEADER,
     decode_chunk,
+    decode_positions,
     decode_state,
+    encode_positions,
     encode_state,
     parse_history_chunk_key,
     state_snapshot_key,
 )
 from .apps import AppTopics
 from .history_store import StoredHistory
-from .sink import RecordInput, Source, TransactionSink
+from .sink import RecordInput, Send, Source, TransactionSink
 from .telemetry import EngineMetrics, TurnObserver
 
 __all__ = ["PartitionOwner", "partition_for"]
@@ -109,6 +115,18 @@ class _Store:
     records: dict[bytes, _StoreRecord]
     kept_at: int = -1
     other_at: int = -1
+    #: The highest input positions the records carry (`POSITIONS_HEADER`).
+    positions: dict[str, int] = field(default_factory=dict)
+
+    def saw_positions(self, raw: bytes, where: int) -> None:
+        try:
+            found = decode_positions(raw)
+        except DecodeError as exc:
+            log.error("history-store offset %d: ignoring unreadable input positions: %s", where, exc)
+            return
+        for topic, offset in found.items():
+            if offset > self.positions.get(topic, -1):
+                self.positions[topic] = offset
 
 
 @dataclass(slots=True)
@@ -154,6 +172,9 @@ class PartitionOwner:
         #: Instances purged by the retention policy (this owner's lifetime; a test's evidence).
         self.expired = 0
         self.producer: AIOKafkaProducer | None = None
+        #: Input topic -> the offset after the last input the committed state includes: read back
+        #: by a restore (`POSITIONS_HEADER`), advanced by each commit. The engine reads on from here.
+        self.positions: dict[str, int] = {}
         self.processed = 0
         #: Inputs that broke a turn; kept across rebuilds (see `PoisonedInputError`).
         self.poisoned: OrderedDict[Source, _Poison] = OrderedDict()
@@ -229,6 +250,7 @@ class PartitionOwner:
         snapshot_keys: set[str] = set()
         live_snapshots: set[bytes] = set()
         raw: bytes | dict[str, Any]
+        self.positions = store.positions
         for key, entry in store.records.items():
             if entry.value is None or key == SNAPSHOTS_MARKER:
                 continue
@@ -321,8 +343,15 @@ class PartitionOwner:
                 for record in records:
                     if record.key is None:
                         continue
-                    store.records[record.key] = _StoreRecord(record.offset, record.value,
-                                                             record.headers if headers else None)
+                    if record.key == POSITIONS_KEY:
+                        if record.value is not None:
+                            store.saw_positions(record.value, record.offset)
+                    else:
+                        store.records[record.key] = _StoreRecord(record.offset, record.value,
+                                                                 record.headers if headers else None)
+                    for name, value in record.headers:
+                        if name == POSITIONS_HEADER:
+                            store.saw_positions(value, record.offset)
                     # Before issue 17 every transaction that kept snapshots ended with the marker;
                     # since, every record carries `STORE_HEADER` (`_commit` says why).
                     if STORE_HEADER in record.headers or (record.key == SNAPSHOTS_MARKER
@@ -340,6 +369,8 @@ class PartitionOwner:
         producer = self.producer
         assert producer is not None
         headers = [STORE_HEADER]
+        if self.positions:  # carried on, so compaction of the records these replace loses none
+            headers.append((POSITIONS_HEADER, encode_positions(self.positions)))
         self.snapshot_keys = set()
         async with producer.transaction():
             for iid, state in [*self.states.items(), *self._expiring.items()]:
@@ -643,6 +674,21 @@ class PartitionOwner:
             # first, and the producer is told to keep metadata for them (`AppTopics.track`).
             await self.apps.ensure(pending.apps)
             await self.apps.track(producer, (send.topic for send in sends))
+        positions = self.positions
+        if offsets:
+            positions = {**positions, **{tp.topic: offset for tp, offset in offsets.items()}}
+        if positions:
+            # The inputs this state includes ride in the same transaction (`POSITIONS_HEADER`):
+            # on every `history-store` record it writes, or in a record of their own.
+            header = (POSITIONS_HEADER, encode_positions(positions))
+            store = self.topics.history_store
+            carried = False
+            for send in sends:
+                if send.topic == store:
+                    send.headers = [*send.headers, header] if send.headers else [header]
+                    carried = True
+            if offsets and not carried:
+                sends.append(Send(store, POSITIONS_KEY, header[1], self.number, None, [STORE_HEADER]))
         futures: list[asyncio.Future[Any]] = []
         began = time.monotonic()
         try:
@@ -650,8 +696,6 @@ class PartitionOwner:
                 for send in sends:
                     futures.append(await producer.send(send.topic, value=send.value, key=send.key,
                                                        partition=send.partition, headers=send.headers))
-                if offsets:
-                    await producer.send_offsets_to_transaction(offsets, self.group_id)
         except BaseException:
             # The transaction's failure is what the caller handles; the sends' own errors are the
             # same failure seen per record, and left unread they flood the log when fenced.
@@ -661,6 +705,7 @@ class PartitionOwner:
             self.observer.discard()
             raise
         self.metrics.transaction(self.number, time.monotonic() - began)
+        self.positions = positions
         self.observer.committed()  # spans and per-turn metrics of these turns, now that they are in
         for send in sends:
             # Snapshots this transaction tombstoned (a turn set aside, its records rolled back,

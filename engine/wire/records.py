@@ -18,6 +18,8 @@ from ..errors import DecodeError
 __all__ = [
     "EVENTS",
     "MESSAGES",
+    "POSITIONS_HEADER",
+    "POSITIONS_KEY",
     "SNAPSHOTS_MARKER",
     "SNAPSHOT_SUFFIX",
     "STATES",
@@ -26,11 +28,13 @@ __all__ = [
     "StoredChunk",
     "decode_chunk",
     "decode_events",
+    "decode_positions",
     "decode_state",
     "decode_workflow_item",
     "encode_dead_letter",
     "encode_event",
     "encode_events",
+    "encode_positions",
     "encode_state",
     "encode_workflow_item",
     "history_chunk_key",
@@ -167,6 +171,37 @@ SNAPSHOTS_MARKER = b"\x00\x00snapshots-kept"
 #: tombstones included: a restore that finds a record without it (and not the marker) after the
 #: last record with it knows an engine that keeps no snapshots wrote there since (`_restore`).
 STORE_HEADER = ("headrace-store", b"2")
+
+
+#: The input positions a partition's state includes (issue 17): the next offset of each input topic
+#: of the partition, as `topic=offset;topic=offset`. Every `history-store` record a transaction
+#: writes carries them in this header, and a transaction that consumed inputs but wrote no
+#: `history-store` record writes them as the value of `POSITIONS_KEY`. A restore takes the highest
+#: offset of each topic it finds, so the state and the place to read on from are one commit, as
+#: `send_offsets_to_transaction` made them before, without its two round trips and its
+#: transaction on the group coordinator. Compaction keeps the highest: it removes a record only
+#: when a later one of its key, written by a later transaction, carries positions as high.
+POSITIONS_HEADER = "headrace-positions"
+POSITIONS_KEY = b"\x00\x00positions"
+
+
+def encode_positions(positions: Mapping[str, int]) -> bytes:
+    return ";".join(f"{topic}={offset}" for topic, offset in sorted(positions.items())).encode()
+
+
+def decode_positions(raw: bytes) -> dict[str, int]:
+    """The positions `encode_positions` wrote; raises `DecodeError` on anything else."""
+    positions: dict[str, int] = {}
+    try:
+        for part in raw.decode().split(";"):
+            if part:
+                topic, _, offset = part.rpartition("=")
+                if not topic:
+                    raise ValueError(f"no topic in {part!r}")
+                positions[topic] = int(offset)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DecodeError(f"invalid input positions {raw[:100]!r}: {exc}") from None
+    return positions
 
 
 def state_snapshot_key(instance_id: str) -> bytes:

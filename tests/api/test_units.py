@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -188,6 +189,10 @@ def test_unapplied_starts_fold_like_the_engine() -> None:
     assert replaced.input == '"n"'
     applied = state("i", RuntimeStatus.COMPLETED, execution_id="c1", run_id="c1")
     assert fold_starts(applied, [accepted("i", "c1")]) is applied
+    # Refused already (a child still ran): the view shows it although the engine group's offsets,
+    # which follow its commits, still had it unapplied.
+    refused = replace(done, recent_commands=("c2",))
+    assert fold_starts(refused, [accepted("i", "c2")]) is refused
 
 
 def test_backlog_drops_what_the_engine_applied() -> None:

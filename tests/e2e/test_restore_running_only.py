@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine import WorkflowStatus
 from engine.client.dapr import DaprWorkflowClient
@@ -215,3 +215,75 @@ async def _produce(settings: Settings, records: list[tuple[str, bytes, bytes | N
             await producer.send_and_wait(topic, value, key=key, partition=partition)
     finally:
         await producer.stop()
+
+
+def test_an_engine_reads_on_from_the_positions_its_state_carries(kafka_bootstrap: str) -> None:
+    """Issue 17: the input positions ride in `history-store` with the state, not in the group's
+    offsets. With the group's offsets rewound to 0 behind its back, a restarted engine still reads
+    on from where its state ends (nothing applied twice) and brings the group's offsets back up."""
+    settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"rp-{uuid.uuid4().hex[:8]}.",
+                                 partitions=4)
+    topics = Topics.for_settings(settings)
+    group = settings.topic("engine")
+    tps = [TopicPartition(topic, n) for topic in topics.inputs for n in range(settings.partitions)]
+    with _Engines(settings) as engines:
+        host = engines.start()
+        with DaprWorkflowClient(settings=settings) as client:
+            for iid in [client.schedule_new_workflow("counter", input=2) for _ in range(20)]:
+                state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
+                assert state is not None and state.runtime_status is WorkflowStatus.COMPLETED
+            host.stop()
+            before = asyncio.run(_end_offsets(settings, tps))
+            assert sum(before.values()) >= 60  # 20 starts and 40 activity results were consumed
+            asyncio.run(_commit_offsets(settings, group, {tp: 0 for tp in tps}))
+            restarted = engines.start()
+            for number, owner in restarted.engine.owners.items():
+                for topic in topics.inputs:
+                    assert owner.positions.get(topic, 0) == before[TopicPartition(topic, number)]
+            # One new workflow on each partition: any old input read again would be applied first.
+            ids: dict[int, str] = {}
+            while len(ids) < settings.partitions:
+                iid = uuid.uuid4().hex
+                ids.setdefault(partition_for(iid.encode(), settings.partitions), iid)
+            new = [client.schedule_new_workflow("counter", input=2, instance_id=iid) for iid in ids.values()]
+            for iid in new:
+                state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
+                assert state is not None and state.runtime_status is WorkflowStatus.COMPLETED
+            after = asyncio.run(_end_offsets(settings, tps))
+            consumed = sum(after.values()) - sum(before.values())
+            processed = sum(owner.processed for owner in restarted.engine.owners.values())
+            assert 0 < processed <= consumed  # the 20 old workflows' inputs were not applied again
+
+            def caught_up() -> bool:
+                committed = asyncio.run(_committed(settings, group, tps))
+                return all(committed.get(tp, 0) >= before[tp] for tp in tps)
+
+            eventually(caught_up, timeout=WAIT)
+
+
+async def _end_offsets(settings: Settings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(**settings.client_kwargs())
+    await consumer.start()
+    try:
+        return dict(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
+
+
+async def _commit_offsets(settings: Settings, group: str, offsets: dict[TopicPartition, int]) -> None:
+    consumer = AIOKafkaConsumer(**settings.client_kwargs(), group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
+async def _committed(settings: Settings, group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(**settings.client_kwargs(), group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {tp: offset for tp in tps if (offset := await consumer.committed(tp)) is not None}
+    finally:
+        await consumer.stop()

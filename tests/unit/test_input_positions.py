@@ -1,0 +1,91 @@
+"""Issue 17: the input positions ride with the state (`POSITIONS_HEADER`), and the group's
+offsets follow the commits outside the transactions (`runtime.group_offsets`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
+
+from engine.errors import DecodeError
+from engine.runtime.group_offsets import GroupOffsets
+from engine.runtime.partition import _Store
+from engine.wire.records import POSITIONS_KEY, decode_positions, encode_positions, parse_history_chunk_key
+
+
+def test_positions_round_trip_and_refuse_anything_else() -> None:
+    positions = {"app.commands": 12, "app.results": 40_000_000_000}
+    assert decode_positions(encode_positions(positions)) == positions
+    assert decode_positions(b"") == {}
+    for raw in (b"commands", b"=12", b"commands=twelve", b"\xff=1"):
+        with pytest.raises(DecodeError):
+            decode_positions(raw)
+
+
+def test_a_restore_takes_the_highest_position_of_each_topic_and_skips_unreadable_ones() -> None:
+    store = _Store({})
+    store.saw_positions(encode_positions({"c": 5, "r": 9}), 0)
+    store.saw_positions(encode_positions({"c": 7, "r": 3}), 1)  # compaction may leave them in any order
+    store.saw_positions(b"garbage", 2)
+    assert store.positions == {"c": 7, "r": 9}
+
+
+def test_the_positions_key_is_no_history_chunk() -> None:
+    with pytest.raises(DecodeError):
+        parse_history_chunk_key(POSITIONS_KEY)
+
+
+class _Consumer:
+    """What `GroupOffsets` uses of an AIOKafkaConsumer: its assignment and `commit`."""
+
+    def __init__(self, assigned: set[TopicPartition]) -> None:
+        self.assigned = assigned
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.failures = 0
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        await self.gate.wait()
+        if self.failures:
+            self.failures -= 1
+            raise CommitFailedError("the group rebalanced")
+        self.commits.append(dict(offsets))
+
+
+A, B, GONE = TopicPartition("c", 0), TopicPartition("c", 1), TopicPartition("c", 2)
+
+
+async def test_offsets_advanced_during_a_commit_go_in_the_next_one() -> None:
+    consumer = _Consumer({A, B})
+    offsets = GroupOffsets(consumer)
+    consumer.gate.clear()
+    offsets.advance({A: 1})
+    await asyncio.sleep(0)  # the first commit is now in flight, held at the gate
+    offsets.advance({A: 2})
+    offsets.advance({B: 5, GONE: 9})  # a partition no longer assigned is not committed
+    consumer.gate.set()
+    await offsets.flush()
+    assert consumer.commits == [{A: 1}, {A: 2, B: 5}]
+
+
+async def test_a_failed_commit_is_carried_by_the_next() -> None:
+    consumer = _Consumer({A, B})
+    offsets = GroupOffsets(consumer)
+    consumer.failures = 1
+    offsets.advance({A: 3})
+    await offsets.flush()  # a flush (partitions given up next) tries again what was refused
+    assert consumer.commits == [{A: 3}]
+    consumer.failures = 2
+    offsets.advance({A: 4})
+    await offsets.flush()
+    assert consumer.commits == [{A: 3}]  # refused twice (a rebalance): kept, not retried in a loop
+    offsets.advance({B: 1})
+    await offsets.flush()
+    assert consumer.commits == [{A: 3}, {A: 4, B: 1}]
+    await offsets.close()
