@@ -30,6 +30,10 @@ _STAMP = struct.Struct("<dq")
 
 log = logging.getLogger(__name__)
 
+#: Transactions per second for the transaction figures: spaced like a lightly loaded partition's
+#: turns, so no transaction waits for the previous one's markers (CONCURRENT_TRANSACTIONS).
+TRANSACTION_RATE = 50.0
+
 
 @dataclass(frozen=True)
 class Ceiling:
@@ -43,6 +47,13 @@ class Ceiling:
     #: Send -> consume latency at a low fixed rate: the broker round trip itself.
     idle_rate: float
     idle_latency_ms: dict[str, float]
+    #: One transaction of a record on each of three partitions, as an engine turn writes (status,
+    #: history store, audit), at `transaction_rate`: what a step's commit cannot beat.
+    transaction_ms: dict[str, float]
+    #: The same with the consumed offsets committed in it (`send_offsets_to_transaction`), as the
+    #: engine did before issue 17: the price of those two round trips.
+    transaction_with_offsets_ms: dict[str, float]
+    transaction_rate: float = TRANSACTION_RATE
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -56,6 +67,7 @@ async def measure_ceiling(
     idle_rate: float = 200.0,
     idle_s: float = 5.0,
     in_flight: int = 2000,
+    transactions: int = 200,
 ) -> Ceiling:
     topic = f"{settings.topic_prefix}ceiling.{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(**settings.client_kwargs())
@@ -91,6 +103,8 @@ async def measure_ceiling(
             in_flight,
             idle_rate,
         )
+        plain = await _transactions(settings, topic, padding, transactions, offsets=False)
+        with_offsets = await _transactions(settings, topic, padding, transactions, offsets=True)
     finally:
         await producer.stop()
         await consumer.stop()
@@ -112,7 +126,36 @@ async def measure_ceiling(
         saturated_latency_ms=percentiles([x * 1000 for x in saturated]),
         idle_rate=idle_rate,
         idle_latency_ms=percentiles([x * 1000 for x in idle]),
+        transaction_ms=percentiles([x * 1000 for x in plain]),
+        transaction_with_offsets_ms=percentiles([x * 1000 for x in with_offsets]),
     )
+
+
+async def _transactions(settings: Settings, topic: str, padding: bytes, count: int, *, offsets: bool) -> list[float]:
+    """Durations of `count` transactions (after a few to warm up), each a record on partitions
+    0-2 of `topic`, and with `offsets` an offset commit for a consumer group of its own."""
+    tag = "offsets" if offsets else "plain"
+    producer = AIOKafkaProducer(**settings.client_kwargs(), transactional_id=f"{topic}-{tag}",
+                                enable_idempotence=True, linger_ms=0)
+    await producer.start()
+    try:
+        partitions = range(min(3, settings.partitions))
+        durations: list[float] = []
+        warm = 10
+        t0 = time.monotonic()
+        for n in range(warm + count):
+            await asyncio.sleep(max(0.0, t0 + n / TRANSACTION_RATE - time.monotonic()))
+            began = time.monotonic()
+            async with producer.transaction():
+                for partition in partitions:
+                    await producer.send(topic, padding, key=b"t", partition=partition)
+                if offsets:
+                    await producer.send_offsets_to_transaction({TopicPartition(topic, 0): n}, f"{topic}-group")
+            if n >= warm:
+                durations.append(time.monotonic() - began)
+        return durations
+    finally:
+        await producer.stop()
 
 
 async def _round(

@@ -220,7 +220,10 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{ceiling['saturated_latency_ms'].get('p99', 0):.1f} ms, "
             f"at {ceiling['idle_rate']:g}/s "
             f"p50 {ceiling['idle_latency_ms'].get('p50', 0):.1f} ms / p99 "
-            f"{ceiling['idle_latency_ms'].get('p99', 0):.1f} ms.",
+            f"{ceiling['idle_latency_ms'].get('p99', 0):.1f} ms; one transaction (three partitions) p50 "
+            f"{ceiling.get('transaction_ms', {}).get('p50', 0):.1f} ms / p99 "
+            f"{ceiling.get('transaction_ms', {}).get('p99', 0):.1f} ms, with the group's offsets in it p50 "
+            f"{ceiling.get('transaction_with_offsets_ms', {}).get('p50', 0):.1f} ms.",
             "",
         ]
     parts += [

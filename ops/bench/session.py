@@ -168,11 +168,14 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 partitions=args.partitions,
             )
             records = args.ceiling_records or (2_000 if args.tiny else 50_000)
-            ceiling = await measure_ceiling(settings, records=records, idle_s=1.0 if args.tiny else 5.0)
+            ceiling = await measure_ceiling(settings, records=records, idle_s=1.0 if args.tiny else 5.0,
+                                            transactions=20 if args.tiny else 200)
             doc["ceiling"] = ceiling.to_json()
             progress.note(
                 f"ceiling: {ceiling.records_per_s:.0f} records/s, idle round trip p50 "
-                f"{ceiling.idle_latency_ms.get('p50', 0):.1f} ms"
+                f"{ceiling.idle_latency_ms.get('p50', 0):.1f} ms, one transaction p50 "
+                f"{ceiling.transaction_ms.get('p50', 0):.1f} ms "
+                f"({ceiling.transaction_with_offsets_ms.get('p50', 0):.1f} with group offsets)"
             )
         opts = RunOptions(
             run_id=run_id,

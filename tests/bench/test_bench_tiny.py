@@ -69,6 +69,8 @@ def test_every_scenario_completes_at_tiny_size_and_writes_its_files(kafka_bootst
     timers = next(r for r in doc["scenarios"] if r["scenario"] == "timers")
     assert {"p50", "p99"} <= set(timers["timer_lateness_ms"])
     assert doc["ceiling"]["records_per_s"] > 0
+    for figure in ("transaction_ms", "transaction_with_offsets_ms"):
+        assert doc["ceiling"][figure]["count"] == 20 and doc["ceiling"][figure]["p50"] > 0, figure
     assert len(doc["targets"]) == 5
     assert code == 0, output[-3000:]
 
