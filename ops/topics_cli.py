@@ -22,7 +22,7 @@ _CARRIES = {
     "tasks": "activity work items for one task queue (ActivityWorkItem); key = instance ID",
     "status": "compacted: the latest state of every instance; tombstone on purge",
     "history": "append-only: every history event, one record per turn",
-    "history_store": "compacted: state snapshots and histories of running instances, what a restore reads",
+    "history_store": "compacted: running instances' histories and states, with the input positions they include",
     "dead_letter": "input records the engine or a worker refused, with the reason",
 }
 
