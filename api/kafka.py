@@ -284,12 +284,9 @@ class KafkaLink:
         found = await self.call("reading the status topic's end", consumer.end_offsets(list(tps.values())))
         return {p: int(found[tp]) for p, tp in tps.items()}
 
-    async def engine_committed(self, partition: int) -> int | None:
-        """The engine group's committed offset on one commands partition (None: never committed)."""
-        return (await self.engine_committed_many([partition]))[partition]
-
     async def engine_committed_many(self, partitions: Collection[int]) -> dict[int, int | None]:
-        """`engine_committed` of several partitions in one request."""
+        """The engine group's committed offset on each of these commands partitions, in one request
+        (None: never committed)."""
         admin = self.admin
         assert admin is not None
         tps = {p: TopicPartition(self.topics.commands, p) for p in partitions}
