@@ -206,7 +206,7 @@ class Consistency:
         self._rounds = _Rounds(self._round)
         self._sent: OrderedDict[str, tuple[float, PendingStart]] = OrderedDict()
         self._watches = Watches(self.shown)
-        link.observe_view(self._view_changed)
+        link.observe_view(self._view_changed, self._interested)
 
     async def close(self) -> None:
         """Stop a barrier round still reading (its requests fail as cancelled)."""
@@ -248,6 +248,10 @@ class Consistency:
         """Drop this replica's memory of a start of the instance (it is being purged). Always
         safe: a read that finds nothing here asks the barrier."""
         self._sent.pop(instance_id, None)
+
+    def _interested(self, instance_id: str) -> bool:
+        """Whether `_view_changed` needs the instance's new states (the rest are not decoded)."""
+        return instance_id in self._sent or self._watches.watched(instance_id)
 
     def _view_changed(self, instance_id: str, state: InstanceState | None) -> None:
         self._watches.offer(instance_id, state)

@@ -31,7 +31,7 @@ from engine.core.codec import encode
 from engine.core.commands import Command
 from engine.read.consumer import committed_reader
 from engine.read.index import StatusIndex
-from engine.read.status import Observer, StatusFollower
+from engine.read.status import Interest, Observer, StatusFollower
 from engine.topics import Topics, ensure_topics
 
 from .errors import BackendError
@@ -63,6 +63,7 @@ class KafkaLink:
         self.group_id = engine_group_id(settings)
         #: See `observe_view`.
         self.view_observer: Observer | None = None
+        self.view_interest: Interest | None = None
         #: The on-disk status index (HEADRACE_API_INDEX_DIR, else a temporary directory), opened
         #: by `start` (a link never started leaves nothing on disk), kept across view rebuilds.
         self.index: StatusIndex | None = None
@@ -88,10 +89,12 @@ class KafkaLink:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def observe_view(self, observer: Observer) -> None:
-        """Tell `observer` of every change of this link's views, the current one and rebuilt ones."""
+    def observe_view(self, observer: Observer, interest: Interest | None = None) -> None:
+        """Tell `observer` of every change of this link's views, the current one and rebuilt ones
+        (of the instances `interest` names, see `StatusFollower.subscribe`)."""
         self.view_observer = observer
-        self.view.subscribe(observer)
+        self.view_interest = interest
+        self.view.subscribe(observer, interest)
 
     def start(self) -> None:
         if self.settings.index_dir:
@@ -100,7 +103,7 @@ class KafkaLink:
             # mkdtemp, removed by `stop`: a TemporaryDirectory left to the collector warns.
             index_dir = self._index_tmp = Path(tempfile.mkdtemp(prefix="headrace-index-"))
         self.index = StatusIndex(index_dir / f"{self.topics.status}.sqlite", self.topics.status)
-        self.view = StatusFollower(self.settings.engine, observer=self.view_observer, index=self.index)
+        self.view = self._follower()
         self._task = asyncio.create_task(self._run(), name="headrace-api-kafka")
 
     async def stop(self) -> None:
@@ -177,9 +180,14 @@ class KafkaLink:
             "connected to Kafka at %s (%d partitions)", engine.bootstrap_servers, self.partitions
         )
 
+    def _follower(self) -> StatusFollower:
+        """A status view on the index, with the observer `observe_view` set."""
+        return StatusFollower(self.settings.engine, observer=self.view_observer, interest=self.view_interest,
+                              index=self.index)
+
     async def _close_partial(self) -> None:
         await self.view.stop()
-        self.view = StatusFollower(self.settings.engine, observer=self.view_observer, index=self.index)
+        self.view = self._follower()
         await self._close_clients(5)
         self.scanner = self.offsets = self.producer = None
         self.admin = None
@@ -188,7 +196,7 @@ class KafkaLink:
         """A view whose follower died (an error aiokafka does not retry) is rebuilt from scratch."""
         log.error("the status view stopped (%r); rebuilding it", self.view.failure)
         old = self.view
-        fresh = StatusFollower(self.settings.engine, observer=self.view_observer, index=self.index)
+        fresh = self._follower()
         try:
             await asyncio.wait_for(fresh.start(), self.settings.kafka_timeout_s * 4)
             await asyncio.wait_for(fresh.caught_up.wait(), 60)

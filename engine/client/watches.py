@@ -46,6 +46,10 @@ class Watches:
         self._current = current
         self._by_instance: dict[str, list[StateWatch]] = {}
 
+    def watched(self, instance_id: str) -> bool:
+        """Whether a watch waits on the instance (`offer` does nothing for the others)."""
+        return instance_id in self._by_instance
+
     def offer(self, instance_id: str, state: InstanceState | None) -> None:
         for w in self._by_instance.get(instance_id, ()):
             w.offer(state)

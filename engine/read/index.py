@@ -32,7 +32,8 @@ from pathlib import Path
 
 from ..core.state import InstanceState
 from ..core.values import RuntimeStatus
-from ..wire.records import decode_state
+from ..errors import DecodeError
+from ..wire.records import decode_state, summarize_state
 
 __all__ = ["IndexFilter", "StatusIndex", "StatusRecord"]
 
@@ -134,12 +135,13 @@ class StatusIndex:
                 upserts[iid] = None
                 continue
             try:
-                state = record.state if record.state is not None else decode_state(record.value)
+                # The summary, not the whole state: it is all a row needs, at a tenth of the cost.
+                row = record.state if record.state is not None else summarize_state(record.value)
             except Exception as exc:
                 log.error("unreadable status record for %r: %s; not indexed", iid[:200], exc)
                 continue
-            upserts[iid] = (state.shown_status.value, state.name, _micros(state.created_at),
-                            _micros(state.last_updated_at), record.value)
+            upserts[iid] = (row.shown_status.value, row.name, _micros(row.created_at),
+                            _micros(row.last_updated_at), record.value)
         db = self._db
         db.execute("BEGIN")
         try:
@@ -167,7 +169,7 @@ class StatusIndex:
         """The latest state of the instance: one primary-key look-up."""
         row = self._db.execute(
             "SELECT value FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
-        return None if row is None else decode_state(row[0])
+        return None if row is None else _decoded(instance_id, row[0])
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM instances").fetchone()[0])
@@ -194,11 +196,23 @@ class StatusIndex:
             clauses.append(f"(created_us, instance_id) {'<' if descending else '>'} (?, ?)")
             args.extend((_micros(after[0]), after[1]))
         order = "DESC" if descending else "ASC"
-        sql = ("SELECT value FROM instances"  # noqa: S608 - fixed SQL text; values are bound parameters
+        sql = ("SELECT instance_id, value FROM instances"  # noqa: S608 - fixed SQL text; values are bound parameters
                + _joined(clauses)
                + f" ORDER BY created_us {order}, instance_id {order} LIMIT ?")
         args.append(limit)
-        return [decode_state(value) for (value,) in self._db.execute(sql, args)]
+        rows = self._db.execute(sql, args)
+        return [state for iid, value in rows if (state := _decoded(iid, value)) is not None]
+
+
+def _decoded(instance_id: str, value: bytes) -> InstanceState | None:
+    """A row's state. Rows are filed by `summarize_state`, which checks only the fields it reads:
+    a record someone wrote to the topic by hand can pass it and still not decode whole. It reads
+    as absent (logged), so it cannot fail every page of a listing."""
+    try:
+        return decode_state(value)
+    except DecodeError as exc:
+        log.error("unreadable status record for %r in the index: %s; read as absent", instance_id[:200], exc)
+        return None
 
 
 def _joined(clauses: list[str]) -> str:

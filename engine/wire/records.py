@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ from ..core.commands import MESSAGE_TYPES, ActivityWorkItem
 from ..core.events import EVENT_TYPES, HistoryEvent
 from ..core.remote import WorkflowAnswer, WorkflowWorkItem
 from ..core.state import InstanceState
+from ..core.values import RuntimeStatus
 from ..errors import DecodeError
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "STATES",
     "STORE_HEADER",
     "WORK_ITEMS",
+    "StateSummary",
     "StoredChunk",
     "decode_chunk",
     "decode_events",
@@ -42,6 +45,7 @@ __all__ = [
     "join_events",
     "parse_history_chunk_key",
     "state_snapshot_key",
+    "summarize_state",
 ]
 
 #: Everything the engine reads from its input topics: commands, results, and connected apps' turns.
@@ -65,6 +69,32 @@ def encode_state(state: InstanceState) -> bytes:
 def decode_state(data: bytes | Mapping[str, Any]) -> InstanceState:
     state: InstanceState = STATES.decode(data)
     return state
+
+
+@dataclass(frozen=True, slots=True)
+class StateSummary:
+    """What a reader files a status record under without building its `InstanceState`
+    (`summarize_state`): the shown status, the name and the two times a listing sorts on."""
+
+    shown_status: RuntimeStatus
+    name: str
+    created_at: datetime | None
+    last_updated_at: datetime | None
+
+
+_SUMMARY_FIELDS = ("status", "waiting_for_code", "name", "created_at", "last_updated_at")
+
+
+def summarize_state(data: bytes) -> StateSummary:
+    """A status record's `StateSummary`, its fields checked as `decode_state` checks them: a
+    tenth of a full decode, which was a fifth of the REST API's CPU per start (issue 17) because
+    the API's status index reads every record and needs only these. Raises `DecodeError`."""
+    found = STATES.decode_fields(data, _SUMMARY_FIELDS)
+    status: RuntimeStatus = found["status"]
+    # As `InstanceState.shown_status`: a live instance waiting for its code shows STALLED.
+    if status in (RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED) and found["waiting_for_code"] is not None:
+        status = RuntimeStatus.STALLED
+    return StateSummary(status, found["name"], found["created_at"], found["last_updated_at"])
 
 
 def encode_events(instance_id: str, execution_id: str, events: Sequence[HistoryEvent]) -> bytes:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from api.listing import Cursor, Query, list_instances
@@ -163,3 +164,13 @@ def test_filters_use_the_indexes(index: StatusIndex) -> None:
     for what, sql in plans.items():
         plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
         assert "USING" in plan and "TEMP B-TREE" not in plan, (what, plan)
+
+
+def test_a_row_the_whole_decode_refuses_reads_as_absent(index: StatusIndex) -> None:
+    # Filed by its summary (the fields it reads are fine), refused whole: a record written by hand.
+    wire = orjson.loads(encode_state(_state(1)))
+    wire["pending_tasks"] = {"x": "charge"}
+    index.apply([StatusRecord(0, 0, b"i-0001", orjson.dumps(wire)), _record(0, 1, _state(2))], {0: 2})
+    assert len(index) == 2
+    assert index.get("i-0001") is None
+    assert index.page(IndexFilter(), 10) == [_state(2)]

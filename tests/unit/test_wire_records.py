@@ -9,7 +9,8 @@ from samples import STATES
 from engine.core.state import InstanceState
 from engine.core.values import TERMINAL_STATUSES, RuntimeStatus
 from engine.errors import DecodeError
-from engine.wire.records import decode_state, encode_state
+from engine.wire.records import STATES as STATES_CODEC
+from engine.wire.records import StateSummary, decode_state, encode_state, summarize_state
 
 #: A status record as the hand-written encoder wrote it before the codec did (same fields, another
 #: order, mapping keys written by orjson's OPT_NON_STR_KEYS): records already on the topic.
@@ -70,3 +71,51 @@ def test_one_terminal_set() -> None:
     assert {s for s in RuntimeStatus if s.is_terminal} == TERMINAL_STATUSES
     terminal = {RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.TERMINATED, RuntimeStatus.CANCELED}
     assert terminal == TERMINAL_STATUSES
+
+
+@pytest.mark.parametrize("state", [
+    *STATES,
+    InstanceState(instance_id="a"),  # no name, no times
+    InstanceState(instance_id="b", status=RuntimeStatus.RUNNING, waiting_for_code=STATES[0].created_at),
+    InstanceState(instance_id="c", status=RuntimeStatus.COMPLETED, waiting_for_code=STATES[0].created_at),
+], ids=lambda s: s.instance_id)
+def test_the_summary_is_what_the_whole_state_shows(state: InstanceState) -> None:
+    summary = summarize_state(encode_state(state))
+    assert summary == StateSummary(state.shown_status, state.name, state.created_at, state.last_updated_at)
+
+
+def test_the_summary_of_a_record_written_before_the_codec() -> None:
+    assert summarize_state(BEFORE_THE_CODEC) == StateSummary(
+        RuntimeStatus.RUNNING, "order_wf", STATES[0].created_at, STATES[0].last_updated_at)
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    ({"type": "StartWorkflow"}, "unknown message type"),
+    ({"version": 2}, "unsupported schema version"),
+    ({"status": "DONE"}, r"InstanceState.status: 'DONE' is not one of"),
+    ({"name": 7}, "InstanceState.name: expected a string"),
+    ({"created_at": "yesterday"}, "InstanceState.created_at: 'yesterday' is not an RFC 3339"),
+    ({"waiting_for_code": 1}, "InstanceState.waiting_for_code: expected an RFC 3339"),
+])
+def test_the_summary_checks_the_fields_it_reads(change: dict[str, object], error: str) -> None:
+    wire = {**orjson.loads(encode_state(STATES[0])), **change}
+    with pytest.raises(DecodeError, match=error):
+        summarize_state(orjson.dumps(wire))
+
+
+def test_the_summary_does_not_read_the_other_fields() -> None:
+    # What the status index relies on to read as absent a row the whole decode refuses.
+    wire = orjson.loads(encode_state(STATES[0]))
+    wire["pending_tasks"] = {"x": "charge"}
+    assert summarize_state(orjson.dumps(wire)).name == "order_wf"
+    with pytest.raises(DecodeError):
+        decode_state(orjson.dumps(wire))
+
+
+def test_decoding_some_fields_gives_defaults_and_needs_the_required_ones() -> None:
+    wire = orjson.loads(encode_state(STATES[0]))
+    del wire["status"], wire["instance_id"]
+    assert STATES_CODEC.decode_fields(orjson.dumps(wire), ["status", "name"]) == {
+        "status": RuntimeStatus.PENDING, "name": "order_wf"}
+    with pytest.raises(DecodeError, match="missing required field"):
+        STATES_CODEC.decode_fields(orjson.dumps(wire), ["instance_id"])

@@ -1,0 +1,116 @@
+"""The status follower decodes a record only for an observer interested in its instance: with the
+on-disk index, the rest are filed by their summary (`engine.read.status.Interest`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiokafka import TopicPartition
+
+import engine.read.status as status_module
+from engine.core.state import InstanceState
+from engine.core.values import RuntimeStatus
+from engine.read.index import IndexFilter, StatusIndex
+from engine.read.status import StatusFollower
+from engine.settings import Settings
+from engine.wire.records import encode_state
+
+TP = TopicPartition("t.status", 0)
+
+
+@dataclass
+class _Record:
+    key: bytes
+    value: bytes | None
+    offset: int
+
+
+class _OneBatch:
+    """What `StatusFollower._round` asks of its consumer, with one batch of records to give."""
+
+    def __init__(self, records: list[_Record]) -> None:
+        self.records = records
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[_Record]]:
+        batch, self.records = self.records, []
+        return {TP: batch} if batch else {}
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 3
+
+
+def _state(iid: str) -> InstanceState:
+    return InstanceState(instance_id=iid, name="wf", status=RuntimeStatus.RUNNING)
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[StatusIndex]:
+    opened = StatusIndex(tmp_path / "status.sqlite", "t.status")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    calls: list[bytes] = []
+    real = status_module.decode_state
+
+    def counting(data: bytes) -> InstanceState:
+        calls.append(data)
+        return real(data)
+
+    monkeypatch.setattr(status_module, "decode_state", counting)
+    return calls
+
+
+def _round(follower: StatusFollower) -> None:
+    records = [_Record(b"wanted", encode_state(_state("wanted")), 0),
+               _Record(b"other", encode_state(_state("other")), 1),
+               _Record(b"purged", None, 2)]
+    asyncio.run(follower._round(_OneBatch(records)))  # type: ignore[arg-type]
+
+
+def test_only_the_instances_an_observer_wants_are_decoded(index: StatusIndex, decoded: list[bytes]) -> None:
+    told: list[tuple[str, InstanceState | None]] = []
+    follower = StatusFollower(Settings(topic_prefix="t."), index=index)
+    follower.subscribe(lambda iid, state: told.append((iid, state)), lambda iid: iid == "wanted")
+    _round(follower)
+    assert told == [("wanted", _state("wanted")), ("purged", None)]  # every removal is told
+    assert decoded == [encode_state(_state("wanted"))]
+    # The index filed both, from their summaries.
+    assert [s.instance_id for s in index.page(IndexFilter(), 10)] == ["other", "wanted"]
+    assert index.positions() == {0: 3}
+
+
+def test_an_observer_without_an_interest_gets_every_state(index: StatusIndex, decoded: list[bytes]) -> None:
+    told: list[str] = []
+    follower = StatusFollower(Settings(topic_prefix="t."), index=index)
+    follower.subscribe(lambda iid, state: told.append(iid))
+    _round(follower)
+    assert told == ["wanted", "other", "purged"]
+    assert len(decoded) == 2
+
+
+def test_an_interest_that_fails_counts_as_wanted(index: StatusIndex, decoded: list[bytes]) -> None:
+    told: list[str] = []
+
+    def broken(iid: str) -> bool:
+        raise RuntimeError("bug")
+
+    follower = StatusFollower(Settings(topic_prefix="t."), index=index)
+    follower.subscribe(lambda iid, state: told.append(iid), broken)
+    _round(follower)
+    assert told == ["wanted", "other", "purged"]
+
+
+def test_with_no_observer_and_an_index_nothing_is_decoded(index: StatusIndex, decoded: list[bytes]) -> None:
+    _round(StatusFollower(Settings(topic_prefix="t."), index=index))
+    assert decoded == []
+    assert len(index) == 2
