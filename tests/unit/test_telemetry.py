@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 
 from engine.runtime import telemetry
 from engine.runtime.telemetry import EngineMetrics, Problem, TelemetryServer, WorkerMetrics
@@ -144,3 +145,26 @@ def test_partition_labels_stay_bounded() -> None:
     metrics.turns(10**9)
     text = bytes(telemetry.generate_latest(metrics.registry)).decode()
     assert 'headrace_engine_turns_total{partition="other"} 1.0' in text
+
+
+def test_worker_series_looked_up_once_still_count_and_forget() -> None:
+    metrics = WorkerMetrics()
+    for _ in range(3):
+        metrics.run("step", "completed", 0.01)
+    metrics.run("step", "bogus", 0.01)  # an outcome it does not know counts as failed
+    metrics.run("-", "skipped")
+    metrics.progress(4)
+    metrics.forget(4)
+    metrics.progress(5)
+    text = generate_latest(metrics.registry).decode()
+    assert 'headrace_worker_activity_runs_total{activity="step",outcome="completed"} 3.0' in text
+    assert 'headrace_worker_activity_runs_total{activity="step",outcome="failed"} 1.0' in text
+    assert 'headrace_worker_activity_runs_total{activity="-",outcome="skipped"} 1.0' in text
+    assert 'dapr_runtime_workflow_activity_execution_count_total{activity_name="step",status="success"} 3.0' in text
+    assert 'dapr_runtime_workflow_activity_execution_count_total{activity_name="step",status="failed"} 1.0' in text
+    assert 'activity_name="-"' not in text
+    assert 'headrace_worker_last_progress_timestamp_seconds{partition="5"}' in text
+    assert 'partition="4"' not in text  # forgotten, and not brought back by a stale series
+    metrics.progress(4)
+    assert 'headrace_worker_last_progress_timestamp_seconds{partition="4"}' in generate_latest(
+        metrics.registry).decode()
