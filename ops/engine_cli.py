@@ -90,6 +90,7 @@ async def _serve(roles: dict[str, Any], settings: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from engine.runtime.engine import Engine
+    from engine.runtime.eventloop import run as run_process
     from engine.runtime.logs import configure_logging
     from engine.runtime.worker import ActivityWorker
     from engine.tracing import configure_from_env
@@ -112,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         roles["engine"] = Engine(runtime.registry, settings)
     if args.role in ("worker", "run"):
         roles["worker"] = ActivityWorker(runtime.registry, settings)
-    asyncio.run(_serve(roles, settings))
+    run_process(_serve(roles, settings))
     if any(getattr(role, "abandoned", 0) for role in roles.values()):
         # Abandoned activities still run on daemon threads; interpreter shutdown would race them
         # for stdout and the logging locks. Everything worth keeping is committed and flushed.
