@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiokafka.producer.sender as aiokafka_sender
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
@@ -70,6 +71,27 @@ log = logging.getLogger(__name__)
 FINISHED_KEPT = 10_000
 
 PRODUCER_RETRY_BACKOFF_MS = 5
+
+#: Seconds a transaction's first AddPartitionsToTxn waits to be sent again when the coordinator
+#: still completes the previous transaction of the same producer (`CONCURRENT_TRANSACTIONS`).
+CONCURRENT_TRANSACTIONS_BACKOFF_S = 0.002
+
+
+def retry_concurrent_transactions_sooner() -> None:
+    """Ask again after `CONCURRENT_TRANSACTIONS_BACKOFF_S` instead of aiokafka's fixed 20 ms.
+
+    A commit returns once the coordinator has logged it as prepared; its markers are written and
+    the transaction closed a few milliseconds later, and until then the producer's next
+    transaction is answered `CONCURRENT_TRANSACTIONS` (KAFKA-5477, where the Java client chose
+    20 ms, as aiokafka's `BACKOFF_OVERRIDE` does). A partition owner under load begins its next
+    transaction as soon as the last commit returns, so it met those 20 ms on most commits.
+    Measured with aiokafka against the local broker (warm, one producer, 300 transactions of three
+    records back to back): p50/p90 3.9/23.8 ms with 20 ms, 2.8/8.9 with 5, 2.3/4.8 with 2, 2.3/4.5
+    with 1; `headrace bench constant-30` on a warm broker, two runs each, alternated: 156-158 ->
+    163-164 wf/s, p50 185-188 -> 179 ms. aiokafka reads the module constant when it answers, so this applies to every
+    transactional producer of the process (a shorter wait only means a cheaper request sooner).
+    """
+    aiokafka_sender.BACKOFF_OVERRIDE = CONCURRENT_TRANSACTIONS_BACKOFF_S
 
 #: Room a record needs beside its key and value (batch and record headers), below the size limit.
 RECORD_OVERHEAD = 1024
@@ -202,6 +224,7 @@ class PartitionOwner:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        retry_concurrent_transactions_sooner()
         self.producer = AIOKafkaProducer(
             **self.settings.client_kwargs(),
             transactional_id=f"{self.group_id}-p{self.number}",

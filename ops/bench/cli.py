@@ -66,6 +66,14 @@ def register(subparsers: Subcommands) -> None:
     out.add_argument("--out", default="bench-results", help="directory for JSON, PNG, Markdown, logs")
     out.add_argument("--no-progress", action="store_true", help="no live progress bar")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the raw Kafka round trip")
+    parser.add_argument(
+        "--broker-warmup",
+        type=float,
+        metavar="SECONDS",
+        help="unmeasured chain-5 load on a fresh broker before the ceiling and the scenarios, as its "
+        "JVM compiles the transaction paths (90 with a private broker; 0 with --tiny or "
+        "--bootstrap-servers, whose broker is taken to be warm)",
+    )
     parser.add_argument("--ceiling-records", type=int, help="records for the ceiling (50,000; tiny 2,000)")
     parser.add_argument(
         "--stall-timeout",

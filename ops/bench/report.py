@@ -211,6 +211,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{doc['options'].get('via', 'kafka')}; commit {env['commit']}.",
         "",
     ]
+    if doc["broker"].get("warmup_s"):
+        parts += [f"The broker was warmed up first: {doc['broker']['warmup_s']:g} s of chain-5 with 100 in flight "
+                  f"({doc['broker'].get('warmup_completed', 0)} workflows), not measured.", ""]
     ceiling = doc.get("ceiling")
     if ceiling:
         parts += [

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,12 @@ from .ceiling import measure_ceiling
 from .deploy import ROOT, Broker, set_broker_config
 from .procstats import machine_busy_s
 from .runner import RunOptions, run_scenario
-from .scenarios import Scenario, override, select
+from .scenarios import Scenario, broker_warmup, override, select
 
-__all__ = ["run_session"]
+__all__ = ["run_session", "warmup_seconds"]
+
+#: Seconds of unmeasured load a private broker gets first (`--broker-warmup`; `broker_warmup`).
+DEFAULT_BROKER_WARMUP_S = 90.0
 
 
 def _environment() -> dict[str, Any]:
@@ -156,10 +160,31 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "scenarios": [],
     }
     busy0, t0 = machine_busy_s()[0], time.monotonic()
+    opts = RunOptions(
+        run_id=run_id,
+        partitions=args.partitions,
+        engines=args.engines,
+        workers=0 if args.via == "grpc" else args.workers,
+        stall_s=args.stall_timeout,
+        log_dir=out / f"logs-{run_id}",
+        seed=args.seed,
+        apis=args.apis if args.via == "api" else 0,
+        grpc_apps=args.workers if args.via == "grpc" else 0,
+        profile=args.profile,
+    )
     try:
         if broker_config:
             await set_broker_config(broker.bootstrap, broker_config)
             progress.note(f"broker config set: {broker_config}")
+        warmup_s = warmup_seconds(args)
+        doc["broker"]["warmup_s"] = warmup_s
+        if warmup_s > 0:
+            progress.note(f"warming the broker up: chain-5, 100 in flight, {warmup_s:g} s, not measured")
+            warm = await run_scenario(broker_warmup(warmup_s), broker,
+                                      replace(opts, apis=0, grpc_apps=0, profile=False, workers=max(1, args.workers)),
+                                      lambda *_: None, lambda _: None)
+            doc["broker"]["warmup_completed"] = warm.get("completed", 0)
+            progress.note(f"broker warmed up: {warm.get('completed', 0)} workflows in {warmup_s:g} s")
         if not args.no_ceiling:
             progress.note("measuring the ceiling: raw aiokafka produce -> consume round trip")
             settings = Settings.from_env(
@@ -177,18 +202,6 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 f"{ceiling.transaction_ms.get('p50', 0):.1f} ms "
                 f"({ceiling.transaction_with_offsets_ms.get('p50', 0):.1f} with group offsets)"
             )
-        opts = RunOptions(
-            run_id=run_id,
-            partitions=args.partitions,
-            engines=args.engines,
-            workers=0 if args.via == "grpc" else args.workers,
-            stall_s=args.stall_timeout,
-            log_dir=out / f"logs-{run_id}",
-            seed=args.seed,
-            apis=args.apis if args.via == "api" else 0,
-            grpc_apps=args.workers if args.via == "grpc" else 0,
-            profile=args.profile,
-        )
         with progress.bar:
             for scenario in scenarios:
                 progress.begin(scenario)
@@ -211,6 +224,13 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
     report.print_tables(doc)
     progress.note(f"wrote {stem}.json, {stem}.png and {stem}.md")
     return doc
+
+
+def warmup_seconds(args: argparse.Namespace) -> float:
+    """`--broker-warmup`, or its default: 30 s for a private broker at full size, else none."""
+    if args.broker_warmup is not None:
+        return max(0.0, float(args.broker_warmup))
+    return 0.0 if args.tiny or args.bootstrap_servers else DEFAULT_BROKER_WARMUP_S
 
 
 def _one_line(r: dict[str, Any]) -> str:
