@@ -13,8 +13,8 @@ from pathlib import Path
 # 4.4.0 since issue 17: on 4.1.2, with several transactional producers writing several partitions
 # each (an engine's partition owners), about one transaction in fifty became readable to a
 # read_committed consumer 50-450 ms after its commit returned, with aiokafka and librdkafka
-# consumers alike (docs/performance.md); 4.4.0 showed none over 50 ms in the same probe, and
-# chain-1-latency's p99 went from 55-115 ms to 27-30 ms. aiokafka 0.14 runs the whole suite on it.
+# consumers alike (docs/performance.md); 4.4.0 showed none over 50 ms in the same probe, with
+# chain-5 and constant-30 as on 4.1.2. aiokafka 0.14 runs the whole suite and the chaos runs on it.
 DEFAULT_KAFKA_VERSION = "4.4.0"
 
 
