@@ -86,12 +86,14 @@ def retry_concurrent_transactions_sooner() -> None:
     20 ms, as aiokafka's `BACKOFF_OVERRIDE` does). A partition owner under load begins its next
     transaction as soon as the last commit returns, so it met those 20 ms on most commits.
     Measured with aiokafka against the local broker (warm, one producer, 300 transactions of three
-    records back to back): p50/p90 3.9/23.8 ms with 20 ms, 2.8/8.9 with 5, 2.3/4.8 with 2, 2.3/4.5
-    with 1; `headrace bench constant-30` on a warm broker, two runs each, alternated: 156-158 ->
-    163-164 wf/s, p50 185-188 -> 179 ms. aiokafka reads the module constant when it answers, so this applies to every
-    transactional producer of the process (a shorter wait only means a cheaper request sooner).
+    records back to back): p50/p90 3.9/23.8 ms with 20 ms, 2.8/8.9 with 5, 2.3/4.8 with 2,
+    2.3/4.5 with 1; `headrace bench constant-30` on a warm broker, two runs each, alternated:
+    156-158 -> 163-164 wf/s, p50 185-188 -> 179 ms. aiokafka reads the module constant when it
+    answers, so this applies to every transactional producer of the process (a shorter wait only
+    means a cheaper request sooner).
     """
     aiokafka_sender.BACKOFF_OVERRIDE = CONCURRENT_TRANSACTIONS_BACKOFF_S
+
 
 #: Room a record needs beside its key and value (batch and record headers), below the size limit.
 RECORD_OVERHEAD = 1024

@@ -180,11 +180,20 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
         doc["broker"]["warmup_s"] = warmup_s
         if warmup_s > 0:
             progress.note(f"warming the broker up: chain-5, 100 in flight, {warmup_s:g} s, not measured")
-            warm = await run_scenario(broker_warmup(warmup_s), broker,
-                                      replace(opts, apis=0, grpc_apps=0, profile=False, workers=max(1, args.workers)),
-                                      lambda *_: None, lambda _: None)
+            try:
+                warm = await run_scenario(broker_warmup(warmup_s), broker,
+                                          replace(opts, apis=0, grpc_apps=0, profile=False,
+                                                  workers=max(1, args.workers)),
+                                          lambda *_: None, lambda _: None)
+            except Exception as exc:
+                # As a scenario's failure: said, kept in the JSON, and the scenarios still run
+                # (each reports its own error if the deployment is broken).
+                warm = {"error": f"{type(exc).__name__}: {exc}"}
             doc["broker"]["warmup_completed"] = warm.get("completed", 0)
-            progress.note(f"broker warmed up: {warm.get('completed', 0)} workflows in {warmup_s:g} s")
+            progress.note(f"broker warm-up failed: {warm['error']}" if "error" in warm
+                          else f"broker warmed up: {warm.get('completed', 0)} workflows in {warmup_s:g} s")
+            if "error" in warm:
+                doc["broker"]["warmup_error"] = warm["error"]
         if not args.no_ceiling:
             progress.note("measuring the ceiling: raw aiokafka produce -> consume round trip")
             settings = Settings.from_env(
@@ -227,7 +236,8 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
 
 
 def warmup_seconds(args: argparse.Namespace) -> float:
-    """`--broker-warmup`, or its default: 30 s for a private broker at full size, else none."""
+    """`--broker-warmup`, or its default: `DEFAULT_BROKER_WARMUP_S` for a private broker at full
+    size, none with `--tiny` or a given broker."""
     if args.broker_warmup is not None:
         return max(0.0, float(args.broker_warmup))
     return 0.0 if args.tiny or args.bootstrap_servers else DEFAULT_BROKER_WARMUP_S

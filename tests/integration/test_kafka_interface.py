@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,7 +28,7 @@ from engine.runtime.host import RuntimeHost
 from engine.settings import Settings
 from engine.topics import Topics, ensure_topics, partition_count, topic_configs
 from engine.wire.records import MESSAGES, WORK_ITEMS
-from ops.kafka.paths import kafka_version
+from ops.kafka.paths import cache_root, kafka_version
 from ops.process import Child
 from tests.api import workflows as api_workflows
 from tests.api.support import ApiServer, eventually
@@ -109,7 +108,7 @@ def test_topics_cli_create_makes_the_topics(kafka_bootstrap: str, topic_prefix: 
 # --- (a) commands from Kafka's own console producer, outcomes through the REST API -----------------
 
 KAFKA_VERSION = kafka_version()
-CACHE = Path(os.environ.get("HEADRACE_CACHE_DIR", Path.home() / ".cache" / "headrace"))
+CACHE = cache_root()  # where the local broker keeps its jars, XDG_CACHE_HOME included
 
 
 @pytest.fixture(scope="module")
