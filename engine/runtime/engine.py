@@ -161,7 +161,8 @@ class Engine:
             return
         if await self._guarded(owner, owner.process(batch), consumer):
             if self._group_offsets is not None:
-                self._group_offsets.advance({tp: owner.positions[tp.topic] for tp in batch})
+                self._group_offsets.advance({tp: owner.positions[tp.topic] for tp in batch},
+                                            urgent=any(tp.topic == self.topics.commands for tp in batch))
             self.metrics.turns(number, sum(len(records) for records in batch.values()))
             self.metrics.progress(number)
 

@@ -4,6 +4,7 @@ offsets follow the commits outside the transactions (`runtime.group_offsets`).""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from aiokafka import TopicPartition
@@ -46,6 +47,8 @@ class _Consumer:
         self.gate = asyncio.Event()
         self.gate.set()
         self.failures = 0
+        #: Set at every commit.
+        self.committed = asyncio.Event()
 
     def assignment(self) -> set[TopicPartition]:
         return self.assigned
@@ -56,6 +59,7 @@ class _Consumer:
             self.failures -= 1
             raise CommitFailedError("the group rebalanced")
         self.commits.append(dict(offsets))
+        self.committed.set()
 
 
 A, B, GONE = TopicPartition("c", 0), TopicPartition("c", 1), TopicPartition("c", 2)
@@ -72,6 +76,36 @@ async def test_offsets_advanced_during_a_commit_go_in_the_next_one() -> None:
     consumer.gate.set()
     await offsets.flush()
     assert consumer.commits == [{A: 1}, {A: 2, B: 5}]
+
+
+async def test_commits_are_paced_and_a_flush_does_not_wait_for_the_pace() -> None:
+    consumer = _Consumer({A, B})
+    offsets = GroupOffsets(consumer, interval_s=0.05)
+    offsets.advance({A: 1})
+    first = time.monotonic()
+    await offsets.flush()
+    offsets.advance({A: 2})  # inside the interval: held, and joined by what comes meanwhile
+    offsets.advance({B: 3})
+    async with asyncio.timeout(30):
+        while len(consumer.commits) < 2:
+            await consumer.committed.wait()
+            consumer.committed.clear()
+    assert time.monotonic() - first >= 0.05
+    assert consumer.commits == [{A: 1}, {A: 2, B: 3}]
+    slow = GroupOffsets(consumer, interval_s=3600)
+    slow.advance({A: 4})
+    await slow.flush()
+    slow.advance({A: 5})  # an hour's pace, but a flush (partitions given up next) sends it now
+    await asyncio.wait_for(slow.flush(), timeout=60)
+    slow.advance({B: 6})
+    slow.advance({A: 7}, urgent=True)  # and so does an urgent advance (commands: the API's barrier)
+    async with asyncio.timeout(60):
+        while len(consumer.commits) < 5:
+            await consumer.committed.wait()
+            consumer.committed.clear()
+    assert consumer.commits[2:] == [{A: 4}, {A: 5}, {A: 7, B: 6}]
+    await offsets.close()
+    await slow.close()
 
 
 async def test_a_failed_commit_is_carried_by_the_next() -> None:
