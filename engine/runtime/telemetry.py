@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEAD_LETTER_KINDS",
+    "OBSERVE_INTERVAL_S",
     "RUN_OUTCOMES",
     "EngineMetrics",
     "Problem",
@@ -68,6 +69,10 @@ T = TypeVar("T")
 
 #: Partition numbers at or above this are labelled "other" (a guard: Kafka assigns the numbers).
 MAX_PARTITION_LABEL = 10_000
+#: Seconds between refreshes of the lag and holding gauges of an engine or worker (and of an idle
+#: partition's progress): cheap, but not free after every poll (2 % of an engine's CPU at
+#: `constant-30`, issue 17), and a gauge is scraped every few seconds anyway.
+OBSERVE_INTERVAL_S = 1.0
 #: Seconds the event loop may take to answer before liveness reports it stuck.
 LIVENESS_TIMEOUT_S = 10.0
 #: Seconds the health hooks may take (they run on the event loop) before readiness gives up.
@@ -243,7 +248,7 @@ class WorkerMetrics:
 class EngineMetrics:
     """What an engine reports. The engine creates one (`Engine.metrics`) and calls it as follows.
 
-    - `input_lag(p, records)`: records waiting on input partition p (commands + results), after each poll.
+    - `input_lag(p, records)`: records waiting on input partition p (commands + results), every `OBSERVE_INTERVAL_S`.
     - `turns(p, n)`: n instance turns applied on p (one per input applied).
     - `transaction(p, seconds, committed)`: one transaction of p ended (committed or aborted).
     - `restore(p, seconds)`: p was restored (claimed, or rebuilt after a failed transaction).

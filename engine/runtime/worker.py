@@ -51,7 +51,7 @@ from ..wire.records import WORK_ITEMS, encode_dead_letter
 from . import logs
 from .apps import AppTopics
 from .membership import generation, kept_across
-from .telemetry import Problem, WorkerMetrics, partition_offsets
+from .telemetry import OBSERVE_INTERVAL_S, Problem, WorkerMetrics, partition_offsets
 
 __all__ = ["ActivityWorker", "DaemonThreadPool", "WorkSource", "decode_finished", "encode_finished"]
 
@@ -65,8 +65,6 @@ _METADATA_PREFIX = "hr1:"
 #: Commits at most this often while running (always on stop and on rebalance). Encoding the
 #: finished set is linear in its size, which can be large behind one long activity.
 COMMIT_INTERVAL_S = 0.2
-#: Seconds between refreshes of the lag gauges.
-OBSERVE_INTERVAL_S = 1.0
 #: Record header of a work item handed on because its activity was unknown: since when (ISO 8601)
 #: it has waited for a worker that knows it (`engine.core.unknown_code`).
 UNKNOWN_SINCE_HEADER = "headrace-unknown-since"
