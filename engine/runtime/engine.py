@@ -284,7 +284,8 @@ class Engine:
             consumer.seek(tp, position)
             owner.positions[topic] = position
         if behind and self._group_offsets is not None:
-            self._group_offsets.advance(behind)  # the group catches up (a commit lost to a rebalance)
+            # The group catches up (a commit lost to a rebalance); commands at once, as in `_process`.
+            self._group_offsets.advance(behind, urgent=any(tp.topic == self.topics.commands for tp in behind))
 
     def _poll_timeout_ms(self) -> int:
         due = [t for o in self.owners.values() if (t := o.next_timer()) is not None]

@@ -96,7 +96,7 @@ class GroupOffsets:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
-            self._urgent = False
+            urgent, self._urgent = self._urgent, False
             self._last_sent = time.monotonic()
             assigned = self._consumer.assignment()
             due, self._due = self._due, {}
@@ -113,4 +113,6 @@ class GroupOffsets:
                 for tp, offset in offsets.items():
                     if offset > self._due.get(tp, -1):
                         self._due[tp] = offset
+                # Still urgent when they go again: a commands offset must not wait for the pace.
+                self._urgent = self._urgent or urgent
                 return

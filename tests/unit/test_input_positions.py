@@ -47,14 +47,16 @@ class _Consumer:
         self.gate = asyncio.Event()
         self.gate.set()
         self.failures = 0
-        #: Set at every commit.
+        #: Set at every commit, and at every attempt (refused ones too).
         self.committed = asyncio.Event()
+        self.attempted = asyncio.Event()
 
     def assignment(self) -> set[TopicPartition]:
         return self.assigned
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         await self.gate.wait()
+        self.attempted.set()
         if self.failures:
             self.failures -= 1
             raise CommitFailedError("the group rebalanced")
@@ -106,6 +108,25 @@ async def test_commits_are_paced_and_a_flush_does_not_wait_for_the_pace() -> Non
     assert consumer.commits[2:] == [{A: 4}, {A: 5}, {A: 7, B: 6}]
     await offsets.close()
     await slow.close()
+
+
+async def test_an_urgent_commit_that_failed_is_still_urgent_when_it_goes_again() -> None:
+    consumer = _Consumer({A, B})
+    offsets = GroupOffsets(consumer, interval_s=3600)
+    offsets.advance({B: 1})
+    await offsets.flush()
+    consumer.failures = 1
+    offsets.advance({A: 2}, urgent=True)  # refused (a rebalance): kept for the next commit
+    consumer.attempted.clear()
+    # Refused and put back within the same step of the committing task, before this one resumes.
+    await asyncio.wait_for(consumer.attempted.wait(), timeout=60)
+    offsets.advance({B: 3})  # not urgent itself, but carries the refused commands offset
+    async with asyncio.timeout(60):
+        while len(consumer.commits) < 2:
+            await consumer.committed.wait()
+            consumer.committed.clear()
+    assert consumer.commits == [{B: 1}, {A: 2, B: 3}]
+    await offsets.close()
 
 
 async def test_a_failed_commit_is_carried_by_the_next() -> None:
