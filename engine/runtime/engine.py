@@ -106,7 +106,7 @@ class Engine:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self._consumer = consumer
-        self._group_offsets = GroupOffsets(consumer)
+        self._group_offsets = GroupOffsets(consumer, urgent_topic=self.topics.commands)
         consumer.subscribe(list(self.topics.inputs), listener=_Rebalance(self))
         await consumer.start()
         log.info("engine started (group %s)", self.group_id)
@@ -162,8 +162,7 @@ class Engine:
             return
         if await self._guarded(owner, owner.process(batch), consumer):
             if self._group_offsets is not None:
-                self._group_offsets.advance({tp: owner.positions[tp.topic] for tp in batch},
-                                            urgent=any(tp.topic == self.topics.commands for tp in batch))
+                self._group_offsets.advance({tp: owner.positions[tp.topic] for tp in batch})
             self.metrics.turns(number, sum(len(records) for records in batch.values()))
             self.metrics.progress(number)
 
@@ -284,8 +283,7 @@ class Engine:
             consumer.seek(tp, position)
             owner.positions[topic] = position
         if behind and self._group_offsets is not None:
-            # The group catches up (a commit lost to a rebalance); commands at once, as in `_process`.
-            self._group_offsets.advance(behind, urgent=any(tp.topic == self.topics.commands for tp in behind))
+            self._group_offsets.advance(behind)  # the group catches up (a commit lost to a rebalance)
 
     def _poll_timeout_ms(self) -> int:
         due = [t for o in self.owners.values() if (t := o.next_timer()) is not None]

@@ -12,11 +12,11 @@ at most one OffsetCommit in flight, carrying everything committed since the last
 Pacing (issue 17): sent after every poll, they were one OffsetCommit per poll, each a request and a
 write to `__consumer_offsets`: 1.2 of the 18 broker requests per workflow at `constant-30`, and 6 %
 of the engine's CPU. Now a commit that only moves results waits until `INTERVAL_S` after the
-previous one (a lag tool shows up to that much more lag). One that moves a `commands` offset goes at
-once (`urgent`): the API's barrier takes every command below the group's offset as applied and
-decides about the ones above it from the status alone, which cannot show a start that a later purge
-removed (`api.consistency`); the window where it could be wrong must stay one request long. A flush
-does not wait either.
+previous one (a lag tool shows up to that much more lag). One that moves an offset of the
+`urgent_topic` (the engine's `commands`) goes at once: the API's barrier takes every command below
+the group's offset as applied and decides about the ones above it from the status alone, which
+cannot show a start that a later purge removed (`api.consistency`); the window where it could be
+wrong must stay one request long. A flush does not wait either.
 
 They are never ahead of the state (they are sent after its transaction committed), so an owner
 reads on from the higher of the two (`Engine._seek_owned`).
@@ -42,24 +42,26 @@ INTERVAL_S = 0.1
 
 
 class GroupOffsets:
-    """Commits the offsets `advance` is given to `consumer`'s group, one request at a time."""
+    """Commits the offsets `advance` is given to `consumer`'s group, one request at a time; those
+    of `urgent_topic` without waiting for the pace."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, interval_s: float = INTERVAL_S) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, urgent_topic: str, interval_s: float = INTERVAL_S) -> None:
         self._consumer = consumer
+        self._urgent_topic = urgent_topic
         self._interval_s = interval_s
         self._due: dict[TopicPartition, int] = {}
         self._sending: asyncio.Task[None] | None = None
         self._last_sent = -interval_s
-        #: What is due goes without waiting for the pace: an urgent advance, a flush.
+        #: What is due goes without waiting for the pace: an offset of `urgent_topic`, a flush.
         self._urgent = False
         self._flushing = 0
         self._wake = asyncio.Event()
 
-    def advance(self, offsets: Mapping[TopicPartition, int], *, urgent: bool = False) -> None:
-        """Offsets whose state has committed: sent after the request in flight, and, unless
-        `urgent`, no sooner than `INTERVAL_S` after the previous one."""
+    def advance(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Offsets whose state has committed: sent after the request in flight, and, unless one
+        is of `urgent_topic`, no sooner than `INTERVAL_S` after the previous one."""
         self._due.update(offsets)
-        if urgent:
+        if any(tp.topic == self._urgent_topic for tp in offsets):
             self._urgent = True
             self._wake.set()
         if self._sending is None or self._sending.done():

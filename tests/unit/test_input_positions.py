@@ -65,11 +65,14 @@ class _Consumer:
 
 
 A, B, GONE = TopicPartition("c", 0), TopicPartition("c", 1), TopicPartition("c", 2)
+#: The urgent topic's partition (the engine's `commands`: the API's barrier reads its offsets).
+URGENT = "u"
+U = TopicPartition(URGENT, 0)
 
 
 async def test_offsets_advanced_during_a_commit_go_in_the_next_one() -> None:
     consumer = _Consumer({A, B})
-    offsets = GroupOffsets(consumer)
+    offsets = GroupOffsets(consumer, URGENT)
     consumer.gate.clear()
     offsets.advance({A: 1})
     await asyncio.sleep(0)  # the first commit is now in flight, held at the gate
@@ -81,8 +84,8 @@ async def test_offsets_advanced_during_a_commit_go_in_the_next_one() -> None:
 
 
 async def test_commits_are_paced_and_a_flush_does_not_wait_for_the_pace() -> None:
-    consumer = _Consumer({A, B})
-    offsets = GroupOffsets(consumer, interval_s=0.05)
+    consumer = _Consumer({A, B, U})
+    offsets = GroupOffsets(consumer, URGENT, interval_s=0.05)
     offsets.advance({A: 1})
     first = time.monotonic()
     await offsets.flush()
@@ -94,29 +97,29 @@ async def test_commits_are_paced_and_a_flush_does_not_wait_for_the_pace() -> Non
             consumer.committed.clear()
     assert time.monotonic() - first >= 0.05
     assert consumer.commits == [{A: 1}, {A: 2, B: 3}]
-    slow = GroupOffsets(consumer, interval_s=3600)
+    slow = GroupOffsets(consumer, URGENT, interval_s=3600)
     slow.advance({A: 4})
     await slow.flush()
     slow.advance({A: 5})  # an hour's pace, but a flush (partitions given up next) sends it now
     await asyncio.wait_for(slow.flush(), timeout=60)
     slow.advance({B: 6})
-    slow.advance({A: 7}, urgent=True)  # and so does an urgent advance (commands: the API's barrier)
+    slow.advance({U: 7})  # and so does an offset of the urgent topic (commands: the API's barrier)
     async with asyncio.timeout(60):
         while len(consumer.commits) < 5:
             await consumer.committed.wait()
             consumer.committed.clear()
-    assert consumer.commits[2:] == [{A: 4}, {A: 5}, {A: 7, B: 6}]
+    assert consumer.commits[2:] == [{A: 4}, {A: 5}, {B: 6, U: 7}]
     await offsets.close()
     await slow.close()
 
 
 async def test_an_urgent_commit_that_failed_is_still_urgent_when_it_goes_again() -> None:
-    consumer = _Consumer({A, B})
-    offsets = GroupOffsets(consumer, interval_s=3600)
+    consumer = _Consumer({A, B, U})
+    offsets = GroupOffsets(consumer, URGENT, interval_s=3600)
     offsets.advance({B: 1})
     await offsets.flush()
     consumer.failures = 1
-    offsets.advance({A: 2}, urgent=True)  # refused (a rebalance): kept for the next commit
+    offsets.advance({U: 2})  # refused (a rebalance): kept for the next commit
     consumer.attempted.clear()
     # Refused and put back within the same step of the committing task, before this one resumes.
     await asyncio.wait_for(consumer.attempted.wait(), timeout=60)
@@ -125,13 +128,13 @@ async def test_an_urgent_commit_that_failed_is_still_urgent_when_it_goes_again()
         while len(consumer.commits) < 2:
             await consumer.committed.wait()
             consumer.committed.clear()
-    assert consumer.commits == [{B: 1}, {A: 2, B: 3}]
+    assert consumer.commits == [{B: 1}, {U: 2, B: 3}]
     await offsets.close()
 
 
 async def test_a_failed_commit_is_carried_by_the_next() -> None:
     consumer = _Consumer({A, B})
-    offsets = GroupOffsets(consumer)
+    offsets = GroupOffsets(consumer, URGENT)
     consumer.failures = 1
     offsets.advance({A: 3})
     await offsets.flush()  # a flush (partitions given up next) tries again what was refused
