@@ -83,33 +83,40 @@ async def _aiokafka(bootstrap: str, topics: list[str], producers: int, per_produ
     prefix = topics[0]
     latencies: list[float] = []
 
+    # Every producer warms up, then all start timing together (the CPU clock starts there).
+    warm = asyncio.Barrier(producers + 1)
+
     async def one(number: int) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{prefix}-a{number}",
                                     enable_idempotence=True, linger_ms=0, retry_backoff_ms=5)
-        await producer.start()
         try:
-            for n in range(-WARMUP_TRANSACTIONS, per_producer):
-                if n == 0:
-                    await warm.wait()
-                began = time.perf_counter()
-                async with producer.transaction():
-                    for topic in topics:
-                        await producer.send(topic, VALUE, key=f"{number}-{n}".encode(), partition=number % PARTITIONS)
-                if n >= 0:
-                    latencies.append(time.perf_counter() - began)
-                elif n == -1:
-                    ready.append(number)
-                    if len(ready) == producers:
-                        started[0] = time.process_time()
-                        warm.set()
-        finally:
-            await producer.stop()
+            await producer.start()
+            try:
+                for n in range(-WARMUP_TRANSACTIONS, per_producer):
+                    if n == 0:
+                        await warm.wait()
+                    began = time.perf_counter()
+                    async with producer.transaction():
+                        for topic in topics:
+                            await producer.send(topic, VALUE, key=f"{number}-{n}".encode(),
+                                                partition=number % PARTITIONS)
+                    if n >= 0:
+                        latencies.append(time.perf_counter() - began)
+            finally:
+                await producer.stop()
+        except BaseException:
+            await warm.abort()  # the others (and the timer) stop waiting for this one
+            raise
 
-    ready: list[int] = []
-    warm = asyncio.Event()
-    started = [0.0]
-    await asyncio.gather(*(one(number) for number in range(producers)))
-    produce_cpu = time.process_time() - started[0]
+    running = asyncio.gather(*(one(number) for number in range(producers)))
+    try:
+        await warm.wait()
+    except asyncio.BrokenBarrierError:
+        await running  # raises the producer's error
+        raise
+    cpu = time.process_time()
+    await running
+    produce_cpu = time.process_time() - cpu
     consumer = AIOKafkaConsumer(topics[0], bootstrap_servers=bootstrap, group_id=f"{prefix}-a",
                                 isolation_level="read_committed", auto_offset_reset="earliest",
                                 enable_auto_commit=False)
@@ -191,17 +198,14 @@ def measure(client: str, bootstrap: str, producers: int, transactions: int) -> C
     prefix = f"clients-{client}-{uuid.uuid4().hex[:8]}"
     topics = [f"{prefix}-t{n}" for n in range(TOPICS_PER_TRANSACTION)]
     per_producer = max(1, transactions // producers)
-    result: list[Measured] = []
 
-    async def main() -> None:
+    async def side() -> Measured:
         await _create_topics(bootstrap, topics)
         if client == "aiokafka":
-            result.append(await _aiokafka(bootstrap, topics, producers, per_producer))
-        else:
-            result.append(await asyncio.to_thread(_confluent, bootstrap, topics, producers, per_producer))
+            return await _aiokafka(bootstrap, topics, producers, per_producer)
+        return await asyncio.to_thread(_confluent, bootstrap, topics, producers, per_producer)
 
-    run_loop(main())
-    latencies, produce_cpu, read_cpu = result[0]
+    latencies, produce_cpu, read_cpu = run_loop(side())
     pct = percentiles([s * 1000 for s in latencies])
     return ClientFigures(client, producers, len(latencies), pct["p50"], pct["p99"],
                          produce_cpu * 1000 / len(latencies), read_cpu * 1e6)
