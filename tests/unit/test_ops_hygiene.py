@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -13,6 +14,7 @@ from api.settings import ApiSettings
 from engine.settings import Settings, env_of, read_env
 from ops.cli import build_parser
 from ops.process import Child, ChildError, free_ports, identify, is_running
+from tests.helpers import eventually
 
 
 @pytest.mark.parametrize(
@@ -81,6 +83,33 @@ def test_child_waits_for_its_line_and_stops_with_sigterm(tmp_path: Path) -> None
         assert child.stop(grace_s=10)  # the default SIGTERM handler ends it within the grace
     assert child.returncode == -signal.SIGTERM
     assert not is_running(ref)
+
+
+_PARENT = """
+import os, sys
+from pathlib import Path
+from ops.process import Child
+import ctypes
+# gRPC's fork handler (pthread_atfork) ran in an engine child between fork and exec and hung it:
+# a child handler here that ends the process at once shows whether one runs before the exec.
+libc = ctypes.CDLL(None)
+assert libc["__register_atfork"](None, None, ctypes.cast(libc._exit, ctypes.c_void_p), None) == 0
+child = Child([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+              Path(sys.argv[1]), label="grandchild", die_with_parent=True)
+child.start()
+child.wait_ready("up", timeout_s=30, interval_s=0.02)
+print(child.pid, flush=True)
+os._exit(0)
+"""
+
+
+def test_a_child_tied_to_its_parent_runs_no_fork_handler_before_exec_and_dies_with_the_parent(tmp_path: Path) -> None:
+    parent = subprocess.run([sys.executable, "-c", _PARENT, str(tmp_path / "grandchild.log")], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert parent.returncode == 0, parent.stderr + (tmp_path / "grandchild.log").read_text()
+    grandchild = identify(int(parent.stdout.split()[-1]))
+    eventually(lambda: grandchild is None or not is_running(grandchild), timeout=30,
+               message="the grandchild outlived the process that started it")
 
 
 def test_child_that_exits_while_starting_says_so_with_its_output(tmp_path: Path) -> None:
