@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -161,6 +163,16 @@ def die_with_parent(argv: Sequence[str]) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", _ORPHAN_GUARD, str(os.getpid()), *argv]
 
 
+def _require_program(program: str, env: Mapping[str, str] | None) -> None:
+    """Popen's FileNotFoundError for a program that is not on the child's PATH: through the wrapper
+    it would only show as the child's exit status."""
+    if os.sep in program:
+        return  # a path: Popen does not search for it either (relative to the child's cwd)
+    path = (env if env is not None else os.environ).get("PATH", os.defpath)
+    if shutil.which(program, path=path) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
 def log_tail(log_file: Path, lines: int = 30) -> str:
     try:
         text = log_file.read_text(errors="replace")
@@ -247,8 +259,12 @@ class Child:
         with self.log_path.open("ab") as log:
             log.write(f"{START_MARK} {self.starts}: {' '.join(self.argv)}\n".encode())
             log.flush()
+            argv = self.argv
+            if self.die_with_parent:
+                _require_program(argv[0], self.env)
+                argv = die_with_parent(argv)
             self._popen = subprocess.Popen(
-                die_with_parent(self.argv) if self.die_with_parent else self.argv,
+                argv,
                 cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

@@ -112,6 +112,13 @@ def test_a_child_tied_to_its_parent_runs_no_fork_handler_before_exec_and_dies_wi
                message="the grandchild outlived the process that started it")
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_missing_program_is_refused_at_start_tied_to_its_parent_or_not(tmp_path: Path, tied: bool) -> None:
+    child = Child(["headrace-no-such-program"], tmp_path / "child.log", die_with_parent=tied)
+    with pytest.raises(FileNotFoundError):
+        child.start()
+
+
 def test_child_that_exits_while_starting_says_so_with_its_output(tmp_path: Path) -> None:
     child = Child([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], tmp_path / "child.log", label="bad")
     child.start()
