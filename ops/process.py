@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ops.errors import OpsError
 
@@ -31,7 +30,6 @@ __all__ = [
     "Child",
     "ChildError",
     "ProcessRef",
-    "die_with_parent",
     "free_port",
     "free_ports",
     "identify",
@@ -142,35 +140,66 @@ def terminate(ref: ProcessRef, grace_s: float) -> bool:
 
 
 #: Sets the parent-death signal, then becomes the real program: a separate interpreter (isolated,
-#: no site: ~20 ms) rather than a `preexec_fn`. With a `preexec_fn`, CPython starts the child with
+#: no site: ~15 ms) rather than a `preexec_fn`. With a `preexec_fn`, CPython starts the child with
 #: fork() instead of vfork(), so every library's pthread_atfork handlers run in the child, and then
 #: Python code runs there; the subprocess docs warn that it "is NOT SAFE to use in the presence of
 #: threads ... the child process could deadlock before exec is called". It did: in a test process
-#: with gRPC channels open, gRPC's fork handler hung an engine child before its exec. The getppid
+#: with gRPC channels open, gRPC's fork handler hung an engine child before its exec.
+#:
+#: The program must not notice the interpreter in between: the signals Python ignores at start
+#: (SIGPIPE, SIGXFSZ; an ignored signal stays ignored across exec) go back to their defaults, and
+#: LC_CTYPE back to what the child was given (Python sets it to C.UTF-8 in its own environment
+#: when the locale is C, PEP 538). An exec that fails is reported on `report` (closed on exec, so
+#: the parent reads EOF once the program runs), and the parent raises it as Popen would. The getppid
 #: check closes the race of a parent that died before the prctl.
-_ORPHAN_GUARD = (
-    "import ctypes, os, sys\n"
-    f"ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, 9)\n"
-    "if os.getppid() != int(sys.argv[1]):\n"
-    "    os._exit(1)\n"
-    "os.execvp(sys.argv[2], sys.argv[2:])\n"
-)
+_ORPHAN_GUARD = f"""\
+import ctypes, os, signal, sys
+PR_SET_PDEATHSIG = {_PR_SET_PDEATHSIG}
+parent, report, ctype, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+if os.getppid() != parent:
+    sys.exit("not started: the process that started it had ended")
+os.set_inheritable(report, False)
+for number in (signal.SIGPIPE, signal.SIGXFSZ):
+    signal.signal(number, signal.SIG_DFL)
+env = dict(os.environ)
+if ctype == "-":
+    env.pop("LC_CTYPE", None)
+else:
+    env["LC_CTYPE"] = ctype[1:]
+try:
+    os.execvpe(argv[0], argv, env)
+except OSError as exc:
+    os.write(report, str(exc.errno).encode())
+    os._exit(127)
+"""
 
 
-def die_with_parent(argv: Sequence[str]) -> list[str]:
-    """`argv` run so that the kernel kills it (SIGKILL) when the thread that starts it ends, with
-    its process or alone (prctl(2), PR_SET_PDEATHSIG, which survives exec)."""
-    return [sys.executable, "-I", "-S", "-c", _ORPHAN_GUARD, str(os.getpid()), *argv]
-
-
-def _require_program(program: str, env: Mapping[str, str] | None) -> None:
-    """Popen's FileNotFoundError for a program that is not on the child's PATH: through the wrapper
-    it would only show as the child's exit status."""
-    if os.sep in program:
-        return  # a path: Popen does not search for it either (relative to the child's cwd)
-    path = (env if env is not None else os.environ).get("PATH", os.defpath)
-    if shutil.which(program, path=path) is None:
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+def _spawn_tied(argv: Sequence[str], env: Mapping[str, str] | None, **popen: Any) -> subprocess.Popen[bytes]:
+    """`argv` started so that the kernel kills it (SIGKILL) when the thread that starts it ends,
+    with its process or alone (prctl(2), PR_SET_PDEATHSIG, which survives exec). Returns once the
+    program runs; raises what Popen would (FileNotFoundError, PermissionError) if it cannot."""
+    ctype = (env if env is not None else os.environ).get("LC_CTYPE")
+    report, write_end = os.pipe()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _ORPHAN_GUARD, str(os.getpid()), str(write_end),
+             "-" if ctype is None else f"={ctype}", *argv],
+            env=env, pass_fds=(write_end,), **popen,
+        )
+        os.close(write_end)
+        write_end = -1
+        with os.fdopen(report, "rb", closefd=False) as reader:
+            failure = reader.read()
+    finally:
+        if write_end >= 0:
+            os.close(write_end)
+        os.close(report)
+    if failure:
+        child.wait()
+        number = int(failure)
+        raise OSError(number, os.strerror(number), argv[0])
+    return child
 
 
 def log_tail(log_file: Path, lines: int = 30) -> str:
@@ -257,22 +286,17 @@ class Child:
         self.starts += 1
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            log.write(f"{START_MARK} {self.starts}: {' '.join(self.argv)}\n".encode())
+            # One line, so that `log_text` can leave the command line out (a `-c` script has newlines).
+            command = " ".join(self.argv).replace("\r", "\\r").replace("\n", "\\n")
+            log.write(f"{START_MARK} {self.starts}: {command}\n".encode())
             log.flush()
-            argv = self.argv
+            options: dict[str, Any] = {"cwd": self.cwd, "stdin": subprocess.DEVNULL, "stdout": log,
+                                       "stderr": subprocess.STDOUT, "start_new_session": self.detach,
+                                       "close_fds": True}
             if self.die_with_parent:
-                _require_program(argv[0], self.env)
-                argv = die_with_parent(argv)
-            self._popen = subprocess.Popen(
-                argv,
-                cwd=self.cwd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=self.detach,
-                close_fds=True,
-            )
+                self._popen = _spawn_tied(self.argv, self.env, **options)
+            else:
+                self._popen = subprocess.Popen(self.argv, env=self.env, **options)
         ref = identify(self._popen.pid)
         if ref is None:
             self._popen.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -86,18 +87,18 @@ def test_child_waits_for_its_line_and_stops_with_sigterm(tmp_path: Path) -> None
 
 
 _PARENT = """
-import os, sys
+import ctypes, os, sys
 from pathlib import Path
 from ops.process import Child
-import ctypes
 # gRPC's fork handler (pthread_atfork) ran in an engine child between fork and exec and hung it:
 # a child handler here that ends the process at once shows whether one runs before the exec.
 libc = ctypes.CDLL(None)
 assert libc["__register_atfork"](None, None, ctypes.cast(libc._exit, ctypes.c_void_p), None) == 0
-child = Child([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
-              Path(sys.argv[1]), label="grandchild", die_with_parent=True)
+# The ready line is not in the command line (which the log's start line holds).
+program = "import time; print('rea' + 'dy', flush=True); time.sleep(60)"
+child = Child([sys.executable, "-c", program], Path(sys.argv[1]), label="grandchild", die_with_parent=True)
 child.start()
-child.wait_ready("up", timeout_s=30, interval_s=0.02)
+child.wait_ready("ready", timeout_s=30, interval_s=0.02)
 print(child.pid, flush=True)
 os._exit(0)
 """
@@ -113,10 +114,37 @@ def test_a_child_tied_to_its_parent_runs_no_fork_handler_before_exec_and_dies_wi
 
 
 @pytest.mark.parametrize("tied", [False, True])
-def test_a_missing_program_is_refused_at_start_tied_to_its_parent_or_not(tmp_path: Path, tied: bool) -> None:
-    child = Child(["headrace-no-such-program"], tmp_path / "child.log", die_with_parent=tied)
-    with pytest.raises(FileNotFoundError):
+@pytest.mark.parametrize("program", ["bare", "path", "not executable"])
+def test_a_program_that_cannot_run_is_refused_at_start_as_popen_does(tmp_path: Path, tied: bool,
+                                                                      program: str) -> None:
+    if program == "not executable":
+        target = tmp_path / "script"
+        target.write_text("#!/bin/sh\n")
+        argv, error = [str(target)], PermissionError
+    else:
+        argv = ["headrace-no-such-program" if program == "bare" else str(tmp_path / "missing")]
+        error = FileNotFoundError
+    child = Child(argv, tmp_path / "child.log", die_with_parent=tied)
+    with pytest.raises(error):
         child.start()
+    assert not child.alive
+
+
+def test_a_tied_child_gets_the_signals_and_locale_it_would_get_untied(tmp_path: Path) -> None:
+    """Python, in between, ignores SIGPIPE and SIGXFSZ and sets LC_CTYPE for itself (PEP 538)."""
+    program = ["sh", "-c", 'grep SigIgn /proc/$$/status; echo "ctype=${LC_CTYPE-unset}"; sleep 30']
+    seen = {}
+    for tied in (False, True):
+        child = Child(program, tmp_path / f"{tied}.log", env={"PATH": os.environ["PATH"], "LANG": "C"},
+                      die_with_parent=tied)
+        child.start()
+        try:
+            child.wait_ready("ctype=", timeout_s=30, interval_s=0.02)
+            seen[tied] = child.log_text()
+        finally:
+            child.kill()
+    assert "ctype=unset" in seen[False]
+    assert seen[True] == seen[False]
 
 
 def test_child_that_exits_while_starting_says_so_with_its_output(tmp_path: Path) -> None:
