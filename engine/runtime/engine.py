@@ -24,7 +24,7 @@ from ..topics import Topics, ensure_topics, partition_count
 from .group_offsets import GroupOffsets
 from .membership import generation, kept_across
 from .partition import PartitionOwner
-from .telemetry import OBSERVE_INTERVAL_S, EngineMetrics, Problem, partition_offsets
+from .telemetry import EngineMetrics, GaugeRefresh, Problem, partition_offsets
 
 __all__ = ["Engine"]
 
@@ -79,7 +79,7 @@ class Engine:
         self.metrics = EngineMetrics(workflow_names=registry.workflows)  # labels: registered names only
         #: Partitions whose turns keep failing: since when (monotonic), the latest error, how many in a row.
         self._failing: dict[int, tuple[float, str, int]] = {}
-        self._last_observe = -OBSERVE_INTERVAL_S
+        self._gauges = GaugeRefresh()
         #: How long input may wait on a partition without its position moving before it is reported.
         self.stall_seconds = self.settings.stall_seconds
         #: Owners of revoked partitions, with the group generation they were owned in, until the
@@ -175,10 +175,8 @@ class Engine:
 
     def _observe(self, consumer: AIOKafkaConsumer) -> None:
         """Input lag and timers of every owned partition, for metrics and stall detection."""
-        now = time.monotonic()
-        if now - self._last_observe < OBSERVE_INTERVAL_S:
+        if not self._gauges.due():
             return
-        self._last_observe = now
         for number, owner in self.owners.items():
             waiting = 0
             for topic in self.topics.inputs:

@@ -56,6 +56,7 @@ __all__ = [
     "OBSERVE_INTERVAL_S",
     "RUN_OUTCOMES",
     "EngineMetrics",
+    "GaugeRefresh",
     "Problem",
     "TelemetryServer",
     "TurnObserver",
@@ -99,6 +100,22 @@ DAPR_EXECUTION_STATUS = {RuntimeStatus.COMPLETED: "success", RuntimeStatus.FAILE
 UNREGISTERED = "unregistered"
 #: Without a registry to tell, the first this many names seen get a label of their own.
 MAX_NAME_LABELS = 100
+
+
+class GaugeRefresh:
+    """When an engine's or worker's lag and holding gauges are due again: at most once every
+    `interval_s` (`OBSERVE_INTERVAL_S`); the first ask is due."""
+
+    def __init__(self, interval_s: float = OBSERVE_INTERVAL_S) -> None:
+        self._interval_s = interval_s
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self._interval_s:
+            return False
+        self._last = now
+        return True
 
 
 class Problem(NamedTuple):

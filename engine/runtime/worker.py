@@ -51,7 +51,7 @@ from ..wire.records import WORK_ITEMS, encode_dead_letter
 from . import logs
 from .apps import AppTopics
 from .membership import generation, kept_across
-from .telemetry import OBSERVE_INTERVAL_S, Problem, WorkerMetrics, partition_offsets
+from .telemetry import GaugeRefresh, Problem, WorkerMetrics, partition_offsets
 
 __all__ = ["ActivityWorker", "DaemonThreadPool", "WorkSource", "decode_finished", "encode_finished"]
 
@@ -295,7 +295,7 @@ class ActivityWorker:
         self._consumer: AIOKafkaConsumer | None = None
         self._budget = METADATA_BUDGET
         self._last_commit = 0.0
-        self._last_observe = 0.0
+        self._gauges = GaugeRefresh()
         self._stopping = asyncio.Event()
         self._stop_requested: float | None = None
         self._slot_free = asyncio.Event()
@@ -603,10 +603,8 @@ class ActivityWorker:
             state.committed = point
 
     def _observe(self, consumer: AIOKafkaConsumer) -> None:
-        now = time.monotonic()
-        if now - self._last_observe < OBSERVE_INTERVAL_S:
+        if not self._gauges.due():
             return
-        self._last_observe = now
         for tp in consumer.assignment():
             offsets = partition_offsets(consumer, tp)
             if offsets is None:

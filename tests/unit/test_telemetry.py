@@ -168,3 +168,10 @@ def test_worker_series_looked_up_once_still_count_and_forget() -> None:
     metrics.progress(4)
     assert 'headrace_worker_last_progress_timestamp_seconds{partition="4"}' in generate_latest(
         metrics.registry).decode()
+
+
+def test_gauges_are_refreshed_at_once_then_at_most_once_an_interval() -> None:
+    hourly = telemetry.GaugeRefresh(interval_s=3600)
+    assert [hourly.due() for _ in range(3)] == [True, False, False]
+    always = telemetry.GaugeRefresh(interval_s=0)
+    assert [always.due() for _ in range(3)] == [True, True, True]
