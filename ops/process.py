@@ -181,20 +181,16 @@ def _spawn_tied(argv: Sequence[str], env: Mapping[str, str] | None, **popen: Any
     program runs; raises what Popen would (FileNotFoundError, PermissionError) if it cannot."""
     ctype = (env if env is not None else os.environ).get("LC_CTYPE")
     report, write_end = os.pipe()
-    try:
-        child = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _ORPHAN_GUARD, str(os.getpid()), str(write_end),
-             "-" if ctype is None else f"={ctype}", *argv],
-            env=env, pass_fds=(write_end,), **popen,
-        )
-        os.close(write_end)
-        write_end = -1
-        with os.fdopen(report, "rb", closefd=False) as reader:
-            failure = reader.read()
-    finally:
-        if write_end >= 0:
-            os.close(write_end)
-        os.close(report)
+    with os.fdopen(report, "rb") as reader:
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _ORPHAN_GUARD, str(os.getpid()), str(write_end),
+                 "-" if ctype is None else f"={ctype}", *argv],
+                env=env, pass_fds=(write_end,), **popen,
+            )
+        finally:
+            os.close(write_end)  # the wrapper's copy is then the only one: EOF once it execs
+        failure = reader.read()
     if failure:
         child.wait()
         number = int(failure)

@@ -47,8 +47,9 @@ class _Consumer:
         self.gate = asyncio.Event()
         self.gate.set()
         self.failures = 0
-        #: Set at every commit, and at every attempt (refused ones too).
+        #: Set at every commit that succeeds.
         self.committed = asyncio.Event()
+        #: Set at every attempt, refused ones too.
         self.attempted = asyncio.Event()
 
     def assignment(self) -> set[TopicPartition]:
