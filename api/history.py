@@ -152,8 +152,8 @@ async def _read(
     run = (instance.instance_id, instance.execution_id)
     events: dict[int, HistoryEvent] = {}
     chunks: dict[bytes, bytes | None] = {}
-    # No idle stop: a history cut short would be wrong; the caller's budget bounds the read.
-    async for records in read_to_end(consumer, starts, ends=ends, max_records=_MAX_RECORDS, idle_s=None):
+    # The caller's budget bounds the read (a stalled one ends as its timeout).
+    async for records in read_to_end(consumer, starts, ends=ends, max_records=_MAX_RECORDS, stall_s=None):
         for record in records:
             if record.topic != history.topic:
                 if record.key is not None and _chunk_of(record.key) == run:

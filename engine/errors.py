@@ -19,6 +19,7 @@ __all__ = [
     "PayloadDecodeError",
     "PayloadTooLargeError",
     "PoisonedInputError",
+    "ReadStalledError",
     "RegistrationError",
     "SerializationError",
     "UnknownActivityError",
@@ -74,6 +75,14 @@ class PoisonedInputError(HeadraceError):
         super().__init__(f"{source}: {reason}")
         self.source = source
         self.reason = reason
+
+
+class ReadStalledError(HeadraceError):
+    """A read of committed records to their end stopped making progress before it got there (the
+    broker stopped answering, or is too slow to): what was read is only a part, and nothing may be
+    built on it (`engine.read.to_end`)."""
+
+    retriable = True
 
 
 class SerializationError(HeadraceError):

@@ -17,7 +17,7 @@ from aiokafka.structs import ConsumerRecord
 from ..core.cache import ExecutionCache
 from ..core.orchestrator import Orchestrator
 from ..core.remote import RemoteNames
-from ..errors import PoisonedInputError
+from ..errors import PoisonedInputError, ReadStalledError
 from ..sdk.registry import Registry
 from ..settings import FETCH_MAX_WAIT_MS, Settings
 from ..topics import Topics, ensure_topics, partition_count
@@ -234,7 +234,7 @@ class Engine:
         # inputs. A poisoned input is then set aside (PartitionOwner.process); an aborted
         # transaction is simply retried; anything unforeseen never ends the process, and if it
         # keeps failing the partition shows as stalled in `problems()`.
-        if isinstance(error, (PoisonedInputError, KafkaError)):
+        if isinstance(error, (PoisonedInputError, ReadStalledError, KafkaError)):
             log.warning("partition %d: %s; restoring from committed state", owner.number, error)
         else:
             log.error("partition %d: processing failed; restoring from committed state", owner.number,

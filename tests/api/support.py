@@ -62,6 +62,10 @@ class ApiServer:
             "HEADRACE_API_PORT": str(self.port),
             "HEADRACE_API_PROBE_INTERVAL_S": "0.2",
             "HEADRACE_LOG_LEVEL": "info",
+            # A command's answer waits this long for the engine to apply it, then is 202 anyway
+            # (as daprd's); 5 s by default, which a loaded CI machine can exceed, and a test that
+            # reads right after a command expects to see it applied.
+            "HEADRACE_API_APPLY_WAIT_S": "60",
             "PYTHONPATH": str(ROOT),
             **(env or {}),
         }

@@ -189,10 +189,13 @@ def test_timer_due_during_downtime_fires_at_once_after_restart(fresh: Settings, 
     worker = Process("worker", fresh, tmp_path)
     try:
         with DaprWorkflowClient(settings=fresh) as client:
-            iid = client.schedule_new_workflow("sleeper", input=2.0)
+            # Long enough that the kill lands before it is due on a loaded machine (the commit of
+            # the first turn and the view catching up come first); asserted, not assumed.
+            iid = client.schedule_new_workflow("sleeper", input=8.0)
             eventually(lambda: bool(client._view.states[iid].pending_timers), timeout=WAIT)
             due = next(iter(client._view.states[iid].pending_timers.values())).timestamp()
             engine.kill()
+            assert time.time() < due, "the engine was killed after the timer fell due: the premise failed"
             # The timer falls due while no engine runs.
             eventually(lambda: time.time() > due + 1.0, timeout=10)
             engine = Process("engine", fresh, tmp_path)

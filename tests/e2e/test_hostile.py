@@ -17,13 +17,14 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from engine import WorkflowStatus
 from engine.client.dapr import DaprWorkflowClient
 from engine.core.ids import IdError
 from engine.core.state import InstanceState
 from engine.core.values import RuntimeStatus
+from engine.read.to_end import reading
 from engine.runtime.partition import partition_for
 from engine.settings import Settings
 from engine.topics import Topics, ensure_topics
@@ -90,14 +91,13 @@ def produce(stack: Stack, records: list[tuple[bytes | None, bytes]], topic: str 
 
 
 async def _read_dead_letters(settings: Settings) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(Topics.for_settings(settings).dead_letter, **settings.client_kwargs(),
-                                auto_offset_reset="earliest", isolation_level="read_committed", group_id=None)
-    await consumer.start()
-    try:
-        batch = await consumer.getmany(timeout_ms=1000)
-        return [orjson.loads(r.value) for rs in batch.values() for r in rs if r.value is not None]
-    finally:
-        await consumer.stop()
+    """Every committed dead letter (read to the end: one fetch could come back short on a loaded
+    machine)."""
+    letters: list[dict[str, Any]] = []
+    async with reading(settings, Topics.for_settings(settings).dead_letter) as batches:
+        async for records in batches:
+            letters.extend(orjson.loads(r.value) for r in records if r.value is not None)
+    return letters
 
 
 def dead_letter(stack: Stack, key: str, containing: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from opentelemetry import trace
 from engine import DaprWorkflowClient
 from engine.settings import Settings
 from engine.topics import ensure_topics
-from ops.process import free_port
+from ops.process import free_ports
 from tests.api.support import ApiServer
 from tests.e2e.otlp import OtlpReceiver, ReceivedSpan
 from tests.e2e.processes import Process
@@ -61,7 +61,7 @@ def test_one_trace_holds_the_request_turns_activities_and_child_and_metrics_move
     otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
     marks = tmp_path / "marks"
     marks.mkdir()
-    engine_port, worker_port = free_port(), free_port()
+    engine_port, worker_port = free_ports(2)  # two calls could return the same freed port
     logs = tmp_path / "logs"
     logs.mkdir()
     engine = Process("engine", settings, logs, app=APP, extra_env={

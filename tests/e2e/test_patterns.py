@@ -74,7 +74,9 @@ def test_retries_with_backoff(client: DaprWorkflowClient) -> None:
 def test_durable_timer_fires_on_time(client: DaprWorkflowClient) -> None:
     iid = client.schedule_new_workflow("sleeper", input=1.0)
     elapsed = output(client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT))
-    assert isinstance(elapsed, float) and 1.0 <= elapsed < 2.0
+    # Never early. How late is the machine's scheduling (the turn's clock is the engine's when it
+    # ran it), which a loaded CI machine stretches: the ceiling only rules out a lost firing.
+    assert isinstance(elapsed, float) and 1.0 <= elapsed < WAIT
 
 
 def test_events_before_and_after_the_wait(client: DaprWorkflowClient) -> None:
@@ -160,7 +162,9 @@ def test_unknown_activity_fails_the_task_naming_it(client: DaprWorkflowClient) -
 def test_start_at_schedules_the_start(client: DaprWorkflowClient) -> None:
     from datetime import datetime, timedelta
 
-    due = datetime.now(UTC) + timedelta(seconds=1.5)
+    # PENDING lasts until `due`: long enough that the start call returns (it waits for the engine to
+    # apply it) and the check below sees it, on a loaded machine too.
+    due = datetime.now(UTC) + timedelta(seconds=6)
     iid = client.schedule_new_workflow("chain", input="later", start_at=due)
     eventually(lambda: client._view.states[iid].status.value == "PENDING")
     state = client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)

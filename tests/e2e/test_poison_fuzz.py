@@ -416,6 +416,17 @@ def test_no_record_stops_the_engine_or_the_worker(stack: Stack, request: pytest.
     for iid in stack.every_victim:
         eventually(stack.ended(iid), timeout=WAIT, message=f"victim {iid} does not end after a terminate")
 
+    # The worker handled every work item sent (its committed offsets are past them), so the dead
+    # letters of those it refused are written by now.
+    tasks_past: dict[TopicPartition, int] = {}
+    for _poison, topic, p, o in stack.sent:
+        if topic == stack.topics.tasks:
+            tp = TopicPartition(topic, p)
+            tasks_past[tp] = max(tasks_past.get(tp, 0), o + 1)
+    assert tasks_past, "the fuzzer sent no work item at all"
+    _wait_committed(stack, f"{stack.settings.topic_prefix}workers.{stack.settings.task_queue}", tasks_past,
+                    "worker")
+
     # Every record no reader may accept was dead-lettered where it was read.
     letters = {(d["topic"], d["partition"], d["offset"]) for d in asyncio.run(_dead_letters(stack.settings))}
     refused = [(topic, p, o) for poison, topic, p, o in stack.sent if poison.certainly_invalid]
@@ -429,13 +440,4 @@ def test_no_record_stops_the_engine_or_the_worker(stack: Stack, request: pytest.
     assert report.violations == [], report.violations[:20]
     assert report.completed["COMPLETED"] >= 3 * PARTITIONS  # the witnesses and the new work at least
 
-    # The worker handled every work item sent (its committed offsets are past them).
-    tasks_past: dict[TopicPartition, int] = {}
-    for _poison, topic, p, o in stack.sent:
-        if topic == stack.topics.tasks:
-            tp = TopicPartition(topic, p)
-            tasks_past[tp] = max(tasks_past.get(tp, 0), o + 1)
-    assert tasks_past, "the fuzzer sent no work item at all"
-    _wait_committed(stack, f"{stack.settings.topic_prefix}workers.{stack.settings.task_queue}", tasks_past,
-                    "worker")
     stack.alive()

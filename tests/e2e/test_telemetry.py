@@ -14,7 +14,7 @@ from engine import WorkflowStatus
 from engine.client.dapr import DaprWorkflowClient
 from engine.settings import Settings
 from engine.topics import ensure_topics
-from ops.process import free_port
+from ops.process import free_ports
 from tests.e2e.processes import Process
 from tests.helpers import eventually
 
@@ -45,7 +45,7 @@ def test_engine_and_worker_serve_metrics_and_a_stalled_worker_partition_is_named
     settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"tm-{uuid.uuid4().hex[:8]}.",
                                  partitions=1)
     asyncio.run(ensure_topics(settings))
-    engine_port, worker_port = free_port(), free_port()
+    engine_port, worker_port = free_ports(2)  # two calls could return the same freed port
     logs = tmp_path / "logs"
     engine = Process("engine", settings, logs, extra_env={"HEADRACE_METRICS_PORT": str(engine_port)})
     # One activity at a time and a short stall threshold: one long activity stalls the partition.

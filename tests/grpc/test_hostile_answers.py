@@ -111,7 +111,6 @@ async def test_malformed_and_forged_completions_leave_the_server_and_the_turn_se
 
     from api.grpc.protos import orchestrator_service_pb2_grpc as pb_grpc
     from api.grpc.service import SidecarService
-    from ops.process import free_port
 
     streams = WorkStreams()
     workflows = RemoteWorkflows(streams, max_answer_bytes=1 << 20)
@@ -119,8 +118,7 @@ async def test_malformed_and_forged_completions_leave_the_server_and_the_turn_se
     server = grpc.aio.server()
     pb_grpc.add_TaskHubSidecarServiceServicer_to_server(  # type: ignore[no-untyped-call]
         SidecarService(gateway, workflows=workflows), server)  # type: ignore[arg-type]
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    port = server.add_insecure_port("127.0.0.1:0")  # the port it bound: nobody can take it first
     await server.start()
     running = asyncio.create_task(workflows.run(ITEM))
     stream: AsyncIterator[pb.WorkItem] = streams.stream()

@@ -9,6 +9,7 @@ import contextlib
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,13 @@ from engine.errors import (
     InstanceNotTerminalError,
     PayloadTooLargeError,
 )
+
+
+async def settles(call: asyncio.Task[Any]) -> bool:
+    """Whether `call` finishes soon. A waiting command takes several loop steps to answer, so one
+    `sleep(0)` would see an unfinished call even when it was about to return the wrong answer."""
+    done, _ = await asyncio.wait({call}, timeout=0.1)
+    return bool(done)
 
 
 @dataclass
@@ -160,8 +168,7 @@ async def test_a_command_answers_once_its_id_shows_among_the_recent_commands() -
     call = asyncio.create_task(service(lookup, send).raise_event("a", "go", "1"))
     await send.arrived.wait()
     lookup.show("a", replace(running("a"), history_length=3))  # another turn: not this command
-    await asyncio.sleep(0)
-    assert not call.done()
+    assert not await settles(call)
     lookup.show("a", replace(running("a"), recent_commands=(send.sent[0].command_id,)))
     await asyncio.wait_for(call, 1)
 
@@ -185,8 +192,7 @@ async def test_a_purge_needs_a_finished_instance_and_waits_for_its_finished_chil
     await send.arrived.wait()
     assert isinstance(send.sent[0], cmd.PurgeWorkflow)
     lookup.show("p", None)
-    await asyncio.sleep(0)
-    assert not call.done()  # the child is not gone yet
+    assert not await settles(call)  # the child is not gone yet
     lookup.show("p:0001", None)
     await asyncio.wait_for(call, 1)
 
@@ -197,8 +203,7 @@ async def test_waiting_for_completion_waits_for_the_run_this_process_started() -
     commands = service(lookup, send, timeout=0.01)
     await commands.start("wf", instance_id="a")  # not shown in time: the old run still shows
     waiting = asyncio.create_task(commands.wait_for_completion("a", 1))
-    await asyncio.sleep(0)
-    assert not waiting.done()  # the old run is finished, but it is not this client's run
+    assert not await settles(waiting)  # the old run is finished, but it is not this client's run
     run = send.sent[0].command_id
     lookup.show("a", replace(running("a", run), status=RuntimeStatus.COMPLETED))
     state = await asyncio.wait_for(waiting, 1)
