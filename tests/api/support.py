@@ -66,6 +66,8 @@ class ApiServer:
             # (as daprd's); 5 s by default, which a loaded CI machine can exceed, and a test that
             # reads right after a command expects to see it applied.
             "HEADRACE_API_APPLY_WAIT_S": "60",
+            # Likewise a read's wait for the status view to catch up (2 s, then a 500 "try again").
+            "HEADRACE_API_CONSISTENCY_TIMEOUT_S": "60",
             "PYTHONPATH": str(ROOT),
             **(env or {}),
         }

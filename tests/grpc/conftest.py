@@ -105,8 +105,10 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a process of the stack under test: this deployment's Kafka and prefix."""
     # HEADRACE_API_APPLY_WAIT_S: the gRPC front end answers a command once the engine applied it or
     # after this long (5 s by default, which a loaded CI machine can exceed): tests read right after.
+    # HEADRACE_API_CONSISTENCY_TIMEOUT_S: a read's wait for the status view (2 s, then UNAVAILABLE).
     return {**os.environ, **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
-            "HEADRACE_API_APPLY_WAIT_S": "60", "PYTHONPATH": str(ROOT), **extra}
+            "HEADRACE_API_APPLY_WAIT_S": "60", "HEADRACE_API_CONSISTENCY_TIMEOUT_S": "60",
+            "PYTHONPATH": str(ROOT), **extra}
 
 
 @contextmanager
