@@ -40,16 +40,18 @@ class RuntimeHost:
             raise self._error
 
     def _main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as exc:
-            self._error = exc
-            self._started.set()
-            log.exception("runtime stopped with an error")
-        finally:
-            loop.close()
+        # A Runner, not a bare loop closed after `_serve`: on the way out it cancels the tasks still
+        # pending (a Kafka client's connection attempt, a background retry) and lets them finish,
+        # so their sockets are closed here rather than left to the garbage collector, which closes
+        # them with a ResourceWarning whenever it runs (in some later test, which then failed).
+        with asyncio.Runner() as runner:
+            self._loop = runner.get_loop()
+            try:
+                runner.run(self._serve())
+            except BaseException as exc:
+                self._error = exc
+                self._started.set()
+                log.exception("runtime stopped with an error")
 
     async def _serve(self) -> None:
         tasks = [asyncio.create_task(self.engine.run()), asyncio.create_task(self.worker.run())]
