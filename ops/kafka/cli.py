@@ -142,7 +142,8 @@ def register(subparsers: Subcommands) -> None:
     up = verb_parser("up", "start Kafka and wait until it answers metadata requests")
     where = up.add_mutually_exclusive_group()
     where.add_argument("--port", type=_positive, help="broker port of node 1 (default 9092)")
-    where.add_argument("--free-port", action="store_true", help="pick free ports")
+    where.add_argument("--free-port", action="store_true",
+                       help="pick free ports (others, if one is taken before the broker binds it)")
     up.add_argument(
         "--cluster", type=_positive, default=1, metavar="N", help="number of nodes (3 for RF=3)"
     )

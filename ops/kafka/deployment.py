@@ -11,6 +11,7 @@ deployment another process started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -40,6 +41,9 @@ from ops.kafka.ready import wait_ready
 DEFAULT_PORT = 9092
 READY_TIMEOUT_S = 90.0
 STOP_GRACE_S = 30.0
+#: Tries of an `up` on free ports it picked itself (`port=None`): the ports are free when picked,
+#: and the JVM binds them seconds later, by when another process may have taken one.
+FREE_PORT_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,8 @@ class LocalKafka:
         self._env = env
         self._log = log
         self._die_with_parent = die_with_parent
+        #: Where each node's log stood when it was last started: what it wrote since is this start's.
+        self._log_starts: dict[int, int] = {}
 
     # -- on-disk state -------------------------------------------------------------------------
 
@@ -252,22 +258,29 @@ class LocalKafka:
             version = existing.version if existing else kafka_version(self._env)
             resolution = resolve_jars(version, java, env=self._env, log=self._log)
             t1 = time.monotonic()
-            manifest = Manifest(
-                version=version,
-                cluster_id=existing.cluster_id if existing else new_cluster_id(),
-                nodes=plan_nodes(nodes, port),
-                secure=secure,
-            )
+            cluster_id = existing.cluster_id if existing else new_cluster_id()
             self.state_dir.mkdir(parents=True, exist_ok=True)
             if secure:
                 sasl_ssl.ensure(self.state_dir / "security", java)
-            self._manifest_path().write_text(manifest.to_json() + "\n")
-            self._format(java, resolution.jars, manifest)
-            t2 = time.monotonic()
-            for spec in manifest.nodes:
-                self._spawn(java, resolution.jars, spec)
-            ready_s = self._await(manifest, manifest.nodes, timeout_s)
-            return UpResult(manifest, False, resolution.downloaded, t1 - t0, t2 - t1, ready_s)
+            tries_left = FREE_PORT_TRIES if port is None else 1
+            while True:
+                tries_left -= 1
+                manifest = Manifest(version=version, cluster_id=cluster_id, nodes=plan_nodes(nodes, port),
+                                    secure=secure)
+                self._manifest_path().write_text(manifest.to_json() + "\n")
+                # Each node's config names the ports; its storage, formatted once, does not.
+                self._format(java, resolution.jars, manifest)
+                t2 = time.monotonic()
+                try:
+                    for spec in manifest.nodes:
+                        self._spawn(java, resolution.jars, spec)
+                    ready_s = self._await(manifest, manifest.nodes, timeout_s)
+                except PortInUse as exc:
+                    if not tries_left:
+                        raise
+                    self._log(f"{exc.args[0].splitlines()[0]}; trying other free ports")
+                    continue
+                return UpResult(manifest, False, resolution.downloaded, t1 - t0, t2 - t1, ready_s)
 
     def down(self, *, wipe: bool = False, grace_s: float = STOP_GRACE_S) -> list[int]:
         """Stop every node (SIGTERM, then SIGKILL after `grace_s`); return the pids stopped."""
@@ -352,6 +365,8 @@ class LocalKafka:
 
     def _spawn(self, java: JavaRuntime, jars: KafkaJars, spec: NodeSpec) -> None:
         node_dir = self.node_dir(spec.node_id)
+        log_file = node_dir / "server.log"
+        self._log_starts[spec.node_id] = log_file.stat().st_size if log_file.exists() else 0
         ref = process.spawn(
             java,
             jars,
@@ -367,7 +382,13 @@ class LocalKafka:
             if self._running_ref(spec.node_id) is None:
                 log_file = self.node_dir(spec.node_id) / "server.log"
                 tail = procs.log_tail(log_file)
-                if "Address already in use" in tail:
+                # Searched in all this start wrote: the bind error comes long before the tail's
+                # shutdown lines.
+                written = b""
+                with contextlib.suppress(FileNotFoundError), log_file.open("rb") as log:
+                    log.seek(self._log_starts.get(spec.node_id, 0))
+                    written = log.read()
+                if b"Address already in use" in written:
                     raise PortInUse(
                         f"node {spec.node_id} could not bind {spec.bootstrap} or its controller "
                         f"port {spec.controller_port}: address already in use.\n{tail}"
@@ -387,10 +408,11 @@ class LocalKafka:
                 check_alive=lambda: self._check_alive(specs),
                 security=security.client_kwargs() if security is not None else None,
             )
-        except (TimeoutError, BrokerStartFailed) as exc:
-            # Leave nothing half-started behind a failed `up`.
+        except (TimeoutError, BrokerStartFailed, PortInUse) as exc:
+            # Leave nothing half-started behind a failed `up` (one node of three that could not
+            # bind its port left the other two running, until PortInUse was caught here too).
             self._stop([s.node_id for s in specs], grace_s=5.0)
-            if isinstance(exc, BrokerStartFailed):
+            if isinstance(exc, (BrokerStartFailed, PortInUse)):
                 raise
             raise BrokerStartFailed(
                 f"{exc}\nlogs: {', '.join(str(self.node_dir(s.node_id)) for s in specs)}"

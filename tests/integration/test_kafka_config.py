@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.kafka import deployment
+from ops.kafka import LocalKafka, deployment
 from ops.kafka.config import NodeSpec, new_cluster_id, render_properties
 from ops.kafka.deployment import Manifest, plan_nodes
 from ops.kafka.errors import PortInUse
@@ -64,6 +64,34 @@ def test_a_busy_fixed_port_is_refused_clearly():
             PortInUse, match=f"port\\(s\\) {port}(, {port + 1})? on 127.0.0.1 are in use"
         ):
             plan_nodes(1, port=port)
+
+
+def test_free_ports_taken_before_the_broker_binds_them_are_replaced(tmp_path: Path, java_runtime,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`up` on ports it picked (`port=None`): one taken between the pick and the JVM's bind (here
+    by this test, on the first pick) fails that try, and the next try picks others."""
+    real = deployment.procs.free_ports
+    picks: list[list[int]] = []
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+
+        def first_pick_taken(count: int, host: str = "127.0.0.1") -> list[int]:
+            ports = real(count, host)
+            picks.append([taken, *ports[1:]] if not picks else ports)
+            return picks[-1]
+
+        monkeypatch.setattr(deployment.procs, "free_ports", first_pick_taken)
+        local = LocalKafka(tmp_path / "kafka", die_with_parent=True)
+        try:
+            result = local.up(nodes=1, port=None)
+            assert len(picks) == 2 and picks[0][0] == taken
+            assert result.manifest.nodes[0].broker_port == picks[1][0] != taken
+            assert "Address already in use" in (local.node_dir(1) / "server.log").read_text()  # the first try's
+            assert [s.pid is not None for s in local.status()] == [True]
+        finally:
+            local.down(wipe=True, grace_s=10.0)
 
 
 def test_manifest_roundtrips_through_json():
