@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
-#: How long a read to the end waits with no position moving before it ends (see the docstring).
 #: Seconds without any position moving before a read gives up (`ReadStalledError`). Long enough
 #: for a broker's pause on a loaded machine; a restore that gives up is tried again.
 STALL_S = 10.0
