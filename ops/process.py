@@ -198,12 +198,19 @@ def _spawn_tied(argv: Sequence[str], env: Mapping[str, str] | None, **popen: Any
     return child
 
 
-def log_tail(log_file: Path, lines: int = 30) -> str:
+def log_since(log_file: Path, start: int = 0) -> str | None:
+    """What `log_file` holds from byte `start` on (None: there is no such file)."""
     try:
-        text = log_file.read_text(errors="replace")
+        with log_file.open("rb") as log:
+            log.seek(start)
+            return log.read().decode(errors="replace")
     except FileNotFoundError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
+        return None
+
+
+def log_tail(log_file: Path, lines: int = 30) -> str:
+    text = log_since(log_file)
+    return "(no log)" if text is None else "\n".join(text.splitlines()[-lines:])
 
 
 def pids_mentioning(text: str) -> list[int]:

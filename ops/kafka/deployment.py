@@ -11,7 +11,6 @@ deployment another process started.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -381,14 +380,11 @@ class LocalKafka:
         for spec in specs:
             if self._running_ref(spec.node_id) is None:
                 log_file = self.node_dir(spec.node_id) / "server.log"
-                tail = procs.log_tail(log_file)
-                # Searched in all this start wrote: the bind error comes long before the tail's
+                # All this start wrote is searched: the bind error comes long before the tail's
                 # shutdown lines.
-                written = b""
-                with contextlib.suppress(FileNotFoundError), log_file.open("rb") as log:
-                    log.seek(self._log_starts.get(spec.node_id, 0))
-                    written = log.read()
-                if b"Address already in use" in written:
+                written = procs.log_since(log_file, self._log_starts.get(spec.node_id, 0)) or ""
+                tail = "\n".join(written.splitlines()[-30:]) or "(no log)"
+                if "Address already in use" in written:
                     raise PortInUse(
                         f"node {spec.node_id} could not bind {spec.bootstrap} or its controller "
                         f"port {spec.controller_port}: address already in use.\n{tail}"
