@@ -1,10 +1,24 @@
-"""HTTP/1.1 connections with read deadlines: a client cannot hold a connection open by sending
-half a request.
+"""HTTP/1.1 connections for the REST API: parsed by llhttp (httptools) for speed, with read
+deadlines and a bounded header block, and any method token answered as daprd answers it.
 
-uvicorn's only timeout is keep-alive (idle between two requests), and it is cancelled by the first
-byte of the next request; a fresh connection has none. So a client that connects and sends nothing,
-or half its headers, or headers and then a body one byte a minute, holds a connection, a task and
-its buffers for good. `uvicorn_options` gives uvicorn an h11 protocol with two deadlines:
+**Why httptools, and the h11 fallback.** uvicorn's httptools protocol parses in C (llhttp): it
+costs the API 10-14 % less CPU per start than uvicorn's pure-Python h11 protocol (`headrace bench
+chain-5 --via api`, docs/performance.md). But llhttp knows only its own list of methods and fails
+any other token, so uvicorn would answer `BREW /v1.0/...` with a 400 before the app sees it, where
+daprd (Go's net/http) hands every token method to its router: 401 without a token, else 405 on a
+known path, 404 on an unknown one (RFC 9110 section 9.1: a method is any token). So whatever
+llhttp refuses while it reads a request's headers (a method, or anything else it finds malformed),
+and what it reads in a way uvicorn would mishandle (an `Upgrade` or `CONNECT` request, whose body
+uvicorn drops: `curl --http2 -d ...` sends `Upgrade: h2c`; HTTP/1.1 without `Host`, which h11 and
+Go refuse), moves its connection, from that request on, to the h11 protocol, which answers as it
+did before llhttp (`_hand_over`). That needs the request's bytes from its first one, which are
+known when it begins a read with every earlier request answered (a new connection, or a
+keep-alive one whose client waited for its answer, as clients do); otherwise it is a 400.
+
+**Read deadlines.** uvicorn's only timeout is keep-alive (idle between two requests), and it is
+cancelled by the first byte of the next request; a fresh connection has none. So a client that
+connects and sends nothing, or half its headers, or headers and then a body one byte a minute,
+would hold a connection, a task and its buffers for good. Both protocols have two deadlines:
 
 - **headers**: from the connection opening (or the first byte after a keep-alive pause) until the
   request's headers are complete: `header_timeout_s`;
@@ -13,27 +27,50 @@ its buffers for good. `uvicorn_options` gives uvicorn an h11 protocol with two d
 Each deadline is armed once per request and not extended by further bytes, so trickling does not
 help. When one passes, the connection is answered `408 ERR_REQUEST_TIMEOUT` if nothing was answered
 yet, and closed; a handler still reading the body sees the client gone (logged as one info line).
-The header block is also limited in size (`MAX_HEADER_BYTES`; larger is a 400 from h11).
+A request pipelined behind others owes nothing until the answers before it are written (as with
+h11, which reads no further until then). A connection handed over to h11 starts its headers
+deadline afresh: a request's headers can take at most twice `header_timeout_s`.
+
+**Header block size.** At most `MAX_HEADER_BYTES` of request target and header lines: larger is a
+`431 Request Header Fields Too Large` on the httptools path (llhttp has no limit of its own; 431 is
+what Go's net/http answers) and a 400 from h11 on a connection handed over. A header line that
+never ends is bounded by the bytes read since the request began.
+
+**Pipelining.** Answers go out in request order. A request refused while answers to the ones
+before it are pending (unparsable, or too large) is answered after them, then the connection
+closes; a request whose headers completed in the same read as its refusal never reaches a
+handler; a handler already reading a body that turns out unparsable sees the client gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import h11
+import httptools
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .errors import RequestTimeout, error_response
 from .settings import ApiSettings
 
-__all__ = ["MAX_HEADER_BYTES", "guarded_protocol", "uvicorn_options"]
+__all__ = ["MAX_HEADER_BYTES", "guarded_protocols", "uvicorn_options"]
 
 log = logging.getLogger(__name__)
 
 #: Largest request line plus headers (h11's default, stated here so it is a decision, not luck).
 MAX_HEADER_BYTES = 16 * 1024
+
+
+class Owed(enum.Enum):
+    """The part of a request its client still owes the server."""
+
+    HEADERS = "headers"
+    BODY = "body"
 
 
 def _timeout_bytes(message: str) -> bytes:
@@ -45,83 +82,326 @@ def _timeout_bytes(message: str) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n" + bytes(response.body)
 
 
-def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with the two read deadlines of the module docstring."""
+_UNPARSABLE = "Invalid HTTP request received."  # uvicorn's words for it
+
+
+def _bad_request_bytes(default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's 400 for what llhttp cannot parse, as its httptools protocol writes it."""
+    lines = [b"HTTP/1.1 400 Bad Request"] + [name + b": " + value for name, value in default_headers]
+    lines += [b"content-type: text/plain; charset=utf-8", b"content-length: %d" % len(_UNPARSABLE),
+              b"connection: close"]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + _UNPARSABLE.encode()
+
+
+class _StopParsing(Exception):
+    """Raised in an llhttp callback to end the parse of a read: `data_received` answers the
+    request (a 431 when its header block is too large, else h11 does)."""
+
+_HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 31\r\nconnection: close\r\n\r\nRequest header fields too large")
+
+
+class _Cycle(Protocol):
+    """What a deadline needs of either protocol's request cycle."""
+
+    response_started: bool
+    disconnected: bool
+    message_event: asyncio.Event
+
+
+class _ReadDeadline:
+    """A connection's one read deadline at a time (module docstring), for either protocol."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport,
+                 client: tuple[str, int] | None, header_timeout_s: float, body_timeout_s: float) -> None:
+        self._loop = loop
+        self._transport = transport
+        self._client = client
+        self._limits = {Owed.HEADERS: header_timeout_s, Owed.BODY: body_timeout_s}
+        self._handle: asyncio.TimerHandle | None = None
+        self._owed: Owed | None = None
+        #: The request cycle the body deadline cuts off (the protocol's, read when it passes).
+        self.cycle: Callable[[], _Cycle | None] = lambda: None
+
+    def watch(self, owed: Owed | None) -> None:
+        if self._transport.is_closing():
+            owed = None
+        if owed is self._owed:
+            return  # still the same deadline: more bytes do not extend it
+        self.disarm()
+        self._owed = owed
+        if owed is not None:
+            self._handle = self._loop.call_later(self._limits[owed], self._expired, owed)
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._owed = None
+
+    def _expired(self, owed: Owed) -> None:
+        self._handle = None
+        self._owed = None
+        if self._transport.is_closing():
+            return
+        client = f"{self._client[0]}:{self._client[1]}" if self._client else "a client"
+        message = f"the request {owed.value} did not arrive within {self._limits[owed]:g}s"
+        log.info("closing the connection from %s: %s", client, message)
+        cycle = self.cycle() if owed is Owed.BODY else None
+        if cycle is None or not cycle.response_started:
+            if cycle is not None:
+                # The handler's sends are dropped from now on, and its body read ends.
+                cycle.disconnected = True
+                cycle.message_event.set()
+            self._transport.write(_timeout_bytes(message))
+        self._transport.close()
+
+
+def guarded_protocols(
+    header_timeout_s: float, body_timeout_s: float
+) -> tuple[type[HttpToolsProtocol], type[H11Protocol]]:
+    """uvicorn's httptools protocol and its h11 fallback, with the module docstring's guards."""
+
+    def deadline_of(protocol: HttpToolsProtocol | H11Protocol) -> _ReadDeadline:
+        deadline = _ReadDeadline(protocol.loop, protocol.transport, protocol.client, header_timeout_s, body_timeout_s)
+        deadline.cycle = lambda: protocol.cycle
+        return deadline
 
     class GuardedH11Protocol(H11Protocol):
-        _deadline: asyncio.TimerHandle | None = None
-        _phase: str | None = None
+        _deadline: _ReadDeadline
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._watch()
+            self._deadline = deadline_of(self)
+            self._deadline.watch(self._owed())
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            self._watch()
+            self._deadline.watch(self._owed())
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            self._watch()
+            self._deadline.watch(self._owed())
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
+            self._deadline.disarm()
             super().connection_lost(exc)
 
-        def _waiting_for(self) -> str | None:
-            """What part of a request the client owes now, if any."""
-            if self.transport.is_closing():
-                return None
+        def _owed(self) -> Owed | None:
             state = self.conn.their_state
             if state is h11.SEND_BODY:
-                return "body"
+                return Owed.BODY
             if state is h11.IDLE and (
                 # A new connection, or bytes of the next request arrived (uvicorn then cancels
                 # its keep-alive timer); an idle keep-alive connection is uvicorn's to close.
                 self.timeout_keep_alive_task is None or self.conn.trailing_data[0]
             ):
-                return "headers"
+                return Owed.HEADERS
             return None  # the request is in: the handler's time is not the client's
 
-        def _watch(self) -> None:
-            phase = self._waiting_for()
-            if phase == self._phase:
-                return  # still the same deadline: more bytes do not extend it
-            self._disarm()
-            self._phase = phase
-            if phase is not None:
-                limit = header_timeout_s if phase == "headers" else body_timeout_s
-                self._deadline = self.loop.call_later(limit, self._expired, phase, limit)
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _deadline: _ReadDeadline
+        #: Requests llhttp began and completed on this connection.
+        _begun = 0
+        _completed = 0
+        #: Request cycles made (a handler each, or one dropped) and answers completed.
+        _cycles = 0
+        _answered = 0
+        #: What the client owes of the request being read (from llhttp's callbacks).
+        _owed_in_request = Owed.HEADERS
+        #: The open request's bytes from its first one while its headers are incomplete, if it
+        #: began a read (None: it began inside one): what `_hand_over` replays.
+        _head: bytearray | None = None
+        #: The open request's header block as llhttp reported it (request target and whole
+        #: header lines), and as read: the bytes of the reads since its first (of the reads after
+        #: its first, if it began inside one), which bounds a header line that never ends.
+        _header_bytes = 0
+        _head_bytes = 0
+        #: Handlers of the requests whose headers completed in the read being parsed: started
+        #: once all of it parsed, so that a request refused in the same read never runs.
+        _starting: list[tuple[Any, Any]] | None = None
+        #: A refusal waiting for the answers to the requests before it; nothing more is read.
+        _refusal: bytes | None = None
 
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-            self._phase = None
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._deadline = deadline_of(self)
+            self._deadline.watch(self._owed())
 
-        def _expired(self, phase: str, limit: float) -> None:
-            self._deadline = None
-            self._phase = None
-            if self.transport.is_closing():
+        def data_received(self, data: bytes) -> None:
+            self._unset_keepalive_if_required()
+            if self._refusal is not None:
+                return  # the connection ends once the answers before the refusal are written
+            idle = self._completed == self._begun  # this read begins a request
+            if idle:
+                self._head = bytearray()
+                self._head_bytes = 0
+            head = self._head
+            if head is not None:
+                head += data
+            begun, completed, answered = self._begun, self._completed, self._answered_all()
+            self._starting = []
+            try:
+                self.parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+                starting, self._starting = self._starting, None
+                self._head = None
+                if self._header_bytes > MAX_HEADER_BYTES:
+                    self._refuse_request(_HEADERS_TOO_LARGE, starting)
+                    return
+                # The refused request is the last one begun; `head` holds it from its first byte
+                # when no request completed in this read before it.
+                if (head is not None and self._completed == completed and answered
+                        and self._owed_in_request is Owed.HEADERS):
+                    self._hand_over(bytes(head))
+                else:
+                    self.logger.warning(_UNPARSABLE)
+                    self._refuse_request(_bad_request_bytes(self.server_state.default_headers), starting)
                 return
-            client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
-            message = f"the request {phase} did not arrive within {limit:g}s"
-            log.info("closing the connection from %s: %s", client, message)
-            cycle = self.cycle if phase == "body" else None
-            if cycle is None or not cycle.response_started:
-                if cycle is not None:
-                    # The handler's sends are dropped from now on, and its body read ends.
-                    cycle.disconnected = True
-                    cycle.message_event.set()
-                self.transport.write(_timeout_bytes(message))
+            starting, self._starting = self._starting, None
+            for cycle, app in starting:
+                super()._start_asgi_task(cycle, app)
+            if self._completed == self._begun or self._owed_in_request is not Owed.HEADERS:
+                self._head = None
+                self._head_bytes = 0
+            elif self._begun - begun > (1 if idle else 0):
+                self._head = None  # the open request began inside this read
+                self._head_bytes = 0
+            else:
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEADER_BYTES:
+                    self._head = None
+                    self._refuse_request(_HEADERS_TOO_LARGE, [])
+                    return
+            self._deadline.watch(self._owed())
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._begun += 1
+            self._owed_in_request = Owed.HEADERS
+            self._header_bytes = 0
+
+        def on_url(self, url: bytes) -> None:
+            super().on_url(url)
+            self._count_header_bytes(len(url))
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            super().on_header(name, value)
+            self._count_header_bytes(len(name) + len(value) + 4)
+
+        def _count_header_bytes(self, size: int) -> None:
+            self._header_bytes += size
+            if self._header_bytes > MAX_HEADER_BYTES:
+                raise _StopParsing
+
+        def on_headers_complete(self) -> None:
+            if self.parser.should_upgrade() or (
+                self.parser.get_http_version() == "1.1" and not any(n == b"host" for n, _ in self.headers)
+            ):
+                # An upgrade or CONNECT (uvicorn would start the handler and drop the body: a
+                # `curl --http2` start would lose its input), or HTTP/1.1 without Host (a 400 in
+                # RFC 9112 section 3.2 and in h11): h11 answers these, as before llhttp.
+                raise _StopParsing
+            super().on_headers_complete()
+            self._cycles += 1
+            self._owed_in_request = Owed.BODY
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            if self._starting is not None:
+                self._starting.append((cycle, app))  # started when the read parsed whole
+            else:
+                super()._start_asgi_task(cycle, app)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._completed = self._begun
+
+        def on_response_complete(self) -> None:
+            self._answered += 1
+            super().on_response_complete()
+            if self._refusal is not None:
+                if self._answered_all() and not self.transport.is_closing():
+                    self._end_with(self._refusal)
+                return
+            self._deadline.watch(self._owed())
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._deadline.disarm()
+            super().connection_lost(exc)
+
+        def _owed(self) -> Owed | None:
+            if self._refusal is not None:
+                return None
+            if self._completed != self._begun:  # a request is being read
+                if self._owed_in_request is Owed.BODY:
+                    # Its handler runs (nothing queued before it): the body is owed now.
+                    return None if self.pipeline else Owed.BODY
+                # Its headers: owed from when the answers before it are written, as with h11.
+                return Owed.HEADERS if self._answered_all() else None
+            if self.timeout_keep_alive_task is None and self._answered_all():
+                # A new connection, or bytes after a keep-alive pause (uvicorn then cancels its
+                # keep-alive timer); an idle keep-alive connection is uvicorn's to close.
+                return Owed.HEADERS
+            return None  # the request is in: the handler's time is not the client's
+
+        def _answered_all(self) -> bool:
+            return self._answered >= self._cycles
+
+        def _hand_over(self, head: bytes) -> None:
+            """This connection continues on h11, from the request llhttp refused."""
+            self._deadline.disarm()
+            self.connections.discard(self)
+            successor = GuardedH11Protocol(config=self.config, server_state=self.server_state,
+                                           app_state=self.app_state, _loop=self.loop)
+            successor.connection_made(self.transport)
+            if self.flow.write_paused:
+                successor.pause_writing()  # the transport will tell only the new protocol to resume
+            self.transport.set_protocol(successor)
+            successor.data_received(head)
+
+        def _refuse_request(self, response: bytes, starting: list[tuple[Any, Any]]) -> None:
+            """Refuse the request being read, after the answers to the ones before it (whose
+            handlers, if this read brought them, start now); the connection ends with the refusal.
+            uvicorn's own protocol writes it at once, cutting those answers off."""
+            self._deadline.disarm()
+            # The refused request's handler, if its headers were complete.
+            refused = self.cycle if self._owed_in_request is Owed.BODY else None
+            for cycle, app in starting:
+                if cycle is not refused:
+                    super()._start_asgi_task(cycle, app)
+            if refused is not None:
+                if self.pipeline and self.pipeline[0][0] is refused:
+                    self.pipeline.popleft()
+                elif all(cycle is not refused for cycle, _ in starting):
+                    # Its handler runs, reading a body that will not come whole: it sees the
+                    # client gone (its answer is dropped), and the refusal ends the connection.
+                    refused.disconnected = True
+                    refused.message_event.set()
+                    if refused.response_started:
+                        self.transport.close()  # a refusal cannot follow half an answer
+                        return
+                self._cycles -= 1  # no answer of its own will complete
+            if self._answered_all():
+                self._end_with(response)
+            else:
+                self._refusal = response
+                self.flow.pause_reading()
+
+        def _end_with(self, response: bytes) -> None:
+            self._unset_keepalive_if_required()
+            self.transport.write(response)
             self.transport.close()
 
-    return GuardedH11Protocol
+    return GuardedHttpToolsProtocol, GuardedH11Protocol
 
 
 def uvicorn_options(settings: ApiSettings) -> dict[str, Any]:
-    """The keyword arguments of `uvicorn.run` that bound what one connection can hold."""
+    """The keyword arguments of `uvicorn.run` that choose the protocol and bound what one
+    connection can hold."""
+    protocol, _ = guarded_protocols(settings.header_timeout_s, settings.body_timeout_s)
     return {
-        "http": guarded_protocol(settings.header_timeout_s, settings.body_timeout_s),
+        "http": protocol,
+        # The h11 protocol a connection may be handed over to reads this from uvicorn's config.
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
     }

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE INDEX IF NOT EXISTS by_created ON instances (created_us, instance_id);
 CREATE INDEX IF NOT EXISTS by_status ON instances (status, created_us, instance_id);
 CREATE INDEX IF NOT EXISTS by_name ON instances (name, created_us, instance_id);
-CREATE INDEX IF NOT EXISTS by_updated ON instances (updated_us);
+-- No query orders by updated_us: an index on it cost every write a B-tree update (issue 17).
+DROP INDEX IF EXISTS by_updated;
 CREATE TABLE IF NOT EXISTS positions (
     topic TEXT NOT NULL,
     partition INTEGER NOT NULL,
