@@ -33,13 +33,22 @@ deadline afresh: a request's headers can take at most twice `header_timeout_s`.
 
 **Header block size.** At most `MAX_HEADER_BYTES` of request target and header lines: larger is a
 `431 Request Header Fields Too Large` on the httptools path (llhttp has no limit of its own; 431 is
-what Go's net/http answers) and a 400 from h11 on a connection handed over. A header line that
-never ends is bounded by the bytes read since the request began.
+what Go's net/http answers). On a connection handed over, h11's own limit: a 400 for a header
+block still incomplete past it (one read may bring a larger whole one, as before llhttp). A
+header line that never ends is bounded by the bytes read since the request began, and a chunked
+body's trailer lines alike (a 400).
 
-**Pipelining.** Answers go out in request order. A request refused while answers to the ones
-before it are pending (unparsable, or too large) is answered after them, then the connection
-closes; a request whose headers completed in the same read as its refusal never reaches a
-handler; a handler already reading a body that turns out unparsable sees the client gone.
+**Pipelining.** Answers go out in request order. At most `MAX_PIPELINED` requests are read ahead
+of their answers: the connection closes once those are answered, the rest unread (a pipelining
+client must be ready to send them again on a new connection, RFC 9112 section 9.3.2). A request
+refused while answers to the ones before it are pending (unparsable, or too large) is answered
+after them, then the connection closes; a request whose headers completed in the same read as
+its refusal never reaches a handler; a handler already reading a body that turns out unparsable
+sees the client gone.
+
+**Inherited from llhttp** (and uvicorn's httptools protocol): a few malformed request lines h11
+refuses are served (an `RTSP/1.0` version, a doubled space), and an HTTP/1.0 client is sent
+`100 Continue` when it asks for it.
 """
 
 from __future__ import annotations
@@ -64,6 +73,11 @@ log = logging.getLogger(__name__)
 
 #: Largest request line plus headers (h11's default, stated here so it is a decision, not luck).
 MAX_HEADER_BYTES = 16 * 1024
+
+#: Requests a connection may have read and not yet answered. h11 reads one at a time; llhttp
+#: parses every request of a read (256 KiB with uvloop) into a queued request each, and every
+#: answer lets another read in: without a bound a pipelining client grows the queue for good.
+MAX_PIPELINED = 32
 
 
 class Owed(enum.Enum):
@@ -223,6 +237,11 @@ def guarded_protocols(
         _starting: list[tuple[Any, Any]] | None = None
         #: A refusal waiting for the answers to the requests before it; nothing more is read.
         _refusal: bytes | None = None
+        #: More than MAX_PIPELINED requests came unanswered: the connection ends after those.
+        _overrun = False
+        #: Whether the read being parsed brought body bytes, and the bytes read without any.
+        _body_seen = False
+        _bodyless_bytes = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -242,6 +261,7 @@ def guarded_protocols(
                 head += data
             begun, completed, answered = self._begun, self._completed, self._answered_all()
             self._starting = []
+            self._body_seen = False
             try:
                 self.parser.feed_data(data)
             except (httptools.HttpParserError, httptools.HttpParserUpgrade):
@@ -249,6 +269,11 @@ def guarded_protocols(
                 self._head = None
                 if self._header_bytes > MAX_HEADER_BYTES:
                     self._refuse_request(_HEADERS_TOO_LARGE, starting)
+                    return
+                if self._overrun:
+                    log.info("closing a connection with more than %d requests pipelined once they are answered",
+                             MAX_PIPELINED)
+                    self._refuse_request(b"", starting)
                     return
                 # The refused request is the last one begun; `head` holds it from its first byte
                 # when no request completed in this read before it.
@@ -262,6 +287,14 @@ def guarded_protocols(
             starting, self._starting = self._starting, None
             for cycle, app in starting:
                 super()._start_asgi_task(cycle, app)
+            if self._completed != self._begun and self._owed_in_request is Owed.BODY:
+                # Bytes that bring no body (a chunked body's trailer lines, which httptools
+                # buffers until they end) are bounded as a header block is.
+                self._bodyless_bytes = 0 if self._body_seen else self._bodyless_bytes + len(data)
+                if self._bodyless_bytes > MAX_HEADER_BYTES:
+                    self.logger.warning(_UNPARSABLE)
+                    self._refuse_request(_bad_request_bytes(self.server_state.default_headers), [])
+                    return
             if self._completed == self._begun or self._owed_in_request is not Owed.HEADERS:
                 self._head = None
                 self._head_bytes = 0
@@ -296,12 +329,14 @@ def guarded_protocols(
                 raise _StopParsing
 
         def on_headers_complete(self) -> None:
-            if self.parser.should_upgrade() or (
-                self.parser.get_http_version() == "1.1" and not any(n == b"host" for n, _ in self.headers)
-            ):
+            hosts = sum(1 for name, _ in self.headers if name == b"host")
+            if self.parser.should_upgrade() or hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
                 # An upgrade or CONNECT (uvicorn would start the handler and drop the body: a
-                # `curl --http2` start would lose its input), or HTTP/1.1 without Host (a 400 in
-                # RFC 9112 section 3.2 and in h11): h11 answers these, as before llhttp.
+                # `curl --http2` start would lose its input), or a Host missing in HTTP/1.1 or
+                # repeated (a 400 in RFC 9112 section 3.2, h11 and Go): h11 answers these.
+                raise _StopParsing
+            if self._cycles - self._answered >= MAX_PIPELINED:
+                self._overrun = True
                 raise _StopParsing
             super().on_headers_complete()
             self._cycles += 1
@@ -312,6 +347,10 @@ def guarded_protocols(
                 self._starting.append((cycle, app))  # started when the read parsed whole
             else:
                 super()._start_asgi_task(cycle, app)
+
+        def on_body(self, body: bytes) -> None:
+            super().on_body(body)
+            self._body_seen = True
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
