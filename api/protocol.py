@@ -108,8 +108,10 @@ def _bad_request_bytes(default_headers: list[tuple[bytes, bytes]]) -> bytes:
 
 
 class _StopParsing(Exception):
-    """Raised in an llhttp callback to end the parse of a read: `data_received` answers the
-    request (a 431 when its header block is too large, else h11 does)."""
+    """Raised in an llhttp callback to end the parse of a read: `data_received` then answers the
+    request (a 431 when its header block is too large, a close when too many are pipelined, else
+    the hand-over to h11)."""
+
 
 _HEADERS_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
