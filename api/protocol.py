@@ -56,7 +56,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any, Protocol
 
 import h11
@@ -87,35 +88,34 @@ class Owed(enum.Enum):
     BODY = "body"
 
 
-def _timeout_bytes(message: str) -> bytes:
-    """The 408 as raw HTTP: no request cycle may exist to send it through (headers unfinished)."""
-    response = error_response(RequestTimeout(message))
-    lines = [b"HTTP/1.1 408 Request Timeout"]
-    lines += [name + b": " + value for name, value in response.raw_headers]
+def _closing_answer(status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """A whole answer as raw HTTP that ends the connection: for where no request cycle can send
+    it (headers unfinished, or the request refused before it got one)."""
+    lines = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode())]
+    lines += [name + b": " + value for name, value in headers]
     lines.append(b"connection: close")
-    return b"\r\n".join(lines) + b"\r\n\r\n" + bytes(response.body)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-_UNPARSABLE = "Invalid HTTP request received."  # uvicorn's words for it
+def _text_answer(status: int, text: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
+    body = text.encode()
+    return _closing_answer(status, [*headers, (b"content-type", b"text/plain; charset=utf-8"),
+                                    (b"content-length", b"%d" % len(body))], body)
 
 
-def _bad_request_bytes(default_headers: list[tuple[bytes, bytes]]) -> bytes:
-    """uvicorn's 400 for what llhttp cannot parse, as its httptools protocol writes it."""
-    lines = [b"HTTP/1.1 400 Bad Request"] + [name + b": " + value for name, value in default_headers]
-    lines += [b"content-type: text/plain; charset=utf-8", b"content-length: %d" % len(_UNPARSABLE),
-              b"connection: close"]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + _UNPARSABLE.encode()
+def _timeout_answer(message: str) -> bytes:
+    response = error_response(RequestTimeout(message))
+    return _closing_answer(408, response.raw_headers, bytes(response.body))
+
+
+_UNPARSABLE = "Invalid HTTP request received."  # uvicorn's words for it (and its 400's body)
+_HEADERS_TOO_LARGE = _text_answer(431, "Request header fields too large")
 
 
 class _StopParsing(Exception):
     """Raised in an llhttp callback to end the parse of a read: `data_received` then answers the
     request (a 431 when its header block is too large, a close when too many are pipelined, else
     the hand-over to h11)."""
-
-
-_HEADERS_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 31\r\nconnection: close\r\n\r\nRequest header fields too large")
 
 
 class _Cycle(Protocol):
@@ -126,19 +126,26 @@ class _Cycle(Protocol):
     message_event: asyncio.Event
 
 
+class _Connection(Protocol):
+    """What a deadline needs of either protocol."""
+
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    client: tuple[str, int] | None
+
+    @property
+    def cycle(self) -> _Cycle | None: ...
+
+
 class _ReadDeadline:
     """A connection's one read deadline at a time (module docstring), for either protocol."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport,
-                 client: tuple[str, int] | None, header_timeout_s: float, body_timeout_s: float) -> None:
-        self._loop = loop
-        self._transport = transport
-        self._client = client
+    def __init__(self, connection: _Connection, header_timeout_s: float, body_timeout_s: float) -> None:
+        self._connection = connection
+        self._transport = connection.transport
         self._limits = {Owed.HEADERS: header_timeout_s, Owed.BODY: body_timeout_s}
         self._handle: asyncio.TimerHandle | None = None
         self._owed: Owed | None = None
-        #: The request cycle the body deadline cuts off (the protocol's, read when it passes).
-        self.cycle: Callable[[], _Cycle | None] = lambda: None
 
     def watch(self, owed: Owed | None) -> None:
         if self._transport.is_closing():
@@ -148,7 +155,7 @@ class _ReadDeadline:
         self.disarm()
         self._owed = owed
         if owed is not None:
-            self._handle = self._loop.call_later(self._limits[owed], self._expired, owed)
+            self._handle = self._connection.loop.call_later(self._limits[owed], self._expired, owed)
 
     def disarm(self) -> None:
         if self._handle is not None:
@@ -161,16 +168,17 @@ class _ReadDeadline:
         self._owed = None
         if self._transport.is_closing():
             return
-        client = f"{self._client[0]}:{self._client[1]}" if self._client else "a client"
+        peer = self._connection.client
+        client = f"{peer[0]}:{peer[1]}" if peer else "a client"
         message = f"the request {owed.value} did not arrive within {self._limits[owed]:g}s"
         log.info("closing the connection from %s: %s", client, message)
-        cycle = self.cycle() if owed is Owed.BODY else None
+        cycle = self._connection.cycle if owed is Owed.BODY else None
         if cycle is None or not cycle.response_started:
             if cycle is not None:
                 # The handler's sends are dropped from now on, and its body read ends.
                 cycle.disconnected = True
                 cycle.message_event.set()
-            self._transport.write(_timeout_bytes(message))
+            self._transport.write(_timeout_answer(message))
         self._transport.close()
 
 
@@ -179,17 +187,12 @@ def guarded_protocols(
 ) -> tuple[type[HttpToolsProtocol], type[H11Protocol]]:
     """uvicorn's httptools protocol and its h11 fallback, with the module docstring's guards."""
 
-    def deadline_of(protocol: HttpToolsProtocol | H11Protocol) -> _ReadDeadline:
-        deadline = _ReadDeadline(protocol.loop, protocol.transport, protocol.client, header_timeout_s, body_timeout_s)
-        deadline.cycle = lambda: protocol.cycle
-        return deadline
-
     class GuardedH11Protocol(H11Protocol):
         _deadline: _ReadDeadline
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._deadline = deadline_of(self)
+            self._deadline = _ReadDeadline(self, header_timeout_s, body_timeout_s)
             self._deadline.watch(self._owed())
 
         def data_received(self, data: bytes) -> None:
@@ -226,14 +229,13 @@ def guarded_protocols(
         _answered = 0
         #: What the client owes of the request being read (from llhttp's callbacks).
         _owed_in_request = Owed.HEADERS
-        #: The open request's bytes from its first one while its headers are incomplete, if it
-        #: began a read (None: it began inside one): what `_hand_over` replays.
-        _head: bytearray | None = None
-        #: The open request's header block as llhttp reported it (request target and whole
-        #: header lines), and as read: the bytes of the reads since its first (of the reads after
-        #: its first, if it began inside one), which bounds a header line that never ends.
+        #: The bytes read of the open request while its headers are incomplete: from its first
+        #: byte if it began a read (`_replayable`: what `_hand_over` replays), else from the read
+        #: after the one it began in. Their length bounds a header line that never ends.
+        _head: bytearray
+        _replayable = False
+        #: The open request's header block as llhttp reported it (request target, whole lines).
         _header_bytes = 0
-        _head_bytes = 0
         #: Handlers of the requests whose headers completed in the read being parsed: started
         #: once all of it parsed, so that a request refused in the same read never runs.
         _starting: list[tuple[Any, Any]] | None = None
@@ -247,7 +249,8 @@ def guarded_protocols(
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._deadline = deadline_of(self)
+            self._head = bytearray()
+            self._deadline = _ReadDeadline(self, header_timeout_s, body_timeout_s)
             self._deadline.watch(self._owed())
 
         def data_received(self, data: bytes) -> None:
@@ -256,11 +259,10 @@ def guarded_protocols(
                 return  # the connection ends once the answers before the refusal are written
             idle = self._completed == self._begun  # this read begins a request
             if idle:
-                self._head = bytearray()
-                self._head_bytes = 0
-            head = self._head
-            if head is not None:
-                head += data
+                self._head, self._replayable = bytearray(), True
+            if idle or self._owed_in_request is Owed.HEADERS:
+                self._head += data
+            head, replayable = self._head, self._replayable
             begun, completed, answered = self._begun, self._completed, self._answered_all()
             self._starting = []
             self._body_seen = False
@@ -268,7 +270,7 @@ def guarded_protocols(
                 self.parser.feed_data(data)
             except (httptools.HttpParserError, httptools.HttpParserUpgrade):
                 starting, self._starting = self._starting, None
-                self._head = None
+                self._head, self._replayable = bytearray(), False
                 if self._header_bytes > MAX_HEADER_BYTES:
                     self._refuse_request(_HEADERS_TOO_LARGE, starting)
                     return
@@ -279,12 +281,12 @@ def guarded_protocols(
                     return
                 # The refused request is the last one begun; `head` holds it from its first byte
                 # when no request completed in this read before it.
-                if (head is not None and self._completed == completed and answered
+                if (replayable and self._completed == completed and answered
                         and self._owed_in_request is Owed.HEADERS):
                     self._hand_over(bytes(head))
                 else:
                     self.logger.warning(_UNPARSABLE)
-                    self._refuse_request(_bad_request_bytes(self.server_state.default_headers), starting)
+                    self._refuse_request(_text_answer(400, _UNPARSABLE, self.server_state.default_headers), starting)
                 return
             starting, self._starting = self._starting, None
             for cycle, app in starting:
@@ -295,20 +297,14 @@ def guarded_protocols(
                 self._bodyless_bytes = 0 if self._body_seen else self._bodyless_bytes + len(data)
                 if self._bodyless_bytes > MAX_HEADER_BYTES:
                     self.logger.warning(_UNPARSABLE)
-                    self._refuse_request(_bad_request_bytes(self.server_state.default_headers), [])
+                    self._refuse_request(_text_answer(400, _UNPARSABLE, self.server_state.default_headers), [])
                     return
-            if self._completed == self._begun or self._owed_in_request is not Owed.HEADERS:
-                self._head = None
-                self._head_bytes = 0
-            elif self._begun - begun > (1 if idle else 0):
-                self._head = None  # the open request began inside this read
-                self._head_bytes = 0
-            else:
-                self._head_bytes += len(data)
-                if self._head_bytes > MAX_HEADER_BYTES:
-                    self._head = None
-                    self._refuse_request(_HEADERS_TOO_LARGE, [])
-                    return
+            if (self._completed == self._begun or self._owed_in_request is not Owed.HEADERS
+                    or self._begun - begun > (1 if idle else 0)):  # or the open one began inside this read
+                self._head, self._replayable = bytearray(), False
+            elif len(self._head) > MAX_HEADER_BYTES:
+                self._refuse_request(_HEADERS_TOO_LARGE, [])
+                return
             self._deadline.watch(self._owed())
 
         def on_message_begin(self) -> None:
