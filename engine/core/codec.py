@@ -154,6 +154,10 @@ def _dataclass_decoder(cls: type) -> _Convert:
     }
     # Filled lazily so that recursive types (FailureDetails.inner) do not recurse forever.
     converters: dict[str, _Convert] = {}
+    #: Each field's name as the class spells it: the keyword `cls(**kwargs)` matches a parameter
+    #: by identity first, and a key orjson made is an equal but other string, matched by comparing
+    #: it with each parameter's name in turn (twice the cost of the whole `__init__` for a state).
+    own: dict[str, str] = {}
     # The fields' paths (for error messages) per path of the object: a message's paths repeat,
     # and building them per field per message was most of the cost of decoding a large one.
     paths: dict[str, dict[str, str]] = {}
@@ -167,6 +171,7 @@ def _dataclass_decoder(cls: type) -> _Convert:
             raise DecodeError(f"{path[:120]}...: nested more than {MAX_DEPTH} levels deep")
         if not converters:
             converters.update({f.name: _converter(hints[f.name]) for f in fields})
+            own.update((f.name, f.name) for f in fields)
         # Subset tests first: they allocate nothing, and almost every message passes them.
         if not value.keys() <= converters.keys():
             unknown = value.keys() - converters.keys()
@@ -179,7 +184,7 @@ def _dataclass_decoder(cls: type) -> _Convert:
             named = {name: f"{path}.{name}" for name in converters}
             if len(paths) < _PATHS_KEPT:
                 paths[path] = named
-        kwargs = {name: converters[name](item, named[name]) for name, item in value.items()}
+        kwargs = {own[name]: converters[name](item, named[name]) for name, item in value.items()}
         return cls(**kwargs)
 
     return decode
