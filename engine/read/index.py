@@ -12,6 +12,18 @@ SQLite (Python's standard library, https://docs.python.org/3/library/sqlite3.htm
 to the log; `synchronous=NORMAL` is durable across a process crash, and after a power loss it can
 lose the last commits only, which the checkpoint then reads again from Kafka.
 
+Batches are applied at once but committed together, every `COMMIT_INTERVAL_S` or `COMMIT_ROWS`
+rows (issue 17): a commit writes every B-tree page the open transaction touched to the log, and
+the follower's batches under load (about a hundred records) touch nearly as many pages as ten of
+them do. Measured on chain-5-like records (six per instance, a thousand instances interleaved,
+batches of 100): 17.2 us per record committed each batch, 12.5 committed every tenth, 12.0 with
+rows updated in place rather than replaced. Nothing is
+less visible for it: reads go through the same connection, which sees its own open transaction
+(https://www.sqlite.org/isolation.html), and what a crash loses is only what the checkpoint (the
+positions, in the same transaction) reads again from Kafka. A batch that fails rolls back the
+open transaction with it, so the index keeps every record applied since the last commit and
+applies them again, first, with the next batch.
+
 What a row holds: the encoded state (`engine.wire.records.encode_state`, the status record's value
 as it came: no re-encoding) plus the columns the listing filters and orders on. The status column
 is the *shown* status (STALLED for an instance waiting for its code), as the in-memory listing
@@ -25,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,11 +48,16 @@ from ..core.values import RuntimeStatus
 from ..errors import DecodeError
 from ..wire.records import decode_state, summarize_state
 
-__all__ = ["IndexFilter", "StatusIndex", "StatusRecord"]
+__all__ = ["COMMIT_INTERVAL_S", "COMMIT_ROWS", "IndexFilter", "StatusIndex", "StatusRecord"]
 
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: The open transaction is committed once it is this old (seconds) or holds this many rows: what a
+#: crash makes the index read again from Kafka, and what it keeps to apply again after a failure.
+COMMIT_INTERVAL_S = 0.25
+COMMIT_ROWS = 5_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -62,6 +80,35 @@ CREATE TABLE IF NOT EXISTS positions (
     PRIMARY KEY (topic, partition)
 ) WITHOUT ROWID;
 """
+
+
+_Row = tuple[str, str, int, int, bytes]
+
+
+def _rows(records: Iterable[StatusRecord]) -> dict[str, _Row | None]:
+    """Each instance's last row in `records` (None: a tombstone). A key that is not UTF-8 or a
+    value that does not decode is skipped and logged."""
+    upserts: dict[str, _Row | None] = {}
+    for record in records:
+        if record.key is None:
+            continue
+        try:
+            iid = record.key.decode()
+        except UnicodeDecodeError:
+            log.error("status record with a key that is not UTF-8 (%r): not indexed", record.key[:100])
+            continue
+        if record.value is None:
+            upserts[iid] = None
+            continue
+        try:
+            # The summary, not the whole state: it is all a row needs, at a tenth of the cost.
+            row = record.state if record.state is not None else summarize_state(record.value)
+        except Exception as exc:
+            log.error("unreadable status record for %r: %s; not indexed", iid[:200], exc)
+            continue
+        upserts[iid] = (row.shown_status.value, row.name, _micros(row.created_at),
+                        _micros(row.last_updated_at), record.value)
+    return upserts
 
 
 def _micros(moment: datetime | None) -> int:
@@ -101,14 +148,28 @@ class StatusIndex:
         self.path = Path(path)
         self.topic = topic
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: transactions are explicit (BEGIN ... COMMIT around each batch).
+        # isolation_level=None: transactions are explicit (BEGIN, then COMMIT after batches: `apply`).
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        #: Records applied since the last commit, in order (applied again if the transaction fails).
+        self._uncommitted: list[StatusRecord] = []
+        self._opened_at = 0.0
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self.commit()
+        except sqlite3.Error as exc:
+            log.warning("status index %s: the last rows were not committed (%s); they are read again", self.path, exc)
+        finally:
+            self._db.close()
+
+    def commit(self) -> None:
+        """Commit the rows applied so far (`apply` does, every `COMMIT_INTERVAL_S`)."""
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+        self._uncommitted = []
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -120,47 +181,45 @@ class StatusIndex:
 
     def apply(self, records: Iterable[StatusRecord], positions: Mapping[int, int]) -> int:
         """Apply a batch of records (in topic order per partition) and record `positions` (the next
-        offsets reached, transaction markers included) in one transaction; returns the records
-        applied. A key that is not UTF-8 or a value that does not decode is skipped, as the
-        in-memory follower does (it logs them)."""
-        upserts: dict[str, tuple[str, str, int, int, bytes] | None] = {}
-        for record in records:
-            if record.key is None:
-                continue
-            try:
-                iid = record.key.decode()
-            except UnicodeDecodeError:
-                log.error("status record with a key that is not UTF-8 (%r): not indexed", record.key[:100])
-                continue
-            if record.value is None:
-                upserts[iid] = None
-                continue
-            try:
-                # The summary, not the whole state: it is all a row needs, at a tenth of the cost.
-                row = record.state if record.state is not None else summarize_state(record.value)
-            except Exception as exc:
-                log.error("unreadable status record for %r: %s; not indexed", iid[:200], exc)
-                continue
-            upserts[iid] = (row.shown_status.value, row.name, _micros(row.created_at),
-                            _micros(row.last_updated_at), record.value)
+        offsets reached, transaction markers included), in the open transaction (see the module
+        docstring for when it commits); returns the records applied. A key that is not UTF-8 or a
+        value that does not decode is skipped, as the in-memory follower does (it logs them). If
+        it raises, the records are kept and applied before the next call's."""
         db = self._db
-        db.execute("BEGIN")
+        if db.in_transaction:
+            batch = list(records)
+        else:  # a new transaction: first whatever the last one held when it failed
+            batch, self._uncommitted = [*self._uncommitted, *records], []
+            db.execute("BEGIN")
+            self._opened_at = time.monotonic()
+        kept = False
         try:
+            upserts = _rows(batch)
             gone = [(iid,) for iid, row in upserts.items() if row is None]
             if gone:
                 db.executemany("DELETE FROM instances WHERE instance_id = ?", gone)
             rows = [(iid, *row) for iid, row in upserts.items() if row is not None]
             if rows:
+                # An update, not a replace: the indexes whose columns did not change (the name's,
+                # the creation time's) are left alone; a replace deletes and re-inserts every entry.
                 db.executemany(
-                    "INSERT OR REPLACE INTO instances"
-                    " (instance_id, status, name, created_us, updated_us, value) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO instances (instance_id, status, name, created_us, updated_us, value)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET"
+                    " status = excluded.status, name = excluded.name, created_us = excluded.created_us,"
+                    " updated_us = excluded.updated_us, value = excluded.value",
                     rows)
             db.executemany(
                 "INSERT OR REPLACE INTO positions (topic, partition, next_offset) VALUES (?, ?, ?)",
                 [(self.topic, p, o) for p, o in positions.items()])
-            db.execute("COMMIT")
+            self._uncommitted.extend(batch)
+            kept = True
+            if len(self._uncommitted) >= COMMIT_ROWS or time.monotonic() - self._opened_at >= COMMIT_INTERVAL_S:
+                self.commit()
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if not kept:
+                self._uncommitted.extend(batch)
             raise
         return len(upserts)
 

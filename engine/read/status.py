@@ -337,13 +337,10 @@ class StatusFollower:
         if self.index is not None:
             # The rows and the positions they bring the index to, in one transaction: the
             # checkpoint a restart resumes from. Waiters are woken only after it (below), so a
-            # reader that waited for a position finds its rows in the index.
+            # reader that waited for a position finds its rows in the index. A batch that fails is
+            # kept by the index and applied with the next round's (the positions moved).
             batch, self._batch = self._batch, []
-            try:
-                self.index.apply(batch, self._positions)
-            except BaseException:
-                self._batch = batch + self._batch  # applied with the next round's (the positions moved)
-                raise
+            self.index.apply(batch, self._positions)
         self._check_targets()
         async with self._changed:
             if batches:

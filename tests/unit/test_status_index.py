@@ -3,6 +3,7 @@ cursors as the in-memory listing's, tombstones, and agreement with `api.listing`
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+import engine.read.index as index_module
 from api.listing import Cursor, Query, list_instances
 from engine.core.state import InstanceState
 from engine.core.values import RuntimeStatus
@@ -57,19 +59,77 @@ def test_checkpoint_is_kept_with_the_rows_and_resumed(tmp_path: Path) -> None:
     again.close()
 
 
-def test_a_failed_batch_leaves_neither_rows_nor_positions(index: StatusIndex) -> None:
+def _committed(index: StatusIndex) -> tuple[dict[int, int], int]:
+    """What another reader of the file (a restart after a crash) finds: positions and rows."""
+    other = StatusIndex(index.path, TOPIC)
+    try:
+        return other.positions(), len(other)
+    finally:
+        other._db.close()  # not `close`: that would commit (nothing here) and is not the point
+
+
+def test_rows_are_seen_at_once_and_committed_with_their_positions(
+        index: StatusIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "COMMIT_INTERVAL_S", 3600.0)
     index.apply([_record(0, 0, _state(1))], {0: 1})
+    index.commit()
+    index.apply([_record(0, 1, _state(2)), _record(0, 2, _state(3))], {0: 3})
+    # The index's own reads see the open transaction; the file holds the last commit, positions
+    # and rows together: a crash now reads offsets 1 and 2 again.
+    assert index.get("i-0002") == _state(2)
+    assert index.positions() == {0: 3}
+    assert _committed(index) == ({0: 1}, 1)
+    monkeypatch.setattr(index_module, "COMMIT_ROWS", 3)
+    index.apply([_record(0, 3, _state(4))], {0: 4})  # the third row since the commit: commits
+    assert _committed(index) == ({0: 4}, 4)
 
-    class Boom(Exception):
-        pass
 
-    def records() -> list[StatusRecord]:
-        raise Boom
+def test_closing_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "COMMIT_INTERVAL_S", 3600.0)
+    index = StatusIndex(tmp_path / "status.sqlite", TOPIC)
+    index.apply([_record(0, 0, _state(1))], {0: 1})
+    index.close()
+    again = StatusIndex(tmp_path / "status.sqlite", TOPIC)
+    assert again.positions() == {0: 1}
+    assert again.get("i-0001") == _state(1)
+    again.close()
 
-    with pytest.raises(Boom):
-        index.apply(records(), {0: 99})
+
+class _FailingWrites:
+    """The index's connection, whose next `executemany` on `instances` fails once."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.armed = True
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+    def executemany(self, sql: str, rows: object) -> sqlite3.Cursor:
+        if self.armed and "instances" in sql:
+            self.armed = False
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.executemany(sql, rows)  # type: ignore[arg-type]
+
+
+def test_a_failed_batch_loses_nothing_applied_since_the_commit(
+        index: StatusIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "COMMIT_INTERVAL_S", 3600.0)
+    index.apply([_record(0, 0, _state(1))], {0: 1})
+    index.commit()
+    index.apply([_record(0, 1, _state(2))], {0: 2})  # in the open transaction
+    failing = _FailingWrites(index._db)
+    monkeypatch.setattr(index, "_db", failing)
+    with pytest.raises(sqlite3.OperationalError):
+        index.apply([_record(0, 2, _state(3))], {0: 3})
+    # The failure rolled the open transaction back, the row of offset 1 with it ...
     assert index.positions() == {0: 1}
-    assert len(index) == 1
+    assert index.get("i-0002") is None
+    # ... and the next batch brings both back, before its own.
+    index.apply([_record(0, 3, _state(4))], {0: 4})
+    assert [index.get(f"i-{i:04d}") for i in (1, 2, 3, 4)] == [_state(1), _state(2), _state(3), _state(4)]
+    index.commit()
+    assert _committed(index) == ({0: 4}, 4)
 
 
 def test_latest_record_wins_and_a_tombstone_removes_the_row(index: StatusIndex) -> None:
