@@ -31,6 +31,24 @@ A request pipelined behind others owes nothing until the answers before it are w
 h11, which reads no further until then). A connection handed over to h11 starts its headers
 deadline afresh: a request's headers can take at most twice `header_timeout_s`.
 
+**Write deadline.** A client that asks for a large answer (or pipelines many) and reads none of
+it fills the transport's buffer: uvicorn's flow control pauses the handler's next send until the
+buffer drains, and a connection closing with bytes unsent waits for them, so without a bound the
+connection, the handler and the answer's bytes are held for good. While bytes wait for the client
+and nothing else can move them (writing paused, or the connection closing), none of them going
+out for `write_timeout_s` aborts the connection: its buffer is dropped and a pending send ends as
+for a client gone. As with nginx's `send_timeout`, the deadline is on a stall, not on the whole
+answer: a slow reader on a bad link gets an answer of any size, as long as its reads keep it moving
+(and one that reads a few bytes at each deadline keeps its connection; its buffer is bounded by
+the answer). The buffer is looked at every quarter of the deadline, so a stall is ended between one
+and one and a quarter deadlines after it began, never before one.
+
+**Stopping.** On SIGTERM uvicorn closes idle connections and lets the others finish their request;
+a connection still open `shutdown_grace_s` later is dropped as for a write deadline (a handler
+waiting on its client then ends), and uvicorn cancels the handlers still running
+`SHUTDOWN_MARGIN_S` later (`uvicorn_options`): whatever its clients do, a stopping process is
+left with closing its Kafka clients by then.
+
 **Header block size.** At most `MAX_HEADER_BYTES` of request target and header lines: larger is a
 `431 Request Header Fields Too Large` on the httptools path (llhttp has no limit of its own; 431 is
 what Go's net/http answers). On a connection handed over, h11's own limit: a 400 for a header
@@ -74,6 +92,10 @@ log = logging.getLogger(__name__)
 
 #: Largest request line plus headers (h11's default, stated here so it is a decision, not luck).
 MAX_HEADER_BYTES = 16 * 1024
+
+#: How long a stopping server lets handlers end after their connections were dropped, before
+#: uvicorn cancels them (it looks at its connections and handlers every 0.1 s).
+SHUTDOWN_MARGIN_S = 1.0
 
 #: Requests a connection may have read and not yet answered. h11 reads one at a time; llhttp
 #: parses every request of a read (256 KiB with uvloop) into a queued request each, and every
@@ -132,6 +154,7 @@ class _Connection(Protocol):
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     client: tuple[str, int] | None
+    _writes: _WriteDeadline
 
     @property
     def cycle(self) -> _Cycle | None: ...
@@ -180,18 +203,94 @@ class _ReadDeadline:
                 cycle.message_event.set()
             self._transport.write(_timeout_answer(message))
         self._transport.close()
+        self._connection._writes.watch()  # the 408 may wait behind answers its client does not read
+
+
+class _WriteDeadline:
+    """A connection's write deadline, and its end when a stopping server's grace is over (module
+    docstring), for either protocol. It belongs to the transport, not to a protocol: a connection
+    handed over to h11 keeps it, and a stall or a grace goes on."""
+
+    #: Looks at the buffer this many times per deadline.
+    CHECKS = 4
+
+    def __init__(self, connection: _Connection, timeout_s: float, shutdown_grace_s: float) -> None:
+        self._loop = connection.loop
+        self._transport = connection.transport
+        self._client = connection.client
+        self._timeout_s = timeout_s
+        self._shutdown_grace_s = shutdown_grace_s
+        self._handle: asyncio.TimerHandle | None = None
+        self._grace: asyncio.TimerHandle | None = None
+        self._paused = False
+        #: The bytes waiting for the client when they last went down, or None when nothing waits
+        #: on the client alone (the handler may write more: their count may grow, and no one waits).
+        self._unsent: int | None = None
+        #: Checks since `_unsent` went down.
+        self._stalled = 0
+
+    def paused(self) -> None:
+        self._paused = True
+        self.watch()
+
+    def resumed(self) -> None:
+        self._paused = False
+        self._unsent = None  # the client read what was waiting: a later stall starts from nothing
+
+    def watch(self) -> None:
+        """Look at the buffer while it holds bytes: after a pause, and after anything that may
+        close the connection with bytes unsent (no callback tells when a closing one is stuck)."""
+        if self._handle is None and self._transport.get_write_buffer_size():
+            self._handle = self._loop.call_later(self._timeout_s / self.CHECKS, self._check)
+
+    def stopping(self) -> None:
+        """The server stops: the connection ends by the grace's end, whatever its client does."""
+        if self._grace is None:
+            self._grace = self._loop.call_later(self._shutdown_grace_s, self._abort, "still open {:g}s after the "
+                                                "server began to stop", self._shutdown_grace_s)
+
+    def disarm(self) -> None:
+        for handle in (self._handle, self._grace):
+            if handle is not None:
+                handle.cancel()
+        self._handle = self._grace = None
+
+    def _abort(self, why: str, *args: object) -> None:
+        client = f"{self._client[0]}:{self._client[1]}" if self._client else "a client"
+        log.info("closing the connection from %s: %s", client, why.format(*args))
+        # close() would wait for the unsent bytes; abort() drops them, and uvicorn's
+        # connection_lost then ends a handler's pending send or body read.
+        self._transport.abort()
+
+    def _check(self) -> None:
+        self._handle = None
+        unsent = self._transport.get_write_buffer_size()
+        if not unsent:
+            return  # all of it is the kernel's
+        if not (self._paused or self._transport.is_closing()):
+            self._unsent = None
+        elif self._unsent is None or unsent < self._unsent:
+            self._unsent, self._stalled = unsent, 0
+        else:
+            self._stalled += 1
+            if self._stalled >= self.CHECKS:
+                self._abort("{} bytes of its answers found no room for {:g}s", unsent, self._timeout_s)
+                return
+        self._handle = self._loop.call_later(self._timeout_s / self.CHECKS, self._check)
 
 
 def guarded_protocols(
-    header_timeout_s: float, body_timeout_s: float
+    header_timeout_s: float, body_timeout_s: float, write_timeout_s: float, shutdown_grace_s: float
 ) -> tuple[type[HttpToolsProtocol], type[H11Protocol]]:
     """uvicorn's httptools protocol and its h11 fallback, with the module docstring's guards."""
 
     class GuardedH11Protocol(H11Protocol):
         _deadline: _ReadDeadline
+        _writes: _WriteDeadline
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._writes = _WriteDeadline(self, write_timeout_s, shutdown_grace_s)
             self._deadline = _ReadDeadline(self, header_timeout_s, body_timeout_s)
             self._deadline.watch(self._owed())
 
@@ -199,12 +298,30 @@ def guarded_protocols(
             super().data_received(data)
             self._deadline.watch(self._owed())
 
+        def send_400_response(self, msg: str) -> None:
+            super().send_400_response(msg)
+            self._writes.watch()
+
         def on_response_complete(self) -> None:
             super().on_response_complete()
             self._deadline.watch(self._owed())
+            self._writes.watch()
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            self._writes.paused()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            self._writes.resumed()
+
+        def shutdown(self) -> None:
+            super().shutdown()
+            self._writes.stopping()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._deadline.disarm()
+            self._writes.disarm()
             super().connection_lost(exc)
 
         def _owed(self) -> Owed | None:
@@ -221,6 +338,7 @@ def guarded_protocols(
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _deadline: _ReadDeadline
+        _writes: _WriteDeadline
         #: Requests llhttp began and completed on this connection.
         _begun = 0
         _completed = 0
@@ -250,6 +368,7 @@ def guarded_protocols(
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._head = bytearray()
+            self._writes = _WriteDeadline(self, write_timeout_s, shutdown_grace_s)
             self._deadline = _ReadDeadline(self, header_timeout_s, body_timeout_s)
             self._deadline.watch(self._owed())
 
@@ -357,14 +476,28 @@ def guarded_protocols(
         def on_response_complete(self) -> None:
             self._answered += 1
             super().on_response_complete()
+            self._writes.watch()
             if self._refusal is not None:
                 if self._answered_all() and not self.transport.is_closing():
                     self._end_with(self._refusal)
                 return
             self._deadline.watch(self._owed())
 
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            self._writes.paused()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            self._writes.resumed()
+
+        def shutdown(self) -> None:
+            super().shutdown()
+            self._writes.stopping()
+
         def connection_lost(self, exc: Exception | None) -> None:
             self._deadline.disarm()
+            self._writes.disarm()
             super().connection_lost(exc)
 
         def _owed(self) -> Owed | None:
@@ -392,6 +525,7 @@ def guarded_protocols(
             successor = GuardedH11Protocol(config=self.config, server_state=self.server_state,
                                            app_state=self.app_state, _loop=self.loop)
             successor.connection_made(self.transport)
+            successor._writes = self._writes  # a stall goes on: a hand-over does not restart it
             if self.flow.write_paused:
                 successor.pause_writing()  # the transport will tell only the new protocol to resume
             self.transport.set_protocol(successor)
@@ -429,16 +563,27 @@ def guarded_protocols(
             self._unset_keepalive_if_required()
             self.transport.write(response)
             self.transport.close()
+            self._writes.watch()
 
     return GuardedHttpToolsProtocol, GuardedH11Protocol
 
 
 def uvicorn_options(settings: ApiSettings) -> dict[str, Any]:
-    """The keyword arguments of `uvicorn.run` that choose the protocol and bound what one
-    connection can hold."""
-    protocol, _ = guarded_protocols(settings.header_timeout_s, settings.body_timeout_s)
+    """The keyword arguments of `uvicorn.run` (or `uvicorn.Config`) that choose the protocol and
+    bound what one connection can hold, and how long a stopping process waits for them."""
+    protocol, _ = guarded_protocols(settings.header_timeout_s, settings.body_timeout_s, settings.write_timeout_s,
+                                    settings.shutdown_grace_s)
     return {
         "http": protocol,
         # The h11 protocol a connection may be handed over to reads this from uvicorn's config.
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        # Without it uvicorn waits on SIGTERM for every connection and handler to end, which a
+        # client can put off for as long as its deadlines let it (a body trickling in, an answer
+        # read slowly: for good), until a supervisor's SIGKILL ends the process with its Kafka
+        # clients unclosed. The connections still open when the grace ends are dropped (their
+        # handlers see the client gone and end); a handler still running SHUTDOWN_MARGIN_S later
+        # waits on nothing of its client's, and uvicorn cancels it. A setting of its own rather
+        # than one derived from the deadlines: those bound what a client may hold, this what a
+        # rollout waits for, and it must fit in a supervisor's grace (Kubernetes' default 30 s).
+        "timeout_graceful_shutdown": settings.shutdown_grace_s + SHUTDOWN_MARGIN_S,
     }

@@ -67,6 +67,19 @@ class ApiSettings:
     header_timeout_s: float = setting(10.0, "HEADRACE_API_HEADER_TIMEOUT_S", _seconds)
     #: ... and its whole body within this many seconds of the headers.
     body_timeout_s: float = setting(60.0, "HEADRACE_API_BODY_TIMEOUT_S", _seconds)
+    #: ... and go on reading its answers: when none of the bytes waiting for it has gone out for
+    #: this many seconds (as nginx's `send_timeout`), the connection is dropped and a handler's
+    #: pending send ends. A stall, not the whole answer: a slow reader gets an answer of any size.
+    #: Long enough for TCP to get through a bad link's losses (its retransmissions back off 1, 2,
+    #: 4, 8 s ...) and for a client busy between two reads; short enough that a client that stops
+    #: reading holds a handler (a `max_in_flight` slot) and an answer's bytes for seconds, not for good.
+    write_timeout_s: float = setting(30.0, "HEADRACE_API_WRITE_TIMEOUT_S", _seconds)
+    #: On SIGTERM, how long requests in progress may go on; then their connections are dropped
+    #: and, a second later, handlers still running are cancelled (api/protocol.py). Longer than a
+    #: request takes when its client keeps up (its Kafka calls and the apply wait take 5 s each at
+    #: most, by default); short enough, with the close of the Kafka clients after it, for a
+    #: supervisor's grace before it kills the process (Kubernetes' default 30 s, `headrace` 15-20 s).
+    shutdown_grace_s: float = setting(10.0, "HEADRACE_API_SHUTDOWN_GRACE_S", _seconds)
     #: The process's log level (uvicorn's access log is on at "debug" only).
     log_level: str = setting("info", "HEADRACE_LOG_LEVEL", lambda _name, raw: raw.lower())
 

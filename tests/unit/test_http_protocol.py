@@ -1,5 +1,6 @@
 """The REST API's HTTP/1.1 protocol (api/protocol.py): llhttp with h11 for what llhttp refuses,
-read deadlines and a header limit, and pipelined requests answered in order.
+read and write deadlines and a header limit, pipelined requests answered in order, and a bounded
+graceful shutdown.
 
 A small app on a real uvicorn server in a thread, spoken to with raw sockets: the byte sequences
 come from a review of the protocol (each failed before its fix).
@@ -8,11 +9,14 @@ come from a review of the protocol (each failed before its fix).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import pytest
 import uvicorn
@@ -20,14 +24,20 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from api.protocol import MAX_HEADER_BYTES, guarded_protocols
+from api.protocol import MAX_HEADER_BYTES, SHUTDOWN_MARGIN_S, guarded_protocols, uvicorn_options
+from api.settings import ApiSettings
 
 #: The read deadlines: long enough that a loaded machine's client still sends in time where a
 #: test expects no deadline to pass.
 DEADLINE_S = 2.0
+#: The write deadline: a slow reader here reads every few milliseconds.
+WRITE_DEADLINE_S = 1.0
 #: How long a test waits for an answer or a close (far beyond the deadline, for a loaded machine).
 WAIT_S = 20.0
+#: How late a bound may be kept on a loaded machine, where a test asserts it is kept.
+MARGIN_S = 2.0
 
 calls: list[str] = []
 
@@ -51,26 +61,89 @@ async def only_get(request: Request) -> Response:
     return PlainTextResponse("x")
 
 
+async def big(request: Request) -> Response:
+    # One send: the whole answer lands in the transport's buffer at once.
+    return Response(b"b" * int(request.query_params["n"]))
+
+
+class _Chunks(Response):
+    """An answer sent in 64 KiB chunks, each send waiting while uvicorn has paused writing."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(headers={"content-length": str(size)})
+        self.size = size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append("stream")
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            chunk = b"s" * 65536
+            for start in range(0, self.size, len(chunk)):
+                await send({"type": "http.response.body", "body": chunk[:self.size - start], "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except asyncio.CancelledError:
+            calls.append("stream: cancelled")
+            raise
+        finally:
+            calls.append("stream: ended")
+
+
+async def stream(request: Request) -> Response:
+    return _Chunks(int(request.query_params["n"]))
+
+
+# BREW, a method llhttp does not know, reaches these on the h11 protocol (a hand-over).
 app = Starlette(routes=[
     Route("/slow", slow), Route("/echo", echo, methods=["POST"]), Route("/x", only_get, methods=["GET"]),
+    Route("/big", big, methods=["GET", "BREW"]), Route("/stream", stream, methods=["GET", "BREW"]),
 ])
 
 
-@pytest.fixture(scope="module")
-def port() -> Iterator[int]:
-    protocol, _ = guarded_protocols(DEADLINE_S, DEADLINE_S)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, http=protocol, lifespan="off", log_level="error",
-                            h11_max_incomplete_event_size=MAX_HEADER_BYTES, loop="asyncio")
+@contextmanager
+def serving(settings: ApiSettings) -> Iterator[tuple[uvicorn.Server, threading.Thread]]:
+    """The app on a uvicorn server in a thread, with the options `headrace api` gives uvicorn."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="error", loop="asyncio",
+                            **uvicorn_options(settings))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    try:
+        until(lambda: server.started, "the test server started")
+        yield server, thread
+    finally:
+        server.should_exit = True
+        thread.join(WAIT_S)
+        if thread.is_alive():
+            server.force_exit = True  # a test failed with a connection held: do not hold up the rest
+            thread.join(WAIT_S)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[uvicorn.Server]:
+    with serving(ApiSettings(header_timeout_s=DEADLINE_S, body_timeout_s=DEADLINE_S,
+                             write_timeout_s=WRITE_DEADLINE_S)) as (server, _):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def port(server: uvicorn.Server) -> int:
+    return _port(server)
+
+
+def _port(server: uvicorn.Server) -> int:
+    return int(server.servers[0].sockets[0].getsockname()[1])
+
+
+T = TypeVar("T")
+
+
+def until(condition: Callable[[], T], what: str) -> T:
+    """The condition's first true value, waited for up to WAIT_S."""
     deadline = time.monotonic() + WAIT_S
-    while not server.started:
-        assert time.monotonic() < deadline, "the test server did not start"
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"waited {WAIT_S}s for {what}"
         time.sleep(0.01)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(WAIT_S)
+    return value
 
 
 @pytest.fixture
@@ -222,6 +295,9 @@ class _Transport(asyncio.Transport):
         super().__init__()
         self.written = b""
         self.closing = False
+        self.aborted = False
+        #: What the protocol is told its buffer holds (what it wrote goes at once otherwise).
+        self.unsent = 0
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         return default
@@ -229,8 +305,14 @@ class _Transport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += bytes(data)
 
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
+
     def close(self) -> None:
         self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
 
     def is_closing(self) -> bool:
         return self.closing
@@ -242,11 +324,13 @@ class _Transport(asyncio.Transport):
         pass
 
 
-def _fed_by_hand() -> tuple[asyncio.Protocol, _Transport]:
-    """The protocol on a transport of its own, for tests that choose how bytes split into reads
-    (over a socket the split is the kernel's, and such a test would be too)."""
-    protocol_class, _ = guarded_protocols(WAIT_S, WAIT_S)
-    config = uvicorn.Config(app, lifespan="off", log_level="error")
+def _fed_by_hand(h11: bool = False, write_timeout_s: float = WAIT_S, **options: Any,
+                 ) -> tuple[asyncio.Protocol, _Transport]:
+    """The protocol (or its h11 fallback) on a transport of its own, for tests that choose how
+    bytes split into reads (over a socket the split is the kernel's, and such a test would be too),
+    or what the transport holds."""
+    protocol_class = guarded_protocols(WAIT_S, WAIT_S, write_timeout_s, WAIT_S)[1 if h11 else 0]
+    config = uvicorn.Config(app, lifespan="off", log_level="error", **options)
     protocol = protocol_class(config=config, server_state=uvicorn.server.ServerState(), app_state={})
     transport = _Transport()
     protocol.connection_made(transport)
@@ -261,6 +345,21 @@ def _reads_until_closed(protocol: asyncio.Protocol, transport: _Transport, most:
         protocol.data_received(b"a" * 1000)
         reads += 1
     return reads
+
+
+@pytest.mark.parametrize("h11", [False, True], ids=["httptools", "h11"])
+async def test_a_connection_closing_with_bytes_its_client_does_not_read_is_dropped(h11: bool) -> None:
+    # Bytes under the transport's high-water mark never pause writing, but the connection closes
+    # after its answer (here at uvicorn's keep-alive) and would wait for them for good.
+    protocol, transport = _fed_by_hand(h11, write_timeout_s=WRITE_DEADLINE_S, timeout_keep_alive=0)
+    transport.unsent = 1000  # the kernel's buffer is full: the client reads nothing
+    protocol.data_received(GET_X)
+    deadline = time.monotonic() + WAIT_S
+    while not transport.aborted:
+        assert time.monotonic() < deadline, "the connection was not dropped"
+        await asyncio.sleep(0.01)
+    assert transport.written.startswith(b"HTTP/1.1 200 "), transport.written
+    protocol.connection_lost(None)
 
 
 #: 1,000-byte reads that take a count past MAX_HEADER_BYTES.
@@ -303,3 +402,156 @@ def test_requests_pipelined_past_the_bound_end_the_connection_once_the_rest_are_
 def test_a_repeated_host_is_a_400(sock: socket.socket) -> None:
     sock.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
     assert answers(sock, 1)[0][0] == 400
+
+
+# -- the write deadline and the graceful shutdown --------------------------------------------------
+
+#: Far more than the kernel buffers of a loopback connection hold (4 MiB of send buffer at most
+#: here, and the reader's): most of it waits in the transport's buffer, writing paused.
+LARGE = 64 * 1024 * 1024
+
+
+def _unsent(server: uvicorn.Server, peer: tuple[str, int]) -> int | None:
+    """The answer bytes the server's connection from `peer` holds in its transport's buffer, or
+    None if it has no connection from there (looked at on the server's loop)."""
+    loop = server.servers[0].get_loop()
+    found: concurrent.futures.Future[int | None] = concurrent.futures.Future()
+
+    def look() -> None:
+        for connection in server.server_state.connections:
+            if connection.client == peer:
+                found.set_result(connection.transport.get_write_buffer_size())
+                return
+        found.set_result(None)
+
+    loop.call_soon_threadsafe(look)
+    return found.result(WAIT_S)
+
+
+@contextmanager
+def reader(server: uvicorn.Server) -> Iterator[tuple[socket.socket, tuple[str, int]]]:
+    """A connection with a small receive window (set before connecting, so TCP offers no more):
+    a client that stops reading soon stops the server's writes."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        s.settimeout(WAIT_S)
+        s.connect(("127.0.0.1", _port(server)))
+        yield s, s.getsockname()
+
+
+def _hold(server: uvicorn.Server, s: socket.socket, peer: tuple[str, int], request: bytes) -> None:
+    """Sends the request and reads nothing: returns once the answer waits in the server's buffer."""
+    s.sendall(request)
+    until(lambda: (_unsent(server, peer) or 0) > 0, "the answer held in the server's buffer")
+
+
+def _drain(s: socket.socket) -> int:
+    """Reads until the server's close: what the kernels still held of the answer, and its end."""
+    received = 0
+    try:
+        while chunk := s.recv(1 << 20):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    return received
+
+
+PROTOCOLS = pytest.mark.parametrize("method", [b"GET", b"BREW"], ids=["httptools", "h11"])
+
+
+@PROTOCOLS
+@pytest.mark.parametrize("route", ["/big", "/stream"])
+def test_a_client_that_never_reads_its_answer_is_cut_off(server: uvicorn.Server, method: bytes, route: str) -> None:
+    # /big: the whole answer in the transport's buffer, and a closing connection waiting for it;
+    # /stream: a handler whose next send waits for writing to resume.
+    calls.clear()
+    with reader(server) as (s, peer):
+        _hold(server, s, peer, b"%s %s?n=%d HTTP/1.1\r\nHost: t\r\n\r\n" % (method, route.encode(), LARGE))
+        held = time.monotonic()
+        until(lambda: _unsent(server, peer) is None, "the connection dropped")
+        dropped_in = time.monotonic() - held
+        print(f"\n{route} on {method.decode()}: dropped {dropped_in:.2f}s after it was held "
+              f"(deadline {WRITE_DEADLINE_S:g}s)")
+        # At most a quarter of the deadline late (its checks), plus a margin for a loaded machine.
+        assert dropped_in < WRITE_DEADLINE_S * 1.25 + MARGIN_S
+        if route == "/stream":
+            until(lambda: "stream: ended" in calls, "the handler's pending send ended")
+        assert _drain(s) < LARGE
+
+
+def _read_answer(s: socket.socket, server: uvicorn.Server, peer: tuple[str, int], pace_s: float,
+                 ) -> tuple[int, float]:
+    """Reads one answer at the pace of a slow reader: its body's length, and for how long the
+    server held bytes it could not send (from the first read that found some to the last)."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        buffer += s.recv(65536)
+    head, body = buffer.split(b"\r\n\r\n", 1)
+    length_found = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    assert length_found, head
+    length, received = int(length_found.group(1)), len(body)
+    first: float | None = None
+    last = 0.0
+    while received < length:
+        chunk = s.recv(min(65536, length - received))
+        assert chunk, f"closed after {received} of {length} bytes"
+        received += len(chunk)
+        if _unsent(server, peer):
+            last = time.monotonic()
+            first = first or last
+        time.sleep(pace_s)  # the client's own pace: slower than the server writes, the point of the test
+    return received, last - (first or last)
+
+
+@PROTOCOLS
+@pytest.mark.parametrize("route", ["/big", "/stream"])
+def test_a_slow_reader_gets_the_whole_answer(server: uvicorn.Server, method: bytes, route: str) -> None:
+    # The deadline is on a stall, not on the answer: here the server holds unsent bytes for
+    # longer than it (/big: in one pause; /stream: in many), and they keep going out.
+    size = 12 * 1024 * 1024
+    with reader(server) as (s, peer):
+        s.sendall(b"%s %s?n=%d HTTP/1.1\r\nHost: t\r\n\r\n" % (method, route.encode(), size))
+        received, held = _read_answer(s, server, peer, pace_s=0.004)
+        assert received == size
+        assert held > WRITE_DEADLINE_S * 1.5, f"the answer was held only {held:.2f}s: the test tests nothing"
+
+
+def test_a_slow_reader_handed_over_to_h11_while_writing_is_paused_gets_both_answers(server: uvicorn.Server) -> None:
+    # The deadline goes on from llhttp's protocol to h11's: a pause, a resume only h11's hears,
+    # and the bytes h11 writes after it are one stall's account, not two.
+    first, second = 6 * 1024 * 1024, 10 * 1024 * 1024
+    with reader(server) as (s, peer):
+        _hold(server, s, peer, b"GET /big?n=%d HTTP/1.1\r\nHost: t\r\n\r\n" % first)
+        s.sendall(b"BREW /big?n=%d HTTP/1.1\r\nHost: t\r\n\r\n" % second)
+        assert _read_answer(s, server, peer, pace_s=0.004)[0] == first
+        assert _read_answer(s, server, peer, pace_s=0.004)[0] == second
+
+
+@pytest.mark.parametrize("request_line", [
+    b"GET /big?n=%d" % LARGE,  # its answer waits in the buffer of a connection that cannot close
+    b"GET /stream?n=%d" % LARGE,  # its handler waits for writing to resume
+    b"GET /slow?t=%g" % (WAIT_S * 10),  # its handler waits on nothing of the client's
+], ids=["unread-answer", "unread-stream", "long-handler"])
+def test_a_stopping_server_ends_within_its_grace(request_line: bytes) -> None:
+    grace_s = 1.0
+    # Deadlines far beyond the test: only the grace can end the connection.
+    settings = ApiSettings(header_timeout_s=WAIT_S * 10, body_timeout_s=WAIT_S * 10, write_timeout_s=WAIT_S * 10,
+                           shutdown_grace_s=grace_s)
+    calls.clear()
+    with serving(settings) as (server, thread), reader(server) as (s, peer):
+        s.sendall(request_line + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        if b"/slow" in request_line:
+            until(lambda: server.server_state.tasks, "the handler running")
+        else:
+            until(lambda: (_unsent(server, peer) or 0) > 0, "the answer held in the server's buffer")
+        server.should_exit = True
+        stopping = time.monotonic()
+        thread.join(WAIT_S)
+        stopped_in = time.monotonic() - stopping
+        assert not thread.is_alive(), f"the server did not stop within {WAIT_S}s"
+        print(f"\n{request_line.decode()}: stopped in {stopped_in:.2f}s (grace {grace_s:g}s)")
+        assert stopped_in < grace_s + SHUTDOWN_MARGIN_S + MARGIN_S
+        # The connection was dropped, not left open on a stopped loop; a handler waiting on its
+        # client ended rather than being cancelled.
+        _drain(s)
+        assert "stream: cancelled" not in calls
