@@ -383,6 +383,7 @@ def guarded_protocols(
                 self._head += data
             head, replayable = self._head, self._replayable
             begun, completed, answered = self._begun, self._completed, self._answered_all()
+            in_body = not idle and self._owed_in_request is Owed.BODY  # this read continues a body
             self._starting = []
             self._body_seen = False
             try:
@@ -410,10 +411,14 @@ def guarded_protocols(
             starting, self._starting = self._starting, None
             for cycle, app in starting:
                 super()._start_asgi_task(cycle, app)
-            if self._completed != self._begun and self._owed_in_request is Owed.BODY:
-                # Bytes that bring no body (a chunked body's trailer lines, which httptools
-                # buffers until they end) are bounded as a header block is.
-                self._bodyless_bytes = 0 if self._body_seen else self._bodyless_bytes + len(data)
+            if (in_body and not self._body_seen and self._begun == begun
+                    and self._completed != self._begun and self._owed_in_request is Owed.BODY):
+                # Reads within one request's body that bring none of it (a chunked body's trailer
+                # lines, which httptools buffers until they end) are bounded as a header block is.
+                # Only those: a read that ends a request's headers brings no body when the client
+                # writes the body apart, and counted across a keep-alive connection's requests
+                # such reads once refused a valid request after about fifty.
+                self._bodyless_bytes += len(data)
                 if self._bodyless_bytes > MAX_HEADER_BYTES:
                     self.logger.warning(_UNPARSABLE)
                     self._refuse_request(_text_answer(400, _UNPARSABLE, self.server_state.default_headers), [])
@@ -431,6 +436,7 @@ def guarded_protocols(
             self._begun += 1
             self._owed_in_request = Owed.HEADERS
             self._header_bytes = 0
+            self._bodyless_bytes = 0
 
         def on_url(self, url: bytes) -> None:
             super().on_url(url)
@@ -468,6 +474,7 @@ def guarded_protocols(
         def on_body(self, body: bytes) -> None:
             super().on_body(body)
             self._body_seen = True
+            self._bodyless_bytes = 0
 
         def on_message_complete(self) -> None:
             super().on_message_complete()

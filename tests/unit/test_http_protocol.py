@@ -378,6 +378,36 @@ async def test_a_trailer_line_that_never_ends_is_a_400() -> None:
     protocol.connection_lost(None)
 
 
+#: One request's reads: its headers apart from its body (as httpx writes them), or an empty
+#: chunked body whose trailer field comes in a read that does not end the request.
+_APART = [b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n", b"hi"]
+_TRAILED = [b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"0\r\nX-T: " + b"a" * 1000, b"\r\n\r\n"]
+
+
+@pytest.mark.parametrize(("reads", "bodyless"), [(_APART, len(_APART[0])), (_TRAILED, len(_TRAILED[1]))],
+                         ids=["body-apart", "trailer-apart"])
+async def test_reads_without_body_are_bounded_per_request_not_per_connection(reads: list[bytes],
+                                                                              bodyless: int) -> None:
+    # A read that brings no body is counted against the trailer bound only within one request's
+    # body. Counted across the requests of a keep-alive connection, a client that writes headers
+    # and body apart (httpx) had a valid start refused with a 400 after ~300 requests (found by
+    # `headrace chaos mixed`, whose httpx clients keep their connections for minutes).
+    protocol, transport = _fed_by_hand()
+    # Enough that a count carried from request to request passes the bound one and a half times.
+    requests = 3 * MAX_HEADER_BYTES // 2 // bodyless + 1
+    for n in range(1, requests + 1):
+        for read in reads:
+            protocol.data_received(read)
+        deadline = time.monotonic() + WAIT_S
+        while transport.written.count(b"HTTP/1.1 ") < n:
+            assert time.monotonic() < deadline, f"request {n} was not answered"
+            await asyncio.sleep(0.001)
+        assert transport.written.count(b"HTTP/1.1 200 ") == n, (n, transport.written[-300:])
+    assert not transport.closing
+    protocol.connection_lost(None)
+
+
 async def test_a_header_line_that_never_ends_is_a_431() -> None:
     # llhttp reports a header line once it ends; until then the bytes read bound it.
     protocol, transport = _fed_by_hand()
