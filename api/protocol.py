@@ -279,6 +279,12 @@ class _WriteDeadline:
         self._handle = self._loop.call_later(self._timeout_s / self.CHECKS, self._check)
 
 
+def _keep_alive(protocol: HttpToolsProtocol | H11Protocol) -> None:
+    """Arm uvicorn's keep-alive timer on an idle connection, as it does when an answer completes."""
+    protocol.timeout_keep_alive_task = protocol.loop.call_later(
+        protocol.timeout_keep_alive, protocol.timeout_keep_alive_handler)
+
+
 def guarded_protocols(
     header_timeout_s: float, body_timeout_s: float, write_timeout_s: float, shutdown_grace_s: float
 ) -> tuple[type[HttpToolsProtocol], type[H11Protocol]]:
@@ -296,6 +302,12 @@ def guarded_protocols(
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
+            conn = self.conn
+            if (conn.their_state is h11.IDLE and conn.our_state is h11.IDLE and not conn.trailing_data[0]
+                    and self.timeout_keep_alive_task is None and not self.transport.is_closing()):
+                # The read ended a request whose answer had gone out (a 401, 404 or 405 answered
+                # before its body came): idle now, which is uvicorn's keep-alive to end.
+                _keep_alive(self)
             self._deadline.watch(self._owed())
 
         def send_400_response(self, msg: str) -> None:
@@ -352,8 +364,10 @@ def guarded_protocols(
         #: after the one it began in. Their length bounds a header line that never ends.
         _head: bytearray
         _replayable = False
-        #: The open request's header block as llhttp reported it (request target, whole lines).
+        #: The open request's header block as llhttp reported it (request target, whole lines),
+        #: and its trailer fields.
         _header_bytes = 0
+        _trailer_bytes = 0
         #: Handlers of the requests whose headers completed in the read being parsed: started
         #: once all of it parsed, so that a request refused in the same read never runs.
         _starting: list[tuple[Any, Any]] | None = None
@@ -436,7 +450,11 @@ def guarded_protocols(
             self._begun += 1
             self._owed_in_request = Owed.HEADERS
             self._header_bytes = 0
+            self._trailer_bytes = 0
             self._bodyless_bytes = 0
+            # A keep-alive timer armed when the request before ended (`on_message_complete`) in
+            # this read: the connection is not idle any more.
+            self._unset_keepalive_if_required()
 
         def on_url(self, url: bytes) -> None:
             super().on_url(url)
@@ -444,7 +462,14 @@ def guarded_protocols(
 
         def on_header(self, name: bytes, value: bytes) -> None:
             super().on_header(name, value)
-            self._count_header_bytes(len(name) + len(value) + 4)
+            if self._owed_in_request is Owed.HEADERS:
+                self._count_header_bytes(len(name) + len(value) + 4)
+                return
+            # A chunked body's trailer field (llhttp reports them as headers): bounded on its
+            # own, a 400 past it, not counted with the header block (valid requests got a 431).
+            self._trailer_bytes += len(name) + len(value) + 4
+            if self._trailer_bytes > MAX_HEADER_BYTES:
+                raise _StopParsing
 
         def _count_header_bytes(self, size: int) -> None:
             self._header_bytes += size
@@ -479,6 +504,12 @@ def guarded_protocols(
         def on_message_complete(self) -> None:
             super().on_message_complete()
             self._completed = self._begun
+            if self._answered_all() and self.timeout_keep_alive_task is None and not self.transport.is_closing():
+                # Its answer went out before its body came in (a 401, 404 or 405): uvicorn armed
+                # its keep-alive timer then, and this read cancelled it. Idle again, the connection
+                # is the keep-alive's to end; without it the header deadline took it for a request
+                # begun and wrote a 408 nobody asked for.
+                _keep_alive(self)
 
         def on_response_complete(self) -> None:
             self._answered += 1

@@ -26,7 +26,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from api.protocol import MAX_HEADER_BYTES, SHUTDOWN_MARGIN_S, guarded_protocols, uvicorn_options
+from api.protocol import MAX_HEADER_BYTES, SHUTDOWN_MARGIN_S, Owed, guarded_protocols, uvicorn_options
 from api.settings import ApiSettings
 
 #: The read deadlines: long enough that a loaded machine's client still sends in time where a
@@ -405,6 +405,66 @@ async def test_reads_without_body_are_bounded_per_request_not_per_connection(rea
             await asyncio.sleep(0.001)
         assert transport.written.count(b"HTTP/1.1 200 ") == n, (n, transport.written[-300:])
     assert not transport.closing
+    protocol.connection_lost(None)
+
+
+async def _answered(transport: _Transport, count: int) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while transport.written.count(b"HTTP/1.1 ") < count:
+        assert time.monotonic() < deadline, transport.written[-300:]
+        await asyncio.sleep(0.001)
+
+
+@pytest.mark.parametrize("h11", [False, True], ids=["httptools", "h11"])
+async def test_a_body_that_comes_after_its_answer_leaves_the_connection_to_keep_alive(h11: bool) -> None:
+    # A 405 (a 401, a 404) goes out before the body is read; the body, read after it, cancels
+    # uvicorn's keep-alive timer. The idle connection is the keep-alive's again, not a request
+    # begun: the header deadline wrote an unasked 408 there, which a client's next request on
+    # the connection would have taken for its answer.
+    protocol, transport = _fed_by_hand(h11)
+    protocol.data_received(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
+    await _answered(transport, 1)
+    assert transport.written.startswith(b"HTTP/1.1 405 "), transport.written[:100]
+    protocol.data_received(b"0123456789")
+    assert protocol.timeout_keep_alive_task is not None
+    assert protocol._deadline._owed is None  # type: ignore[attr-defined]
+    protocol.data_received(GET_X)  # and the connection goes on
+    await _answered(transport, 2)
+    assert transport.written.count(b"HTTP/1.1 200 ") == 1
+    assert protocol._deadline._owed is None  # type: ignore[attr-defined]
+    protocol.connection_lost(None)
+
+
+async def test_a_request_begun_in_the_read_that_ended_an_answered_one_is_not_left_to_keep_alive() -> None:
+    protocol, transport = _fed_by_hand()
+    protocol.data_received(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
+    await _answered(transport, 1)
+    protocol.data_received(b"0123456789GET /x HTTP/1.1\r\n")  # the next request's first line
+    assert protocol.timeout_keep_alive_task is None  # its headers are owed, under their deadline
+    assert protocol._deadline._owed is Owed.HEADERS  # type: ignore[attr-defined]
+    protocol.data_received(b"Host: t\r\n\r\n")
+    await _answered(transport, 2)
+    assert transport.written.count(b"HTTP/1.1 200 ") == 1
+    protocol.connection_lost(None)
+
+
+async def test_trailer_fields_are_not_counted_with_the_header_block() -> None:
+    protocol, transport = _fed_by_hand()
+    protocol.data_received(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nX-H: "
+                           + b"h" * 10_000 + b"\r\n\r\n2\r\nhi\r\n0\r\nX-T: " + b"t" * 7_000 + b"\r\n\r\n")
+    await _answered(transport, 1)
+    assert transport.written.startswith(b"HTTP/1.1 200 "), transport.written[:100]
+    assert transport.written.endswith(b"hi")
+    protocol.connection_lost(None)
+
+
+async def test_trailer_fields_past_the_bound_are_a_400() -> None:
+    protocol, transport = _fed_by_hand()
+    protocol.data_received(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n"
+                           + b"".join(b"X-T%d: %s\r\n" % (n, b"t" * 1_000) for n in range(20)) + b"\r\n")
+    await _answered(transport, 1)
+    assert transport.written.startswith(b"HTTP/1.1 400 "), transport.written[:100]
+    assert transport.closing
     protocol.connection_lost(None)
 
 
