@@ -53,8 +53,14 @@ left with closing its Kafka clients by then.
 `431 Request Header Fields Too Large` on the httptools path (llhttp has no limit of its own; 431 is
 what Go's net/http answers). On a connection handed over, h11's own limit: a 400 for a header
 block still incomplete past it (one read may bring a larger whole one, as before llhttp). A
-header line that never ends is bounded by the bytes read since the request began, and a chunked
-body's trailer lines alike (a 400).
+header line that never ends is bounded by the bytes read since the request began. A chunked
+body's trailer fields have a bound of their own, the same size (a 400): by the fields llhttp
+reports, and by the reads within the body that bring none of it (a trailer line that never ends).
+
+**Keep-alive.** An idle connection is uvicorn's keep-alive timer's to close, not a request's
+deadline: when an answer goes out before its request's body is read (a 401, 404 or 405) and the
+body comes after it, the read that ends the request arms the timer again (uvicorn arms it only
+when an answer completes, and cancels it on every read).
 
 **Pipelining.** Answers go out in request order. At most `MAX_PIPELINED` requests are read ahead
 of their answers: the connection closes once those are answered, the rest unread (a pipelining
