@@ -53,7 +53,8 @@ left with closing its Kafka clients by then.
 `431 Request Header Fields Too Large` on the httptools path (llhttp has no limit of its own; 431 is
 what Go's net/http answers). On a connection handed over, h11's own limit: a 400 for a header
 block still incomplete past it (one read may bring a larger whole one, as before llhttp). A
-header line that never ends is bounded by the bytes read since the request began. A chunked
+header line that never ends is bounded by the bytes read since the request began (the request
+line's method, version and line ends allowed beside the bound, so a split never matters). A chunked
 body's trailer fields have a bound of their own, the same size (a 400): by the fields llhttp
 reports, and by the reads within the body that bring none of it (a trailer line that never ends).
 
@@ -138,6 +139,11 @@ def _timeout_answer(message: str) -> bytes:
 
 _UNPARSABLE = "Invalid HTTP request received."  # uvicorn's words for it (and its 400's body)
 _HEADERS_TOO_LARGE = _text_answer(431, "Request header fields too large")
+
+#: The bytes of a request line that `MAX_HEADER_BYTES` leaves out (the method, two spaces, the
+#: version and the line's end): the bytes read of an unfinished header block are allowed them too,
+#: or a block under the bound split across reads was a 431 where read whole it was not.
+_REQUEST_LINE_EXTRA = 64
 
 
 class _StopParsing(Exception):
@@ -446,7 +452,7 @@ def guarded_protocols(
             if (self._completed == self._begun or self._owed_in_request is not Owed.HEADERS
                     or self._begun - begun > (1 if idle else 0)):  # or the open one began inside this read
                 self._head, self._replayable = bytearray(), False
-            elif len(self._head) > MAX_HEADER_BYTES:
+            elif len(self._head) > MAX_HEADER_BYTES + _REQUEST_LINE_EXTRA:
                 self._refuse_request(_HEADERS_TOO_LARGE, [])
                 return
             self._deadline.watch(self._owed())

@@ -26,7 +26,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from api.protocol import MAX_HEADER_BYTES, SHUTDOWN_MARGIN_S, Owed, guarded_protocols, uvicorn_options
+from api.protocol import (
+    _REQUEST_LINE_EXTRA,
+    MAX_HEADER_BYTES,
+    SHUTDOWN_MARGIN_S,
+    Owed,
+    guarded_protocols,
+    uvicorn_options,
+)
 from api.settings import ApiSettings
 
 #: The read deadlines: long enough that a loaded machine's client still sends in time where a
@@ -468,13 +475,31 @@ async def test_trailer_fields_past_the_bound_are_a_400() -> None:
     protocol.connection_lost(None)
 
 
+@pytest.mark.parametrize("split", [None, -2, -40], ids=["one-read", "last-2-bytes-apart", "last-40-apart"])
+async def test_a_header_block_at_the_bound_is_served_however_it_is_split(split: int | None) -> None:
+    # The bound counts the request target and each header line (name, value, ": ", line end); a
+    # block of exactly that many bytes is served, in one read or split near its end.
+    line = b"GET /x HTTP/1.1\r\n"
+    host = b"Host: t\r\n"
+    counted = len(b"/x") + len(host)
+    filler = MAX_HEADER_BYTES - counted - len(b"X-F: \r\n")
+    request = line + host + b"X-F: " + b"f" * filler + b"\r\n\r\n"
+    protocol, transport = _fed_by_hand()
+    for read in ([request] if split is None else [request[:split], request[split:]]):
+        protocol.data_received(read)
+    await _answered(transport, 1)
+    assert transport.written.startswith(b"HTTP/1.1 200 "), transport.written[:100]
+    protocol.connection_lost(None)
+
+
 async def test_a_header_line_that_never_ends_is_a_431() -> None:
-    # llhttp reports a header line once it ends; until then the bytes read bound it.
+    # llhttp reports a header line once it ends; until then the bytes read bound it (with the
+    # request line's own bytes beside the bound's).
     protocol, transport = _fed_by_hand()
     opening = b"GET /x HTTP/1.1\r\nHost: t\r\nX-Long: "
     protocol.data_received(opening)
-    assert _reads_until_closed(protocol, transport, _PAST_THE_BOUND) == -(
-        -(MAX_HEADER_BYTES + 1 - len(opening)) // 1000)
+    assert _reads_until_closed(protocol, transport, _PAST_THE_BOUND + 1) == -(
+        -(MAX_HEADER_BYTES + _REQUEST_LINE_EXTRA + 1 - len(opening)) // 1000)
     assert transport.written.startswith(b"HTTP/1.1 431 "), transport.written[:200]
     protocol.connection_lost(None)
 
