@@ -297,15 +297,38 @@ def _keep_alive(protocol: HttpToolsProtocol | H11Protocol) -> None:
         protocol.timeout_keep_alive, protocol.timeout_keep_alive_handler)
 
 
+class _Guarded(asyncio.Protocol):
+    """What both guarded protocols do alike with their deadlines, ahead of uvicorn's protocol in
+    their bases (`guarded_protocols`): flow control and a stopping server feed the write deadline,
+    and a lost connection disarms both."""
+
+    _deadline: _ReadDeadline
+    _writes: _WriteDeadline
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._writes.paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._writes.resumed()
+
+    def shutdown(self) -> None:
+        super().shutdown()  # type: ignore[misc]  # uvicorn's protocol, next in the bases
+        self._writes.stopping()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._deadline.disarm()
+        self._writes.disarm()
+        super().connection_lost(exc)
+
+
 def guarded_protocols(
     header_timeout_s: float, body_timeout_s: float, write_timeout_s: float, shutdown_grace_s: float
 ) -> tuple[type[HttpToolsProtocol], type[H11Protocol]]:
     """uvicorn's httptools protocol and its h11 fallback, with the module docstring's guards."""
 
-    class GuardedH11Protocol(H11Protocol):
-        _deadline: _ReadDeadline
-        _writes: _WriteDeadline
-
+    class GuardedH11Protocol(_Guarded, H11Protocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._writes = _WriteDeadline(self, write_timeout_s, shutdown_grace_s)
@@ -331,23 +354,6 @@ def guarded_protocols(
             self._deadline.watch(self._owed())
             self._writes.watch()
 
-        def pause_writing(self) -> None:
-            super().pause_writing()
-            self._writes.paused()
-
-        def resume_writing(self) -> None:
-            super().resume_writing()
-            self._writes.resumed()
-
-        def shutdown(self) -> None:
-            super().shutdown()
-            self._writes.stopping()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._deadline.disarm()
-            self._writes.disarm()
-            super().connection_lost(exc)
-
         def _owed(self) -> Owed | None:
             state = self.conn.their_state
             if state is h11.SEND_BODY:
@@ -360,9 +366,7 @@ def guarded_protocols(
                 return Owed.HEADERS
             return None  # the request is in: the handler's time is not the client's
 
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        _deadline: _ReadDeadline
-        _writes: _WriteDeadline
+    class GuardedHttpToolsProtocol(_Guarded, HttpToolsProtocol):
         #: Requests llhttp began and completed on this connection.
         _begun = 0
         _completed = 0
@@ -532,23 +536,6 @@ def guarded_protocols(
                     self._end_with(self._refusal)
                 return
             self._deadline.watch(self._owed())
-
-        def pause_writing(self) -> None:
-            super().pause_writing()
-            self._writes.paused()
-
-        def resume_writing(self) -> None:
-            super().resume_writing()
-            self._writes.resumed()
-
-        def shutdown(self) -> None:
-            super().shutdown()
-            self._writes.stopping()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._deadline.disarm()
-            self._writes.disarm()
-            super().connection_lost(exc)
 
         def _owed(self) -> Owed | None:
             if self._refusal is not None:
