@@ -385,6 +385,13 @@ async def test_a_trailer_line_that_never_ends_is_a_400() -> None:
     protocol.connection_lost(None)
 
 
+async def _answered(transport: _Transport, count: int) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while transport.written.count(b"HTTP/1.1 ") < count:
+        assert time.monotonic() < deadline, transport.written[-300:]
+        await asyncio.sleep(0.001)
+
+
 #: One request's reads: its headers apart from its body (as httpx writes them), or an empty
 #: chunked body whose trailer field comes in a read that does not end the request.
 _APART = [b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n", b"hi"]
@@ -406,20 +413,10 @@ async def test_reads_without_body_are_bounded_per_request_not_per_connection(rea
     for n in range(1, requests + 1):
         for read in reads:
             protocol.data_received(read)
-        deadline = time.monotonic() + WAIT_S
-        while transport.written.count(b"HTTP/1.1 ") < n:
-            assert time.monotonic() < deadline, f"request {n} was not answered"
-            await asyncio.sleep(0.001)
+        await _answered(transport, n)
         assert transport.written.count(b"HTTP/1.1 200 ") == n, (n, transport.written[-300:])
     assert not transport.closing
     protocol.connection_lost(None)
-
-
-async def _answered(transport: _Transport, count: int) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while transport.written.count(b"HTTP/1.1 ") < count:
-        assert time.monotonic() < deadline, transport.written[-300:]
-        await asyncio.sleep(0.001)
 
 
 @pytest.mark.parametrize("h11", [False, True], ids=["httptools", "h11"])
