@@ -1,8 +1,8 @@
 """The API's Kafka clients: connected in the background, probed, failing fast while Kafka is away.
 
 The API process starts (and answers health checks) even when Kafka is down; it connects in the
-background and keeps retrying. Once connected, a probe asks the cluster for its metadata every
-`probe_interval_s`. While the probe fails, requests that need Kafka fail at once with a 500 rather
+background and keeps retrying. Once connected, a probe asks a broker for the cluster's brokers
+every `probe_interval_s`. While the probe fails, requests that need Kafka fail at once with a 500 rather
 than queueing a command that the producer would deliver minutes later, after the client was told
 it failed. aiokafka's clients reconnect by themselves when the broker is back; the probe notices and
 requests flow again, with no restart.
@@ -211,7 +211,11 @@ class KafkaLink:
         admin = self.admin
         assert admin is not None
         try:
-            await asyncio.wait_for(admin.describe_cluster(), self.settings.kafka_timeout_s)
+            # Metadata naming no topic: the brokers only. `describe_cluster()` asks for every topic
+            # of the cluster, which on a shared cluster of a few thousand topics is tens of CPU
+            # milliseconds a second for the broker and for this process (1,118 topics: 35 ms of
+            # this process's CPU per probe, against 0.2 ms).
+            await asyncio.wait_for(admin.describe_topics([]), self.settings.kafka_timeout_s)
         except (TimeoutError, KafkaError, OSError) as exc:
             if self.reachable:
                 log.warning(
