@@ -32,7 +32,7 @@ from engine.core.commands import Command
 from engine.read.consumer import committed_reader
 from engine.read.index import StatusIndex
 from engine.read.status import Interest, Observer, StatusFollower
-from engine.topics import Topics, ensure_topics
+from engine.topics import PRODUCE_BATCH_BYTES, Topics, ensure_topics
 
 from .errors import BackendError
 from .settings import ApiSettings
@@ -159,6 +159,7 @@ class KafkaLink:
             request_timeout_ms=timeout_ms,
             # Room for a payload at the configured limit plus the command's envelope.
             max_request_size=max(1024 * 1024, engine.max_payload_bytes + 64 * 1024),
+            max_batch_size=PRODUCE_BATCH_BYTES,
         )
         await self.producer.start()
         self.scanner = committed_reader(

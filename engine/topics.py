@@ -13,7 +13,10 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from .settings import Settings
 
-__all__ = ["MANAGED_CONFIGS", "Topics", "ensure_topics", "partition_count", "record_limit", "topic_configs"]
+__all__ = [
+    "MANAGED_CONFIGS", "PRODUCE_BATCH_BYTES", "Topics", "ensure_topics", "partition_count", "record_limit",
+    "topic_configs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,15 @@ class Topics:
 def record_limit(settings: Settings) -> int:
     """Largest record (batch) the deployment's topics accept and its producers send."""
     return 3 * settings.max_payload_bytes + 1024 * 1024
+
+
+#: Largest batch of records a producer of the engine, the workers or the API builds per partition
+#: (aiokafka's `max_batch_size`). aiokafka sends a node one produce request at a time with at most
+#: one batch per partition in it, so with its default of 16 KiB a transaction of ~200 KiB (an
+#: engine partition's turns under load) went out in about twelve requests, one after another,
+#: each a round trip inside the commit. Half of Kafka's default `max.message.bytes` (1 MiB, the
+#: limit of one batch), so that a topic made by hand with the defaults takes any batch.
+PRODUCE_BATCH_BYTES = 512 * 1024
 
 
 #: Topic configs that follow the settings: set at creation, and changed on existing topics whose

@@ -39,7 +39,7 @@ from ..core.values import FailureDetails, RuntimeStatus
 from ..errors import DecodeError, PoisonedInputError
 from ..read.to_end import latest_by_key, latest_values, reading
 from ..settings import AuditMode, Settings
-from ..topics import Topics, record_limit
+from ..topics import PRODUCE_BATCH_BYTES, Topics, record_limit
 from ..wire.records import (
     MESSAGES,
     POSITIONS_HEADER,
@@ -233,6 +233,7 @@ class PartitionOwner:
             enable_idempotence=True,
             linger_ms=0,
             max_request_size=record_limit(self.settings),
+            max_batch_size=PRODUCE_BATCH_BYTES,
             # Kafka 4 verifies each transactional write with the coordinator; a write that follows
             # the previous commit before its markers landed is refused as retriable and retried
             # after this back-off. aiokafka's 100 ms default was the whole p99 of a one-step workflow.

@@ -35,7 +35,7 @@ async def test_the_probe_asks_for_the_brokers_and_no_topic(kafka_bootstrap: str,
             asked.append(request)
             return await send(request, *args, **kwargs)
 
-        admin._send_request = recording  # type: ignore[method-assign]
+        admin._send_request = recording
         link.reachable = False
         await link._probe()
         assert link.reachable, link.last_error
