@@ -60,8 +60,12 @@ class StatusFollower:
 
     def __init__(self, settings: Settings, *, partitions: Iterable[int] | None = None,
                  observer: Observer | None = None, interest: Interest | None = None,
-                 index: StatusIndex | None = None, from_end: bool = False) -> None:
+                 index: StatusIndex | None = None, from_end: bool = False,
+                 decode: Callable[[bytes], InstanceState] = decode_state) -> None:
         self.settings = settings
+        #: How a record becomes the state the view keeps and observers get: a reader that needs a
+        #: few fields may read only those (`wire.records.decode_partial_state`).
+        self._decode = decode
         #: Follow partitions from their end when added, and find older states with `look_up`: for
         #: a reader that asks about a few instances (the Python client), so its start and its first
         #: read cost what it asks about, not what the topic holds.
@@ -375,7 +379,7 @@ class StatusFollower:
             if self.index is not None and not told:
                 return None  # the index files it by its summary; nobody here needs the state
             try:
-                state = decode_state(value)
+                state = self._decode(value)
             except DecodeError as exc:
                 log.error("unreadable status record for %r: %s", iid[:200], exc)
                 return None

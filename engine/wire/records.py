@@ -31,6 +31,7 @@ __all__ = [
     "StoredChunk",
     "decode_chunk",
     "decode_events",
+    "decode_partial_state",
     "decode_positions",
     "decode_state",
     "decode_workflow_item",
@@ -69,6 +70,15 @@ def encode_state(state: InstanceState) -> bytes:
 def decode_state(data: bytes | Mapping[str, Any]) -> InstanceState:
     state: InstanceState = STATES.decode(data)
     return state
+
+
+def decode_partial_state(data: bytes, fields: Sequence[str]) -> InstanceState:
+    """An `InstanceState` with its ID and `fields` read from a status record, each checked as
+    `decode_state` checks it, and every other field at its default: for a reader that looks at a
+    few fields of every record (the bench's load generator, which follows every state of every
+    workflow it starts: a full decode was 38 % of its CPU). Raises `DecodeError`."""
+    found = STATES.decode_fields(data, ("instance_id", *fields))
+    return InstanceState(**found)
 
 
 @dataclass(frozen=True, slots=True)

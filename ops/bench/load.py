@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import random
 import time
@@ -33,6 +34,7 @@ from engine.core.state import InstanceState
 from engine.read.status import StatusFollower
 from engine.settings import Settings
 from engine.topics import Topics
+from engine.wire.records import decode_partial_state
 
 from .httpload import GoStarter, Reply
 from .scenarios import Scenario
@@ -78,6 +80,10 @@ Hook = Callable[[], None]
 Progress = Callable[[str, int, int, int, float], None]  # phase, done, started, measured done, s in phase
 
 
+#: What `_Completions` and `LoadGenerator._on_done` read of a state.
+_COMPLETION_FIELDS = ("status", "created_at", "completed_at", "output")
+
+
 class _Completions:
     """Reports each instance's first running and first terminal state, from the status follower."""
 
@@ -89,7 +95,8 @@ class _Completions:
     ) -> None:
         self.on_running = on_running
         self.on_done = on_done
-        self.follower = StatusFollower(settings, observer=self._applied)
+        self.follower = StatusFollower(settings, observer=self._applied,
+                                       decode=functools.partial(decode_partial_state, fields=_COMPLETION_FIELDS))
         self._seen: set[str] = set()
         self._finished: set[str] = set()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import pytest
 from samples import STATES
@@ -10,7 +12,7 @@ from engine.core.state import InstanceState
 from engine.core.values import TERMINAL_STATUSES, RuntimeStatus
 from engine.errors import DecodeError
 from engine.wire.records import STATES as STATES_CODEC
-from engine.wire.records import StateSummary, decode_state, encode_state, summarize_state
+from engine.wire.records import StateSummary, decode_partial_state, decode_state, encode_state, summarize_state
 
 #: A status record as the hand-written encoder wrote it before the codec did (same fields, another
 #: order, mapping keys written by orjson's OPT_NON_STR_KEYS): records already on the topic.
@@ -119,3 +121,22 @@ def test_decoding_some_fields_gives_defaults_and_needs_the_required_ones() -> No
         "status": RuntimeStatus.PENDING, "name": "order_wf"}
     with pytest.raises(DecodeError, match="missing required field"):
         STATES_CODEC.decode_fields(orjson.dumps(wire), ["instance_id"])
+
+
+def test_a_partial_state_has_the_fields_asked_for_and_defaults_elsewhere() -> None:
+    done = replace(STATES[0], status=RuntimeStatus.COMPLETED, output='"shipped"',
+                   completed_at=STATES[0].last_updated_at)
+    fields = ("status", "created_at", "completed_at", "output")
+    partial = decode_partial_state(encode_state(done), fields)
+    assert partial == InstanceState(instance_id=done.instance_id, status=RuntimeStatus.COMPLETED,
+                                    created_at=done.created_at, completed_at=done.completed_at, output='"shipped"')
+    assert partial.name == "" != done.name  # not asked for: the default
+
+
+def test_a_partial_state_checks_what_it_reads_and_only_that() -> None:
+    wire = orjson.loads(encode_state(STATES[0]))
+    with pytest.raises(DecodeError, match=r"InstanceState\.output: expected a string"):
+        decode_partial_state(orjson.dumps({**wire, "output": 3}), ("output",))
+    with pytest.raises(DecodeError, match="missing required field"):
+        decode_partial_state(orjson.dumps({k: v for k, v in wire.items() if k != "instance_id"}), ("status",))
+    assert decode_partial_state(orjson.dumps({**wire, "pending_tasks": 1}), ("status",)).status == STATES[0].status
