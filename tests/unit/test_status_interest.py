@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
-import engine.read.status as status_module
 from engine.core.state import InstanceState
 from engine.core.values import RuntimeStatus
 from engine.read.index import IndexFilter, StatusIndex
 from engine.read.status import StatusFollower
 from engine.settings import Settings
-from engine.wire.records import encode_state
+from engine.wire.records import decode_state, encode_state
 
 TP = TopicPartition("t.status", 0)
 
@@ -57,17 +56,20 @@ def index(tmp_path: Path) -> Iterator[StatusIndex]:
     opened.close()
 
 
+class _CountingDecode:
+    """The follower's decode, keeping what it was asked to decode."""
+
+    def __init__(self) -> None:
+        self.calls: list[bytes] = []
+
+    def __call__(self, data: bytes) -> InstanceState:
+        self.calls.append(data)
+        return decode_state(data)
+
+
 @pytest.fixture
-def decoded(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    calls: list[bytes] = []
-    real = status_module.decode_state
-
-    def counting(data: bytes) -> InstanceState:
-        calls.append(data)
-        return real(data)
-
-    monkeypatch.setattr(status_module, "decode_state", counting)
-    return calls
+def decode() -> _CountingDecode:
+    return _CountingDecode()
 
 
 def _round(follower: StatusFollower) -> None:
@@ -77,40 +79,41 @@ def _round(follower: StatusFollower) -> None:
     asyncio.run(follower._round(_OneBatch(records)))  # type: ignore[arg-type]
 
 
-def test_only_the_instances_an_observer_wants_are_decoded(index: StatusIndex, decoded: list[bytes]) -> None:
+def test_only_the_instances_an_observer_wants_are_decoded(index: StatusIndex, decode: _CountingDecode) -> None:
     told: list[tuple[str, InstanceState | None]] = []
-    follower = StatusFollower(Settings(topic_prefix="t."), index=index)
+    follower = StatusFollower(Settings(topic_prefix="t."), index=index, decode=decode)
     follower.subscribe(lambda iid, state: told.append((iid, state)), lambda iid: iid == "wanted")
     _round(follower)
     assert told == [("wanted", _state("wanted")), ("purged", None)]  # every removal is told
-    assert decoded == [encode_state(_state("wanted"))]
+    assert decode.calls == [encode_state(_state("wanted"))]
     # The index filed both, from their summaries.
     assert [s.instance_id for s in index.page(IndexFilter(), 10)] == ["other", "wanted"]
     assert index.positions() == {0: 3}
 
 
-def test_an_observer_without_an_interest_gets_every_state(index: StatusIndex, decoded: list[bytes]) -> None:
+def test_an_observer_without_an_interest_gets_every_state(index: StatusIndex, decode: _CountingDecode) -> None:
     told: list[str] = []
-    follower = StatusFollower(Settings(topic_prefix="t."), index=index)
+    follower = StatusFollower(Settings(topic_prefix="t."), index=index, decode=decode)
     follower.subscribe(lambda iid, state: told.append(iid))
     _round(follower)
     assert told == ["wanted", "other", "purged"]
-    assert len(decoded) == 2
+    assert len(decode.calls) == 2
 
 
-def test_an_interest_that_fails_counts_as_wanted(index: StatusIndex, decoded: list[bytes]) -> None:
+def test_an_interest_that_fails_counts_as_wanted(index: StatusIndex, decode: _CountingDecode) -> None:
     told: list[str] = []
 
     def broken(iid: str) -> bool:
         raise RuntimeError("bug")
 
-    follower = StatusFollower(Settings(topic_prefix="t."), index=index)
+    follower = StatusFollower(Settings(topic_prefix="t."), index=index, decode=decode)
     follower.subscribe(lambda iid, state: told.append(iid), broken)
     _round(follower)
     assert told == ["wanted", "other", "purged"]
+    assert len(decode.calls) == 2
 
 
-def test_with_no_observer_and_an_index_nothing_is_decoded(index: StatusIndex, decoded: list[bytes]) -> None:
-    _round(StatusFollower(Settings(topic_prefix="t."), index=index))
-    assert decoded == []
+def test_with_no_observer_and_an_index_nothing_is_decoded(index: StatusIndex, decode: _CountingDecode) -> None:
+    _round(StatusFollower(Settings(topic_prefix="t."), index=index, decode=decode))
+    assert decode.calls == []
     assert len(index) == 2
