@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import orjson
@@ -66,3 +67,46 @@ def test_the_open_chunk_carries_the_state_and_only_written_chunks_are_owed_tombs
     stored.append([raised(HISTORY_CHUNK + 1 + i) for i in range(HISTORY_CHUNK)])
     assert stored.chunk_count == 3
     assert stored.chunk_keys() == [key, written[0][0]]
+
+
+def _chunk_starts(sizes: list[int]) -> list[int]:
+    """The chunking rule, counted from scratch: a chunk closes at HISTORY_CHUNK events, or before
+    the event that would take its events over CHUNK_BYTES."""
+    starts: list[int] = []
+    for index in range(len(sizes)):
+        start = starts[-1] if starts else None
+        if start is None or index - start >= HISTORY_CHUNK or (
+                index > start and sum(sizes[start:index + 1]) > CHUNK_BYTES):
+            starts.append(index)
+    return starts
+
+
+def test_chunks_close_by_count_and_size_across_turns_and_a_restore() -> None:
+    rng = random.Random(17)
+    # Mostly small events, some large ones: chunks close by count and by size.
+    payloads = [rng.choice([10, 50, 2_000, CHUNK_BYTES // 5, CHUNK_BYTES // 3]) for _ in range(300)]
+    events = [raised(i, size) for i, size in enumerate(payloads)]
+    stored = StoredHistory("i", "x")
+    at = 0
+    while at < 150:
+        turn = rng.randint(1, 6)
+        stored.append(events[at:at + turn])
+        at += turn
+        encoded = stored.encoded()
+        starts = _chunk_starts([len(e) for e in encoded])
+        assert stored.chunk_count == len(starts)
+        assert stored.open_bytes() == sum(len(e) + 1 for e in encoded[starts[-1]:])
+    # Restored with the boundaries it had: counting picks up from there.
+    sizes = [len(e) for e in stored.encoded()]
+    starts = _chunk_starts(sizes)
+    chunk_sizes = [end - start for start, end in zip(starts, [*starts[1:], len(sizes)], strict=True)]
+    restored = StoredHistory("i", "x", events[:at], chunk_sizes=chunk_sizes)
+    while at < len(events):
+        turn = rng.randint(1, 6)
+        restored.append(events[at:at + turn])
+        at += turn
+        encoded = restored.encoded()
+        starts = _chunk_starts([len(e) for e in encoded])
+        assert restored.chunk_count == len(starts)
+        assert restored.open_bytes() == sum(len(e) + 1 for e in encoded[starts[-1]:])
+    assert restored.chunk_count > 10  # both rules closed chunks on the way
