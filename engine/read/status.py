@@ -6,7 +6,8 @@ with positions for its read barrier, lag for its metrics and an observer that se
 and the tools (the benchmark's and the chaos runs' load generators, which subscribe to changes).
 
 What it guarantees:
-- `states` holds the latest decoded state of every instance of the followed partitions; a
+- `states` holds the latest decoded state of every instance of the followed partitions (whole,
+  or the fields a reader's own `decode` reads); a
   tombstone (a purge) removes the instance. An unreadable record (a key that is not UTF-8, a
   value the codec refuses) is logged and skipped: one bad record never stops the follower.
 - `position(p)` is the next offset to read; it moves over transaction markers too, so it reaches
@@ -66,6 +67,9 @@ class StatusFollower:
         #: How a record becomes the state the view keeps and observers get: a reader that needs a
         #: few fields may read only those (`wire.records.decode_partial_state`).
         self._decode = decode
+        #: Whether a state it decodes is whole, so the index may file it without summarizing the
+        #: record again (a partial one would be listed by its defaults).
+        self._whole = decode is decode_state
         #: Follow partitions from their end when added, and find older states with `look_up`: for
         #: a reader that asks about a few instances (the Python client), so its start and its first
         #: read cost what it asks about, not what the topic holds.
@@ -332,7 +336,8 @@ class StatusFollower:
             for record in records:
                 state = self._apply(record.key, record.value)
                 if self.index is not None:
-                    self._batch.append(StatusRecord(tp.partition, record.offset, record.key, record.value, state))
+                    self._batch.append(StatusRecord(tp.partition, record.offset, record.key, record.value,
+                                                    state if self._whole else None))
                 self._positions[tp.partition] = record.offset + 1
         # Positions also move over transaction markers, which come with no record: read them on
         # every round, not only when records came.

@@ -96,6 +96,18 @@ def test_chunks_close_by_count_and_size_across_turns_and_a_restore() -> None:
         starts = _chunk_starts([len(e) for e in encoded])
         assert stored.chunk_count == len(starts)
         assert stored.open_bytes() == sum(len(e) + 1 for e in encoded[starts[-1]:])
+    # The chunks themselves, against the two bounds: each within both, each sealed one full by one.
+    sizes = [len(e) for e in stored.encoded()]
+    counts = [len(decode_events(record)[2]) for _, record in stored.dirty_chunks()]
+    assert sum(counts) == len(sizes)
+    first = 0
+    for number, count in enumerate(counts):
+        chunk = sizes[first:first + count]
+        assert count <= HISTORY_CHUNK
+        assert count == 1 or sum(chunk) <= CHUNK_BYTES
+        if number < len(counts) - 1:
+            assert count == HISTORY_CHUNK or sum(chunk) + sizes[first + count] > CHUNK_BYTES
+        first += count
     # Restored with the boundaries it had: counting picks up from there.
     sizes = [len(e) for e in stored.encoded()]
     starts = _chunk_starts(sizes)

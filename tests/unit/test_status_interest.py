@@ -16,7 +16,7 @@ from engine.core.values import RuntimeStatus
 from engine.read.index import IndexFilter, StatusIndex
 from engine.read.status import StatusFollower
 from engine.settings import Settings
-from engine.wire.records import decode_state, encode_state
+from engine.wire.records import decode_partial_state, decode_state, encode_state
 
 TP = TopicPartition("t.status", 0)
 
@@ -117,3 +117,12 @@ def test_with_no_observer_and_an_index_nothing_is_decoded(index: StatusIndex, de
     _round(StatusFollower(Settings(topic_prefix="t."), index=index, decode=decode))
     assert decode.calls == []
     assert len(index) == 2
+
+
+def test_an_index_files_partially_decoded_states_by_their_records(index: StatusIndex) -> None:
+    follower = StatusFollower(Settings(topic_prefix="t."), index=index,
+                              decode=lambda data: decode_partial_state(data, ("status",)))
+    follower.subscribe(lambda iid, state: None)
+    _round(follower)
+    # The states told were partial (no name); the rows are filed by what the records hold.
+    assert [s.instance_id for s in index.page(IndexFilter(workflow_name="wf"), 10)] == ["other", "wanted"]
