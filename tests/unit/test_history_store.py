@@ -81,14 +81,11 @@ def _chunk_starts(sizes: list[int]) -> list[int]:
     return starts
 
 
-def test_chunks_close_by_count_and_size_across_turns_and_a_restore() -> None:
-    rng = random.Random(17)
-    # Mostly small events, some large ones: chunks close by count and by size.
-    payloads = [rng.choice([10, 50, 2_000, CHUNK_BYTES // 5, CHUNK_BYTES // 3]) for _ in range(300)]
-    events = [raised(i, size) for i, size in enumerate(payloads)]
-    stored = StoredHistory("i", "x")
-    at = 0
-    while at < 150:
+def _append_turns(stored: StoredHistory, events: list[ev.EventRaised], at: int, until: int,
+                  rng: random.Random) -> int:
+    """Append `events[at:until]` in turns of one to six, checking the chunks after each against
+    the rule counted from scratch; returns where it stopped."""
+    while at < until:
         turn = rng.randint(1, 6)
         stored.append(events[at:at + turn])
         at += turn
@@ -96,6 +93,16 @@ def test_chunks_close_by_count_and_size_across_turns_and_a_restore() -> None:
         starts = _chunk_starts([len(e) for e in encoded])
         assert stored.chunk_count == len(starts)
         assert stored.open_bytes() == sum(len(e) + 1 for e in encoded[starts[-1]:])
+    return at
+
+
+def test_chunks_close_by_count_and_size_across_turns_and_a_restore() -> None:
+    rng = random.Random(17)
+    # Mostly small events, some large ones: chunks close by count and by size.
+    payloads = [rng.choice([10, 50, 2_000, CHUNK_BYTES // 5, CHUNK_BYTES // 3]) for _ in range(300)]
+    events = [raised(i, size) for i, size in enumerate(payloads)]
+    stored = StoredHistory("i", "x")
+    at = _append_turns(stored, events, 0, 150, rng)
     # The chunks themselves, against the two bounds: each within both, each sealed one full by one.
     sizes = [len(e) for e in stored.encoded()]
     counts = [len(decode_events(record)[2]) for _, record in stored.dirty_chunks()]
@@ -108,17 +115,7 @@ def test_chunks_close_by_count_and_size_across_turns_and_a_restore() -> None:
         if number < len(counts) - 1:
             assert count == HISTORY_CHUNK or sum(chunk) + sizes[first + count] > CHUNK_BYTES
         first += count
-    # Restored with the boundaries it had: counting picks up from there.
-    sizes = [len(e) for e in stored.encoded()]
-    starts = _chunk_starts(sizes)
-    chunk_sizes = [end - start for start, end in zip(starts, [*starts[1:], len(sizes)], strict=True)]
-    restored = StoredHistory("i", "x", events[:at], chunk_sizes=chunk_sizes)
-    while at < len(events):
-        turn = rng.randint(1, 6)
-        restored.append(events[at:at + turn])
-        at += turn
-        encoded = restored.encoded()
-        starts = _chunk_starts([len(e) for e in encoded])
-        assert restored.chunk_count == len(starts)
-        assert restored.open_bytes() == sum(len(e) + 1 for e in encoded[starts[-1]:])
+    # Restored with the boundaries its chunks had: counting picks up from there.
+    restored = StoredHistory("i", "x", events[:at], chunk_sizes=counts)
+    _append_turns(restored, events, at, len(events), rng)
     assert restored.chunk_count > 10  # both rules closed chunks on the way
