@@ -32,7 +32,7 @@ from engine.core.commands import Command
 from engine.read.consumer import committed_reader
 from engine.read.index import StatusIndex
 from engine.read.status import Interest, Observer, StatusFollower
-from engine.topics import PRODUCE_BATCH_BYTES, Topics, ensure_topics
+from engine.topics import Topics, ensure_topics, producer_options
 
 from .errors import BackendError
 from .settings import ApiSettings
@@ -152,15 +152,12 @@ class KafkaLink:
         await asyncio.wait_for(ensure_topics(engine), self.settings.kafka_timeout_s * 4)
         self.admin = AIOKafkaAdminClient(**kwargs, request_timeout_ms=timeout_ms)
         await self.admin.start()
-        self.producer = AIOKafkaProducer(
-            **kwargs,
-            enable_idempotence=True,
-            linger_ms=0,
+        self.producer = AIOKafkaProducer(**producer_options(
+            engine,
             request_timeout_ms=timeout_ms,
             # Room for a payload at the configured limit plus the command's envelope.
             max_request_size=max(1024 * 1024, engine.max_payload_bytes + 64 * 1024),
-            max_batch_size=PRODUCE_BATCH_BYTES,
-        )
+        ))
         await self.producer.start()
         self.scanner = committed_reader(
             engine,

@@ -14,8 +14,8 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from .settings import Settings
 
 __all__ = [
-    "MANAGED_CONFIGS", "PRODUCE_BATCH_BYTES", "Topics", "ensure_topics", "partition_count", "record_limit",
-    "topic_configs",
+    "MANAGED_CONFIGS", "PRODUCE_BATCH_BYTES", "Topics", "ensure_topics", "partition_count", "producer_options",
+    "record_limit", "topic_configs",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,21 @@ def record_limit(settings: Settings) -> int:
     return 3 * settings.max_payload_bytes + 1024 * 1024
 
 
-#: Largest batch of records a producer of the engine, the workers or the API builds per partition
-#: (aiokafka's `max_batch_size`). aiokafka sends a node one produce request at a time with at most
-#: one batch per partition in it, so with its default of 16 KiB a transaction of ~200 KiB (an
-#: engine partition's turns under load) went out in about twelve requests, one after another,
-#: each a round trip inside the commit. Half of Kafka's default `max.message.bytes` (1 MiB, the
-#: limit of one batch), so that a topic made by hand with the defaults takes any batch.
+#: Largest batch of records a producer builds per partition (aiokafka's `max_batch_size`).
+#: aiokafka sends a node one produce request at a time with at most one batch per partition in it,
+#: so with its default of 16 KiB a transaction of ~200 KiB (an engine partition's turns under load)
+#: went out in about twelve requests, one after another, each a round trip inside the commit. Half
+#: of Kafka's default `max.message.bytes` (1 MiB, the limit of one batch), so that a topic made by
+#: hand with the defaults takes any batch.
 PRODUCE_BATCH_BYTES = 512 * 1024
+
+
+def producer_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """What every producer of the deployment (engine, workers, REST API, Python client) is made
+    with, `overrides` on top: idempotent, sent at once (no linger), records up to `record_limit`,
+    batches up to `PRODUCE_BATCH_BYTES`."""
+    return {**settings.client_kwargs(), "enable_idempotence": True, "linger_ms": 0,
+            "max_request_size": record_limit(settings), "max_batch_size": PRODUCE_BATCH_BYTES, **overrides}
 
 
 #: Topic configs that follow the settings: set at creation, and changed on existing topics whose

@@ -34,7 +34,7 @@ from ..core.state import InstanceState
 from ..read.status import StatusFollower
 from ..sdk.state import WorkflowState
 from ..settings import Settings
-from ..topics import PRODUCE_BATCH_BYTES, Topics, ensure_topics, record_limit
+from ..topics import Topics, ensure_topics, producer_options
 from .kafka import KafkaSend, ViewLookUp
 from .service import WorkflowCommands
 
@@ -121,8 +121,7 @@ class ClientCore:
 
     async def open(self) -> None:
         await ensure_topics(self.settings)
-        producer = AIOKafkaProducer(**self.settings.client_kwargs(), enable_idempotence=True, linger_ms=0,
-                                    max_request_size=record_limit(self.settings), max_batch_size=PRODUCE_BATCH_BYTES)
+        producer = AIOKafkaProducer(**producer_options(self.settings))
         self._res.producer = producer
         await producer.start()
         await self.view.start()

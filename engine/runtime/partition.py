@@ -39,7 +39,7 @@ from ..core.values import FailureDetails, RuntimeStatus
 from ..errors import DecodeError, PoisonedInputError
 from ..read.to_end import latest_by_key, latest_values, reading
 from ..settings import AuditMode, Settings
-from ..topics import PRODUCE_BATCH_BYTES, Topics, record_limit
+from ..topics import Topics, producer_options, record_limit
 from ..wire.records import (
     MESSAGES,
     POSITIONS_HEADER,
@@ -227,18 +227,14 @@ class PartitionOwner:
 
     async def start(self) -> None:
         retry_concurrent_transactions_sooner()
-        self.producer = AIOKafkaProducer(
-            **self.settings.client_kwargs(),
+        self.producer = AIOKafkaProducer(**producer_options(
+            self.settings,
             transactional_id=f"{self.group_id}-p{self.number}",
-            enable_idempotence=True,
-            linger_ms=0,
-            max_request_size=record_limit(self.settings),
-            max_batch_size=PRODUCE_BATCH_BYTES,
             # Kafka 4 verifies each transactional write with the coordinator; a write that follows
             # the previous commit before its markers landed is refused as retriable and retried
             # after this back-off. aiokafka's 100 ms default was the whole p99 of a one-step workflow.
             retry_backoff_ms=PRODUCER_RETRY_BACKOFF_MS,
-        )
+        ))
         # Starting registers the transactional ID: any earlier owner's open transaction is aborted
         # and its producer fenced, so the restore below reads the last committed state.
         await self.producer.start()

@@ -46,7 +46,7 @@ from ..errors import DecodeError
 from ..sdk.activity import oversized_result, run_activity
 from ..sdk.registry import Registry
 from ..settings import FETCH_MAX_WAIT_MS, Settings
-from ..topics import PRODUCE_BATCH_BYTES, Topics, ensure_topics, record_limit
+from ..topics import Topics, ensure_topics, producer_options
 from ..wire.records import WORK_ITEMS, encode_dead_letter
 from . import logs
 from .apps import AppTopics
@@ -317,8 +317,7 @@ class ActivityWorker:
         # aiokafka batches anyway while the node's one request is in flight. chain-5 (issue 17, two
         # alternated runs): worker 0.42-0.44 -> 0.38 CPU ms per workflow, 551-590 -> 599-600 wf/s;
         # chain-1-latency p50 14.6-15.0 -> 12.5 ms.
-        producer = AIOKafkaProducer(**self.settings.client_kwargs(), enable_idempotence=True, linger_ms=0,
-                                    max_request_size=record_limit(self.settings), max_batch_size=PRODUCE_BATCH_BYTES)
+        producer = AIOKafkaProducer(**producer_options(self.settings))
         admin = AIOKafkaAdminClient(**self.settings.client_kwargs())
         await producer.start()
         await admin.start()
