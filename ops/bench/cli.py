@@ -67,6 +67,12 @@ def register(subparsers: Subcommands) -> None:
     out.add_argument("--no-progress", action="store_true", help="no live progress bar")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the raw Kafka round trip")
     parser.add_argument(
+        "--keep-topics",
+        action="store_true",
+        help="with --bootstrap-servers: leave the run's topics (bench.<run ID>.*) on the broker "
+        "for inspection; by default they are deleted when the run ends",
+    )
+    parser.add_argument(
         "--broker-warmup",
         type=float,
         metavar="SECONDS",

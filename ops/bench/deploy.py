@@ -13,11 +13,13 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from api.settings import ApiSettings
 from engine.settings import Settings
@@ -79,6 +81,39 @@ class Broker:
         if host in ("localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0") and port.isdigit():  # noqa: S104
             pid = listener_pid(int(port))
         return cls(bootstrap, pid, "given")
+
+    async def forget_run(self, prefix: str) -> list[str]:
+        """Delete the topics named `prefix...` from a given broker: a run's topics (every topic a
+        bench run creates starts with `bench.<run ID>.`), so a long-lived development broker does
+        not gather those of every run (one had 1,118, and every client that asks for the metadata
+        of all topics pays for each). A private broker is wiped by `stop` instead. The run's
+        consumer groups are left to expire (`offsets.retention.minutes` after they empty): aiokafka
+        has no DeleteGroups. Returns the topics deleted."""
+        if self._local is not None:
+            return []
+        admin = AIOKafkaAdminClient(**Settings.from_env(bootstrap_servers=self.bootstrap).client_kwargs())
+        await admin.start()
+        try:
+            doomed = sorted(t for t in await admin.list_topics() if t.startswith(prefix))
+            if doomed:
+                await admin.delete_topics(doomed)
+            return doomed
+        finally:
+            await admin.close()
+
+    async def close(self, run_id: str, *, keep_topics: bool, note: Callable[[str], None]) -> None:
+        """End a run on this broker: its topics deleted from a given broker unless `keep_topics`
+        (a failure to delete is said, not raised: the figures are what the run is for), and a
+        private broker stopped and wiped."""
+        if not keep_topics:
+            try:
+                deleted = await self.forget_run(f"bench.{run_id}.")
+            except KafkaError as exc:
+                note(f"could not delete the run's topics (bench.{run_id}.*): {exc!r}")
+            else:
+                if deleted:
+                    note(f"deleted the run's {len(deleted)} topics (bench.{run_id}.*; --keep-topics keeps them)")
+        await asyncio.to_thread(self.stop)
 
     def stop(self) -> None:
         from ops.kafka import LocalKafka

@@ -776,7 +776,7 @@ async def run_scale(args: argparse.Namespace, command: str) -> dict[str, Any]:
             note(f"retention: {opts.retention} finished instances, all due")
             doc.retention = await _retention(broker, run_id, opts, log_dir / "retention")
     finally:
-        broker.stop()
+        await broker.close(run_id, keep_topics=args.keep_topics, note=note)
     result = doc.to_json()
     result["environment"]["loadavg_at_end"] = os.getloadavg()
     path = opts.out / f"bench-scale-{run_id}.json"

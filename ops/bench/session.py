@@ -222,7 +222,7 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 progress.finish(figures)
                 progress.note(_one_line(figures))
     finally:
-        broker.stop()
+        await broker.close(run_id, keep_topics=args.keep_topics, note=progress.note)
     doc["environment"]["loadavg_at_end"] = os.getloadavg()
     doc["environment"]["machine_busy_cores"] = round((machine_busy_s()[0] - busy0) / (time.monotonic() - t0), 2)
     doc["targets"] = report.targets(doc["scenarios"])

@@ -5,14 +5,18 @@ machines are noisy, and this test only keeps the harness working.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
+from engine.settings import Settings
 from ops.bench.scenarios import SCENARIO_NAMES
 
 pytestmark = pytest.mark.kafka
@@ -74,6 +78,22 @@ def test_every_scenario_completes_at_tiny_size_and_writes_its_files(kafka_bootst
     assert len(doc["targets"]) == 5
     assert code == 0, output[-3000:]
 
+    # The run's topics were there (every scenario wrote records to them) and are gone: a given
+    # broker does not keep every run's topics.
+    prefix = f"bench.{doc['run_id']}."
+    deleted = re.search(r"deleted the run's (\d+) topics", output)
+    assert deleted is not None and int(deleted.group(1)) >= len(SCENARIO_NAMES), output[-3000:]
+    assert [t for t in asyncio.run(_topics(kafka_bootstrap)) if t.startswith(prefix)] == []
+
     stem = tmp_path / f"bench-{doc['run_id']}"
     assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Targets" in stem.with_suffix(".md").read_text()
+
+
+async def _topics(bootstrap: str) -> list[str]:
+    admin = AIOKafkaAdminClient(**Settings.from_env(bootstrap_servers=bootstrap).client_kwargs())
+    await admin.start()
+    try:
+        return list(await admin.list_topics())
+    finally:
+        await admin.close()
