@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum, auto
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -56,6 +56,8 @@ from .telemetry import GaugeRefresh, Problem, WorkerMetrics, partition_offsets
 __all__ = ["ActivityWorker", "DaemonThreadPool", "WorkSource", "decode_finished", "encode_finished"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Kafka refuses commit metadata over `offset.metadata.max.bytes` (4096 by default); stay under it.
 METADATA_BUDGET = 4000
@@ -125,45 +127,73 @@ class DaemonThreadPool(concurrent.futures.Executor):
     that runs for minutes keeps a stopping worker alive for minutes. Here the threads are daemons:
     an activity still running when the process ends is simply cut off (its item was not committed,
     so it is delivered again).
+
+    `run_soon` is what the worker hands sync activities to: `loop.run_in_executor(pool, ...)`
+    without the `concurrent.futures.Future` between the thread and the loop (its lock and
+    condition, and the callbacks that copy its outcome to the loop's future). For an activity that
+    returns at once that hand-off was a quarter of the worker's CPU (issue 17: `headrace bench`
+    with the bench's activity made `async`, which needs no thread, as the measure of it).
     """
 
     def __init__(self, max_workers: int, thread_name_prefix: str = "pool") -> None:
         self._max_workers = max_workers
         self._prefix = thread_name_prefix
-        self._queue: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...],
-                                             dict[str, Any]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._idle = threading.Semaphore(0)
+        #: Jobs finished and not yet matched by a new one: about how many threads wait for work.
+        self._idle = 0
         self._lock = threading.Lock()
         self._shutdown = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._put((future, fn, args, kwargs, None))
+        return future
+
+    def run_soon(self, fn: Callable[..., T], /, *args: Any) -> asyncio.Future[T]:
+        """`fn(*args)` on one of the threads, as a future of the running loop (cancelling it before
+        a thread takes the call skips the call)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._put((future, fn, args, None, loop))
+        return future
+
+    def _put(self, job: _Job) -> None:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            self._queue.put((future, fn, args, kwargs))
-            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
+            self._queue.put(job)
+            if self._idle:
+                self._idle -= 1
+            elif len(self._threads) < self._max_workers:
                 thread = threading.Thread(target=self._work, name=f"{self._prefix}_{len(self._threads)}",
                                           daemon=True)
                 thread.start()
                 self._threads.append(thread)
-            return future
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            job = self._queue.get()
+            if job is None:
                 self._queue.put(None)  # wake the next thread, so every thread sees the end
                 return
-            future, fn, args, kwargs = item
-            if future.set_running_or_notify_cancel():
+            future, fn, args, kwargs, loop = job
+            if loop is None:  # `submit`
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args, **(kwargs or {})))
+                    except BaseException as exc:
+                        future.set_exception(exc)
+            elif not future.cancelled():  # `run_soon`: read across threads, as a hint only
                 try:
-                    future.set_result(fn(*args, **kwargs))
+                    value = fn(*args)
                 except BaseException as exc:
-                    future.set_exception(exc)
-            del item, future
-            self._idle.release()
+                    _settle_soon(loop, future, None, exc)
+                else:
+                    _settle_soon(loop, future, value, None)
+            del job, future
+            with self._lock:
+                self._idle += 1
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
@@ -178,6 +208,28 @@ class DaemonThreadPool(concurrent.futures.Executor):
         if wait:
             for thread in self._threads:
                 thread.join()
+
+
+#: A call queued in a `DaemonThreadPool`: the future it settles, the function, its arguments, and
+#: the loop of that future (None: a `concurrent.futures.Future`, from `submit`).
+_Job = tuple[Any, Callable[..., Any], tuple[Any, ...], dict[str, Any] | None, asyncio.AbstractEventLoop | None]
+
+
+def _settle_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: Any,
+                 error: BaseException | None) -> None:
+    """From a pool thread: settle `future` on its loop's thread (dropped if that loop is closed:
+    the process is stopping, and the item, not committed, is delivered again)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle, future, value, error)
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
 
 
 class HandOn(Enum):
@@ -255,7 +307,7 @@ class WorkSource:
 class LocalActivities:
     """Activities of a registry in this process: sync ones on `pool`'s threads, async on the loop."""
 
-    def __init__(self, registry: Registry, pool: concurrent.futures.Executor) -> None:
+    def __init__(self, registry: Registry, pool: DaemonThreadPool) -> None:
         self.registry = registry
         self.pool = pool
 
@@ -263,7 +315,7 @@ class LocalActivities:
         return self.registry.get_activity(name) is not None
 
     async def run(self, item: ActivityWorkItem) -> ActivityResult:
-        return await run_activity(self.registry, item, self.pool)
+        return await run_activity(self.registry, item, self.pool.run_soon)
 
 
 class ActivityWorker:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..core.commands import ActivityResult, ActivityWorkItem
 from ..core.propagation import PropagatedHistory
@@ -12,7 +13,11 @@ from ..core.serializer import call_with_input, to_json
 from ..core.values import FailureDetails
 from .registry import Registry
 
-__all__ = ["WorkflowActivityContext", "oversized_result", "run_activity"]
+__all__ = ["Offload", "WorkflowActivityContext", "oversized_result", "run_activity"]
+
+#: Runs a sync call off the event loop, `offload(fn, *args)`, and gives its value or raises its
+#: exception: how a worker hands sync activities to its threads (`runtime.worker.DaemonThreadPool`).
+Offload = Callable[..., Awaitable[Any]]
 
 
 class WorkflowActivityContext:
@@ -59,10 +64,9 @@ class WorkflowActivityContext:
         return f"WorkflowActivityContext(workflow_id={self._workflow_id!r}, task_id={self._task_id})"
 
 
-async def run_activity(
-    registry: Registry, item: ActivityWorkItem, pool: concurrent.futures.Executor | None = None
-) -> ActivityResult:
-    """Run one work item: sync activities in `pool` (a thread), async ones on the running loop.
+async def run_activity(registry: Registry, item: ActivityWorkItem, offload: Offload | None = None) -> ActivityResult:
+    """Run one work item: sync activities through `offload` (on a thread; the loop's default
+    executor when None), async ones on the running loop.
 
     Never raises for the activity's own failure: that becomes the result's failure details.
     """
@@ -81,8 +85,10 @@ async def run_activity(
         if inspect.iscoroutinefunction(fn):
             value = await call_with_input(fn, ctx, item.input)
         else:
-            loop = asyncio.get_running_loop()
-            value = await loop.run_in_executor(pool, call_with_input, fn, ctx, item.input)
+            if offload is None:
+                value = await asyncio.get_running_loop().run_in_executor(None, call_with_input, fn, ctx, item.input)
+            else:
+                value = await offload(call_with_input, fn, ctx, item.input)
             if inspect.isawaitable(value):
                 value = await value
         return _result(item, result=to_json(value))

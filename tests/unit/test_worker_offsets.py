@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import subprocess
 import sys
 import textwrap
+import threading
+import traceback
 import zlib
 from pathlib import Path
 
@@ -93,6 +96,67 @@ def test_daemon_pool_runs_work_and_refuses_it_after_shutdown() -> None:
     pool.shutdown(wait=True)
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(pow, 2, 1)
+
+
+def test_daemon_pool_runs_a_call_for_the_loop_and_settles_it_there() -> None:
+    pool = DaemonThreadPool(2, "t")
+    loop_thread: list[int] = []
+
+    def fail(message: str) -> None:
+        raise ValueError(message)
+
+    async def main() -> None:
+        loop_thread.append(threading.get_ident())
+        on_threads = await asyncio.gather(*(pool.run_soon(threading.get_ident) for _ in range(20)))
+        assert loop_thread[0] not in on_threads  # ran on the pool's threads
+        assert await asyncio.gather(*(pool.run_soon(pow, 2, n) for n in range(10))) == [2**n for n in range(10)]
+        with pytest.raises(ValueError, match="no good") as raised:
+            await pool.run_soon(fail, "no good")
+        # The activity's own frame is in the traceback a failure's details are made from.
+        assert any(frame.name == "fail" for frame in traceback.extract_tb(raised.value.__traceback__))
+
+    asyncio.run(main())
+    pool.shutdown(wait=True)
+
+
+def test_daemon_pool_skips_a_call_cancelled_before_a_thread_takes_it() -> None:
+    pool = DaemonThreadPool(1, "t")
+    release = threading.Event()
+    ran: list[str] = []
+
+    async def main() -> None:
+        busy = pool.run_soon(release.wait, 30)  # the only thread, held
+        skipped = pool.run_soon(ran.append, "skipped")
+        skipped.cancel()
+        after = pool.run_soon(ran.append, "after")
+        release.set()
+        assert await busy is True
+        await after
+        assert skipped.cancelled()
+
+    asyncio.run(main())
+    assert ran == ["after"]
+    pool.shutdown(wait=True)
+
+
+def test_daemon_pool_drops_an_outcome_whose_loop_has_closed() -> None:
+    pool = DaemonThreadPool(1, "t")
+    release = threading.Event()
+    finished = threading.Event()
+
+    def slow() -> str:
+        release.wait(30)
+        return "late"
+
+    async def main() -> None:
+        pool.run_soon(slow)
+        pool.run_soon(finished.set)  # runs after `slow`, on the same thread
+
+    asyncio.run(main())  # the loop is closed with `slow` still running
+    release.set()
+    assert finished.wait(30)  # the thread lived on past settling on a closed loop
+    assert [t for t in pool._threads if t.is_alive()]
+    pool.shutdown(wait=True)
 
 
 _EXIT_PROGRAM = textwrap.dedent("""
