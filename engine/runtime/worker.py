@@ -21,6 +21,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import queue
 import threading
@@ -132,7 +133,9 @@ class DaemonThreadPool(concurrent.futures.Executor):
     without the `concurrent.futures.Future` between the thread and the loop (its lock and
     condition, and the callbacks that copy its outcome to the loop's future). For an activity that
     returns at once that hand-off was a quarter of the worker's CPU (issue 17: `headrace bench`
-    with the bench's activity made `async`, which needs no thread, as the measure of it).
+    with the bench's activity made `async`, which needs no thread, as the measure of it). The call
+    runs in a copy of the caller's context, as `asyncio.to_thread` runs it, so a sync activity's
+    log lines carry the fields its task set (`runtime.logs.set_context`).
     """
 
     def __init__(self, max_workers: int, thread_name_prefix: str = "pool") -> None:
@@ -140,14 +143,15 @@ class DaemonThreadPool(concurrent.futures.Executor):
         self._prefix = thread_name_prefix
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        #: Jobs finished and not yet matched by a new one: about how many threads wait for work.
+        #: Jobs finished and not yet matched by a new one: how many threads wait for work, until
+        #: the pool is full (past that it only grows, and decides nothing: threads never exit).
         self._idle = 0
         self._lock = threading.Lock()
         self._shutdown = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._put((future, fn, args, kwargs, None))
+        self._put((future, fn, args, kwargs, None, None))
         return future
 
     def run_soon(self, fn: Callable[..., T], /, *args: Any) -> asyncio.Future[T]:
@@ -155,7 +159,7 @@ class DaemonThreadPool(concurrent.futures.Executor):
         a thread takes the call skips the call)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._put((future, fn, args, None, loop))
+        self._put((future, fn, args, None, loop, contextvars.copy_context()))
         return future
 
     def _put(self, job: _Job) -> None:
@@ -177,21 +181,24 @@ class DaemonThreadPool(concurrent.futures.Executor):
             if job is None:
                 self._queue.put(None)  # wake the next thread, so every thread sees the end
                 return
-            future, fn, args, kwargs, loop = job
+            future, fn, args, kwargs, loop, context = job
             if loop is None:  # `submit`
                 if future.set_running_or_notify_cancel():
                     try:
                         future.set_result(fn(*args, **(kwargs or {})))
                     except BaseException as exc:
                         future.set_exception(exc)
-            elif not future.cancelled():  # `run_soon`: read across threads, as a hint only
+            elif not future.cancelled():  # `run_soon`: read across threads, as a hint (`_settle`)
+                assert context is not None
                 try:
-                    value = fn(*args)
+                    value = context.run(fn, *args)
                 except BaseException as exc:
                     _settle_soon(loop, future, None, exc)
                 else:
                     _settle_soon(loop, future, value, None)
-            del job, future
+                value = None
+            # Nothing of the call stays alive while the thread waits for the next one.
+            del job, future, fn, args, kwargs, loop, context
             with self._lock:
                 self._idle += 1
 
@@ -201,9 +208,15 @@ class DaemonThreadPool(concurrent.futures.Executor):
             if cancel_futures:
                 with contextlib.suppress(queue.Empty):
                     while True:
-                        item = self._queue.get_nowait()
-                        if item is not None:
-                            item[0].cancel()
+                        job = self._queue.get_nowait()
+                        if job is None:
+                            continue
+                        future, loop = job[0], job[4]
+                        if loop is None:
+                            future.cancel()
+                        else:  # an asyncio future is cancelled on its loop's thread (if it still runs)
+                            with contextlib.suppress(RuntimeError):
+                                loop.call_soon_threadsafe(future.cancel)
             self._queue.put(None)
         if wait:
             for thread in self._threads:
@@ -211,25 +224,35 @@ class DaemonThreadPool(concurrent.futures.Executor):
 
 
 #: A call queued in a `DaemonThreadPool`: the future it settles, the function, its arguments, and
-#: the loop of that future (None: a `concurrent.futures.Future`, from `submit`).
-_Job = tuple[Any, Callable[..., Any], tuple[Any, ...], dict[str, Any] | None, asyncio.AbstractEventLoop | None]
+#: for `run_soon` the loop of that future and the context to run in (None for `submit`, whose
+#: future is a `concurrent.futures.Future`).
+_Job = tuple[Any, Callable[..., Any], tuple[Any, ...], dict[str, Any] | None, asyncio.AbstractEventLoop | None,
+             contextvars.Context | None]
 
 
 def _settle_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: Any,
                  error: BaseException | None) -> None:
-    """From a pool thread: settle `future` on its loop's thread (dropped if that loop is closed:
-    the process is stopping, and the item, not committed, is delivered again)."""
+    """From a pool thread: have `future` settled on its loop's thread (dropped if that loop is
+    closed: the process is stopping, and the item, not committed, is delivered again)."""
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(_settle, future, value, error)
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    """On the loop's thread: the outcome, unless the future was cancelled meanwhile."""
     if future.cancelled():
         return
-    if error is not None:
-        future.set_exception(error)
-    else:
+    if error is None:
         future.set_result(value)
+    elif isinstance(error, StopIteration):
+        # An asyncio future refuses StopIteration (`set_exception` raises TypeError, and the
+        # future would never settle: its item would hold a slot for good); a generator turns it
+        # into a RuntimeError too (PEP 479).
+        wrapped = RuntimeError(f"the call raised StopIteration: {error!r}")
+        wrapped.__cause__ = error
+        future.set_exception(wrapped)
+    else:
+        future.set_exception(error)
 
 
 class HandOn(Enum):

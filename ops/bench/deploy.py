@@ -9,17 +9,19 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import for_code
 
 from api.settings import ApiSettings
 from engine.settings import Settings
@@ -29,7 +31,7 @@ from ops.process import Child, ChildError, free_ports
 
 from .procstats import listener_pid
 
-__all__ = ["BenchError", "Broker", "Deployment", "OffsetCounter", "Service"]
+__all__ = ["BenchError", "Broker", "Deployment", "OffsetCounter", "Service", "new_run_id"]
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "ops.bench.apps:runtime"
@@ -42,6 +44,12 @@ REMOTE_WORKFLOWS = ("bench_chain", "bench_fan_out", "bench_timer")
 REMOTE_ACTIVITIES = ("bench_echo",)
 #: Internal topics every deployment on a broker writes to (offsets and transaction state).
 INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
+
+
+def new_run_id() -> str:
+    """A run's ID: when it started, and four hex digits so that two runs started in the same second
+    on one broker (a `bench` and a `bench scale`) never share topics (`bench.<run ID>.`)."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 class BenchError(OpsError):
@@ -82,37 +90,44 @@ class Broker:
             pid = listener_pid(int(port))
         return cls(bootstrap, pid, "given")
 
-    async def forget_run(self, prefix: str) -> list[str]:
+    async def forget_run(self, prefix: str) -> tuple[list[str], dict[str, str]]:
         """Delete the topics named `prefix...` from a given broker: a run's topics (every topic a
         bench run creates starts with `bench.<run ID>.`), so a long-lived development broker does
         not gather those of every run (one had 1,118, and every client that asks for the metadata
         of all topics pays for each). A private broker is wiped by `stop` instead. The run's
         consumer groups are left to expire (`offsets.retention.minutes` after they empty): aiokafka
-        has no DeleteGroups. Returns the topics deleted."""
+        has no DeleteGroups. Returns the topics deleted and those the broker refused, with why."""
         if self._local is not None:
-            return []
+            return [], {}
         admin = AIOKafkaAdminClient(**Settings.from_env(bootstrap_servers=self.bootstrap).client_kwargs())
         await admin.start()
         try:
             doomed = sorted(t for t in await admin.list_topics() if t.startswith(prefix))
-            if doomed:
-                await admin.delete_topics(doomed)
-            return doomed
+            if not doomed:
+                return [], {}
+            # aiokafka hands back the response as it came: each topic's error is for the caller.
+            response = await admin.delete_topics(doomed)
+            refused = {topic: for_code(code).__name__ for topic, code in response.topic_error_codes if code}
+            return [t for t in doomed if t not in refused], refused
         finally:
             await admin.close()
 
     async def close(self, run_id: str, *, keep_topics: bool, note: Callable[[str], None]) -> None:
-        """End a run on this broker: its topics deleted from a given broker unless `keep_topics`
-        (a failure to delete is said, not raised: the figures are what the run is for), and a
-        private broker stopped and wiped."""
+        """End a run on this broker: its topics deleted from a given broker unless `keep_topics`,
+        and a private broker stopped and wiped. A failure to delete is said, never raised: the
+        run's figures, written after this, are what it is for."""
         if not keep_topics:
+            prefix = f"bench.{run_id}."
             try:
-                deleted = await self.forget_run(f"bench.{run_id}.")
-            except KafkaError as exc:
-                note(f"could not delete the run's topics (bench.{run_id}.*): {exc!r}")
+                deleted, refused = await self.forget_run(prefix)
+            except Exception as exc:  # clean-up only: say it and go on
+                note(f"could not delete the run's topics ({prefix}*): {exc!r}")
             else:
                 if deleted:
-                    note(f"deleted the run's {len(deleted)} topics (bench.{run_id}.*; --keep-topics keeps them)")
+                    note(f"deleted the run's {len(deleted)} topics ({prefix}*; --keep-topics keeps them)")
+                if refused:
+                    note(f"the broker refused to delete {len(refused)} of the run's topics: "
+                         + ", ".join(f"{topic} ({why})" for topic, why in sorted(refused.items())))
         await asyncio.to_thread(self.stop)
 
     def stop(self) -> None:

@@ -73,7 +73,7 @@ from engine.wire.records import (
 from ops.process import free_ports
 
 from . import apps
-from .deploy import ROOT, Broker, Service
+from .deploy import ROOT, Broker, Service, new_run_id
 from .procstats import read as read_proc
 from .stats import percentiles
 
@@ -742,7 +742,7 @@ async def run_scale(args: argparse.Namespace, command: str) -> dict[str, Any]:
     from .session import _environment
 
     opts = options_from_args(args)
-    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_id = new_run_id()
     opts.out.mkdir(parents=True, exist_ok=True)
     log_dir = opts.out / f"logs-scale-{run_id}"
 

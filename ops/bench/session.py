@@ -17,7 +17,7 @@ from engine.settings import Settings
 
 from . import report
 from .ceiling import measure_ceiling
-from .deploy import ROOT, Broker, set_broker_config
+from .deploy import ROOT, Broker, new_run_id, set_broker_config
 from .procstats import machine_busy_s
 from .runner import RunOptions, run_scenario
 from .scenarios import Scenario, broker_warmup, override, select
@@ -120,7 +120,7 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
         )
         for s in select(args.scenarios, tiny=args.tiny)
     ]
-    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_id = new_run_id()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before any load runs
     progress = _Progress(enabled=not args.no_progress)

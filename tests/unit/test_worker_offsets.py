@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import random
 import subprocess
 import sys
@@ -132,7 +133,6 @@ def test_daemon_pool_skips_a_call_cancelled_before_a_thread_takes_it() -> None:
         release.set()
         assert await busy is True
         await after
-        assert skipped.cancelled()
 
     asyncio.run(main())
     assert ran == ["after"]
@@ -157,6 +157,62 @@ def test_daemon_pool_drops_an_outcome_whose_loop_has_closed() -> None:
     assert finished.wait(30)  # the thread lived on past settling on a closed loop
     assert [t for t in pool._threads if t.is_alive()]
     pool.shutdown(wait=True)
+
+
+def test_daemon_pool_run_soon_edge_cases_leave_the_loop_and_the_threads_working() -> None:
+    pool = DaemonThreadPool(1, "t")
+    seen: list[str] = []
+    handled: list[dict[str, object]] = []
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    release = threading.Event()
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: handled.append(context))
+        # An asyncio future refuses StopIteration: without the wrapping the call would never end.
+        with pytest.raises(RuntimeError, match="StopIteration") as raised:
+            await asyncio.wait_for(pool.run_soon(next, iter([])), 30)
+        assert isinstance(raised.value.__cause__, StopIteration)
+        # Cancelled while it runs: its outcome is dropped quietly.
+        started = threading.Event()
+        running = pool.run_soon(lambda: (started.set(), release.wait(30)))
+        assert await asyncio.to_thread(started.wait, 30)
+        running.cancel()
+        release.set()
+        # The call runs in the caller's context (log fields, as `asyncio.to_thread` does).
+        var.set("caller's")
+        assert await pool.run_soon(var.get) == "caller's"
+        seen.append("after")
+
+    asyncio.run(main())
+    assert seen == ["after"]
+    assert handled == []
+    pool.shutdown(wait=True)
+
+
+def test_daemon_pool_shutdown_cancels_queued_loop_calls_on_their_loop() -> None:
+    pool = DaemonThreadPool(1, "t")
+    release = threading.Event()
+    ran: list[int] = []
+
+    async def main() -> None:
+        busy = pool.run_soon(release.wait, 30)
+        queued = [pool.run_soon(ran.append, n) for n in range(3)]
+        waiters = [asyncio.ensure_future(asyncio.wait_for(future, 30)) for future in queued]
+        await asyncio.sleep(0)  # each waiter's callback is on its future: a cancel schedules it
+        # From another thread, as a stopping process may call it: each future is cancelled on
+        # its loop's thread (debug mode below refuses a cancel from any other).
+        await asyncio.to_thread(lambda: pool.shutdown(wait=False, cancel_futures=True))
+        release.set()
+        assert await busy is True
+        for waiter in waiters:
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+        assert all(future.cancelled() for future in queued) and len(queued) == 3
+
+    asyncio.run(main(), debug=True)
+    assert ran == []
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(pow, 2, 1)
 
 
 _EXIT_PROGRAM = textwrap.dedent("""
