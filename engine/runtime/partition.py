@@ -26,7 +26,9 @@ from typing import Any
 
 import aiokafka.producer.sender as aiokafka_sender
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import murmur2
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import ConsumerRecord
 
 from ..core import commands as cmd
@@ -713,9 +715,15 @@ class PartitionOwner:
                 sends.append(Send(store, POSITIONS_KEY, header[1], self.number, None, [STORE_HEADER]))
         futures: list[asyncio.Future[Any]] = []
         began = time.monotonic()
+        own = (self.topics.status, self.topics.history_store, self.topics.history)
         try:
             async with producer.transaction():
-                await _send_all(producer, sends, futures)
+                await _send_all(producer, sends, futures, own, self._record_limit)
+                # Every record delivered before the commit (the commit itself waits for the same
+                # deliveries): aiokafka fails a batch the broker refuses for good (a record too
+                # large for the topic, a denied write) on its future only, and would then commit
+                # the transaction without it. Raised here, it aborts the transaction instead.
+                await asyncio.gather(*futures)
         except BaseException:
             # The transaction's failure is what the caller handles; the sends' own errors are the
             # same failure seen per record, and left unread they flood the log when fenced.
@@ -734,33 +742,42 @@ class PartitionOwner:
                 self.snapshot_keys.discard(send.key[:-len(SNAPSHOT_SUFFIX)].decode(errors="replace"))
         for kind in pending.set_aside:
             self.metrics.dead_letter(kind)
-        for future in futures:
-            future.result()  # surfaced already by the commit; kept so errors are not silently dropped
 
 
-async def _send_all(producer: AIOKafkaProducer, sends: list[Send], futures: list[asyncio.Future[Any]]) -> None:
+async def _send_all(producer: AIOKafkaProducer, sends: list[Send], futures: list[asyncio.Future[Any]],
+                    batched: tuple[str, ...], record_limit: int) -> None:
     """Hand a transaction's records to `producer`, each future in `futures`.
 
-    The records of a chosen partition (all but those partitioned by key) go in record batches built
-    here, one per partition (more only past `PRODUCE_BATCH_BYTES`), instead of a `send` each: a
-    `send` waits on the topic's metadata, picks the partition, finds the batch and gives the record
-    a future of its own, and a chain-5 workflow writes eighteen such records. The order of a
-    partition's records is kept (a compacted topic keeps a key's last), and so is what the broker
-    receives: one batch per partition, as the accumulator would build."""
+    The records of the owner's own topics (`batched`: status, history-store, audit, each record on
+    the owner's partition) go in record batches built here, one per partition (more only past
+    `PRODUCE_BATCH_BYTES`), instead of a `send` each: a `send` waits on the topic's metadata, picks
+    the partition, finds the batch and gives the record a future of its own, and a chain-5
+    workflow writes eighteen such records. A partition's records keep their order (a compacted
+    topic keeps a key's last); the broker receives what the accumulator would build, one batch per
+    partition. Every other record goes through `send`, in order among them: a topic is written one
+    way only, so no partition gets records both ways (the commands topic gets keyed messages and
+    forwarded records with a partition). A record over `record_limit` (key, value and headers) is
+    refused as `send` refuses it, before anything of it is queued."""
     batches: dict[tuple[str, int], Any] = {}
     for send in sends:
-        if send.partition is None:
-            futures.append(await producer.send(send.topic, value=send.value, key=send.key, headers=send.headers))
+        if send.partition is None or send.topic not in batched:
+            futures.append(await producer.send(send.topic, value=send.value, key=send.key, partition=send.partition,
+                                               headers=send.headers))
             continue
+        headers = send.headers or []
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(send.key, send.value, headers)
+        if size > record_limit:
+            raise MessageSizeTooLargeError(f"a record of {size} bytes for {send.topic}, over the limit of "
+                                           f"{record_limit} bytes")
         where = (send.topic, send.partition)
         batch = batches.get(where)
         if batch is None:
             batch = batches[where] = producer.create_batch()
-        if batch.append(timestamp=None, key=send.key, value=send.value, headers=send.headers or []) is None:
+        if batch.append(timestamp=None, key=send.key, value=send.value, headers=headers) is None:
             # Full: it goes now, and the record begins the next (a batch takes at least one record).
             futures.append(await producer.send_batch(batch, send.topic, partition=send.partition))
             batch = batches[where] = producer.create_batch()
-            batch.append(timestamp=None, key=send.key, value=send.value, headers=send.headers or [])
+            batch.append(timestamp=None, key=send.key, value=send.value, headers=headers)
     for (topic, partition), batch in batches.items():
         batch.close()  # nothing else may join it once it is queued
         futures.append(await producer.send_batch(batch, topic, partition=partition))

@@ -185,10 +185,36 @@ class _Forwarding:
                                                                headers=headers)
         return future
 
+    def create_batch(self) -> _Collected:
+        return _Collected()
+
+    async def send_batch(self, batch: _Collected, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        """A batch the owner filled (`partition._send_all`): its records go through `send` one by
+        one, so they are filtered and counted alike."""
+        futures = [await self.send(topic, value, key=key, partition=partition, headers=headers)
+                   for key, value, headers in batch.records]
+        sent: asyncio.Future[Any] = asyncio.gather(*futures)
+        return sent
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         yield
         await self.producer.flush()
+
+
+class _Collected:
+    """What `_Forwarding.create_batch` gives an owner: the records appended, never full."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+
+    def append(self, *, timestamp: int | None, key: bytes | None, value: bytes | None,
+               headers: list[tuple[str, bytes]]) -> bool:
+        self.records.append((key, value, headers))
+        return True
+
+    def close(self) -> None:
+        pass
 
 
 

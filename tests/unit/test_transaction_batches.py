@@ -1,17 +1,26 @@
 """How a partition owner hands a transaction's records to its producer (`partition._send_all`):
-records of a chosen partition in record batches it builds, one per partition unless one fills,
-each partition's records in their order; records partitioned by key through `send`."""
+records of its own topics in record batches it builds, one per partition unless one fills, each
+partition's records in their order; every other record through `send`, in order; and a record
+the broker refuses aborts the transaction (`PartitionOwner._commit`) instead of leaving it out."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from engine.runtime.partition import _send_all
-from engine.runtime.sink import Send
+from engine.core.orchestrator import Orchestrator
+from engine.runtime.partition import PartitionOwner, _send_all
+from engine.runtime.sink import Send, TransactionSink
+from engine.sdk.registry import Registry
+from engine.settings import Settings
+from engine.topics import Topics
 
 
 class _Producer:
@@ -29,8 +38,9 @@ class _Producer:
         self.handed.append(("batch", (topic, partition), batch))
         return asyncio.get_running_loop().create_future()
 
-    async def send(self, topic: str, *, value: bytes | None, key: bytes, headers: Any) -> asyncio.Future[Any]:
-        self.handed.append(("send", topic, (key, value, headers)))
+    async def send(self, topic: str, *, value: bytes | None, key: bytes, partition: int | None,
+                   headers: Any) -> asyncio.Future[Any]:
+        self.handed.append(("send", topic, (key, value, partition, headers)))
         return asyncio.get_running_loop().create_future()
 
 
@@ -39,12 +49,15 @@ def _records(batch: BatchBuilder) -> list[tuple[bytes | None, bytes | None, list
     return [(r.key, r.value, list(r.headers)) for r in DefaultRecordBatch(bytes(batch._build()))]
 
 
-def _hand(sends: list[Send], batch_bytes: int) -> tuple[_Producer, int]:
+OWN = ("status", "store", "history")
+
+
+def _hand(sends: list[Send], batch_bytes: int, limit: int = 1 << 20) -> tuple[_Producer, int]:
     producer = _Producer(batch_bytes)
     futures: list[asyncio.Future[Any]] = []
 
     async def main() -> None:
-        await _send_all(producer, sends, futures)  # type: ignore[arg-type]
+        await _send_all(producer, sends, futures, OWN, limit)  # type: ignore[arg-type]
 
     asyncio.run(main())
     return producer, len(futures)
@@ -66,7 +79,7 @@ def test_one_batch_per_chosen_partition_in_order_and_keyed_records_through_send(
         ("status", 3): [(b"a", b"s1", []), (b"b", b"s2", []), (b"a", b"s3", header)],
         ("store", 3): [(b"a", b"c1", header), (b"a", None, [])],
     }
-    assert [h for h in producer.handed if h[0] == "send"] == [("send", "tasks", (b"a", b"t1", header))]
+    assert [h for h in producer.handed if h[0] == "send"] == [("send", "tasks", (b"a", b"t1", None, header))]
     assert futures == len(producer.handed) == 3
 
 
@@ -78,3 +91,61 @@ def test_a_full_batch_goes_before_the_next_one_of_its_partition() -> None:
     assert {where for where, _ in handed} == {("status", 0)}
     keys = [key for _, records in handed for key, _, _ in records]
     assert keys == [f"k{i}".encode() for i in range(7)]  # every record, once, in order
+
+
+def test_other_topics_go_through_send_in_order_even_with_a_partition() -> None:
+    # A record forwarded to its home partition of `commands` and a message keyed to the same
+    # instance land on one partition: both through `send`, so the first stays first.
+    sends = [Send("commands", b"a", b"forwarded", 2, None), Send("commands", b"a", b"message", None, None),
+             Send("status", b"a", b"s", 2, None)]
+    producer, _ = _hand(sends, 512 * 1024)
+    assert [(h[0], h[1]) for h in producer.handed] == [("send", "commands"), ("send", "commands"),
+                                                       ("batch", ("status", 2))]
+    assert [h[2][1] for h in producer.handed if h[0] == "send"] == [b"forwarded", b"message"]
+
+
+def test_a_record_over_the_limit_with_its_headers_is_refused_before_anything_of_it_is_queued() -> None:
+    big = Send("status", b"a", b"v" * 900, 0, None, [("trace", b"t" * 200)])
+    with pytest.raises(MessageSizeTooLargeError):
+        _hand([Send("store", b"a", b"c", 0, None), big], 512 * 1024, limit=1000)
+    producer, _ = _hand([big], 512 * 1024, limit=1200)  # the same record fits a higher limit
+    assert len(producer.handed) == 1
+
+
+class _Transactional(_Producer):
+    """A producer whose transaction says how it ended, and whose batches the broker refuses."""
+
+    def __init__(self) -> None:
+        super().__init__(512 * 1024)
+        self.ended: list[str] = []
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        future = await super().send_batch(batch, topic, partition=partition)
+        asyncio.get_running_loop().call_soon(future.set_exception, KafkaError("refused for good"))
+        return future
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except BaseException:
+            self.ended.append("aborted")
+            raise
+        self.ended.append("committed")
+
+
+def test_a_record_the_broker_refuses_aborts_the_transaction() -> None:
+    settings = Settings.from_env({})
+    topics = Topics.for_settings(settings)
+    owner = PartitionOwner(0, settings, topics, Orchestrator(Registry().get_workflow), "engine", partitions=1)
+    producer = _Transactional()
+    owner.producer = producer  # type: ignore[assignment]
+    pending = TransactionSink(owner)
+    pending.add(topics.status, b"wf", b"{}", 0)
+
+    async def main() -> None:
+        with pytest.raises(KafkaError, match="refused for good"):
+            await owner._commit(pending, {})
+
+    asyncio.run(main())
+    assert producer.ended == ["aborted"]
