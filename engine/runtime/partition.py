@@ -722,7 +722,9 @@ class PartitionOwner:
                 # Every record delivered before the commit (the commit itself waits for the same
                 # deliveries): aiokafka fails a batch the broker refuses for good (a record too
                 # large for the topic, a denied write) on its future only, and would then commit
-                # the transaction without it. Raised here, it aborts the transaction instead.
+                # the transaction without it, where Kafka's Java producer refuses to commit a
+                # transaction with a failed send (`KafkaProducer.commitTransaction`'s contract,
+                # https://github.com/apache/kafka/pull/12264). Raised here, it aborts instead.
                 await asyncio.gather(*futures)
         except BaseException:
             # The transaction's failure is what the caller handles; the sends' own errors are the
