@@ -141,7 +141,7 @@ class DaemonThreadPool(concurrent.futures.Executor):
     def __init__(self, max_workers: int, thread_name_prefix: str = "pool") -> None:
         self._max_workers = max_workers
         self._prefix = thread_name_prefix
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_ExecutorCall | _LoopCall | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         #: Jobs finished and not yet matched by a new one: how many threads wait for work, until
         #: the pool is full (past that it only grows, and decides nothing: threads never exit).
@@ -151,7 +151,7 @@ class DaemonThreadPool(concurrent.futures.Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._put((future, fn, args, kwargs, None, None))
+        self._put(_ExecutorCall(future, fn, args, kwargs))
         return future
 
     def run_soon(self, fn: Callable[..., T], /, *args: Any) -> asyncio.Future[T]:
@@ -159,10 +159,10 @@ class DaemonThreadPool(concurrent.futures.Executor):
         a thread takes the call skips the call)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._put((future, fn, args, None, loop, contextvars.copy_context()))
+        self._put(_LoopCall(future, fn, args, loop, contextvars.copy_context()))
         return future
 
-    def _put(self, job: _Job) -> None:
+    def _put(self, job: _ExecutorCall | _LoopCall) -> None:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -181,24 +181,8 @@ class DaemonThreadPool(concurrent.futures.Executor):
             if job is None:
                 self._queue.put(None)  # wake the next thread, so every thread sees the end
                 return
-            future, fn, args, kwargs, loop, context = job
-            if loop is None:  # `submit`
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn(*args, **(kwargs or {})))
-                    except BaseException as exc:
-                        future.set_exception(exc)
-            elif not future.cancelled():  # `run_soon`: read across threads, as a hint (`_settle`)
-                assert context is not None
-                try:
-                    value = context.run(fn, *args)
-                except BaseException as exc:
-                    _settle_soon(loop, future, None, exc)
-                else:
-                    _settle_soon(loop, future, value, None)
-                value = None
-            # Nothing of the call stays alive while the thread waits for the next one.
-            del job, future, fn, args, kwargs, loop, context
+            job.run()
+            del job  # nothing of the call stays alive while the thread waits for the next one
             with self._lock:
                 self._idle += 1
 
@@ -209,33 +193,63 @@ class DaemonThreadPool(concurrent.futures.Executor):
                 with contextlib.suppress(queue.Empty):
                     while True:
                         job = self._queue.get_nowait()
-                        if job is None:
-                            continue
-                        future, loop = job[0], job[4]
-                        if loop is None:
-                            future.cancel()
-                        else:  # an asyncio future is cancelled on its loop's thread (if it still runs)
-                            with contextlib.suppress(RuntimeError):
-                                loop.call_soon_threadsafe(future.cancel)
+                        if job is not None:
+                            job.cancel()
             self._queue.put(None)
         if wait:
             for thread in self._threads:
                 thread.join()
 
 
-#: A call queued in a `DaemonThreadPool`: the future it settles, the function, its arguments, and
-#: for `run_soon` the loop of that future and the context to run in (None for `submit`, whose
-#: future is a `concurrent.futures.Future`).
-_Job = tuple[Any, Callable[..., Any], tuple[Any, ...], dict[str, Any] | None, asyncio.AbstractEventLoop | None,
-             contextvars.Context | None]
+class _ExecutorCall:
+    """A `submit`: the call settles a `concurrent.futures.Future` (the `Executor` contract)."""
+
+    __slots__ = ("args", "fn", "future", "kwargs")
+
+    def __init__(self, future: concurrent.futures.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> None:
+        self.future, self.fn, self.args, self.kwargs = future, fn, args, kwargs
+
+    def run(self) -> None:
+        if self.future.set_running_or_notify_cancel():
+            try:
+                self.future.set_result(self.fn(*self.args, **self.kwargs))
+            except BaseException as exc:
+                self.future.set_exception(exc)
+
+    def cancel(self) -> None:
+        self.future.cancel()
 
 
-def _settle_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: Any,
-                 error: BaseException | None) -> None:
-    """From a pool thread: have `future` settled on its loop's thread (dropped if that loop is
-    closed: the process is stopping, and the item, not committed, is delivered again)."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(_settle, future, value, error)
+class _LoopCall:
+    """A `run_soon`: the call, in its caller's context, settles an asyncio future on its loop."""
+
+    __slots__ = ("args", "context", "fn", "future", "loop")
+
+    def __init__(self, future: asyncio.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...],
+                 loop: asyncio.AbstractEventLoop, context: contextvars.Context) -> None:
+        self.future, self.fn, self.args, self.loop, self.context = future, fn, args, loop, context
+
+    def run(self) -> None:
+        if self.future.cancelled():  # read across threads, as a hint (`_settle` looks again)
+            return
+        try:
+            value = self.context.run(self.fn, *self.args)
+        except BaseException as exc:
+            self._settle_soon(None, exc)
+        else:
+            self._settle_soon(value, None)
+
+    def cancel(self) -> None:
+        """From any thread: an asyncio future is cancelled on its loop's thread."""
+        with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits for it
+            self.loop.call_soon_threadsafe(self.future.cancel)
+
+    def _settle_soon(self, value: Any, error: BaseException | None) -> None:
+        """Have the future settled on its loop's thread (dropped if that loop is closed: the
+        process is stopping, and the item, not committed, is delivered again)."""
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(_settle, self.future, value, error)
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:

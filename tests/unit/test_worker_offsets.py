@@ -120,13 +120,18 @@ def test_daemon_pool_runs_a_call_for_the_loop_and_settles_it_there() -> None:
     pool.shutdown(wait=True)
 
 
+def _hold(pool: DaemonThreadPool) -> tuple[asyncio.Future[bool], threading.Event]:
+    """Hold a one-thread pool's thread until the event is set: calls queued meanwhile wait."""
+    release = threading.Event()
+    return pool.run_soon(release.wait, 30), release
+
+
 def test_daemon_pool_skips_a_call_cancelled_before_a_thread_takes_it() -> None:
     pool = DaemonThreadPool(1, "t")
-    release = threading.Event()
     ran: list[str] = []
 
     async def main() -> None:
-        busy = pool.run_soon(release.wait, 30)  # the only thread, held
+        busy, release = _hold(pool)
         skipped = pool.run_soon(ran.append, "skipped")
         skipped.cancel()
         after = pool.run_soon(ran.append, "after")
@@ -191,26 +196,26 @@ def test_daemon_pool_run_soon_edge_cases_leave_the_loop_and_the_threads_working(
 
 def test_daemon_pool_shutdown_cancels_queued_loop_calls_on_their_loop() -> None:
     pool = DaemonThreadPool(1, "t")
-    release = threading.Event()
     ran: list[int] = []
+    told: list[bool] = []
 
     async def main() -> None:
-        busy = pool.run_soon(release.wait, 30)
+        busy, release = _hold(pool)
         queued = [pool.run_soon(ran.append, n) for n in range(3)]
-        waiters = [asyncio.ensure_future(asyncio.wait_for(future, 30)) for future in queued]
-        await asyncio.sleep(0)  # each waiter's callback is on its future: a cancel schedules it
+        for future in queued:  # a callback on each: a cancel schedules it on the loop
+            future.add_done_callback(lambda f: told.append(f.cancelled()))
         # From another thread, as a stopping process may call it: each future is cancelled on
         # its loop's thread (debug mode below refuses a cancel from any other).
         await asyncio.to_thread(lambda: pool.shutdown(wait=False, cancel_futures=True))
         release.set()
         assert await busy is True
-        for waiter in waiters:
+        for future in queued:
             with pytest.raises(asyncio.CancelledError):
-                await waiter
-        assert all(future.cancelled() for future in queued) and len(queued) == 3
+                await asyncio.wait_for(future, 30)
 
     asyncio.run(main(), debug=True)
     assert ran == []
+    assert told == [True, True, True]
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(pow, 2, 1)
 
