@@ -676,13 +676,6 @@ class PartitionOwner:
         if not pending.sends and not offsets:
             return
         sends = pending.records()
-        for send in sends:
-            size = len(send.key) + len(send.value or b"") + RECORD_OVERHEAD
-            if size > self._record_limit and send.source is not None:
-                # Kafka would refuse the record and the transaction with it, on every retry: the
-                # input that made it is set aside instead (its instance fails with this reason).
-                raise self._poison(send.source, f"its turn would write a record of {size} bytes to {send.topic}, "
-                                   f"over the limit of {self._record_limit} bytes", kind="too_large")
         producer = self.producer
         assert producer is not None
         # Until issue 17 each transaction ended with a `SNAPSHOTS_MARKER` record, so that a restore
@@ -713,12 +706,23 @@ class PartitionOwner:
                     carried = True
             if offsets and not carried:
                 sends.append(Send(store, POSITIONS_KEY, header[1], self.number, None, [STORE_HEADER]))
+        for send in sends:
+            # Measured as the producer measures a record (key, value and headers, the positions
+            # header included), before anything is queued: Kafka would refuse it and the
+            # transaction with it, on every retry. The input that made it is set aside instead
+            # (its instance fails with this reason); a record of no input fails as `send` would.
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(send.key, send.value, send.headers or [])
+            if size > self._record_limit:
+                why = f"a record of {size} bytes to {send.topic}, over the limit of {self._record_limit} bytes"
+                if send.source is None:
+                    raise MessageSizeTooLargeError(why)
+                raise self._poison(send.source, f"its turn would write {why}", kind="too_large")
         futures: list[asyncio.Future[Any]] = []
         began = time.monotonic()
         own = (self.topics.status, self.topics.history_store, self.topics.history)
         try:
             async with producer.transaction():
-                await _send_all(producer, sends, futures, own, self._record_limit)
+                await _send_all(producer, sends, futures, own)
                 # Every record delivered before the commit (the commit itself waits for the same
                 # deliveries): aiokafka fails a batch the broker refuses for good (a record too
                 # large for the topic, a denied write) on its future only, and would then commit
@@ -747,8 +751,9 @@ class PartitionOwner:
 
 
 async def _send_all(producer: AIOKafkaProducer, sends: list[Send], futures: list[asyncio.Future[Any]],
-                    batched: tuple[str, ...], record_limit: int) -> None:
-    """Hand a transaction's records to `producer`, each future in `futures`.
+                    batched: tuple[str, ...]) -> None:
+    """Hand a transaction's records (each within the record limit: `_commit`) to `producer`, each
+    future in `futures`.
 
     The records of the owner's own topics (`batched`: status, history-store, audit, each record on
     the owner's partition) go in record batches built here, one per partition (more only past
@@ -758,28 +763,20 @@ async def _send_all(producer: AIOKafkaProducer, sends: list[Send], futures: list
     topic keeps a key's last); the broker receives what the accumulator would build, one batch per
     partition. Every other record goes through `send`, in order among them: a topic is written one
     way only, so no partition gets records both ways (the commands topic gets keyed messages and
-    forwarded records with a partition). A record over `record_limit` (key, value and headers) is
-    refused as `send` refuses it, before anything of it is queued."""
+    forwarded records with a partition)."""
     batches: dict[tuple[str, int], Any] = {}
     for send in sends:
         if send.partition is None or send.topic not in batched:
             futures.append(await producer.send(send.topic, value=send.value, key=send.key, partition=send.partition,
                                                headers=send.headers))
             continue
-        headers = send.headers or []
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(send.key, send.value, headers)
-        if size > record_limit:
-            raise MessageSizeTooLargeError(f"a record of {size} bytes for {send.topic}, over the limit of "
-                                           f"{record_limit} bytes")
         where = (send.topic, send.partition)
         batch = batches.get(where)
-        if batch is None:
+        while batch is None or batch.append(timestamp=None, key=send.key, value=send.value,
+                                            headers=send.headers or []) is None:
+            if batch is not None:  # full: it goes now, and the record begins the next
+                futures.append(await producer.send_batch(batch, send.topic, partition=send.partition))
             batch = batches[where] = producer.create_batch()
-        if batch.append(timestamp=None, key=send.key, value=send.value, headers=headers) is None:
-            # Full: it goes now, and the record begins the next (a batch takes at least one record).
-            futures.append(await producer.send_batch(batch, send.topic, partition=send.partition))
-            batch = batches[where] = producer.create_batch()
-            batch.append(timestamp=None, key=send.key, value=send.value, headers=headers)
     for (topic, partition), batch in batches.items():
         batch.close()  # nothing else may join it once it is queued
         futures.append(await producer.send_batch(batch, topic, partition=partition))

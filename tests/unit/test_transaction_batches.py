@@ -16,8 +16,9 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
 from engine.core.orchestrator import Orchestrator
+from engine.errors import PoisonedInputError
 from engine.runtime.partition import PartitionOwner, _send_all
-from engine.runtime.sink import Send, TransactionSink
+from engine.runtime.sink import RecordInput, Send, TransactionSink
 from engine.sdk.registry import Registry
 from engine.settings import Settings
 from engine.topics import Topics
@@ -52,12 +53,12 @@ def _records(batch: BatchBuilder) -> list[tuple[bytes | None, bytes | None, list
 OWN = ("status", "store", "history")
 
 
-def _hand(sends: list[Send], batch_bytes: int, limit: int = 1 << 20) -> tuple[_Producer, int]:
+def _hand(sends: list[Send], batch_bytes: int) -> tuple[_Producer, int]:
     producer = _Producer(batch_bytes)
     futures: list[asyncio.Future[Any]] = []
 
     async def main() -> None:
-        await _send_all(producer, sends, futures, OWN, limit)  # type: ignore[arg-type]
+        await _send_all(producer, sends, futures, OWN)  # type: ignore[arg-type]
 
     asyncio.run(main())
     return producer, len(futures)
@@ -104,14 +105,6 @@ def test_other_topics_go_through_send_in_order_even_with_a_partition() -> None:
     assert [h[2][1] for h in producer.handed if h[0] == "send"] == [b"forwarded", b"message"]
 
 
-def test_a_record_over_the_limit_with_its_headers_is_refused_before_anything_of_it_is_queued() -> None:
-    big = Send("status", b"a", b"v" * 900, 0, None, [("trace", b"t" * 200)])
-    with pytest.raises(MessageSizeTooLargeError):
-        _hand([Send("store", b"a", b"c", 0, None), big], 512 * 1024, limit=1000)
-    producer, _ = _hand([big], 512 * 1024, limit=1200)  # the same record fits a higher limit
-    assert len(producer.handed) == 1
-
-
 class _Transactional(_Producer):
     """A producer whose transaction says how it ended, and whose batches the broker refuses."""
 
@@ -134,12 +127,17 @@ class _Transactional(_Producer):
         self.ended.append("committed")
 
 
-def test_a_record_the_broker_refuses_aborts_the_transaction() -> None:
+def _owner() -> tuple[PartitionOwner, _Transactional, Topics]:
     settings = Settings.from_env({})
     topics = Topics.for_settings(settings)
     owner = PartitionOwner(0, settings, topics, Orchestrator(Registry().get_workflow), "engine", partitions=1)
     producer = _Transactional()
     owner.producer = producer  # type: ignore[assignment]
+    return owner, producer, topics
+
+
+def test_a_record_the_broker_refuses_aborts_the_transaction() -> None:
+    owner, producer, topics = _owner()
     pending = TransactionSink(owner)
     pending.add(topics.status, b"wf", b"{}", 0)
 
@@ -149,3 +147,24 @@ def test_a_record_the_broker_refuses_aborts_the_transaction() -> None:
 
     asyncio.run(main())
     assert producer.ended == ["aborted"]
+
+
+def test_a_record_over_the_limit_with_its_headers_is_refused_before_anything_is_queued() -> None:
+    owner, producer, topics = _owner()
+    owner._record_limit = 1200
+    header = [("trace", b"t" * 200)]
+
+    def commit(source: RecordInput | None, value: bytes) -> None:
+        pending = TransactionSink(owner)
+        pending.source = source
+        pending.add(topics.status, b"wf", value, 0, header)
+        asyncio.run(owner._commit(pending, {}))
+
+    # Over the limit only by its headers: refused as the producer's `send` refuses a record.
+    with pytest.raises(MessageSizeTooLargeError, match="over the limit of 1200 bytes"):
+        commit(None, b"v" * 950)
+    # Made by an input: that input is set aside, its instance failed with the reason.
+    with pytest.raises(PoisonedInputError, match="over the limit") as raised:
+        commit(RecordInput(topics.commands, 7), b"v" * 950)
+    assert raised.value.source == RecordInput(topics.commands, 7)
+    assert producer.handed == [] and producer.ended == []  # no transaction was begun
