@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import sys
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -186,10 +189,58 @@ class _KafkaSummary:
             )
 
 
+class _SocketOrigins:
+    """Where a socket the garbage collector closes was made, added to pytest's report of it.
+
+    An unclosed socket (or the asyncio transport holding it) is reported by pytest as an unraisable
+    ResourceWarning in whatever test the collector happens to run in, not in the one that dropped
+    it; pyproject.toml lets a known one through. Until it is collected its file descriptor is still
+    its own, so the last socket made on that descriptor is the one reported: its creation stack is
+    attached to the warning as a note (PEP 678), which pytest prints with the warning."""
+
+    name = "headrace-socket-origins"
+    _FD = re.compile(r"\bfd=(\d+)")
+    _PLUMBING = re.compile(r"[/\\](_pytest|pluggy)[/\\]")
+
+    def __init__(self) -> None:
+        self.origins: dict[int, list[traceback.FrameSummary]] = {}
+        self._init = socket.socket.__init__
+
+    def pytest_sessionstart(self) -> None:
+        # After every plugin's pytest_configure: pytest's own unraisable hook is in place to wrap.
+        origins, init = self.origins, self._init
+
+        def remembered(sock: socket.socket, *args: object, **kwargs: object) -> None:
+            init(sock, *args, **kwargs)  # type: ignore[arg-type]
+            # Lines are read only if the socket is ever reported; pytest's own frames say nothing.
+            frames = traceback.StackSummary.extract(traceback.walk_stack(None), limit=48, lookup_lines=False)
+            origins[sock.fileno()] = [f for f in reversed(frames[1:]) if not self._PLUMBING.search(f.filename)]
+
+        socket.socket.__init__ = remembered  # type: ignore[method-assign]
+        report = sys.unraisablehook
+
+        def told(unraisable: sys.UnraisableHookArgs) -> None:
+            try:
+                exc = unraisable.exc_value
+                found = self._FD.search(f"{exc} {unraisable.object!r}")
+                stack = origins.get(int(found.group(1))) if found else None
+                if exc is not None and stack is not None:
+                    made = "".join(traceback.format_list(stack))
+                    exc.add_note(f"the socket on that descriptor was made at:\n{made}")
+            finally:
+                report(unraisable)
+
+        sys.unraisablehook = told
+
+    def pytest_sessionfinish(self) -> None:
+        socket.socket.__init__ = self._init  # type: ignore[method-assign]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     summary = _KafkaSummary()
     config.stash[_REPORT_KEY] = summary.report
     config.pluginmanager.register(summary, _KafkaSummary.name)
+    config.pluginmanager.register(_SocketOrigins(), _SocketOrigins.name)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
