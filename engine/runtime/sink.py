@@ -9,7 +9,8 @@ module only knows where each effect goes.
 Several turns of one instance in one batch (parallel results, a burst of events) collapse when the
 transaction is sent (`TransactionSink.records`, issue 17): the compacted topics get each key's last
 value once, and an instance's audit events of one execution are joined into one record (split as
-one turn's are when payloads are large). Everything is committed together, so no reader could see
+one turn's are when payloads are large). States and audit records are encoded then, not per turn,
+so the turns a collapse drops cost no encoding (`StateSend`). Everything is committed together, so no reader could see
 the intermediate records as committed state before the last one anyway, except as a step: the
 status keeps every `STATUS_STEP`-th of an instance's states, so a command ID never falls out of
 `recent_commands` unseen (a client waits for its command's ID there: `engine.core.preconditions`).
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiokafka.structs import ConsumerRecord
@@ -45,7 +46,7 @@ from .history_store import StoredHistory
 if TYPE_CHECKING:
     from .partition import PartitionOwner
 
-__all__ = ["AuditEvents", "RecordInput", "Send", "Source", "TransactionSink"]
+__all__ = ["AuditEvents", "RecordInput", "Send", "Source", "StateSend", "TransactionSink"]
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +70,21 @@ class RecordInput:
 Source = RecordInput | Timer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AuditEvents:
-    """The events an audit-history record holds, encoded (`encode_event`), so that records of one
-    instance and execution can be joined when the transaction is sent."""
+    """The events an audit-history record holds, encoded (`encode_event`): the record's value is
+    joined from them when the transaction is sent (`TransactionSink.records`), after an instance's
+    records of one execution were joined into one. Grows in place as they are (so a wide fan-out's
+    turns cost their own events, not the whole record each)."""
 
     execution_id: str
     events: list[bytes]
+    #: Bytes of the events joined, separators included.
+    size: int
 
-    @property
-    def size(self) -> int:
-        return sum(len(e) + 1 for e in self.events)
+    def join(self, other: AuditEvents) -> None:
+        self.events.extend(other.events)
+        self.size += other.size
 
 
 @dataclass(slots=True)
@@ -92,14 +97,51 @@ class Send:
     source: Source | None
     #: Kafka record headers: the W3C trace context when tracing is on (engine.tracing).
     headers: list[tuple[str, bytes]] | None = None
-    #: An audit-history record's events (None: any other record).
+    #: An audit-history record's events (None: any other record); its `value` is None until
+    #: `TransactionSink.records` joins them.
     audit: AuditEvents | None = None
+
+    @property
+    def tombstone(self) -> bool:
+        return self.value is None and self.audit is None
+
+
+@dataclass(slots=True, kw_only=True, eq=False)
+class StateSend(Send):
+    """An instance's state after a turn: its `status` record, and for the instance's last state in
+    the transaction the `history-store` records that carry it too. Encoded when the transaction is
+    sent (`TransactionSink.records`), and only if still needed: of several turns of one instance in
+    a transaction (a fan-in's results) only the last state's records survive the collapse, so the
+    earlier ones are never encoded; a state holds the instance's pending work, so a fan-out of N
+    encoded N states of up to N tasks before."""
+
+    state: InstanceState = field(repr=False)
+    #: Its place in the buffer, and the instance's state before it in this transaction (a rollback
+    #: to a place before this one makes that one the instance's last again).
+    at: int
+    previous: StateSend | None = field(repr=False)
+    #: Its `history-store` records, once written (`TransactionSink.records` may be called again).
+    store: list[Send] | None = None
+
+    @property
+    def tombstone(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Dropped:
+    """A history `_drop_history` let go at buffer place `at`, with the instance's last state then
+    (whose chunks it tombstoned): what a rollback to before it puts back."""
+
+    at: int
+    stored: StoredHistory
+    latest: StateSend | None
 
 
 class TransactionSink:
     """Records buffered for one transaction of `owner` (see the module docstring)."""
 
-    __slots__ = ("apps", "input", "owner", "sends", "set_aside", "source")
+    __slots__ = ("_dropped", "_states", "apps", "input", "owner", "sends", "set_aside", "source")
 
     def __init__(self, owner: PartitionOwner) -> None:
         self.owner = owner
@@ -112,6 +154,10 @@ class TransactionSink:
         self.set_aside: list[str] = []
         #: Other apps this transaction writes to: their topics must exist before it (`runtime.apps`).
         self.apps: set[str] = set()
+        #: Each instance's last state in the buffer whose `history-store` records are still to be
+        #: written: gone once its history is dropped (what they would write is tombstoned).
+        self._states: dict[str, StateSend] = {}
+        self._dropped: list[_Dropped] = []
 
     # -- the buffer ------------------------------------------------------------------------------
 
@@ -123,19 +169,39 @@ class TransactionSink:
         return len(self.sends)
 
     def rollback(self, mark: int) -> None:
+        """Forget what was buffered since `mark` (a turn that failed), states included: each
+        instance's last state is the one before again, and a history dropped since is put back."""
         del self.sends[mark:]
+        while self._dropped and self._dropped[-1].at >= mark:
+            dropped = self._dropped.pop()
+            self.owner.histories[dropped.stored.instance_id] = dropped.stored
+            if dropped.latest is not None:
+                self._states[dropped.stored.instance_id] = dropped.latest
+        for iid, latest in list(self._states.items()):
+            last: StateSend | None = latest
+            while last is not None and last.at >= mark:
+                last = last.previous
+            if last is None:
+                del self._states[iid]
+            else:
+                self._states[iid] = last
 
     def records(self) -> list[Send]:
         """The records to send: the buffer with an instance's turns collapsed (the module docstring)."""
         owner = self.owner
         status, store, history = owner.topics.status, owner.topics.history_store, owner.topics.history
-        kept: list[Send | None] = list(self.sends)
+        buffered: list[Send] = []
+        for buffer_item in self.sends:
+            buffered.append(buffer_item)
+            if isinstance(buffer_item, StateSend) and self._states.get(buffer_item.state.instance_id) is buffer_item:
+                buffered.extend(self._store_records(buffer_item))
+        kept: list[Send | None] = list(buffered)
         # Backwards, so each key keeps its last value, in its own place (a restore takes the state
         # an instance's records carry from the latest of them: `PartitionOwner._restore`).
         stored: set[bytes] = set()
         statuses: dict[bytes, int] = {}
         for index in range(len(kept) - 1, -1, -1):
-            item = self.sends[index]
+            item = buffered[index]
             if item.topic == store:
                 if item.key in stored:
                     kept[index] = None
@@ -145,10 +211,13 @@ class TransactionSink:
                 statuses[item.key] = count + 1
                 if count % STATUS_STEP:
                     kept[index] = None
+                elif isinstance(item, StateSend) and item.value is None:
+                    item.value = encode_state(item.state)
         # Forwards: each audit record joins the instance's previous one of the same execution while
         # they fit in one; any other record of that key between them (a purge's) keeps them apart.
+        # A joined record is a new one, at the later place, grown in place as more join it.
         joined: dict[bytes, int] = {}
-        rejoin: set[int] = set()
+        merged: set[int] = set()
         limit = owner.audit_bytes
         for index, send in enumerate(kept):
             if send is None or send.topic != history:
@@ -161,17 +230,20 @@ class TransactionSink:
             if at is not None and head is not None and head.audit is not None \
                     and head.audit.execution_id == part.execution_id and head.audit.size + part.size <= limit:
                 kept[at] = None
-                kept[index] = Send(history, send.key, None, send.partition, head.source,
-                                   audit=AuditEvents(part.execution_id, head.audit.events + part.events))
-                rejoin.discard(at)
-                rejoin.add(index)
+                if at not in merged:
+                    head = Send(history, send.key, None, send.partition, head.source,
+                                audit=AuditEvents(part.execution_id, list(head.audit.events), head.audit.size))
+                assert head.audit is not None
+                head.audit.join(part)
+                kept[index] = head
+                merged.discard(at)
+                merged.add(index)
             joined[send.key] = index
-        for index in rejoin:
-            merged = kept[index]
-            assert merged is not None
-            assert merged.audit is not None
-            merged.value = join_events(merged.key.decode(), merged.audit.execution_id, merged.audit.events)
-        return [send for send in kept if send is not None]
+        out = [send for send in kept if send is not None]
+        for send in out:
+            if send.audit is not None:
+                send.value = join_events(send.key.decode(), send.audit.execution_id, send.audit.events)
+        return out
 
     def dead_letter(self, kind: str, reason: str, topic: str, record: ConsumerRecord[bytes, bytes]) -> None:
         """Set input `record` of `topic` aside on the dead-letter topic, with `reason`."""
@@ -217,12 +289,28 @@ class TransactionSink:
             self._drop_history(iid)
 
     def put_state(self, state: InstanceState) -> None:
+        """The instance's state after the turn: in memory now, its records when the transaction is
+        sent (`StateSend`)."""
         owner = self.owner
         owner.remember(state)
-        headers = owner.observer.status_headers(state)
-        value = encode_state(state)
         iid = state.instance_id
-        self.add(owner.topics.status, iid.encode(), value, owner.number, headers)
+        send = StateSend(owner.topics.status, iid.encode(), None, owner.number, self.source,
+                         owner.observer.status_headers(state), state=state, at=len(self.sends),
+                         previous=self._states.get(iid))
+        self.sends.append(send)
+        self._states[iid] = send
+
+    def _store_records(self, send: StateSend) -> list[Send]:
+        """The `history-store` records of an instance's last state in the transaction (encoding its
+        `status` value too), from the instance's history as that turn left it: any later turn of
+        the instance would have put a later state."""
+        if send.store is not None:
+            return send.store
+        owner = self.owner
+        state, headers, source = send.state, send.headers, send.source
+        value = send.value = encode_state(state)
+        iid = state.instance_id
+        out = send.store = []
         # What a restore reads instead of all of `status`: a running instance's open history chunk
         # carries its state (one record per turn, issue 17); any other state a restore needs
         # (`PartitionOwner.snapshot`) is a snapshot of its own, tombstoned once the instance no
@@ -231,25 +319,27 @@ class TransactionSink:
         if state.is_running and stored is not None and stored.chunk_count \
                 and stored.execution_id == state.execution_id:
             # The record: key and value both name the instance and execution, beside events and state.
-            if stored.open_bytes() + len(value) + 2 * len(iid.encode()) + 512 <= owner.store_bytes:
+            if stored.open_bytes() + len(value) + 2 * len(send.key) + 512 <= owner.store_bytes:
                 store_headers = [*headers, STORE_HEADER] if headers else _STORE_HEADERS
                 for chunk_key, chunk in stored.dirty_chunks(value):
-                    self.add(owner.topics.history_store, chunk_key, chunk, owner.number, store_headers)
-                return
+                    out.append(Send(owner.topics.history_store, chunk_key, chunk, owner.number, source, store_headers))
+                return out
             # The state and the open chunk do not fit in one record: each gets its own, and a
             # restore takes the later (`PartitionOwner._restore`).
             for chunk_key, chunk in stored.dirty_chunks():
-                self.add(owner.topics.history_store, chunk_key, chunk, owner.number, _STORE_HEADERS)
+                out.append(Send(owner.topics.history_store, chunk_key, chunk, owner.number, source, _STORE_HEADERS))
             snapshot: bytes | None = value
         else:
             snapshot = owner.snapshot(state, value)
         if snapshot is not None:
             owner.snapshot_keys.add(iid)
-            self.add(owner.topics.history_store, state_snapshot_key(iid), snapshot, owner.number,
-                     [*headers, STORE_HEADER] if headers else _STORE_HEADERS)
+            out.append(Send(owner.topics.history_store, state_snapshot_key(iid), snapshot, owner.number, source,
+                            [*headers, STORE_HEADER] if headers else _STORE_HEADERS))
         elif iid in owner.snapshot_keys:
             # Taken out of `snapshot_keys` once committed (`PartitionOwner._commit`).
-            self.add(owner.topics.history_store, state_snapshot_key(iid), None, owner.number, _STORE_HEADERS)
+            out.append(Send(owner.topics.history_store, state_snapshot_key(iid), None, owner.number, source,
+                            _STORE_HEADERS))
+        return out
 
     def send_task(self, item: cmd.ActivityWorkItem) -> None:
         topic = self.owner.topics.tasks
@@ -296,19 +386,22 @@ class TransactionSink:
         start, size = 0, 0
         for index, event in enumerate(encoded):
             if index > start and size + len(event) > limit:
-                self._audit_part(topic, key, iid, execution_id, encoded[start:index])
+                self._audit_part(topic, key, AuditEvents(execution_id, encoded[start:index], size))
                 start, size = index, 0
             size += len(event) + 1
-        self._audit_part(topic, key, iid, execution_id, encoded[start:])
+        self._audit_part(topic, key, AuditEvents(execution_id, encoded[start:], size))
 
-    def _audit_part(self, topic: str, key: bytes, iid: str, execution_id: str, encoded: list[bytes]) -> None:
-        self.sends.append(Send(topic, key, join_events(iid, execution_id, encoded), self.owner.number, self.source,
-                               audit=AuditEvents(execution_id, encoded)))
+    def _audit_part(self, topic: str, key: bytes, events: AuditEvents) -> None:
+        self.sends.append(Send(topic, key, None, self.owner.number, self.source, audit=events))
 
     def _drop_history(self, iid: str) -> None:
         """Forget a history that will not be replayed again, and tombstone its chunks."""
         owner = self.owner
         stored = owner.histories.pop(iid, None)
         if stored is not None:
+            # The instance's last state so far writes no chunks of it now: they would be tombstoned
+            # here. Its status is still written (if the collapse keeps it), and a state put after
+            # this one writes what a restore needs then (or a purge tombstones it all).
+            self._dropped.append(_Dropped(len(self.sends), stored, self._states.pop(iid, None)))
             for chunk_key in stored.chunk_keys():
                 self.add(owner.topics.history_store, chunk_key, None, owner.number, _STORE_HEADERS)

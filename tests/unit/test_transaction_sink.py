@@ -18,6 +18,7 @@ from engine.core.codec import encode
 from engine.core.orchestrator import Orchestrator
 from engine.core.state import RECENT_COMMANDS, DurableTimer, ScheduledStart
 from engine.core.values import RuntimeStatus
+from engine.runtime import sink as sink_module
 from engine.runtime.partition import PartitionOwner
 from engine.runtime.sink import RecordInput, Send, TransactionSink
 from engine.settings import Settings
@@ -63,6 +64,7 @@ def apply(owner: PartitionOwner, message: cmd.InstanceMessage) -> TransactionSin
     topic = owner.topics.commands
     rec = record(message, topic)
     owner._apply_record(topic, rec, owner._decode(rec), sink)
+    sink.records()  # made when the transaction is sent, as `PartitionOwner._commit` does
     return sink
 
 
@@ -74,20 +76,21 @@ def apply_all(owner: PartitionOwner, messages: list[cmd.InstanceMessage]) -> Tra
         rec = record(message, topic, offset)
         sink.source = RecordInput(topic, offset)
         owner._apply_record(topic, rec, owner._decode(rec), sink)
+    sink.records()
     return sink
 
 
 def topics_of(owner: PartitionOwner, sink: TransactionSink) -> list[tuple[str, bool]]:
-    """(topic kind, is a tombstone) of every buffered record, in order."""
+    """(topic kind, is a tombstone) of every record the transaction would send, in order."""
     names = {getattr(owner.topics, f): f for f in owner.topics.__slots__}
-    return [(names[s.topic], s.value is None) for s in sink.sends]
+    return [(names[s.topic], s.tombstone) for s in sink.records()]
 
 
 def test_a_start_writes_chunk_audit_status_and_work_item(owner: PartitionOwner) -> None:
     sink = apply(owner, cmd.StartWorkflow(instance_id="i", command_id="c1", name="one_task", input="1"))
     # history_store once: the history chunk, which carries the state a restore reads (issue 17).
     assert topics_of(owner, sink) == [("history", False), ("status", False), ("history_store", False), ("tasks", False)]
-    chunk = decode_chunk(next(s.value for s in sink.sends if s.topic == owner.topics.history_store) or b"")
+    chunk = decode_chunk(next(s.value for s in sink.records() if s.topic == owner.topics.history_store) or b"")
     assert decode_state(chunk.state or {}) == owner.states["i"]
     assert owner.states["i"].status is RuntimeStatus.RUNNING
     assert len(owner.histories["i"]) == owner.states["i"].history_length
@@ -106,7 +109,7 @@ def test_a_refused_command_is_dead_lettered_with_its_reason(owner: PartitionOwne
     apply(owner, cmd.StartWorkflow(instance_id="i", command_id="c1", name="one_task", input="1"))
     sink = apply(owner, cmd.StartWorkflow(instance_id="i", command_id="c2", name="one_task", input="1"))
     assert topics_of(owner, sink) == [("status", False), ("history_store", False), ("dead_letter", False)]
-    letter = orjson.loads(sink.sends[-1].value or b"")
+    letter = orjson.loads(sink.records()[-1].value or b"")
     assert letter["reason"] == "an active workflow with ID 'i' already exists"
     assert (letter["topic"], letter["offset"]) == (owner.topics.commands, 7)
     assert sink.set_aside == ["rejected"]
@@ -149,7 +152,8 @@ def test_a_batch_of_one_instances_turns_writes_its_state_chunk_and_audit_once(ow
     assert kinds(owner, start.records()) == ["history", "status", "history_store", *["tasks"] * 4]
     results = [cmd.ActivityResult(instance_id="i", execution_id="c1", task_id=n, result=str(n)) for n in range(3)]
     sink = apply_all(owner, list(results))
-    assert len(sink.sends) == 9  # three turns of audit, status and chunk before collapsing
+    # Three turns of audit and state before collapsing; a state's records are made when sent.
+    assert kinds(owner, sink.sends) == ["history", "status"] * 3
     records = sink.records()
     assert kinds(owner, records) == ["history", "status", "history_store"]
     audit, status, chunk = records
@@ -270,3 +274,53 @@ def test_audit_per_execution_closes_each_execution_of_a_continue_as_new() -> Non
     assert isinstance(first[-1], ev.ContinuedAsNew)
     assert len(audits) == 2
     assert isinstance(audits[1][2][-1], ev.ExecutionCompleted)
+
+
+def test_a_state_a_later_turn_replaces_is_never_encoded(owner: PartitionOwner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fan-in's results in one transaction: only the last state is encoded (a state holds every
+    pending task, so encoding each of N turns' states cost N times N)."""
+    apply_all(owner, [cmd.StartWorkflow(instance_id="i", command_id="c1", name="fan_out", input="6")])
+    encoded: list[int] = []
+    real = sink_module.encode_state
+
+    def counted(state: Any) -> bytes:
+        encoded.append(state.history_length)
+        return real(state)
+
+    monkeypatch.setattr(sink_module, "encode_state", counted)
+    sink = apply_all(owner, [cmd.ActivityResult(instance_id="i", execution_id="c1", task_id=n, result=str(n))
+                             for n in range(5)])
+    records = sink.records()
+    assert encoded == [owner.states["i"].history_length]
+    (status,) = [s for s in records if s.topic == owner.topics.status]
+    assert decode_state(status.value or b"") == owner.states["i"]
+
+
+def test_collapsed_turns_write_every_chunk_they_filled(owner: PartitionOwner) -> None:
+    """Turns that fill a chunk and open the next in one transaction: the collapsed records hold
+    the whole history, the filled chunk and the open one (with the state)."""
+    apply_all(owner, [cmd.StartWorkflow(instance_id="i", command_id="c1", name="fan_out", input="20")])
+    sink = apply_all(owner, [cmd.ActivityResult(instance_id="i", execution_id="c1", task_id=n, result=str(n))
+                             for n in range(19)])
+    chunks = [decode_chunk(s.value or b"") for s in sink.records() if s.topic == owner.topics.history_store]
+    assert len(chunks) >= 2
+    assert [e for c in chunks for e in c.events] == owner.histories["i"].events
+    assert [c.state is None for c in chunks] == [True] * (len(chunks) - 1) + [False]
+    assert decode_state(chunks[-1].state or {}) == owner.states["i"]
+
+
+def test_a_rolled_back_turn_leaves_the_last_state_to_write(owner: PartitionOwner) -> None:
+    """A turn that fails after letting an instance's history go (a purge) is rolled back: the
+    history is back, and the state before it writes its chunk as if the turn never ran."""
+    apply_all(owner, [cmd.StartWorkflow(instance_id="i", command_id="c1", name="fan_out", input="2")])
+    sink = apply_all(owner, [cmd.ActivityResult(instance_id="i", execution_id="c1", task_id=0, result="0")])
+    state, history = owner.states["i"], owner.histories["i"]
+    mark = sink.mark()
+    sink.remove_instance("i")  # what a purge turn does before it could fail
+    assert "i" not in owner.histories
+    sink.rollback(mark)
+    owner.remember(state)  # the caller's part (`PartitionOwner._expire` keeps it in memory)
+    assert owner.histories["i"] is history
+    chunks = [decode_chunk(s.value or b"") for s in sink.records() if s.topic == owner.topics.history_store]
+    assert [decode_state(c.state or {}) for c in chunks] == [state]
+    assert [s.key for s in sink.records() if s.topic == owner.topics.status] == [b"i"]
