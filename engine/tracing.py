@@ -407,8 +407,9 @@ class _Turn:
     context: TraceContext | None
     started_ns: int
     input_type: str
-    #: The sender's context when it is not the run's own (a result from a worker, an API command).
-    link: TraceContext | None
+    #: The senders' contexts when not the run's own (a result from a worker, an API command; several
+    #: results applied in one turn link each).
+    links: list[TraceContext]
     #: For a start: the run it begins if it applies (its `run_id` is then the command's ID).
     new_run: _Run | None = None
     command_id: str = ""
@@ -456,10 +457,17 @@ class PartitionTracer:
             else:
                 new_run = _Run(TraceContext(_new_trace_id(), _new_span_id(), _sampled_root()), None)
             run, incoming = new_run, None
-        link = incoming if incoming is not None and run is not None and incoming.trace_id != 0 else None
+        links = [incoming] if incoming is not None and run is not None and incoming.trace_id != 0 else []
         self._turn = _Turn(iid, run, run.span.child() if run is not None else None, time.time_ns(),
-                           type(message).__name__, link, new_run,
+                           type(message).__name__, links, new_run,
                            message.command_id if isinstance(message, StartWorkflow) else "")
+
+    def link(self, headers: Headers | None) -> None:
+        """Another input the current turn applies (results taken together): linked as the first is."""
+        turn = self._turn
+        incoming = TraceContext.from_headers(headers)
+        if turn is not None and turn.run is not None and incoming is not None and incoming.trace_id != 0:
+            turn.links.append(incoming)
 
     def headers(self) -> list[tuple[str, bytes]] | None:
         """Headers for a record the current turn writes (a work item, a child start, a message)."""
@@ -498,7 +506,7 @@ class PartitionTracer:
             attributes: dict[str, Any] = {"headrace.instance_id": turn.iid, "headrace.workflow": name,
                                           "headrace.partition": self.partition, "headrace.turn.input": turn.input_type}
             self._spans.append(_Span(f"turn {name}", context, run.span, turn.started_ns, now, "internal", attributes,
-                                     links=(turn.link,) if turn.link is not None else ()))
+                                     links=tuple(turn.links)))
         if state.is_terminal:
             created = state.created_at
             start_ns = int(created.timestamp() * 1e9) if created is not None else turn.started_ns

@@ -155,6 +155,23 @@ class _Store:
                 self.positions[topic] = offset
 
 
+#: An input record of a batch, decoded (or why it could not be).
+_Decoded = tuple[str, ConsumerRecord[bytes, bytes], "cmd.InstanceMessage | DecodeError"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    """An activity result of a batch, with its record (`PartitionOwner._result_runs`)."""
+
+    topic: str
+    record: ConsumerRecord[bytes, bytes]
+    message: cmd.ActivityResult
+
+    @property
+    def source(self) -> RecordInput:
+        return RecordInput(self.topic, self.record.offset)
+
+
 @dataclass(slots=True)
 class _Poison:
     """An input that could not be applied: why, and whether failing its instance was tried."""
@@ -204,6 +221,9 @@ class PartitionOwner:
         self.processed = 0
         #: Inputs that broke a turn; kept across rebuilds (see `PoisonedInputError`).
         self.poisoned: OrderedDict[Source, _Poison] = OrderedDict()
+        #: Results whose turn together failed: applied one at a time from then on, so the one that
+        #: breaks a turn alone is found and set aside (`_apply_results`).
+        self.one_by_one: OrderedDict[Source, None] = OrderedDict()
         self.metrics = metrics or EngineMetrics()
         #: Metrics, traces and the log context of each turn (telemetry.TurnObserver).
         self.observer = TurnObserver(self.metrics, number)
@@ -436,24 +456,112 @@ class PartitionOwner:
                 wanted.setdefault(message.instance_id, source)
         await self._recall(purges, limit=None)
         await self._recall(late, limit=RECALL_LOOK_BACK)
-        for topic, record, message in decoded:
-            source = RecordInput(topic, record.offset)
-            pending.source = source
-            poison = self.poisoned.get(source)
-            if poison is not None:
-                self._set_aside(topic, record, message, poison, pending)
-                continue
-            mark = pending.mark()
-            try:
-                self._apply_record(topic, record, message, pending)
-            except Exception as exc:
-                pending.rollback(mark)
-                log.exception("partition %d: applying %s[%d]@%d failed", self.number, topic, record.partition,
-                              record.offset)
-                raise self._poison(source, f"applying it failed: {type(exc).__name__}: {exc}") from exc
+        together, later = self._result_runs(decoded)
+        for index, (topic, record, message) in enumerate(decoded):
+            run = together.get(index)
+            if run is not None:
+                self._apply_results(run, pending)
+            elif index not in later:
+                self._apply_input(topic, record, message, pending)
         pending.source = None
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
         await self._commit(pending, offsets)
+
+    def _apply_input(self, topic: str, record: ConsumerRecord[bytes, bytes],
+                     message: cmd.InstanceMessage | DecodeError, pending: TransactionSink) -> None:
+        """One input in a turn of its own (or set aside, if it broke one before)."""
+        source = RecordInput(topic, record.offset)
+        pending.source = source
+        poison = self.poisoned.get(source)
+        if poison is not None:
+            self._set_aside(topic, record, message, poison, pending)
+            return
+        mark = pending.mark()
+        try:
+            self._apply_record(topic, record, message, pending)
+        except Exception as exc:
+            pending.rollback(mark)
+            log.exception("partition %d: applying %s[%d]@%d failed", self.number, topic, record.partition,
+                          record.offset)
+            raise self._poison(source, f"applying it failed: {type(exc).__name__}: {exc}") from exc
+
+    def _result_runs(self, decoded: list[_Decoded]) -> tuple[dict[int, list[_Result]], set[int]]:
+        """Activity results of one instance in a batch with no other input of that instance between
+        them (a fan-in's, mostly): each run, by the place of its first, to apply in one turn there
+        (`_apply_results`), and the places of the others. A result that broke a turn, or was in a
+        run that did, and one that is not on its instance's partition, stays alone."""
+        runs: dict[int, list[_Result]] = {}
+        open_runs: dict[str, int] = {}
+        later: set[int] = set()
+        for index, (topic, record, message) in enumerate(decoded):
+            if isinstance(message, DecodeError):
+                continue
+            iid = message.instance_id
+            source = RecordInput(topic, record.offset)
+            if not isinstance(message, cmd.ActivityResult) or source in self.poisoned or source in self.one_by_one \
+                    or self._misplaced(record, message):
+                open_runs.pop(iid, None)
+                continue
+            first = open_runs.get(iid)
+            if first is None:
+                open_runs[iid] = index
+                runs[index] = [_Result(topic, record, message)]
+            else:
+                runs[first].append(_Result(topic, record, message))
+                later.add(index)
+        return {first: run for first, run in runs.items() if len(run) > 1}, later
+
+    def _apply_results(self, run: list[_Result], pending: TransactionSink) -> None:
+        """A run of one instance's results (`_result_runs`) in one turn, if its state takes them so
+        (`Orchestrator.together`); whatever it does not take, after it, one at a time as always."""
+        iid = run[0].message.instance_id
+        taken = self.orchestrator.together(self.states.get(iid), [r.message for r in run])
+        if len(taken) > 1:
+            chosen = {id(message) for message in taken}
+            merged = [r for r in run if id(r.message) in chosen]
+            run = [r for r in run if id(r.message) not in chosen]
+            mark = pending.mark()
+            try:
+                self._apply_merged(merged, pending)
+            except Exception as exc:
+                pending.rollback(mark)
+                log.exception("partition %d: applying %d results to %r together failed", self.number, len(merged),
+                              iid[:200])
+                for result in merged:
+                    self.one_by_one[result.source] = None
+                while len(self.one_by_one) > POISON_KEPT:
+                    self.one_by_one.popitem(last=False)
+                # Nothing is set aside yet: rebuilt, the batch is read again with these one at a time.
+                raise PoisonedInputError(merged[0].source, f"applying {len(merged)} results together failed: "
+                                         f"{type(exc).__name__}: {exc}; next, one at a time") from exc
+        for result in run:
+            self._apply_input(result.topic, result.record, result.message, pending)
+
+    def _apply_merged(self, run: list[_Result], pending: TransactionSink) -> None:
+        first = run[0]
+        iid = first.message.instance_id
+        state, now = self.states.get(iid), utcnow()
+        assert state is not None  # `Orchestrator.together` took them
+        # The run's records are the first's: a record too large for Kafka sets that input aside
+        # (and fails the instance, as it would have at any of them).
+        pending.source = first.source
+        pending.input = (first.topic, first.record)
+        observer = self.observer
+        observer.begin(first.message, state, first.record.headers, first.record.timestamp, now)
+        for other in run[1:]:
+            observer.link(other.record.headers)
+        try:
+            outcome = self.orchestrator.handle_results(state, [r.message for r in run], now,
+                                                       lambda: self._events(iid))
+            self.processed += len(run)
+            apply_outcome(iid, outcome, pending, first.message)
+            observer.end(outcome.state, bool(outcome.events), now)
+        finally:
+            pending.input = None
+
+    def _misplaced(self, record: ConsumerRecord[bytes, bytes], message: cmd.InstanceMessage) -> bool:
+        """Produced without a key, or to another partition than its instance's (`_apply_record`)."""
+        return record.key is None or partition_for(message.instance_id.encode(), self.partitions) != self.number
 
     def _poison(self, source: Source, reason: str, kind: str = "poisoned") -> PoisonedInputError:
         """Remember `source` as an input to set aside, and the error that makes the caller rebuild."""
@@ -635,7 +743,7 @@ class PartitionOwner:
             return
         key = message.instance_id.encode()
         home = partition_for(key, self.partitions)
-        if record.key is None or home != self.number:
+        if self._misplaced(record, message):
             # Produced without a key, or by a client whose partitioner is not the Java default
             # (librdkafka's is CRC32): the instance's state lives on `home`, so the record goes
             # there, keyed, within this transaction; applying it here would split the instance.

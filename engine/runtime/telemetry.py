@@ -573,6 +573,12 @@ class TurnObserver:
         if self.tracer is not None:
             self.tracer.begin(message, headers)
 
+    def link(self, headers: Any) -> None:
+        """Another input applied in the turn begun last (`PartitionOwner._apply_results`), with its
+        record's `headers`."""
+        if self.tracer is not None:
+            self.tracer.link(headers)
+
     def headers(self) -> list[tuple[str, bytes]] | None:
         return self.tracer.headers() if self.tracer is not None else None
 

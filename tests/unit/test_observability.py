@@ -145,6 +145,33 @@ def test_a_run_is_one_trace_under_the_start_command(spans: InMemorySpanExporter)
     assert [link.context.span_id for link in turns[1].links] == [activity.context.span_id]
 
 
+def test_results_applied_in_one_turn_are_each_linked(spans: InMemorySpanExporter) -> None:
+    """A fan-in's results taken in one turn (`PartitionOwner._apply_results`): the turn's span links
+    every attempt that produced one, not only the first."""
+    tracer = PartitionTracer(0)
+    tracer.begin(_start(), API_SPAN.headers())
+    tracer.end(_state(RuntimeStatus.RUNNING), changed=True)
+    task_headers = tracer.headers()
+    tracer.committed()
+    attempts = []
+    for task_id in range(3):
+        attempt = tracing.ActivitySpan(ActivityWorkItem(instance_id="i-1", execution_id="e1", task_id=task_id,
+                                                        name="charge"), task_headers, 0)
+        attempt.end(None)
+        attempts.append(attempt)
+    tracer.begin(_result(), attempts[0].result_headers())
+    tracer.link(attempts[1].result_headers())
+    tracer.link(attempts[2].result_headers())
+    tracer.link(None)  # a result without a context adds nothing
+    tracer.end(_state(RuntimeStatus.COMPLETED), changed=True)
+    tracer.committed()
+    activities = sorted((s for s in spans.get_finished_spans() if s.name == "activity charge"),
+                        key=lambda s: s.attributes["headrace.task_id"])
+    assert len(activities) == 3
+    (_, turn) = [s for s in spans.get_finished_spans() if s.name == "turn order"]
+    assert [link.context.span_id for link in turn.links] == [a.context.span_id for a in activities]
+
+
 def test_a_failed_run_has_an_error_status(spans: InMemorySpanExporter) -> None:
     tracer = PartitionTracer(0)
     tracer.begin(_start(), None)  # no context: a new trace
