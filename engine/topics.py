@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -132,6 +135,35 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
+T = TypeVar("T")
+
+#: How long the topic check a process makes at its start waits out retriable errors (a broker of
+#: the cluster restarting, a controller moving): aiokafka's admin client sends each request to one
+#: node, picked at random, and fails at once if that node cannot be reached.
+ADMIN_PATIENCE_S = 30.0
+
+
+async def _patiently(what: str, call: Callable[[], Awaitable[T]], patience_s: float = ADMIN_PATIENCE_S) -> T:
+    """`call()`, again after a growing pause while it fails with a retriable Kafka error, until
+    `patience_s` have passed."""
+    deadline = time.monotonic() + patience_s
+    pause = 0.1
+    while True:
+        try:
+            return await call()
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() + pause > deadline:
+                raise
+            log.warning("%s: %r; trying again in %.1f s", what, exc, pause)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
+
+
+async def _create(admin: AIOKafkaAdminClient, missing: list[NewTopic]) -> None:
+    with contextlib.suppress(TopicAlreadyExistsError):  # another process created them first
+        await admin.create_topics(missing)
+
+
 async def ensure_topics(settings: Settings, *, align: bool = True) -> Topics:
     """Create the deployment's topics if they are missing, and bring existing topics' retention
     configs (`MANAGED_CONFIGS`) to the settings' values (safe to call from every process).
@@ -146,11 +178,10 @@ async def ensure_topics(settings: Settings, *, align: bool = True) -> Topics:
     admin = AIOKafkaAdminClient(**settings.client_kwargs())
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
+        existing = set(await _patiently("listing topics", admin.list_topics))
         missing = [t for t in wanted if t.name not in existing]
         if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another process created them first
-                await admin.create_topics(missing)
+            await _patiently("creating topics", lambda: _create(admin, missing))
             log.info("created topics %s", ", ".join(t.name for t in missing))
         present = [name for name in configs if name in existing and align]
         if present:
