@@ -59,12 +59,14 @@ class StoredHistory:
             self._encoded.extend(encode_event(e) for e in self.events[len(self._encoded):])
         return self._encoded
 
-    def append(self, events: Sequence[HistoryEvent]) -> list[bytes]:
-        """Add a turn's events; returns their encodings (for the audit record)."""
+    def append(self, events: Sequence[HistoryEvent], fresh: list[bytes] | None = None) -> list[bytes]:
+        """Add a turn's events (encoded as `fresh`, if given); returns their encodings (for the audit
+        record)."""
         encoded = self.encoded()
         first = len(self.events)
         self.events.extend(events)
-        fresh = [encode_event(e) for e in events]
+        if fresh is None:
+            fresh = [encode_event(e) for e in events]
         encoded.extend(fresh)
         if self._dirty_from is None or first < self._dirty_from:
             self._dirty_from = first

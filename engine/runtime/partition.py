@@ -20,6 +20,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +29,6 @@ import aiokafka.producer.sender as aiokafka_sender
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import murmur2
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import ConsumerRecord
 
 from ..core import commands as cmd
@@ -38,7 +38,7 @@ from ..core.orchestrator import Orchestrator, StateWrite
 from ..core.retention import RetentionPolicy, awaiting_purge, is_retention
 from ..core.state import DurableTimer, InstanceState, Timer
 from ..core.values import FailureDetails, RuntimeStatus
-from ..errors import DecodeError, PoisonedInputError
+from ..errors import DecodeError, PayloadTooLargeError, PoisonedInputError
 from ..read.to_end import latest_by_key, latest_values, reading
 from ..settings import AuditMode, Settings
 from ..topics import Topics, producer_options, record_limit
@@ -59,7 +59,7 @@ from ..wire.records import (
 )
 from .apps import AppTopics
 from .history_store import StoredHistory
-from .sink import RecordInput, Send, Source, TransactionSink
+from .sink import RecordInput, Send, Source, Together, TransactionSink
 from .telemetry import EngineMetrics, TurnObserver
 
 __all__ = ["PartitionOwner", "partition_for"]
@@ -233,14 +233,15 @@ class PartitionOwner:
         self.restore_problems = 0
         #: Instance states the last restore read: running work only, once snapshots are kept.
         self.read_at_restore = 0
-        self._record_limit = record_limit(settings)
+        #: Largest record the topics take: a turn that would write a larger one is set aside.
+        self.record_limit = record_limit(settings)
         # An audit record holds a turn's events; a turn of several large payloads is split across
         # records so none is over the limit (each event alone is under it, or the turn fails).
-        self.audit_bytes = max(self._record_limit // 2, 256 * 1024)
+        self.audit_bytes = max(self.record_limit // 2, 256 * 1024)
         #: The audit topic gets each turn's events (HEADRACE_AUDIT=turn), or an execution's at its end.
         self.audit_turns = settings.audit is AuditMode.TURN
         #: Largest history-store value a turn writes with its key (a chunk with the state it carries).
-        self.store_bytes = self._record_limit - RECORD_OVERHEAD
+        self.store_bytes = self.record_limit - RECORD_OVERHEAD
         #: Instances whose state snapshot is a record of its own in `history-store` (not tombstoned):
         #: the ones whose snapshot must be tombstoned when they no longer need one (`TransactionSink`).
         self.snapshot_keys: set[str] = set()
@@ -483,7 +484,7 @@ class PartitionOwner:
             pending.rollback(mark)
             log.exception("partition %d: applying %s[%d]@%d failed", self.number, topic, record.partition,
                           record.offset)
-            raise self._poison(source, f"applying it failed: {type(exc).__name__}: {exc}") from exc
+            raise self._broken(source, exc) from exc
 
     def _result_runs(self, decoded: list[_Decoded]) -> tuple[dict[int, list[_Result]], set[int]]:
         """Activity results of one instance in a batch with no other input of that instance between
@@ -527,24 +528,30 @@ class PartitionOwner:
                 pending.rollback(mark)
                 log.exception("partition %d: applying %d results to %r together failed", self.number, len(merged),
                               iid[:200])
-                for result in merged:
-                    self.one_by_one[result.source] = None
-                while len(self.one_by_one) > POISON_KEPT:
-                    self.one_by_one.popitem(last=False)
-                # Nothing is set aside yet: rebuilt, the batch is read again with these one at a time.
-                raise PoisonedInputError(merged[0].source, f"applying {len(merged)} results together failed: "
-                                         f"{type(exc).__name__}: {exc}; next, one at a time") from exc
+                raise self._one_at_a_time([result.source for result in merged],
+                                           f"applying {len(merged)} results together failed: "
+                                           f"{type(exc).__name__}: {exc}") from exc
         for result in run:
             self._apply_input(result.topic, result.record, result.message, pending)
+
+    def _one_at_a_time(self, sources: Sequence[RecordInput], reason: str) -> PoisonedInputError:
+        """Remember results whose turn together failed, and the error that makes the caller rebuild:
+        nothing is set aside yet; the batch is read again with these one at a time, so the one that
+        breaks a turn alone is found (`_result_runs`)."""
+        for source in sources:
+            self.one_by_one[source] = None
+        while len(self.one_by_one) > POISON_KEPT:
+            self.one_by_one.popitem(last=False)
+        return PoisonedInputError(sources[0], f"{reason}; next, one at a time")
 
     def _apply_merged(self, run: list[_Result], pending: TransactionSink) -> None:
         first = run[0]
         iid = first.message.instance_id
         state, now = self.states.get(iid), utcnow()
         assert state is not None  # `Orchestrator.together` took them
-        # The run's records are the first's: a record too large for Kafka sets that input aside
-        # (and fails the instance, as it would have at any of them).
-        pending.source = first.source
+        # A record of the turn too large for Kafka: the run is read again one result at a time,
+        # and the turn that makes it then is the one set aside (`_commit`).
+        pending.source = Together(tuple(r.source for r in run))
         pending.input = (first.topic, first.record)
         observer = self.observer
         observer.begin(first.message, state, first.record.headers, first.record.timestamp, now)
@@ -562,6 +569,12 @@ class PartitionOwner:
     def _misplaced(self, record: ConsumerRecord[bytes, bytes], message: cmd.InstanceMessage) -> bool:
         """Produced without a key, or to another partition than its instance's (`_apply_record`)."""
         return record.key is None or partition_for(message.instance_id.encode(), self.partitions) != self.number
+
+    def _broken(self, source: Source, exc: Exception, doing: str = "applying it") -> PoisonedInputError:
+        """`_poison` for an input whose turn raised `exc`, or would write a record Kafka refuses."""
+        if isinstance(exc, PayloadTooLargeError):
+            return self._poison(source, f"its turn would write {exc}", kind="too_large")
+        return self._poison(source, f"{doing} failed: {type(exc).__name__}: {exc}")
 
     def _poison(self, source: Source, reason: str, kind: str = "poisoned") -> PoisonedInputError:
         """Remember `source` as an input to set aside, and the error that makes the caller rebuild."""
@@ -675,7 +688,7 @@ class PartitionOwner:
             except Exception as exc:
                 pending.rollback(mark)
                 log.exception("partition %d: firing %s of %r failed", self.number, what, iid[:200])
-                raise self._poison(timer, f"firing it failed: {type(exc).__name__}: {exc}") from exc
+                raise self._broken(timer, exc, "firing it") from exc
             fired += 1
         pending.source = None
         fired += self._expire(now, pending, 1000 - fired)
@@ -819,12 +832,15 @@ class PartitionOwner:
             # header included), before anything is queued: Kafka would refuse it and the
             # transaction with it, on every retry. The input that made it is set aside instead
             # (its instance fails with this reason); a record of no input fails as `send` would.
-            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(send.key, send.value, send.headers or [])
-            if size > self._record_limit:
-                why = f"a record of {size} bytes to {send.topic}, over the limit of {self._record_limit} bytes"
-                if send.source is None:
-                    raise MessageSizeTooLargeError(why)
-                raise self._poison(send.source, f"its turn would write {why}", kind="too_large")
+            size = send.size
+            if size > self.record_limit:
+                error = PayloadTooLargeError(f"a record to {send.topic}", size, self.record_limit)
+                source = pending.blame(send, self.record_limit)
+                if source is None:
+                    raise MessageSizeTooLargeError(str(error))
+                if isinstance(source, Together):
+                    raise self._one_at_a_time(source.inputs, f"their turn would write {error}")
+                raise self._broken(source, error)
         futures: list[asyncio.Future[Any]] = []
         began = time.monotonic()
         own = (self.topics.status, self.topics.history_store, self.topics.history)

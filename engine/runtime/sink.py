@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import ConsumerRecord
 
 from ..core import commands as cmd
@@ -32,6 +33,7 @@ from ..core.events import HistoryEvent
 from ..core.orchestrator import Unapplied
 from ..core.remote import WorkflowWorkItem
 from ..core.state import RECENT_COMMANDS, InstanceState, Timer
+from ..errors import PayloadTooLargeError
 from ..wire.records import (
     STORE_HEADER,
     encode_dead_letter,
@@ -46,7 +48,7 @@ from .history_store import StoredHistory
 if TYPE_CHECKING:
     from .partition import PartitionOwner
 
-__all__ = ["AuditEvents", "RecordInput", "Send", "Source", "StateSend", "TransactionSink"]
+__all__ = ["AuditEvents", "RecordInput", "Send", "Source", "StateSend", "Together", "TransactionSink"]
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,16 @@ class RecordInput:
     offset: int
 
 
-#: What an input was: a record, or a timer that came due.
-Source = RecordInput | Timer
+@dataclass(frozen=True, slots=True)
+class Together:
+    """Inputs applied in one turn (a fan-in's results: `PartitionOwner._apply_results`). Which of
+    them made a record too large is found by reading them again one at a time."""
+
+    inputs: tuple[RecordInput, ...]
+
+
+#: What an input was: a record, or a timer that came due; or what a turn's records were made of.
+Source = RecordInput | Timer | Together
 
 
 @dataclass(slots=True)
@@ -100,10 +110,18 @@ class Send:
     #: An audit-history record's events (None: any other record); its `value` is None until
     #: `TransactionSink.records` joins them.
     audit: AuditEvents | None = None
+    #: For a `history-store` record, the state it was written with (`TransactionSink.blame`).
+    written_with: StateSend | None = field(default=None, repr=False)
 
     @property
     def tombstone(self) -> bool:
         return self.value is None and self.audit is None
+
+    @property
+    def size(self) -> int:
+        """Bytes as the producer measures a record: key, value and headers."""
+        size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(self.key, self.value, self.headers or [])
+        return size
 
 
 @dataclass(slots=True, kw_only=True, eq=False)
@@ -245,18 +263,41 @@ class TransactionSink:
                 send.value = join_events(send.key.decode(), send.audit.execution_id, send.audit.events)
         return out
 
+    def blame(self, send: Send, limit: int) -> Source | None:
+        """The input whose turn made `send` (a record of `records`) larger than `limit` bytes.
+
+        A record carries the source of the turn that wrote it, but an instance's status and
+        history-store records are its last state's in the transaction, and hold what every turn of
+        it before added: the one to blame is the earliest of those turns whose state was already too
+        large. (An event too large for any record fails the turn that adds it: `_encode`.) Blaming
+        the last would set aside an innocent input, and the next read of the batch would blame the
+        one before it."""
+        latest = send if isinstance(send, StateSend) else send.written_with
+        if latest is None:
+            return send.source
+        turns: list[StateSend] = []
+        turn: StateSend | None = latest
+        while turn is not None:
+            turns.append(turn)
+            turn = turn.previous
+        for turn in reversed(turns):
+            if Send(send.topic, send.key, encode_state(turn.state), None, None, send.headers).size > limit:
+                return turn.source
+        return send.source
+
     def dead_letter(self, kind: str, reason: str, topic: str, record: ConsumerRecord[bytes, bytes]) -> None:
         """Set input `record` of `topic` aside on the dead-letter topic, with `reason`."""
         owner = self.owner
+        # Its copy of the value is cut to fit one record, whatever HEADRACE_DEAD_LETTER_VALUE_BYTES says.
         self.add(owner.topics.dead_letter, record.key or b"",
                  encode_dead_letter(reason, topic, record.partition, record.offset, record.key, record.value,
-                                    owner.settings.dead_letter_value_bytes))
+                                    min(owner.settings.dead_letter_value_bytes, owner.record_limit // 2)))
         self.set_aside.append(kind)
 
     # -- effects (`engine.core.effects.EffectSink`) -------------------------------------------------
 
     def close_execution(self, instance_id: str, execution_id: str, events: Sequence[HistoryEvent]) -> None:
-        encoded = [encode_event(e) for e in events]
+        encoded = self._encode(instance_id, execution_id, events)
         stored = self.owner.histories.get(instance_id)
         if not self.owner.audit_turns and stored is not None and stored.execution_id == execution_id:
             encoded = [*stored.encoded(), *encoded]  # the audit record(s) of the whole execution
@@ -273,13 +314,15 @@ class TransactionSink:
     def append_history(self, state: InstanceState, events: Sequence[HistoryEvent], *, reset: bool) -> None:
         owner = self.owner
         iid = state.instance_id
+        # Each event is encoded once, for the audit record and for the history-store chunks (which
+        # `put_state`, always next, writes with the state); first, so a turn that cannot be written
+        # fails before anything changed.
+        fresh = self._encode(iid, state.execution_id, events)
         stored = owner.histories.get(iid)
         if reset or stored is None or stored.execution_id != state.execution_id:
             self._drop_history(iid)
             stored = owner.histories[iid] = StoredHistory(iid, state.execution_id)
-        # Each event is encoded once, for the audit record and for the history-store chunks (which
-        # `put_state`, always next, writes with the state).
-        fresh = stored.append(events)
+        stored.append(events, fresh)
         if owner.audit_turns:
             self._audit(iid, state.execution_id, fresh)
         if not state.is_running:
@@ -294,9 +337,12 @@ class TransactionSink:
         owner = self.owner
         owner.remember(state)
         iid = state.instance_id
+        previous = self._states.get(iid)
+        if previous is None and self._dropped and self._dropped[-1].stored.instance_id == iid:
+            previous = self._dropped[-1].latest  # this turn ended its execution (`_drop_history`)
         send = StateSend(owner.topics.status, iid.encode(), None, owner.number, self.source,
                          owner.observer.status_headers(state), state=state, at=len(self.sends),
-                         previous=self._states.get(iid))
+                         previous=previous)
         self.sends.append(send)
         self._states[iid] = send
 
@@ -322,19 +368,21 @@ class TransactionSink:
             if stored.open_bytes() + len(value) + 2 * len(send.key) + 512 <= owner.store_bytes:
                 store_headers = [*headers, STORE_HEADER] if headers else _STORE_HEADERS
                 for chunk_key, chunk in stored.dirty_chunks(value):
-                    out.append(Send(owner.topics.history_store, chunk_key, chunk, owner.number, source, store_headers))
+                    out.append(Send(owner.topics.history_store, chunk_key, chunk, owner.number, source, store_headers,
+                                    written_with=send))
                 return out
             # The state and the open chunk do not fit in one record: each gets its own, and a
             # restore takes the later (`PartitionOwner._restore`).
             for chunk_key, chunk in stored.dirty_chunks():
-                out.append(Send(owner.topics.history_store, chunk_key, chunk, owner.number, source, _STORE_HEADERS))
+                out.append(Send(owner.topics.history_store, chunk_key, chunk, owner.number, source, _STORE_HEADERS,
+                                written_with=send))
             snapshot: bytes | None = value
         else:
             snapshot = owner.snapshot(state, value)
         if snapshot is not None:
             owner.snapshot_keys.add(iid)
             out.append(Send(owner.topics.history_store, state_snapshot_key(iid), snapshot, owner.number, source,
-                            [*headers, STORE_HEADER] if headers else _STORE_HEADERS))
+                            [*headers, STORE_HEADER] if headers else _STORE_HEADERS, written_with=send))
         elif iid in owner.snapshot_keys:
             # Taken out of `snapshot_keys` once committed (`PartitionOwner._commit`).
             out.append(Send(owner.topics.history_store, state_snapshot_key(iid), None, owner.number, source,
@@ -377,6 +425,22 @@ class TransactionSink:
             self.dead_letter("rejected", unapplied.reason, topic, record)
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _encode(self, iid: str, execution_id: str, events: Sequence[HistoryEvent]) -> list[bytes]:
+        """`events` encoded; raises `PayloadTooLargeError` if one of them alone makes a record over
+        the limit (its audit record, its chunk), so that the turn that added it is the one set aside
+        (`PartitionOwner._broken`), whichever turn of the instance in this transaction (or, with
+        HEADRACE_AUDIT=execution, at its end) would write the record."""
+        encoded = [encode_event(e) for e in events]
+        owner = self.owner
+        # The most a record of it alone holds besides it: the key and the event's two IDs (a chunk's
+        # key and value name both), and headers (`RECORD_OVERHEAD`).
+        overhead = 2 * (len(iid.encode()) + len(execution_id)) + owner.record_limit - owner.store_bytes
+        for event in encoded:
+            if len(event) + overhead > owner.record_limit:
+                raise PayloadTooLargeError(f"a record of one history event to {owner.topics.history}",
+                                           len(event) + overhead, owner.record_limit)
+        return encoded
 
     def _audit(self, iid: str, execution_id: str, encoded: list[bytes]) -> None:
         """A turn's events on the audit topic: one record, or several when their payloads are large

@@ -151,7 +151,7 @@ def test_a_record_the_broker_refuses_aborts_the_transaction() -> None:
 
 def test_a_record_over_the_limit_with_its_headers_is_refused_before_anything_is_queued() -> None:
     owner, producer, topics = _owner()
-    owner._record_limit = 1200
+    owner.record_limit = 1200
     header = [("trace", b"t" * 200)]
 
     def commit(source: RecordInput | None, value: bytes) -> None:
