@@ -6,9 +6,15 @@ decisions; each retry becomes a durable timer in history, as in durabletask.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
-__all__ = ["RetryPolicy"]
+__all__ = ["LONGEST_DELAY", "RetryPolicy"]
+
+#: The longest delay a policy gives: a backoff can grow past what a float or `datetime` holds (a
+#: coefficient of 10 overflows a float at attempt 310, and `datetime` ends at year 9999), and the
+#: arithmetic must not raise inside a workflow's turn. A century is as good as never, and in range.
+LONGEST_DELAY = timedelta(days=36525)
 
 
 class RetryPolicy:
@@ -77,11 +83,14 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int) -> timedelta:
         """The delay before attempt `attempt + 1`, after attempt number `attempt` (1-based) failed."""
-        seconds = self._first_retry_interval.total_seconds() * self._backoff_coefficient ** (attempt - 1)
-        delay = timedelta(seconds=seconds)
-        if self._max_retry_interval is not None and delay > self._max_retry_interval:
-            return self._max_retry_interval
-        return delay
+        try:
+            seconds = self._first_retry_interval.total_seconds() * self._backoff_coefficient ** (attempt - 1)
+        except OverflowError:
+            seconds = math.inf
+        longest = LONGEST_DELAY
+        if self._max_retry_interval is not None and self._max_retry_interval < longest:
+            longest = self._max_retry_interval
+        return longest if seconds >= longest.total_seconds() else timedelta(seconds=seconds)
 
     def next_delay(self, *, attempt: int, first_attempt_at: datetime, now: datetime) -> timedelta | None:
         """The delay before the next attempt, or None when the policy gives up.
@@ -97,7 +106,7 @@ class RetryPolicy:
         # Checking `now` alone would let a retry start after the timeout (failed at 7s of 10s,
         # next delay 8s: the retry would run at 15s).
         timeout = self._retry_timeout
-        if timeout is not None and now + delay >= first_attempt_at + timeout:
+        if timeout is not None and delay >= timeout - (now - first_attempt_at):  # no datetime past year 9999
             return None
         return delay
 

@@ -10,6 +10,7 @@ from support import Runner, at, resolver
 from engine import RetryPolicy, TaskFailedError
 from engine.core import events as ev
 from engine.core.actions import CreateChildWorkflow, CreateTimer, ScheduleTask
+from engine.core.retry import LONGEST_DELAY
 from engine.core.values import FailureDetails, RuntimeStatus
 
 S = timedelta(seconds=1)
@@ -125,6 +126,19 @@ class Test_arithmetic:
         )  # would start at 60
         assert p.next_delay(attempt=1, first_attempt_at=at(0), now=at(61)) is None
 
+    def test_delays_past_what_a_float_or_datetime_holds_are_a_century(self):
+        # A coefficient of 1e300 overflows a float at the third attempt; a year-long interval times
+        # 1e4 is past datetime's year 9999; timedelta.max as a timeout is past it too.
+        huge = policy(backoff_coefficient=1e300, max_number_of_attempts=10)
+        assert huge.delay_after(2) == LONGEST_DELAY  # 1e300 seconds
+        assert huge.delay_after(3) == LONGEST_DELAY
+        long = policy(first_retry_interval=timedelta(days=365), backoff_coefficient=1e4,
+                      max_number_of_attempts=10, retry_timeout=timedelta.max)
+        assert long.next_delay(attempt=2, first_attempt_at=at(0), now=at(9)) == LONGEST_DELAY
+        # A shorter max_retry_interval still caps it.
+        capped = policy(backoff_coefficient=1e300, max_number_of_attempts=10, max_retry_interval=timedelta(hours=1))
+        assert capped.delay_after(5) == timedelta(hours=1)
+
     def test_zero_retry_timeout_never_retries(self):
         p = policy(first_retry_interval=timedelta(0), retry_timeout=timedelta(0))
         assert p.next_delay(attempt=1, first_attempt_at=at(0), now=at(0)) is None
@@ -169,6 +183,16 @@ class Test_retries_in_history:
             (1, at(2), "retry"),
             (3, at(5), "retry"),
         ]
+        run.check()
+
+    def test_a_backoff_past_any_date_is_a_retry_a_century_later(self):
+        run = Runner(resolver(wf=self.wf(policy(backoff_coefficient=1e300, max_number_of_attempts=5))), "wf")
+        run.start()
+        run.turn(1, fail(1, 0))
+        run.fire(2, 1)
+        run.turn(3, fail(3, 2))
+        run.fire(4, 3)
+        assert run.turn(5, fail(5, 4)).actions == (CreateTimer(id=5, fire_at=at(5) + LONGEST_DELAY, origin="retry"),)
         run.check()
 
     def test_gives_up_with_the_last_failure(self):
