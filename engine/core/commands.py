@@ -32,6 +32,7 @@ __all__ = [
     "ResumeWorkflow",
     "StartWorkflow",
     "SuspendWorkflow",
+    "TaskResult",
     "TerminateWorkflow",
     "TimerFiring",
     "check_message",
@@ -151,6 +152,9 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
 )
 
 MESSAGE_TYPES: tuple[type[InstanceMessage], ...] = (*COMMAND_TYPES, ActivityResult, TimerFiring, ChildResult)
+
+#: A task's outcome: what a fan-in waits for (`Orchestrator.together`).
+TaskResult = ActivityResult | ChildResult
 
 
 def check_message(message: InstanceMessage) -> InstanceMessage:

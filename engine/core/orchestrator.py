@@ -219,23 +219,23 @@ class Orchestrator:
             return TurnOutcome(state, unapplied=unapplied)
         return self._run(state, [self._result_event(message, now)], now, load_history)
 
-    def together(self, state: InstanceState | None, results: Sequence[cmd.ActivityResult]) -> list[cmd.ActivityResult]:
+    def together(self, state: InstanceState | None, results: Sequence[cmd.TaskResult]) -> list[cmd.TaskResult]:
         """Of `results` (in arrival order), those `handle_results` takes in one turn: each a pending
-        task's first result, for a RUNNING instance whose code runs here (not a remote app's, not
-        one waiting for its code). The others are for `handle`, one at a time (it drops them, or
-        they meet a state that is not running)."""
+        task's first result (an activity's or a child workflow's), for a RUNNING instance whose
+        code runs here (not a remote app's, not one waiting for its code). The others are for
+        `handle`, one at a time (it drops them, or they meet a state that is not running)."""
         if state is None or state.status is not RuntimeStatus.RUNNING or state.waiting_for_code is not None \
                 or self._remote(state.name) or not self._has_code(state):
             return []
-        taken: dict[int, cmd.ActivityResult] = {}
+        taken: dict[int, cmd.TaskResult] = {}
         for result in results:
             if result.task_id not in taken and self._stale(state, result) is None:
                 taken[result.task_id] = result
         return list(taken.values())
 
-    def handle_results(self, state: InstanceState, results: Sequence[cmd.ActivityResult], now: datetime,
+    def handle_results(self, state: InstanceState, results: Sequence[cmd.TaskResult], now: datetime,
                        load_history: HistoryLoader) -> TurnOutcome:
-        """Results of several of a running instance's activities that arrived together, applied in
+        """Results of several of a running instance's tasks that arrived together, applied in
         one turn: the events `handle` would record for each, with one run of the code over all of
         them, as daprd hands a workflow every new event in one work item (a fan-in's results cost
         one turn instead of one each). `results` must be what `together` took."""

@@ -161,11 +161,12 @@ _Decoded = tuple[str, ConsumerRecord[bytes, bytes], "cmd.InstanceMessage | Decod
 
 @dataclass(frozen=True, slots=True)
 class _Result:
-    """An activity result of a batch, with its record (`PartitionOwner._result_runs`)."""
+    """A task's result in a batch (an activity's or a child workflow's), with its record
+    (`PartitionOwner._result_runs`)."""
 
     topic: str
     record: ConsumerRecord[bytes, bytes]
-    message: cmd.ActivityResult
+    message: cmd.TaskResult
 
     @property
     def source(self) -> RecordInput:
@@ -487,7 +488,7 @@ class PartitionOwner:
             raise self._broken(source, exc) from exc
 
     def _result_runs(self, decoded: list[_Decoded]) -> tuple[dict[int, list[_Result]], set[int]]:
-        """Activity results of one instance in a batch with no other input of that instance between
+        """Task results of one instance in a batch with no other input of that instance between
         them (a fan-in's, mostly): each run, by the place of its first, to apply in one turn there
         (`_apply_results`), and the places of the others. A result that broke a turn, or was in a
         run that did, and one that is not on its instance's partition, stays alone."""
@@ -499,8 +500,8 @@ class PartitionOwner:
                 continue
             iid = message.instance_id
             source = RecordInput(topic, record.offset)
-            if not isinstance(message, cmd.ActivityResult) or source in self.poisoned or source in self.one_by_one \
-                    or self._misplaced(record, message):
+            if not isinstance(message, (cmd.ActivityResult, cmd.ChildResult)) or source in self.poisoned \
+                    or source in self.one_by_one or self._misplaced(record, message):
                 open_runs.pop(iid, None)
                 continue
             first = open_runs.get(iid)

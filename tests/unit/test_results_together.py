@@ -29,6 +29,12 @@ def fan_out(ctx: Any, n: Any) -> Any:
     return sum((yield when_all([ctx.call_activity("a", input=i) for i in range(n)])))
 
 
+def children_and_tasks(ctx: Any) -> Any:
+    tasks = [ctx.call_child_workflow("fan_out", input=1, instance_id=f"kid-{i}") for i in range(3)]
+    tasks.append(ctx.call_activity("a", input=9))
+    return (yield when_all(tasks))
+
+
 def first_of_two(ctx: Any) -> Any:
     first = yield when_any([ctx.call_activity("a", input=0), ctx.call_activity("a", input=1)])
     return first.get_result()
@@ -46,7 +52,8 @@ class Owner:
     def __init__(self) -> None:
         settings = Settings.from_env({})
         self.topics = Topics.for_settings(settings)
-        workflows = {"fan_out": fan_out, "first_of_two": first_of_two, "listener_then_tasks": listener_then_tasks}
+        workflows = {"fan_out": fan_out, "first_of_two": first_of_two, "listener_then_tasks": listener_then_tasks,
+                     "children_and_tasks": children_and_tasks}
         self.owner = PartitionOwner(0, settings, self.topics, Orchestrator(workflows.get, ExecutionCache(10)),
                                     "engine", partitions=1)
         self.sent: list[list[Send]] = []
@@ -105,6 +112,22 @@ async def test_a_fan_ins_results_in_one_batch_are_one_turn(o: Owner) -> None:
     # The other instance's two results were a run of their own: one turn, still running.
     assert o.turns("j") == 2
     assert o.owner.states["j"].status is RuntimeStatus.RUNNING
+
+
+async def test_children_results_and_an_activitys_in_one_batch_are_one_turn(o: Owner) -> None:
+    await o.batch(start("children_and_tasks"))
+    assert sorted(o.owner.states["i"].pending_children) == [0, 1, 2]
+    children = [cmd.ChildResult(instance_id="i", execution_id="c1", task_id=task, child_instance_id=f"kid-{task}",
+                                result=str(task * 10)) for task in range(3)]
+    # The children's results come on the commands topic, the activity's on results; one batch.
+    await o.batch(children[0], children[2], result(3, value=9), children[1])
+    state = o.owner.states["i"]
+    assert state.status is RuntimeStatus.COMPLETED
+    assert state.output == "[0, 10, 20, 9]"
+    events = [e for s in o.sent[-1] if s.topic == o.topics.history and s.key == b"i"
+              for e in decode_events(s.value or b"")[2]]
+    assert sum(isinstance(e, ev.WorkflowStarted) for e in events) == 1  # one turn took all four
+    assert o.owner.processed == 1 + 4
 
 
 async def test_a_repeated_result_in_the_run_is_dropped(o: Owner) -> None:
