@@ -23,7 +23,6 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 
 from engine import tracing
@@ -32,7 +31,7 @@ from engine.core.commands import Command
 from engine.read.consumer import committed_reader
 from engine.read.index import StatusIndex
 from engine.read.status import Interest, Observer, StatusFollower
-from engine.topics import Topics, ensure_topics, producer_options
+from engine.topics import Topics, ensure_topics, partition_for, producer_options
 
 from .errors import BackendError
 from .settings import ApiSettings
@@ -85,7 +84,6 @@ class KafkaLink:
         self.last_error = "not connected to Kafka yet"
         self._coordinator: int | None = None
         self._task: asyncio.Task[None] | None = None
-        self._partitioner = DefaultPartitioner()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -258,8 +256,7 @@ class KafkaLink:
 
     def partition(self, instance_id: str) -> int:
         """The instance's partition in every co-partitioned topic (Kafka's murmur2 partitioner)."""
-        all_partitions = list(range(self.partitions))
-        return int(self._partitioner(instance_id.encode(), all_partitions, all_partitions))
+        return partition_for(instance_id.encode(), self.partitions)
 
     async def send(self, command: Command) -> RecordMetadata:
         self.require()

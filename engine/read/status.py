@@ -28,12 +28,11 @@ from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
 
 from ..core.state import InstanceState
 from ..errors import DecodeError
 from ..settings import Settings
-from ..topics import Topics, partition_count
+from ..topics import Topics, partition_count, partition_for
 from ..wire.records import decode_state
 from .consumer import committed_reader
 from .index import StatusIndex, StatusRecord
@@ -102,7 +101,6 @@ class StatusFollower:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._partitioner = DefaultPartitioner()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -136,8 +134,7 @@ class StatusFollower:
 
     def partition_of(self, instance_id: str) -> int:
         """The instance's partition (the Java client's murmur2 partitioner, as the engine's)."""
-        every = list(range(self.partitions))
-        return int(self._partitioner(instance_id.encode(), every, every))
+        return partition_for(instance_id.encode(), self.partitions)
 
     async def follow(self, partition: int) -> None:
         """Follow `partition` too (read from its beginning); return once it was read up to its end

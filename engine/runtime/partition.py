@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import heapq
 import logging
 import time
@@ -28,7 +27,6 @@ from typing import Any
 import aiokafka.producer.sender as aiokafka_sender
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from ..core import commands as cmd
@@ -41,7 +39,7 @@ from ..core.values import FailureDetails, RuntimeStatus
 from ..errors import DecodeError, PayloadTooLargeError, PoisonedInputError
 from ..read.to_end import latest_by_key, latest_values, reading
 from ..settings import AuditMode, Settings
-from ..topics import Topics, producer_options, record_limit
+from ..topics import Topics, partition_for, producer_options, record_limit
 from ..wire.records import (
     MESSAGES,
     POSITIONS_HEADER,
@@ -114,16 +112,6 @@ RECALL_LOOK_BACK = 50_000
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@functools.lru_cache(maxsize=65_536)
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition the Java client's default partitioner (murmur2) gives a key, as aiokafka's does.
-
-    Cached: aiokafka's murmur2 is pure Python and every input record is checked, while one
-    instance's several inputs share a key.
-    """
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True, slots=True)

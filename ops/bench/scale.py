@@ -58,10 +58,10 @@ from engine.core.orchestrator import Orchestrator
 from engine.core.state import InstanceState
 from engine.read.consumer import committed_reader
 from engine.read.index import StatusIndex
-from engine.runtime.partition import PartitionOwner, partition_for
+from engine.runtime.partition import PartitionOwner
 from engine.settings import Settings
 from engine.testing import WorkflowTestEnvironment
-from engine.topics import Topics, ensure_topics
+from engine.topics import Topics, ensure_topics, partition_for
 from engine.wire.records import (
     POSITIONS_HEADER,
     POSITIONS_KEY,

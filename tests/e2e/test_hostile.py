@@ -25,9 +25,8 @@ from engine.core.ids import IdError
 from engine.core.state import InstanceState
 from engine.core.values import RuntimeStatus
 from engine.read.to_end import reading
-from engine.runtime.partition import partition_for
 from engine.settings import Settings
-from engine.topics import Topics, ensure_topics
+from engine.topics import Topics, ensure_topics, partition_for
 from engine.wire.records import SNAPSHOT_SUFFIX, encode_state, history_chunk_key, join_events, state_snapshot_key
 from tests.e2e.processes import Process
 from tests.helpers import eventually

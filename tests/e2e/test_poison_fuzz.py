@@ -46,9 +46,8 @@ from hypothesis import strategies as st
 from engine import WorkflowStatus
 from engine.client.dapr import DaprWorkflowClient
 from engine.core.state import InstanceState
-from engine.runtime.partition import partition_for
 from engine.settings import Settings
-from engine.topics import Topics, ensure_topics
+from engine.topics import Topics, ensure_topics, partition_for
 from ops.audit import audit, read_history
 from tests.e2e.poison import DeepFailure, Poison, Ref, describe, poisons, render
 from tests.e2e.processes import Process

@@ -19,9 +19,10 @@ from engine import WorkflowStatus
 from engine.client.dapr import DaprWorkflowClient
 from engine.core import commands as cmd
 from engine.runtime.host import RuntimeHost
-from engine.runtime.partition import PartitionOwner, partition_for
+from engine.runtime.partition import PartitionOwner
 from engine.runtime.telemetry import Problem as PartitionProblem
 from engine.settings import Settings
+from engine.topics import partition_for
 from tests.e2e.apps import runtime
 from tests.e2e.test_hostile import _read_dead_letters
 from tests.helpers import eventually

@@ -20,9 +20,8 @@ from engine.client.dapr import DaprWorkflowClient
 from engine.core.values import RuntimeStatus
 from engine.read.to_end import latest_by_key
 from engine.runtime.host import RuntimeHost
-from engine.runtime.partition import partition_for
 from engine.settings import Settings
-from engine.topics import Topics
+from engine.topics import Topics, partition_for
 from engine.wire.records import (
     SNAPSHOT_SUFFIX,
     SNAPSHOTS_MARKER,
