@@ -71,6 +71,14 @@ def record_limit(settings: Settings) -> int:
     return 3 * settings.max_payload_bytes + 1024 * 1024
 
 
+def dead_letter_value_bytes(settings: Settings, limit: int | None = None) -> int:
+    """How much of a refused record's value its dead letter copies: HEADRACE_DEAD_LETTER_VALUE_BYTES,
+    cut so the dead letter fits in a record (of `limit` bytes, `record_limit` by default) whatever
+    the value holds (in its JSON a byte takes up to six: a control character is written
+    `\u0001`). A dead letter too large to write would leave the record it sets aside in the way."""
+    return min(settings.dead_letter_value_bytes, (record_limit(settings) if limit is None else limit) // 8)
+
+
 #: Largest batch of records a producer builds per partition (aiokafka's `max_batch_size`).
 #: aiokafka sends a node one produce request at a time with at most one batch per partition in it,
 #: so with its default of 16 KiB a transaction of ~200 KiB (an engine partition's turns under load)

@@ -49,7 +49,7 @@ class RetryPolicy:
             raise ValueError("first_retry_interval must be >= 0")
         if max_number_of_attempts < 1:
             raise ValueError("max_number_of_attempts must be >= 1")
-        if backoff_coefficient is not None and backoff_coefficient < 1:
+        if backoff_coefficient is not None and not backoff_coefficient >= 1:  # NaN is not either
             raise ValueError("backoff_coefficient must be >= 1")
         if max_retry_interval is not None and max_retry_interval < timedelta(0):
             raise ValueError("max_retry_interval must be >= 0")
@@ -83,8 +83,11 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int) -> timedelta:
         """The delay before attempt `attempt + 1`, after attempt number `attempt` (1-based) failed."""
+        first = self._first_retry_interval.total_seconds()
+        if not first:
+            return timedelta(0)  # (0 times an infinite coefficient would be NaN)
         try:
-            seconds = self._first_retry_interval.total_seconds() * self._backoff_coefficient ** (attempt - 1)
+            seconds = first * self._backoff_coefficient ** (attempt - 1)
         except OverflowError:
             seconds = math.inf
         longest = LONGEST_DELAY
@@ -106,7 +109,9 @@ class RetryPolicy:
         # Checking `now` alone would let a retry start after the timeout (failed at 7s of 10s,
         # next delay 8s: the retry would run at 15s).
         timeout = self._retry_timeout
-        if timeout is not None and delay >= timeout - (now - first_attempt_at):  # no datetime past year 9999
+        # In timedeltas, never a datetime past year 9999; a clock behind the first attempt's (the
+        # partition moved to another host) counts as no time gone.
+        if timeout is not None and delay >= timeout - max(now - first_attempt_at, timedelta(0)):
             return None
         return delay
 

@@ -19,7 +19,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -210,6 +210,9 @@ class PartitionOwner:
         self.processed = 0
         #: Inputs that broke a turn; kept across rebuilds (see `PoisonedInputError`).
         self.poisoned: OrderedDict[Source, _Poison] = OrderedDict()
+        #: Fail turns of inputs set aside in the batch being applied, with their inputs (see
+        #: `_fail_turns_kept_if_committed`).
+        self._fail_turns: list[tuple[_Poison, Source]] = []
         #: Results whose turn together failed: applied one at a time from then on, so the one that
         #: breaks a turn alone is found and set aside (`_apply_results`).
         self.one_by_one: OrderedDict[Source, None] = OrderedDict()
@@ -430,6 +433,10 @@ class PartitionOwner:
         partition from committed state and reads the batch again, and that record is then set
         aside (`_set_aside`) instead of applied.
         """
+        with self._fail_turns_kept_if_committed():
+            await self._process(batches)
+
+    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         pending = TransactionSink(self)
         decoded = [(tp.topic, record, self._decode(record)) for tp, records in batches.items() for record in records]
         # Finished instances let go from memory that commands reach are read back first, in one
@@ -597,6 +604,25 @@ class PartitionOwner:
         outcome = self.orchestrator.fail(state, failure, utcnow(), start)
         apply_outcome(iid, outcome, pending)
         self.observer.failed_by_engine(state, outcome.state)  # counted, and its span ended, on commit
+        if pending.source is not None:
+            self._fail_turns.append((poison, pending.source))
+
+    @contextlib.contextmanager
+    def _fail_turns_kept_if_committed(self) -> Iterator[None]:
+        """A fail turn (`_fail_instance`) counts as tried once it broke, or was committed: when the
+        transaction fails for another input's sake, the batch is read again and it is tried again
+        (else its instance would only have the input dead-lettered, and wait forever)."""
+        self._fail_turns = []
+        try:
+            yield
+        except BaseException as exc:
+            blamed = exc.source if isinstance(exc, PoisonedInputError) else None
+            for poison, source in self._fail_turns:
+                if source != blamed:
+                    poison.fail_tried = False
+            raise
+        finally:
+            self._fail_turns = []
 
     async def _recall(self, wanted: dict[str, Source], limit: int | None) -> None:
         """Bring back the states of finished instances let go from memory (`FINISHED_KEPT`) that
@@ -656,6 +682,10 @@ class PartitionOwner:
         due = self.next_timer()
         if due is None or due > now:
             return 0
+        with self._fail_turns_kept_if_committed():
+            return await self._fire_due_timers(now)
+
+    async def _fire_due_timers(self, now: datetime) -> int:
         pending = TransactionSink(self)
         fired = 0
         while self._timers and self._timers[0].due <= now and fired < 1000:

@@ -34,6 +34,7 @@ from ..core.orchestrator import Unapplied
 from ..core.remote import WorkflowWorkItem
 from ..core.state import RECENT_COMMANDS, InstanceState, Timer
 from ..errors import PayloadTooLargeError
+from ..topics import dead_letter_value_bytes
 from ..wire.records import (
     STORE_HEADER,
     encode_dead_letter,
@@ -268,30 +269,29 @@ class TransactionSink:
 
         A record carries the source of the turn that wrote it, but an instance's status and
         history-store records are its last state's in the transaction, and hold what every turn of
-        it before added: the one to blame is the earliest of those turns whose state was already too
-        large. (An event too large for any record fails the turn that adds it: `_encode`.) Blaming
-        the last would set aside an innocent input, and the next read of the batch would blame the
-        one before it."""
+        it before added: the one to blame is the turn that made the state too large, the first of
+        the turns since whose states all were. (An event too large for any record fails the turn
+        that adds it: `_encode`.) Blaming the last would set aside an innocent input, and the next
+        read of the batch would blame the one before it."""
         latest = send if isinstance(send, StateSend) else send.written_with
         if latest is None:
             return send.source
-        turns: list[StateSend] = []
-        turn: StateSend | None = latest
-        while turn is not None:
-            turns.append(turn)
-            turn = turn.previous
-        for turn in reversed(turns):
-            if Send(send.topic, send.key, encode_state(turn.state), None, None, send.headers).size > limit:
-                return turn.source
-        return send.source
+        # Back through the states of the same execution while each was too large as well: the
+        # first of that run made it so (one before it that was too large and then shrank, or of
+        # an execution a purge or restart ended, wrote no record that is refused).
+        execution_id, blamed = latest.state.execution_id, latest
+        before = latest.previous
+        while before is not None and before.state.execution_id == execution_id \
+                and Send(send.topic, send.key, encode_state(before.state), None, None, send.headers).size > limit:
+            blamed, before = before, before.previous
+        return blamed.source
 
     def dead_letter(self, kind: str, reason: str, topic: str, record: ConsumerRecord[bytes, bytes]) -> None:
         """Set input `record` of `topic` aside on the dead-letter topic, with `reason`."""
         owner = self.owner
-        # Its copy of the value is cut to fit one record, whatever HEADRACE_DEAD_LETTER_VALUE_BYTES says.
         self.add(owner.topics.dead_letter, record.key or b"",
                  encode_dead_letter(reason, topic, record.partition, record.offset, record.key, record.value,
-                                    min(owner.settings.dead_letter_value_bytes, owner.record_limit // 2)))
+                                    dead_letter_value_bytes(owner.settings, owner.record_limit)))
         self.set_aside.append(kind)
 
     # -- effects (`engine.core.effects.EffectSink`) -------------------------------------------------
@@ -339,7 +339,9 @@ class TransactionSink:
         iid = state.instance_id
         previous = self._states.get(iid)
         if previous is None and self._dropped and self._dropped[-1].stored.instance_id == iid:
-            previous = self._dropped[-1].latest  # this turn ended its execution (`_drop_history`)
+            dropped = self._dropped[-1].latest  # this turn ended its execution (`_drop_history`)
+            if dropped is not None and dropped.state.execution_id == state.execution_id:
+                previous = dropped
         send = StateSend(owner.topics.status, iid.encode(), None, owner.number, self.source,
                          owner.observer.status_headers(state), state=state, at=len(self.sends),
                          previous=previous)

@@ -47,7 +47,7 @@ from ..errors import DecodeError
 from ..sdk.activity import oversized_result, run_activity
 from ..sdk.registry import Registry
 from ..settings import FETCH_MAX_WAIT_MS, Settings
-from ..topics import Topics, ensure_topics, producer_options
+from ..topics import Topics, dead_letter_value_bytes, ensure_topics, producer_options
 from ..wire.records import WORK_ITEMS, encode_dead_letter
 from . import logs
 from .apps import AppTopics
@@ -545,7 +545,7 @@ class ActivityWorker:
             reason = str(exc) if isinstance(exc, DecodeError) else f"undecodable record: {type(exc).__name__}: {exc}"
             await producer.send_and_wait(self.topics.dead_letter, encode_dead_letter(
                 reason, tp.topic, tp.partition, record.offset, record.key, record.value,
-                self.settings.dead_letter_value_bytes))
+                dead_letter_value_bytes(self.settings)))
             self.metrics.dead_letters.labels("invalid_work_item").inc()
             self._done(tp, state, record.offset)
             return

@@ -31,6 +31,7 @@ class Test_validation:
             ({"max_number_of_attempts": -3}, "max_number_of_attempts must be >= 1"),
             ({"backoff_coefficient": 0.99}, "backoff_coefficient must be >= 1"),
             ({"backoff_coefficient": 0}, "backoff_coefficient must be >= 1"),
+            ({"backoff_coefficient": float("nan")}, "backoff_coefficient must be >= 1"),
             ({"max_retry_interval": -S}, "max_retry_interval must be >= 0"),
             ({"retry_timeout": -S}, "retry_timeout must be >= 0"),
         ],
@@ -135,6 +136,12 @@ class Test_arithmetic:
         long = policy(first_retry_interval=timedelta(days=365), backoff_coefficient=1e4,
                       max_number_of_attempts=10, retry_timeout=timedelta.max)
         assert long.next_delay(attempt=2, first_attempt_at=at(0), now=at(9)) == LONGEST_DELAY
+        # No interval stays none; an infinite coefficient is the longest delay; a clock behind the
+        # first attempt's with the longest timeout.
+        assert policy(first_retry_interval=timedelta(0), backoff_coefficient=1e300,
+                      max_number_of_attempts=10).delay_after(5) == timedelta(0)
+        assert policy(backoff_coefficient=float("inf"), max_number_of_attempts=10).delay_after(2) == LONGEST_DELAY
+        assert long.next_delay(attempt=1, first_attempt_at=at(9), now=at(0)) == timedelta(days=365)
         # A shorter max_retry_interval still caps it.
         capped = policy(backoff_coefficient=1e300, max_number_of_attempts=10, max_retry_interval=timedelta(hours=1))
         assert capped.delay_after(5) == timedelta(hours=1)

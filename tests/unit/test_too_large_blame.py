@@ -43,11 +43,24 @@ def loud_on_event(ctx: Any, args: list[Any]) -> Any:
     return "done"
 
 
+def loud_then_done(ctx: Any, args: list[Any]) -> Any:
+    yield ctx.wait_for_external_event("a")
+    ctx.set_custom_status("s" * args[0])
+    return "done"
+
+
+def loud_then_waits(ctx: Any, args: list[Any]) -> Any:
+    yield ctx.wait_for_external_event("z")
+    ctx.set_custom_status("s" * args[0])
+    yield ctx.wait_for_external_event("never")
+
+
 def fan_out(ctx: Any, n: Any) -> Any:
     return len((yield when_all([ctx.call_activity("a", input=i) for i in range(n)])))
 
 
-WORKFLOWS = {"loud_on_event": loud_on_event, "fan_out": fan_out}
+WORKFLOWS = {"loud_on_event": loud_on_event, "fan_out": fan_out, "loud_then_done": loud_then_done,
+             "loud_then_waits": loud_then_waits}
 
 
 class _Producer:
@@ -104,9 +117,17 @@ class Partition:
                               key=message.instance_id.encode(), value=value, checksum=None,
                               serialized_key_size=0, serialized_value_size=len(value), headers=[])
 
-    async def batch(self, *messages: cmd.InstanceMessage) -> None:
+    async def batch(self, *messages: cmd.InstanceMessage | bytes) -> None:
+        """One batch of `messages` (bytes: a record of that value on the commands topic)."""
         batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
         for message in messages:
+            if isinstance(message, bytes):
+                self.offset += 1
+                record = ConsumerRecord(topic=self.topics.commands, partition=0, offset=self.offset, timestamp=0,
+                                        timestamp_type=0, key=b"i", value=message, checksum=None,
+                                        serialized_key_size=1, serialized_value_size=len(message), headers=[])
+                batch.setdefault(TopicPartition(self.topics.commands, 0), []).append(record)
+                continue
             topic = self.topics.results if isinstance(message, cmd.ActivityResult) else self.topics.commands
             batch.setdefault(TopicPartition(topic, 0), []).append(self.record(topic, message))
         for _ in range(10):
@@ -167,6 +188,22 @@ async def test_the_turn_that_made_a_record_too_large_is_blamed_not_the_last(what
     assert p.rebuilds == 1
 
 
+async def test_a_state_of_a_run_a_purge_ended_is_not_blamed() -> None:
+    p = Partition()
+    size = LIMIT * 6 // 10
+    args = f'[{size}, "{"p" * size}"]'
+    await p.batch(start("loud_then_done", args))
+    # "a" makes the first run's state too large, but it is purged in the same transaction, so that
+    # state is never written; the restarted run's "z" makes a state too large that would be.
+    await p.batch(raise_event("a"), cmd.PurgeWorkflow(instance_id="i", command_id="purge"),
+                  cmd.StartWorkflow(instance_id="i", command_id="c2", name="loud_then_waits", input=args),
+                  raise_event("z"))
+    assert [offset for offset, _ in p.dead_letters()] == [p.offset]
+    state = p.owner.states["i"]
+    assert state.execution_id == "c2" and state.status is RuntimeStatus.FAILED
+    assert p.rebuilds == 1
+
+
 async def test_a_too_large_turn_of_results_applied_together_is_read_again_one_at_a_time() -> None:
     p = Partition()
     await p.batch(start("fan_out", "3"))
@@ -181,4 +218,28 @@ async def test_a_too_large_turn_of_results_applied_together_is_read_again_one_at
     assert "over the limit" in letters[0][1]
     assert p.owner.states["i"].status is RuntimeStatus.FAILED
     # Once for the turn of three (read again one at a time), once for the one that broke its own.
+    assert p.rebuilds == 2
+
+
+async def test_a_dead_letter_fits_in_a_record_whatever_its_value_holds() -> None:
+    # Control bytes take six bytes each in the dead letter's JSON, and the setting allows far more
+    # than the record limit: the copy is cut so that the dead letter is written, once.
+    p = Partition({"HEADRACE_DEAD_LETTER_VALUE_BYTES": str(10 * 1024 * 1024)})
+    await p.batch(b"\x01" * LIMIT)
+    assert [offset for offset, _ in p.dead_letters()] == [p.offset]
+    assert p.rebuilds == 0
+
+
+async def test_an_instance_is_failed_even_when_its_fail_turn_was_rolled_back_for_another() -> None:
+    # Two instances made too large in one batch: the first input's fail turn is applied while the
+    # second input is still to be found, and that transaction is not committed; read again, the
+    # first instance is failed again, not only its input dead-lettered.
+    p = Partition()
+    size = LIMIT * 6 // 10
+    args = f'[{size}, "{"p" * size}"]'
+    await p.batch(start("loud_on_event", args, iid="A"), start("loud_on_event", args, iid="B"))
+    await p.batch(raise_event("a", "A"), raise_event("a", "B"))
+    assert [offset for offset, _ in p.dead_letters()] == [p.offset - 1, p.offset]
+    assert p.owner.states["A"].status is RuntimeStatus.FAILED
+    assert p.owner.states["B"].status is RuntimeStatus.FAILED
     assert p.rebuilds == 2
