@@ -31,6 +31,22 @@ START, DONE = "WorkflowStarted", "WorkflowCompleted"
 MiB = 1024 * 1024
 
 
+def results_joined(events: list[str]) -> list[str]:
+    """`events` with back-to-back turns of results joined into one: how many turns a fan-in's
+    results take depends on how they arrive together (daprd hands a workflow every new event in
+    one work item; Headrace applies a batch's results of one instance in one turn)."""
+    results = ("TaskCompleted", "TaskFailed", "ChildWorkflowCompleted", "ChildWorkflowFailed")
+    out: list[str] = []
+    for index, event in enumerate(events):
+        if event == DONE and 0 < index < len(events) - 2 and events[index - 1] in results \
+                and events[index + 1] == START and events[index + 2] in results:
+            continue
+        if event == START and out and out[-1] in results and index > 0 and events[index - 1] == DONE:
+            continue
+        out.append(event)
+    return out
+
+
 def output(state: WorkflowState | None) -> Any:
     assert state is not None
     return None if state.serialized_output is None else orjson.loads(state.serialized_output)
@@ -68,12 +84,11 @@ def test_fan_out_fan_in(backend: Backend) -> None:
     state = backend.wait_done(iid)
     assert state.runtime_status is WorkflowStatus.COMPLETED
     assert output(state) == 14
-    assert backend.executions(iid) == [[
+    [history] = backend.executions(iid)
+    assert results_joined(history) == [
         START, "ExecutionStarted", "TaskScheduled", "TaskScheduled", "TaskScheduled", DONE,
-        START, "TaskCompleted", DONE,
-        START, "TaskCompleted", DONE,
-        START, "TaskCompleted", DONE, "ExecutionCompleted",
-    ]]
+        START, "TaskCompleted", "TaskCompleted", "TaskCompleted", DONE, "ExecutionCompleted",
+    ]
 
 
 def test_child_workflows_get_dapr_ids(backend: Backend) -> None:
@@ -86,11 +101,11 @@ def test_child_workflows_get_dapr_ids(backend: Backend) -> None:
         child = backend.state(f"{iid}:{n:04x}")
         assert child is not None and child.runtime_status is WorkflowStatus.COMPLETED
         assert output(child) == f"Hello, {name}!"
-    assert backend.executions(iid) == [[
+    [history] = backend.executions(iid)
+    assert results_joined(history) == [
         START, "ExecutionStarted", "ChildWorkflowCreated", "ChildWorkflowCreated", DONE,
-        START, "ChildWorkflowCompleted", DONE,
-        START, "ChildWorkflowCompleted", DONE, "ExecutionCompleted",
-    ]]
+        START, "ChildWorkflowCompleted", "ChildWorkflowCompleted", DONE, "ExecutionCompleted",
+    ]
 
 
 def test_external_event(backend: Backend) -> None:
