@@ -39,7 +39,7 @@ from ..core.values import FailureDetails, RuntimeStatus
 from ..errors import DecodeError, PayloadTooLargeError, PoisonedInputError
 from ..read.to_end import latest_by_key, latest_values, reading
 from ..settings import AuditMode, Settings
-from ..topics import Topics, partition_for, producer_options, record_limit
+from ..topics import Topics, java_partitioner, partition_for, producer_options, record_limit
 from ..wire.records import (
     MESSAGES,
     POSITIONS_HEADER,
@@ -898,27 +898,43 @@ async def _send_all(producer: AIOKafkaProducer, sends: list[Send], futures: list
     """Hand a transaction's records (each within the record limit: `_commit`) to `producer`, each
     future in `futures`.
 
-    The records of the owner's own topics (`batched`: status, history-store, audit, each record on
-    the owner's partition) go in record batches built here, one per partition (more only past
+    Records go in record batches built here, one per partition (more only past
     `PRODUCE_BATCH_BYTES`), instead of a `send` each: a `send` waits on the topic's metadata, picks
     the partition, finds the batch and gives the record a future of its own, and a chain-5
-    workflow writes eighteen such records. A partition's records keep their order (a compacted
-    topic keeps a key's last); the broker receives what the accumulator would build, one batch per
-    partition. Every other record goes through `send`, in order among them: a topic is written one
-    way only, so no partition gets records both ways (the commands topic gets keyed messages and
-    forwarded records with a partition)."""
+    workflow writes 23 records (its work items among them). A partition's records keep their
+    order (a compacted topic keeps a key's last); the broker receives what the accumulator would
+    build, one batch per partition. The owner's own topics (`batched`: status, history-store,
+    audit) always go so, each record on the owner's partition; another topic (work items, messages
+    to other instances, dead letters) once the producer knows its partitions, a keyed record on
+    the partition `send` would give it (`engine.topics.java_partitioner`). Until then its records
+    go through `send`, all of them: a topic is written one way in a transaction, so no partition
+    gets records both ways and out of order (the commands topic gets keyed messages and forwarded
+    records with a partition)."""
     batches: dict[tuple[str, int], Any] = {}
+    cluster = producer.client.cluster
+    #: Other topics of this transaction: their partitions, or None to go through `send`.
+    known: dict[str, list[int] | None] = {}
     for send in sends:
-        if send.partition is None or send.topic not in batched:
-            futures.append(await producer.send(send.topic, value=send.value, key=send.key, partition=send.partition,
+        topic, partition = send.topic, send.partition
+        if topic not in batched:
+            if topic not in known:
+                partitions = cluster.partitions_for_topic(topic)
+                known[topic] = sorted(partitions) if partitions else None
+            every = known[topic]
+            if every is not None and partition is None:
+                partition = java_partitioner(send.key, every, every)
+            elif every is None:
+                partition = None
+        if partition is None:
+            futures.append(await producer.send(topic, value=send.value, key=send.key, partition=send.partition,
                                                headers=send.headers))
             continue
-        where = (send.topic, send.partition)
+        where = (topic, partition)
         batch = batches.get(where)
         while batch is None or batch.append(timestamp=None, key=send.key, value=send.value,
                                             headers=send.headers or []) is None:
             if batch is not None:  # full: it goes now, and the record begins the next
-                futures.append(await producer.send_batch(batch, send.topic, partition=send.partition))
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
             batch = batches[where] = producer.create_batch()
     for (topic, partition), batch in batches.items():
         batch.close()  # nothing else may join it once it is queued

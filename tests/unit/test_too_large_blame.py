@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -68,6 +69,8 @@ class _Producer:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None]] = []  # (topic, value) of records sent one by one
+        # It knows no topic's partitions: records of other topics than the owner's go through `send`.
+        self.client = SimpleNamespace(cluster=SimpleNamespace(partitions_for_topic=lambda topic: None))
 
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(1024 * 1024, 0, is_transactional=True)

@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
@@ -21,15 +23,17 @@ from engine.runtime.partition import PartitionOwner, _send_all
 from engine.runtime.sink import RecordInput, Send, TransactionSink
 from engine.sdk.registry import Registry
 from engine.settings import Settings
-from engine.topics import Topics
+from engine.topics import Topics, partition_for
 
 
 class _Producer:
     """What `_send_all` uses of an `AIOKafkaProducer`, recording what it was handed."""
 
-    def __init__(self, batch_bytes: int) -> None:
+    def __init__(self, batch_bytes: int, known: dict[str, set[int]] | None = None) -> None:
         self.batch_bytes = batch_bytes
         self.handed: list[tuple[str, Any, Any]] = []  # ("batch", (topic, partition), builder) | ("send", ...)
+        # The cluster metadata it holds: the partitions of the topics it knows.
+        self.client = SimpleNamespace(cluster=SimpleNamespace(partitions_for_topic=(known or {}).get))
 
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(self.batch_bytes, 0, is_transactional=True)
@@ -53,8 +57,8 @@ def _records(batch: BatchBuilder) -> list[tuple[bytes | None, bytes | None, list
 OWN = ("status", "store", "history")
 
 
-def _hand(sends: list[Send], batch_bytes: int) -> tuple[_Producer, int]:
-    producer = _Producer(batch_bytes)
+def _hand(sends: list[Send], batch_bytes: int, known: dict[str, set[int]] | None = None) -> tuple[_Producer, int]:
+    producer = _Producer(batch_bytes, known)
     futures: list[asyncio.Future[Any]] = []
 
     async def main() -> None:
@@ -94,9 +98,28 @@ def test_a_full_batch_goes_before_the_next_one_of_its_partition() -> None:
     assert keys == [f"k{i}".encode() for i in range(7)]  # every record, once, in order
 
 
+def test_other_topics_go_in_batches_once_their_partitions_are_known() -> None:
+    keys = [f"wf-{n}".encode() for n in range(40)]
+    sends = [Send("tasks", key, b"item-" + key, None, None) for key in keys]
+    # A record forwarded to its home partition of `commands`, then a message keyed to the same
+    # instance: one partition, one batch, in their order.
+    home = partition_for(b"a", 4)
+    sends += [Send("commands", b"a", b"forwarded", home, None), Send("commands", b"a", b"message", None, None)]
+    producer, futures = _hand(sends, 512 * 1024, {"tasks": {0, 1, 2}, "commands": {0, 1, 2, 3}})
+    assert all(kind == "batch" for kind, _, _ in producer.handed) and futures == len(producer.handed)
+    batches = {where: _records(b) for _, where, b in producer.handed}
+    # Each on the partition `send` would have given it (aiokafka's default partitioner).
+    reference = DefaultPartitioner()
+    for key in keys:
+        assert (key, b"item-" + key, []) in batches[("tasks", reference(key, [0, 1, 2], [0, 1, 2]))]
+    assert sum(len(records) for where, records in batches.items() if where[0] == "tasks") == len(keys)
+    assert [value for _, value, _ in batches[("commands", home)]] == [b"forwarded", b"message"]
+
+
 def test_other_topics_go_through_send_in_order_even_with_a_partition() -> None:
     # A record forwarded to its home partition of `commands` and a message keyed to the same
-    # instance land on one partition: both through `send`, so the first stays first.
+    # instance land on one partition; while the producer does not know the topic's partitions,
+    # both go through `send`, so the first stays first.
     sends = [Send("commands", b"a", b"forwarded", 2, None), Send("commands", b"a", b"message", None, None),
              Send("status", b"a", b"s", 2, None)]
     producer, _ = _hand(sends, 512 * 1024)
