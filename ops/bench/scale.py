@@ -185,6 +185,11 @@ class _Forwarding:
                                                                headers=headers)
         return future
 
+    @property
+    def client(self) -> Any:
+        """The producer's client: its cluster metadata says which topics the owner may batch."""
+        return self.producer.client
+
     def create_batch(self) -> _Collected:
         return _Collected()
 
