@@ -60,7 +60,7 @@ from .history_store import StoredHistory
 from .sink import RecordInput, Send, Source, Together, TransactionSink
 from .telemetry import EngineMetrics, TurnObserver
 
-__all__ = ["PartitionOwner", "partition_for"]
+__all__ = ["PartitionOwner"]
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
+from support import input_record
 
 from engine import when_all, when_any
 from engine.core import commands as cmd
@@ -66,10 +67,7 @@ class Owner:
 
     def record(self, topic: str, message: cmd.InstanceMessage) -> ConsumerRecord[bytes, bytes]:
         self.offset += 1
-        value = encode(message)
-        return ConsumerRecord(topic=topic, partition=0, offset=self.offset, timestamp=0, timestamp_type=0,
-                              key=message.instance_id.encode(), value=value, checksum=None,
-                              serialized_key_size=0, serialized_value_size=len(value), headers=[])
+        return input_record(topic, self.offset, message.instance_id.encode(), encode(message))
 
     async def batch(self, *messages: cmd.InstanceMessage, topic: str | None = None) -> None:
         """One batch of `messages`, each on its usual topic or all on `topic`."""

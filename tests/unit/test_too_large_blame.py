@@ -20,6 +20,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import ConsumerRecord
+from support import input_record
 
 from engine import when_all
 from engine.core import commands as cmd
@@ -115,10 +116,7 @@ class Partition:
 
     def record(self, topic: str, message: cmd.InstanceMessage) -> ConsumerRecord[bytes, bytes]:
         self.offset += 1
-        value = encode(message)
-        return ConsumerRecord(topic=topic, partition=0, offset=self.offset, timestamp=0, timestamp_type=0,
-                              key=message.instance_id.encode(), value=value, checksum=None,
-                              serialized_key_size=0, serialized_value_size=len(value), headers=[])
+        return input_record(topic, self.offset, message.instance_id.encode(), encode(message))
 
     async def batch(self, *messages: cmd.InstanceMessage | bytes) -> None:
         """One batch of `messages` (bytes: a record of that value on the commands topic)."""
@@ -126,9 +124,7 @@ class Partition:
         for message in messages:
             if isinstance(message, bytes):
                 self.offset += 1
-                record = ConsumerRecord(topic=self.topics.commands, partition=0, offset=self.offset, timestamp=0,
-                                        timestamp_type=0, key=b"i", value=message, checksum=None,
-                                        serialized_key_size=1, serialized_value_size=len(message), headers=[])
+                record = input_record(self.topics.commands, self.offset, b"i", message)
                 batch.setdefault(TopicPartition(self.topics.commands, 0), []).append(record)
                 continue
             topic = self.topics.results if isinstance(message, cmd.ActivityResult) else self.topics.commands
