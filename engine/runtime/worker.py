@@ -27,7 +27,7 @@ import queue
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum, auto
@@ -275,6 +275,27 @@ class HandOn(Enum):
     HANDED = auto()  # written to the next partition for another worker
     RUN_HERE = auto()  # waited long enough: run here, which fails it with UnknownActivityError
     NOT_OURS = auto()  # the partition moved to another worker during the pause
+
+
+#: Seconds between tries of a write the worker cannot go on without (`_written`).
+WRITE_RETRY_S = 1.0
+
+
+async def _written(producer: AIOKafkaProducer, what: str, topic: str, value: bytes | None, *,
+                   first: Callable[[], Awaitable[None]] | None = None, **kwargs: Any) -> None:
+    """Write a record its work item's offset must not move past without (a result, a dead letter,
+    an item handed on), trying again while Kafka is away: the item is not finished until it is
+    written, and a failure left to end the handling would hold the partition's commit point there
+    for as long as this process lives. `first` runs before each try (making a topic it needs)."""
+    while True:
+        try:
+            if first is not None:
+                await first()
+            await producer.send_and_wait(topic, value, **kwargs)
+            return
+        except KafkaError as exc:
+            log.warning("could not write %s (%s); retrying", what, exc)
+            await asyncio.sleep(WRITE_RETRY_S)
 
 
 class _Partition:
@@ -543,9 +564,9 @@ class ActivityWorker:
                 check_app_id(item.reply_app_id, "reply_app_id")
         except Exception as exc:  # a DecodeError, or anything else a hostile record provokes
             reason = str(exc) if isinstance(exc, DecodeError) else f"undecodable record: {type(exc).__name__}: {exc}"
-            await producer.send_and_wait(self.topics.dead_letter, encode_dead_letter(
-                reason, tp.topic, tp.partition, record.offset, record.key, record.value,
-                dead_letter_value_bytes(self.settings)))
+            letter = encode_dead_letter(reason, tp.topic, tp.partition, record.offset, record.key, record.value,
+                                        dead_letter_value_bytes(self.settings))
+            await _written(producer, "a dead letter", self.topics.dead_letter, letter, key=record.key)
             self.metrics.dead_letters.labels("invalid_work_item").inc()
             self._done(tp, state, record.offset)
             return
@@ -572,18 +593,15 @@ class ActivityWorker:
         reply_app_id = getattr(item, "reply_app_id", None)
         reply = reply_app_id if reply_app_id != self.settings.app_id else None
         results = self.apps.of(reply).results
-        while True:
-            try:
-                if reply is not None:
-                    await self.apps.ensure([reply])
-                    await self.apps.track(producer, [results])
-                await producer.send_and_wait(results, payload, key=item.instance_id.encode(),
-                                             headers=span.result_headers() if span is not None else None)
-                break
-            except KafkaError as exc:
-                # The result must get out before the offset moves on; keep trying while Kafka is away.
-                log.warning("could not write the result of %s (%s); retrying", item.instance_id, exc)
-                await asyncio.sleep(1)
+
+        async def reply_topic() -> None:
+            if reply is not None:
+                await self.apps.ensure([reply])
+                await self.apps.track(producer, [results])
+
+        await _written(producer, f"the result of {item.instance_id}", results, payload,
+                       key=item.instance_id.encode(), headers=span.result_headers() if span is not None else None,
+                       first=reply_topic)
         if span is not None:
             span.end(getattr(result, "failure", None))
         self.completed += 1
@@ -618,14 +636,9 @@ class ActivityWorker:
         target = (tp.partition + 1) % len(partitions) if partitions else tp.partition
         headers = [(k, v) for k, v in record.headers if k != UNKNOWN_SINCE_HEADER]
         headers.append((UNKNOWN_SINCE_HEADER, since.isoformat().encode()))
-        while True:
-            try:
-                await producer.send_and_wait(tp.topic, record.value, key=record.key, partition=target,
-                                             headers=headers)
-                return HandOn.HANDED
-            except KafkaError as exc:
-                log.warning("could not hand on a work item of %r (%s); retrying", name, exc)
-                await asyncio.sleep(1)  # back-off while Kafka is away; the item is not finished yet
+        await _written(producer, f"a work item of {name!r} handed on", tp.topic, record.value, key=record.key,
+                       partition=target, headers=headers)
+        return HandOn.HANDED
 
     def _done(self, tp: TopicPartition, state: _Partition, offset: int) -> None:
         state.running.discard(offset)
