@@ -775,7 +775,7 @@ class PartitionOwner:
             return
         key = message.instance_id.encode()
         home = partition_for(key, self.partitions)
-        if self._misplaced(record, message):
+        if record.key is None or home != self.number:  # `_misplaced`, with `home` needed below
             # Produced without a key, or by a client whose partitioner is not the Java default
             # (librdkafka's is CRC32): the instance's state lives on `home`, so the record goes
             # there, keyed, within this transaction; applying it here would split the instance.
@@ -921,10 +921,10 @@ async def _send_all(producer: AIOKafkaProducer, sends: list[Send], futures: list
                 partitions = cluster.partitions_for_topic(topic)
                 known[topic] = sorted(partitions) if partitions else None
             every = known[topic]
-            if every is not None and partition is None:
+            if every is None:
+                partition = None  # through `send`, as every record of the topic in this transaction
+            elif partition is None:
                 partition = java_partitioner(send.key, every, every)
-            elif every is None:
-                partition = None
         if partition is None:
             futures.append(await producer.send(topic, value=send.value, key=send.key, partition=send.partition,
                                                headers=send.headers))

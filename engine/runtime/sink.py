@@ -115,10 +115,6 @@ class Send:
     written_with: StateSend | None = field(default=None, repr=False)
 
     @property
-    def tombstone(self) -> bool:
-        return self.value is None and self.audit is None
-
-    @property
     def size(self) -> int:
         """Bytes as the producer measures a record: key, value and headers."""
         size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(self.key, self.value, self.headers or [])
@@ -141,10 +137,6 @@ class StateSend(Send):
     previous: StateSend | None = field(repr=False)
     #: Its `history-store` records, once written (`TransactionSink.records` may be called again).
     store: list[Send] | None = None
-
-    @property
-    def tombstone(self) -> bool:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
