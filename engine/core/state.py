@@ -10,7 +10,7 @@ current state raises `InvalidTransitionError` with a message naming both.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -200,6 +200,21 @@ def fold_all(state: InstanceState, events: Iterable[ev.HistoryEvent]) -> Instanc
     return draft.freeze()
 
 
+_STATE_FIELDS = tuple(f.name for f in fields(InstanceState))
+_new_object = object.__new__
+_set_field = object.__setattr__
+
+
+def _evolved(state: InstanceState, changes: dict[str, Any]) -> InstanceState:
+    """`dataclasses.replace(state, **changes)` for the fold's own, already valid changes, at half
+    its cost: `replace` builds a keyword call of all thirty-odd fields and `__init__` parses it,
+    which was a visible part of every turn (issue 17)."""
+    new = _new_object(InstanceState)
+    for name in _STATE_FIELDS:
+        _set_field(new, name, changes[name] if name in changes else getattr(state, name))
+    return new
+
+
 class _Draft:
     """A private, mutable copy of a state while a batch of events is folded into it."""
 
@@ -216,15 +231,13 @@ class _Draft:
         return self.changes.get(name, getattr(self.state, name))
 
     def freeze(self) -> InstanceState:
-        return replace(
-            self.state,
-            **self.changes,
-            history_length=self.length,
-            buffered_events=self.buffered,
-            pending_tasks=MappingProxyType(self.tasks),
-            pending_timers=MappingProxyType(self.timers),
-            pending_children=MappingProxyType(self.children),
-        )
+        changes = self.changes
+        changes["history_length"] = self.length
+        changes["buffered_events"] = self.buffered
+        changes["pending_tasks"] = MappingProxyType(self.tasks)
+        changes["pending_timers"] = MappingProxyType(self.timers)
+        changes["pending_children"] = MappingProxyType(self.children)
+        return _evolved(self.state, changes)
 
     def fail(self, event: ev.HistoryEvent, why: str) -> InvalidTransitionError:
         return InvalidTransitionError(

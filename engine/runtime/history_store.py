@@ -45,6 +45,9 @@ class StoredHistory:
             position += size
         #: Chunks written to the topic (restored ones were): the only ones a tombstone is owed.
         self._written = len(self._starts)
+        #: Bytes of the open chunk's encoded events, once counted: an append adds to it instead of
+        #: summing the chunk again for each event (quadratic in a chunk's events).
+        self._open_size: int | None = None
 
     def __len__(self) -> int:
         return len(self.events)
@@ -70,12 +73,17 @@ class StoredHistory:
         encoded.extend(fresh)
         if self._dirty_from is None or first < self._dirty_from:
             self._dirty_from = first
+        start = self._starts[-1] if self._starts else None
+        size = self._open_size
+        if size is None:
+            size = sum(len(b) for b in encoded[start:first]) if start is not None else 0
         for index in range(first, len(encoded)):
-            start = self._starts[-1] if self._starts else None
-            if start is None or index - start >= HISTORY_CHUNK or (
-                index > start and sum(len(b) for b in encoded[start:index + 1]) > CHUNK_BYTES
-            ):
+            length = len(encoded[index])
+            if start is None or index - start >= HISTORY_CHUNK or (index > start and size + length > CHUNK_BYTES):
                 self._starts.append(index)
+                start, size = index, 0
+            size += length
+        self._open_size = size
         return fresh
 
     def dirty_chunks(self, state: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
@@ -101,7 +109,11 @@ class StoredHistory:
         """Size of the open (last) chunk's events, encoded."""
         if not self._starts:
             return 0
-        return sum(len(e) + 1 for e in self.encoded()[self._starts[-1]:])
+        encoded = self.encoded()
+        start = self._starts[-1]
+        if self._open_size is None:
+            self._open_size = sum(len(b) for b in encoded[start:])
+        return self._open_size + len(encoded) - start
 
     def chunk_keys(self) -> list[bytes]:
         """Keys of the chunks written so far (an execution that ends in the turn that opened a chunk
