@@ -26,6 +26,7 @@ from .actions import Action, CompleteWorkflow, CreateChildWorkflow, CreateTimer,
 from .apps import AppMessage, other_app
 from .cache import ExecutionCache
 from .executor import WorkflowExecution, WorkflowResolver, WorkflowVersions
+from .frozen import evolved
 from .payload import DEFAULT_MAX_PAYLOAD_BYTES
 from .preconditions import early_event_refusal
 from .propagation import build_propagated_history
@@ -849,4 +850,4 @@ def _no_history() -> Sequence[ev.HistoryEvent]:
 
 
 def _with_seq(event: ev.HistoryEvent, seq: int) -> ev.HistoryEvent:
-    return replace(event, seq=seq)
+    return evolved(event, {"seq": seq})

@@ -1,0 +1,39 @@
+"""`engine.core.frozen.evolved`: what `dataclasses.replace` gives, for the classes it serves."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import MappingProxyType
+
+import pytest
+from support import at
+
+from engine.core import events as ev
+from engine.core.frozen import evolved
+from engine.core.state import InstanceState
+from engine.core.values import FailureDetails, RuntimeStatus
+
+
+def test_a_state_and_an_event_evolve_as_replace_makes_them() -> None:
+    state = InstanceState(instance_id="i", name="w", status=RuntimeStatus.RUNNING, execution_id="e",
+                          pending_tasks=MappingProxyType({0: "a"}), recent_commands=("c",), created_at=at())
+    changes = {"history_length": 7, "status": RuntimeStatus.COMPLETED, "output": '"done"'}
+    made = evolved(state, changes)
+    assert made == dataclasses.replace(state, **changes)  # type: ignore[arg-type]
+    assert made is not state and state.history_length == 0  # the original is untouched
+    failed = ev.TaskFailed(timestamp=at(), task_scheduled_id=3, failure=FailureDetails(error_type="E", message="m"))
+    assert evolved(failed, {"seq": 4}) == dataclasses.replace(failed, seq=4)
+    assert evolved(failed, {}) == failed
+
+
+def test_a_class_that_checks_its_fields_is_refused() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        n: int
+
+        def __post_init__(self) -> None:
+            if self.n < 0:
+                raise ValueError("negative")
+
+    with pytest.raises(AssertionError, match="checks its fields"):
+        evolved(Checked(1), {"n": -1})
