@@ -203,7 +203,9 @@ def fold_all(state: InstanceState, events: Iterable[ev.HistoryEvent]) -> Instanc
 
 def _mutable(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
     # A proxy's `copy` copies the dict it wraps in C; `dict(proxy)` goes key by key (5x slower).
-    return mapping.copy() if isinstance(mapping, (MappingProxyType, dict)) else dict(mapping)
+    # Only a plain dict is kept: a proxy over another mapping copies to that mapping's type.
+    copied = mapping.copy() if isinstance(mapping, (MappingProxyType, dict)) else None
+    return copied if type(copied) is dict else dict(mapping)
 
 
 class _Draft:

@@ -35,5 +35,32 @@ def test_a_class_that_checks_its_fields_is_refused() -> None:
             if self.n < 0:
                 raise ValueError("negative")
 
-    with pytest.raises(AssertionError, match="checks its fields"):
+    with pytest.raises(TypeError, match="checks its fields"):
         evolved(Checked(1), {"n": -1})
+
+
+def test_what_replace_would_do_otherwise_is_refused() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Derived:
+        n: int
+        twice: int = dataclasses.field(init=False, default=0)
+
+    with pytest.raises(TypeError, match="init=False"):
+        evolved(Derived(1), {"n": 2})
+    started = ev.WorkflowStarted(timestamp=at())
+    with pytest.raises(TypeError, match="no field"):
+        evolved(started, {"sq": 1})  # a typo is an error, as replace makes it
+    with pytest.raises(TypeError, match="not a frozen dataclass"):
+        evolved(object(), {})
+
+
+def test_the_fold_copies_pending_maps_of_any_kind_into_plain_dicts() -> None:
+    from collections import ChainMap
+
+    from engine.core.state import fold
+
+    state = InstanceState(instance_id="i", name="w", status=RuntimeStatus.RUNNING, execution_id="e",
+                          history_length=1, pending_tasks=MappingProxyType(ChainMap({}, {1: "a"})))
+    folded = fold(state, ev.TaskCompleted(timestamp=at(), seq=1, task_scheduled_id=1, result="1"))
+    assert dict(folded.pending_tasks) == {}
+    assert dict(state.pending_tasks) == {1: "a"}  # the original's maps are untouched
