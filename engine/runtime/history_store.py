@@ -45,9 +45,6 @@ class StoredHistory:
             position += size
         #: Chunks written to the topic (restored ones were): the only ones a tombstone is owed.
         self._written = len(self._starts)
-        #: Bytes of the open chunk's encoded events, once counted: an append adds to it instead of
-        #: summing the chunk again for each event (quadratic in a chunk's events).
-        self._open_size: int | None = None
 
     def __len__(self) -> int:
         return len(self.events)
@@ -73,17 +70,16 @@ class StoredHistory:
         encoded.extend(fresh)
         if self._dirty_from is None or first < self._dirty_from:
             self._dirty_from = first
+        # The open chunk's size counted once per turn, then added to (summing the chunk again for
+        # each new event was quadratic in a chunk's events).
         start = self._starts[-1] if self._starts else None
-        size = self._open_size
-        if size is None:
-            size = sum(len(b) for b in encoded[start:first]) if start is not None else 0
+        size = sum(len(b) for b in encoded[start:first]) if start is not None else 0
         for index in range(first, len(encoded)):
             length = len(encoded[index])
             if start is None or index - start >= HISTORY_CHUNK or (index > start and size + length > CHUNK_BYTES):
                 self._starts.append(index)
                 start, size = index, 0
             size += length
-        self._open_size = size
         return fresh
 
     def dirty_chunks(self, state: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
@@ -109,11 +105,7 @@ class StoredHistory:
         """Size of the open (last) chunk's events, encoded."""
         if not self._starts:
             return 0
-        encoded = self.encoded()
-        start = self._starts[-1]
-        if self._open_size is None:
-            self._open_size = sum(len(b) for b in encoded[start:])
-        return self._open_size + len(encoded) - start
+        return sum(len(e) + 1 for e in self.encoded()[self._starts[-1]:])
 
     def chunk_keys(self) -> list[bytes]:
         """Keys of the chunks written so far (an execution that ends in the turn that opened a chunk

@@ -117,7 +117,7 @@ def test_chunks_close_by_count_and_size_across_turns_and_a_restore() -> None:
         first += count
     # Restored with the boundaries its chunks had: counting picks up from there.
     restored = StoredHistory("i", "x", events[:at], chunk_sizes=counts)
-    # Its open chunk's size is counted once, whether asked for before the next turn or by it.
+    # Its open chunk's size, asked for before any turn, is the restored open chunk's.
     encoded = restored.encoded()
     assert restored.open_bytes() == sum(len(e) + 1 for e in encoded[sum(counts[:-1]):])
     _append_turns(restored, events, at, len(events), rng)
