@@ -201,22 +201,15 @@ def fold_all(state: InstanceState, events: Iterable[ev.HistoryEvent]) -> Instanc
     return draft.freeze()
 
 
-def _mutable(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
-    # A proxy's `copy` copies the dict it wraps in C; `dict(proxy)` goes key by key (5x slower).
-    # Only a plain dict is kept: a proxy over another mapping copies to that mapping's type.
-    copied = mapping.copy() if isinstance(mapping, (MappingProxyType, dict)) else None
-    return copied if type(copied) is dict else dict(mapping)
-
-
 class _Draft:
     """A private, mutable copy of a state while a batch of events is folded into it."""
 
     def __init__(self, state: InstanceState) -> None:
         self.state = state
         self.changes: dict[str, Any] = {}
-        self.tasks = _mutable(state.pending_tasks)
-        self.timers = _mutable(state.pending_timers)
-        self.children = _mutable(state.pending_children)
+        self.tasks = dict(state.pending_tasks)
+        self.timers = dict(state.pending_timers)
+        self.children = dict(state.pending_children)
         self.length = state.history_length
         self.buffered = state.buffered_events
 
