@@ -496,7 +496,7 @@ class PartitionOwner:
             iid = message.instance_id
             source = RecordInput(topic, record.offset)
             if not isinstance(message, (cmd.ActivityResult, cmd.ChildResult)) or source in self.poisoned \
-                    or source in self.one_by_one or self._misplaced(record, message):
+                    or source in self.one_by_one or self._misplaced(record, message) is not None:
                 open_runs.pop(iid, None)
                 continue
             first = open_runs.get(iid)
@@ -562,9 +562,12 @@ class PartitionOwner:
         finally:
             pending.input = None
 
-    def _misplaced(self, record: ConsumerRecord[bytes, bytes], message: cmd.InstanceMessage) -> bool:
-        """Produced without a key, or to another partition than its instance's (`_apply_record`)."""
-        return record.key is None or partition_for(message.instance_id.encode(), self.partitions) != self.number
+    def _misplaced(self, record: ConsumerRecord[bytes, bytes], message: cmd.InstanceMessage) -> int | None:
+        """The partition of `message`'s instance when the record must go there to be applied
+        (`_apply_record`): it was produced without a key, or to another partition (by a client
+        whose partitioner is not the Java default: librdkafka's is CRC32). None: apply it here."""
+        home = partition_for(message.instance_id.encode(), self.partitions)
+        return home if record.key is None or home != self.number else None
 
     def _broken(self, source: Source, exc: Exception, doing: str = "applying it") -> PoisonedInputError:
         """`_poison` for an input whose turn raised `exc`, or would write a record Kafka refuses."""
@@ -773,15 +776,13 @@ class PartitionOwner:
             log.warning("dead-lettering %s[%d]@%d: %s", topic, record.partition, record.offset, message)
             pending.dead_letter("invalid_record", str(message), topic, record)
             return
-        key = message.instance_id.encode()
-        home = partition_for(key, self.partitions)
-        if record.key is None or home != self.number:  # `_misplaced`, with `home` needed below
-            # Produced without a key, or by a client whose partitioner is not the Java default
-            # (librdkafka's is CRC32): the instance's state lives on `home`, so the record goes
-            # there, keyed, within this transaction; applying it here would split the instance.
+        home = self._misplaced(record, message)
+        if home is not None:
+            # The instance's state lives on `home`, so the record goes there, keyed, within this
+            # transaction; applying it here would split the instance.
             log.warning("%s[%d]@%d for %r belongs on partition %d; forwarding it there", topic, record.partition,
                         record.offset, message.instance_id[:200], home)
-            pending.add(topic, key, record.value, home, list(record.headers) or None)
+            pending.add(topic, message.instance_id.encode(), record.value, home, list(record.headers) or None)
             pending.set_aside.append("wrong_partition")
             return
         pending.input = (topic, record)
