@@ -595,13 +595,14 @@ class ActivityWorker:
         results = self.apps.of(reply).results
 
         async def reply_topic() -> None:
-            if reply is not None:
-                await self.apps.ensure([reply])
-                await self.apps.track(producer, [results])
+            assert reply is not None
+            await self.apps.ensure([reply])
+            await self.apps.track(producer, [results])
 
+        # Only another app's results topic needs making first: the common result awaits nothing more.
         await _written(producer, f"the result of {item.instance_id}", results, payload,
                        key=item.instance_id.encode(), headers=span.result_headers() if span is not None else None,
-                       first=reply_topic)
+                       first=reply_topic if reply is not None else None)
         if span is not None:
             span.end(getattr(result, "failure", None))
         self.completed += 1
