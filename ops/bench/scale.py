@@ -74,6 +74,7 @@ from ops.process import free_ports
 
 from . import apps
 from .deploy import ROOT, Broker, Service, new_run_id
+from .inputs import input_record
 from .procstats import read as read_proc
 from .stats import percentiles
 
@@ -240,9 +241,7 @@ def _owners(settings: Settings, forwarding: _Forwarding) -> list[PartitionOwner]
 def _start_record(topic: str, partition: int, offset: int, iid: str) -> ConsumerRecord[bytes, bytes]:
     value = encode(StartWorkflow(instance_id=iid, command_id=uuid.uuid4().hex, name="bench_timer",
                                  input=json.dumps(RUNNING_TIMER_S)))
-    return ConsumerRecord(topic=topic, partition=partition, offset=offset, timestamp=0, timestamp_type=0,
-                          key=iid.encode(), value=value, checksum=None, serialized_key_size=len(iid),
-                          serialized_value_size=len(value), headers=[])
+    return input_record(topic, offset, iid.encode(), value, partition)
 
 
 async def fill(settings: Settings, finished: int, running: int, *, finished_age: timedelta = timedelta(0)) -> Fill:

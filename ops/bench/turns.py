@@ -25,7 +25,6 @@ from typing import Any
 
 import orjson
 from aiokafka import TopicPartition
-from aiokafka.structs import ConsumerRecord
 
 from engine.core import commands as cmd
 from engine.core.cache import ExecutionCache
@@ -38,6 +37,7 @@ from engine.settings import Settings
 from engine.topics import Topics
 
 from .apps import runtime
+from .inputs import input_record
 
 __all__ = ["Shape", "TurnFigures", "main", "measure"]
 
@@ -113,7 +113,8 @@ async def _one_round(shape: Shape, workflows: int, batch: int) -> tuple[float, i
 
     async def feed(topic: str, messages: list[cmd.InstanceMessage]) -> None:
         nonlocal spent
-        records = [_record(topic, next(offsets), message) for message in messages]  # not timed
+        records = [input_record(topic, next(offsets), message.instance_id.encode(), encode(message))
+                   for message in messages]  # not timed
         began = time.process_time()
         for first in range(0, len(records), batch):
             await owner.process({TopicPartition(topic, 0): records[first:first + batch]})
@@ -141,13 +142,6 @@ def _results(owner: PartitionOwner, ids: list[str], shape: Shape) -> list[cmd.In
             out.append(cmd.ActivityResult(instance_id=iid, execution_id=state.execution_id, task_id=task_id,
                                           result=shape.result(task_id)))
     return out
-
-
-def _record(topic: str, offset: int, message: cmd.InstanceMessage) -> ConsumerRecord[bytes, bytes]:
-    key, value = message.instance_id.encode(), encode(message)
-    return ConsumerRecord(topic=topic, partition=0, offset=offset, timestamp=0, timestamp_type=0, key=key,
-                          value=value, checksum=None, serialized_key_size=len(key),
-                          serialized_value_size=len(value), headers=[])
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> int:

@@ -11,8 +11,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka.structs import ConsumerRecord
-
 from engine.core import events as ev
 from engine.core.actions import (
     Action,
@@ -24,6 +22,7 @@ from engine.core.actions import (
 from engine.core.executor import TurnResult, WorkflowExecution, execute
 from engine.core.values import RuntimeStatus
 from engine.sdk.registry import Registry
+from ops.bench.inputs import input_record  # noqa: F401  (the owner harnesses' input records)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -255,9 +254,3 @@ class Runner:
         """Every turn so far replays to the same steps, live and from scratch."""
         return check_replay_turns(self.instance_id, self.resolve, self.history)
 
-
-def input_record(topic: str, offset: int, key: bytes | None, value: bytes) -> ConsumerRecord[bytes, bytes]:
-    """A record of partition 0 of `topic` as a partition owner's consumer hands it over."""
-    return ConsumerRecord(topic=topic, partition=0, offset=offset, timestamp=0, timestamp_type=0, key=key,
-                          value=value, checksum=None, serialized_key_size=len(key or b""),
-                          serialized_value_size=len(value), headers=[])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka.structs import ConsumerRecord
+from support import input_record
 
 from engine.core import commands as cmd
 from engine.core.cache import ExecutionCache
@@ -40,10 +40,7 @@ def owner_of(app_id: str) -> PartitionOwner:
 
 def apply(owner: PartitionOwner, message: cmd.InstanceMessage) -> TransactionSink:
     sink = TransactionSink(owner)
-    value = encode(message)
-    rec = ConsumerRecord(topic=owner.topics.commands, partition=0, offset=1, timestamp=0, timestamp_type=0,
-                         key=message.instance_id.encode(), value=value, checksum=None, serialized_key_size=0,
-                         serialized_value_size=len(value), headers=[])
+    rec = input_record(owner.topics.commands, 1, message.instance_id.encode(), encode(message))
     owner._apply_record(owner.topics.commands, rec, owner._decode(rec), sink)
     return sink
 

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
+from support import input_record
 
 from engine import when_all
 from engine.core import commands as cmd
@@ -53,10 +54,7 @@ def owner() -> PartitionOwner:
 
 
 def record(message: cmd.InstanceMessage, topic: str, offset: int = 7) -> ConsumerRecord[bytes, bytes]:
-    value = encode(message)
-    return ConsumerRecord(topic=topic, partition=0, offset=offset, timestamp=0, timestamp_type=0,
-                          key=message.instance_id.encode(), value=value, checksum=None,
-                          serialized_key_size=0, serialized_value_size=len(value), headers=[])
+    return input_record(topic, offset, message.instance_id.encode(), encode(message))
 
 
 def apply(owner: PartitionOwner, message: cmd.InstanceMessage) -> TransactionSink:
