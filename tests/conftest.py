@@ -244,8 +244,26 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    native = _native_build()
     # A test using the shared broker without the marker would escape `-m "not kafka"` and the
     # summary; mark it instead of trusting every author to remember.
     for item in items:
         if "kafka_bootstrap" in getattr(item, "fixturenames", ()) and "kafka" not in item.keywords:
             item.add_marker(pytest.mark.kafka)
+        if native and "pure_python" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason="patches what the native build binds at compile time; "
+                                                    "runs on the pure-Python build"))
+
+
+def _native_build() -> bool:
+    """Whether the engine's listed modules run compiled (`ops.native`). Under `python -m ops.native
+    test` they must: a copy that quietly fell back to Python would pass without testing the build."""
+    from ops.native import NATIVE_ENV, compiled
+
+    found = compiled()
+    if os.environ.get(NATIVE_ENV) == "1":
+        missing = [name for name, native in found.items() if not native]
+        if missing:
+            raise pytest.UsageError(f"{NATIVE_ENV}=1 but these modules are not compiled: {', '.join(missing)}")
+        return True
+    return bool(found) and all(found.values())

@@ -115,13 +115,17 @@ class Codec:
 
     def _envelope(self, data: bytes | str | Mapping[str, Any]) -> tuple[type, dict[str, Any], str]:
         """The class a message names and its fields: JSON, an object, a known type and version."""
+        # What JSON gives is anything until checked: an `object`, not `data`'s type, for the
+        # compiled build, which checks what is assigned to a variable against its declared type.
+        found: object = data
         if isinstance(data, (bytes, bytearray, memoryview, str)):
             try:
-                data = orjson.loads(data)
+                found = orjson.loads(data)
             except orjson.JSONDecodeError as exc:
                 raise DecodeError(f"not valid JSON: {exc}") from None
-        if type(data) is not dict and not isinstance(data, Mapping):
-            raise DecodeError(f"expected a JSON object, got {type(data).__name__}")
+        if type(found) is not dict and not isinstance(found, Mapping):
+            raise DecodeError(f"expected a JSON object, got {type(found).__name__}")
+        data = found
         raw_type = data.get("type")
         cls = self._classes.get(raw_type) if isinstance(raw_type, str) else None
         if cls is None:

@@ -31,7 +31,7 @@ __all__ = ["DEFAULT_TIMEOUT", "RECHECK", "CodeCheck", "next_check", "waiting_rea
 #: (kubernetes.io/docs/concepts/workloads/controllers/deployment/#progress-deadline-seconds):
 #: the time a rolling deploy may take before the platform itself calls it stuck. A deploy that
 #: finishes within it loses nothing; a name that no process ever learns fails in bounded time.
-DEFAULT_TIMEOUT = timedelta(minutes=10)
+DEFAULT_TIMEOUT: timedelta = timedelta(minutes=10)  # annotated: inside an import cycle mypy (so mypyc) may not infer it
 
 #: How often a waiting instance or work item is looked at again by the process holding it.
 RECHECK = timedelta(seconds=5)

@@ -14,6 +14,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 
+from ..build import native
 from ..core.cache import ExecutionCache
 from ..core.orchestrator import Orchestrator
 from ..core.remote import RemoteNames
@@ -109,7 +110,7 @@ class Engine:
         self._group_offsets = GroupOffsets(consumer, urgent_topic=self.topics.commands)
         consumer.subscribe(list(self.topics.inputs), listener=_Rebalance(self))
         await consumer.start()
-        log.info("engine started (group %s)", self.group_id)
+        log.info("engine started (group %s, %s build)", self.group_id, "native" if native() else "pure-Python")
         try:
             while not self._stopping.is_set():
                 await self._poll_once(consumer)

@@ -93,6 +93,12 @@ def register(subparsers: Subcommands) -> None:
         help="sample engine and worker processes with py-spy during each window "
         "(collapsed stacks in the logs folder, top functions in the JSON)",
     )
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="run the engine, worker and API processes from a compiled copy of this checkout "
+        "(`python -m ops.native`: the build the container image ships); needs a C compiler and mypy",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (timer delays)")
     scale = parser.add_argument_group("scale (`headrace bench scale`)")
     scale.add_argument("--finished", type=int, action="append", metavar="N",

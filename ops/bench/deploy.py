@@ -167,12 +167,13 @@ class Service:
         index: int,
         extra_env: dict[str, str] | None = None,
         argv: list[str] | None = None,
+        code_root: Path = ROOT,
     ) -> None:
         self.role = role
         env = {
             **os.environ,
             **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(code_root), os.environ.get("PYTHONPATH")])),
             **(extra_env or {}),
         }
         self.log_path = log_dir / f"{role}-{index}.log"
@@ -180,7 +181,7 @@ class Service:
             # The API takes --app too (and ignores it): one command line for every Headrace role.
             argv or [sys.executable, "-m", "ops", role, "--app", APP],
             self.log_path,
-            cwd=ROOT,
+            cwd=code_root,
             env=env,
             # If the harness dies, its engines and workers must not keep loading the machine.
             die_with_parent=True,
@@ -217,18 +218,26 @@ class Deployment:
     workflows instead of the engine (remote workflows)."""
 
     def __init__(
-        self, settings: Settings, engines: int, workers: int, log_dir: Path, apis: int = 0, grpc_apps: int = 0
+        self,
+        settings: Settings,
+        engines: int,
+        workers: int,
+        log_dir: Path,
+        apis: int = 0,
+        grpc_apps: int = 0,
+        code_root: Path = ROOT,
     ) -> None:
         self.settings = settings
+        self.code_root = code_root
         remote = {"HEADRACE_REMOTE_WORKFLOWS": ",".join(REMOTE_WORKFLOWS)} if grpc_apps else {}
-        self.services = [Service("engine", settings, log_dir, i, remote) for i in range(engines)]
-        self.services += [Service("worker", settings, log_dir, i) for i in range(workers)]
+        self.services = [Service("engine", settings, log_dir, i, remote, code_root=code_root) for i in range(engines)]
+        self.services += [Service("worker", settings, log_dir, i, code_root=code_root) for i in range(workers)]
         if grpc_apps:
             self._start_grpc(settings, log_dir, grpc_apps)
         self.api_urls: list[str] = []
         for i, port in enumerate(free_ports(apis)):
             env = ApiSettings(host="127.0.0.1", port=port, log_level="info").to_env("host", "port", "log_level")
-            self.services.append(Service("api", settings, log_dir, i, env))
+            self.services.append(Service("api", settings, log_dir, i, env, code_root=code_root))
             self.api_urls.append(f"http://127.0.0.1:{port}")
 
     def _start_grpc(self, settings: Settings, log_dir: Path, apps: int) -> None:
@@ -239,7 +248,7 @@ class Deployment:
         served = [a for name in REMOTE_ACTIVITIES for a in ("--activity", name)]
         served += [a for name in REMOTE_WORKFLOWS for a in ("--workflow", name)]
         self.services.append(Service("grpc", settings, log_dir, 0, argv=[
-            sys.executable, "-m", "ops", "grpc", "--port", str(port), *served]))
+            sys.executable, "-m", "ops", "grpc", "--port", str(port), *served], code_root=self.code_root))
         # The app is Dapr's, configured as on daprd: the sidecar's address only.
         app_env = {"DAPR_GRPC_ENDPOINT": f"127.0.0.1:{port}"}
         for i in range(apps):

@@ -51,6 +51,8 @@ class RunOptions:
     profile: bool = False
     #: Connected Dapr SDK apps running the workflows through `headrace grpc` (0: in the engine).
     grpc_apps: int = 0
+    #: Where the deployed processes import Headrace from (`--native`: a compiled copy).
+    code_root: Path = ROOT
 
 
 @dataclass
@@ -94,7 +96,7 @@ async def run_scenario(
     await ensure_topics(settings)
     fingerprint = engine_fingerprint()
     deployment = Deployment(settings, opts.engines, opts.workers, opts.log_dir / scenario.name, apis=opts.apis,
-                            grpc_apps=opts.grpc_apps)
+                            grpc_apps=opts.grpc_apps, code_root=opts.code_root)
     samples: list[dict[str, Any]] = []
     go: GoStarter | None = None
     try:

@@ -57,6 +57,7 @@ def _problems(host: RuntimeHost) -> list[PartitionProblem]:
     return asyncio.run_coroutine_threadsafe(read(), host._loop).result(10)
 
 
+@pytest.mark.pure_python
 def test_input_that_breaks_its_turn_is_dead_lettered_and_fails_only_its_instance(
     host: RuntimeHost, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

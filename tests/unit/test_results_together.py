@@ -161,6 +161,7 @@ async def test_when_any_completes_on_the_first_result_of_the_run(o: Owner) -> No
     assert state.output == '"second"'  # the first to arrive, as one result per turn would give
 
 
+@pytest.mark.pure_python
 async def test_a_run_whose_turn_fails_is_applied_one_at_a_time_next(o: Owner, monkeypatch: pytest.MonkeyPatch) -> None:
     await o.batch(start("fan_out", "3"))
     calls: list[int] = []

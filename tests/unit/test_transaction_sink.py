@@ -274,6 +274,7 @@ def test_audit_per_execution_closes_each_execution_of_a_continue_as_new() -> Non
     assert isinstance(audits[1][2][-1], ev.ExecutionCompleted)
 
 
+@pytest.mark.pure_python
 def test_a_state_a_later_turn_replaces_is_never_encoded(owner: PartitionOwner, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fan-in's results in one transaction: only the last state is encoded (a state holds every
     pending task, so encoding each of N turns' states cost N times N)."""

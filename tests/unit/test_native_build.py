@@ -1,0 +1,65 @@
+"""The native build's module list (`[tool.headrace] native-modules`, `ops.native`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+
+import pytest
+
+from engine.core.actions import ACTION_TYPES
+from engine.core.commands import MESSAGE_TYPES
+from engine.core.events import EVENT_TYPES
+from engine.core.remote import WorkflowAnswer
+from engine.core.state import InstanceState
+from ops.native import ROOT, NativeBuildError, build, compiled, listed_modules
+
+
+def _reachable_dataclasses(roots: tuple[type, ...]) -> set[type]:
+    """The classes, and every dataclass their fields' values can be, by walking the type hints."""
+    import typing
+
+    seen: set[type] = set()
+    todo = list(roots)
+    while todo:
+        cls = todo.pop()
+        if cls in seen or not dataclasses.is_dataclass(cls):
+            continue
+        seen.add(cls)
+        for hint in typing.get_type_hints(cls).values():
+            stack = [hint]
+            while stack:
+                item = stack.pop()
+                stack.extend(typing.get_args(item))
+                if isinstance(item, type):
+                    todo.append(item)
+    return seen
+
+
+def test_every_listed_module_exists() -> None:
+    modules = listed_modules()
+    assert "engine.core.orchestrator" in modules
+    for name in modules:
+        assert (ROOT / (name.replace(".", "/") + ".py")).is_file(), name
+        importlib.import_module(name)
+
+
+def test_no_class_the_codec_or_evolved_take_apart_is_compiled() -> None:
+    # mypyc makes a compiled module's classes native, whose fields the codec (`to_jsonable`, the
+    # decoders) and `core.frozen.evolved` cannot read and set one by one: the wire classes must stay
+    # in interpreted modules.
+    wire = _reachable_dataclasses((*EVENT_TYPES, *MESSAGE_TYPES, *ACTION_TYPES, InstanceState, WorkflowAnswer))
+    assert InstanceState in wire and len(wire) > 20
+    listed = set(listed_modules())
+    assert sorted(cls.__qualname__ for cls in wire if cls.__module__ in listed) == []
+
+
+def test_compiled_says_where_each_module_was_loaded_from() -> None:
+    found = compiled(["engine.core.state", "orjson.orjson"])
+    assert found == {"engine.core.state": False, "orjson.orjson": True}  # orjson's core is an extension
+
+
+def test_a_copy_goes_to_a_new_directory(tmp_path: Path) -> None:
+    with pytest.raises(NativeBuildError, match="exists already"):
+        build(tmp_path)
