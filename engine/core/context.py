@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .ids import check_id
 from .propagation import PropagatedHistory, PropagationScope
 from .retry import RetryPolicy
 from .serializer import to_json
@@ -87,6 +88,7 @@ class DaprWorkflowContext:
         With `propagation`, the activity gets this workflow's history (`OWN_HISTORY`), or that plus
         the history this workflow received (`LINEAGE`), through `ctx.get_propagated_history()`.
         """
+        _check_options(retry_policy, app_id)
         return self._execution.call_activity(registered_name(activity), input, retry_policy, _scope(propagation),
                                              app_id)
 
@@ -105,6 +107,9 @@ class DaprWorkflowContext:
         `propagation` hands history on as for `call_activity`; with `app_id` the child runs on that
         app's engines, and terminating or purging this workflow reaches it there.
         """
+        _check_options(retry_policy, app_id)
+        if instance_id is not None:
+            check_id(instance_id, "child instance ID")
         return self._execution.call_child_workflow(registered_name(workflow), input, instance_id, retry_policy,
                                                    _scope(propagation), app_id)
 
@@ -118,6 +123,7 @@ class DaprWorkflowContext:
         With a `timeout`, the task fails with `TimeoutError` if no event came by then;
         `timedelta(0)` fails at once when no event is buffered; a negative one waits forever.
         """
+        _check_type(name, str, "the event name")
         return self._execution.wait_for_external_event(name, timeout)
 
     def continue_as_new(self, new_input: Any, *, save_events: bool = False) -> None:
@@ -125,16 +131,32 @@ class DaprWorkflowContext:
 
         With `save_events`, external events received but not yet consumed carry over.
         """
-        self._execution.continue_as_new(new_input, save_events)
+        self._execution.continue_as_new(new_input, bool(save_events))
 
     def is_patched(self, patch_name: str) -> bool:
         """Dapr 1.17 patching: whether this run takes the patched branch named `patch_name` (True for
         new runs; on replay, what the run answered the first time, kept in its history)."""
+        _check_type(patch_name, str, "the patch name")
         return self._execution.is_patched(patch_name)
 
     def new_uuid(self) -> str:
         """A UUID that is the same on every replay (derived from instance, turn time and a counter)."""
         return self._execution.new_uuid()
+
+
+# The workflow's own arguments are checked here, in Python, so that a wrong type fails the workflow
+# with the same TypeError whether the engine runs pure or native (whose compiled executor would
+# raise mypyc's own TypeError at its typed parameters, or nothing until a later turn broke).
+def _check_type(value: object, kind: type, what: str) -> None:
+    if not isinstance(value, kind):
+        raise TypeError(f"{what} must be a {kind.__name__}, got {type(value).__name__}")
+
+
+def _check_options(retry_policy: object, app_id: object) -> None:
+    if retry_policy is not None:
+        _check_type(retry_policy, RetryPolicy, "retry_policy")
+    if app_id is not None:
+        _check_type(app_id, str, "app_id")
 
 
 def _scope(propagation: PropagationScope | None) -> str:

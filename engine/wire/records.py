@@ -144,13 +144,24 @@ class StoredChunk:
     state: dict[str, Any] | None
 
 
+def _ids(raw: Any, what: str) -> tuple[str, str]:
+    """A record's instance and execution IDs, each checked to be a string (a `DecodeError` naming
+    the field otherwise, in the pure and the native build alike)."""
+    instance_id, execution_id = raw["instance_id"], raw["execution_id"]
+    for name, value in (("instance_id", instance_id), ("execution_id", execution_id)):
+        if type(value) is not str:
+            raise DecodeError(f"{what}: {name} is a {type(value).__name__}, not a string")
+    return instance_id, execution_id
+
+
 def decode_chunk(data: bytes) -> StoredChunk:
     try:
         raw = orjson.loads(data)
         state = raw.get("state")
         if state is not None and type(state) is not dict:
             raise DecodeError(f"a history chunk's state is a {type(state).__name__}, not an object")
-        return StoredChunk(raw["instance_id"], raw["execution_id"], [EVENTS.decode(e) for e in raw["events"]], state)
+        instance_id, execution_id = _ids(raw, "history chunk")
+        return StoredChunk(instance_id, execution_id, [EVENTS.decode(e) for e in raw["events"]], state)
     except DecodeError:
         raise
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -160,7 +171,8 @@ def decode_chunk(data: bytes) -> StoredChunk:
 def decode_events(data: bytes) -> tuple[str, str, list[HistoryEvent]]:
     try:
         raw = orjson.loads(data)
-        return raw["instance_id"], raw["execution_id"], [EVENTS.decode(e) for e in raw["events"]]
+        instance_id, execution_id = _ids(raw, "history record")
+        return instance_id, execution_id, [EVENTS.decode(e) for e in raw["events"]]
     except DecodeError:
         raise
     except (KeyError, TypeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
@@ -180,15 +192,15 @@ def decode_workflow_item(data: bytes) -> WorkflowWorkItem:
         raw = orjson.loads(data)
         if raw.get("type") != "WorkflowWorkItem":
             raise DecodeError(f"not a WorkflowWorkItem: {str(raw.get('type'))[:100]!r}")
-        item = WorkflowWorkItem(instance_id=raw["instance_id"], execution_id=raw["execution_id"], name=raw["name"],
-                                turn=raw["turn"], new_from=raw["new_from"],
-                                workflow_version=raw.get("workflow_version"),
-                                events=tuple(EVENTS.decode(e) for e in raw["events"]))
-        if not all(isinstance(v, str) for v in (item.instance_id, item.execution_id, item.name)) or \
-                not isinstance(item.workflow_version, str | None) or \
-                not all(type(v) is int for v in (item.turn, item.new_from)):
+        # Checked before the item is built: the native build would refuse a wrong type with a
+        # message of its own (the fields are typed), the pure one would build the item anyway.
+        fields = {"instance_id": raw["instance_id"], "execution_id": raw["execution_id"], "name": raw["name"],
+                  "turn": raw["turn"], "new_from": raw["new_from"], "workflow_version": raw.get("workflow_version")}
+        if not all(isinstance(fields[k], str) for k in ("instance_id", "execution_id", "name")) or \
+                not isinstance(fields["workflow_version"], str | None) or \
+                not all(type(fields[k]) is int for k in ("turn", "new_from")):
             raise DecodeError("WorkflowWorkItem: a field has the wrong type")
-        return item
+        return WorkflowWorkItem(**fields, events=tuple(EVENTS.decode(e) for e in raw["events"]))
     except DecodeError:
         raise
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -229,8 +241,11 @@ def encode_positions(positions: Mapping[str, int]) -> bytes:
     return ";".join(f"{topic}={offset}" for topic, offset in sorted(positions.items())).encode()
 
 
-def decode_positions(raw: bytes) -> dict[str, int]:
-    """The positions `encode_positions` wrote; raises `DecodeError` on anything else."""
+def decode_positions(raw: bytes | None) -> dict[str, int]:
+    """The positions `encode_positions` wrote; raises `DecodeError` on anything else (a header with
+    no value too: Kafka allows one, and aiokafka reads it as None)."""
+    if raw is None:
+        raise DecodeError("input positions header without a value")
     positions: dict[str, int] = {}
     try:
         for part in raw.decode().split(";"):
