@@ -157,6 +157,10 @@ class WorkflowCommands:
         return iid
 
     async def raise_event(self, instance_id: str, event_name: str, data: str | None = None) -> None:
+        if not isinstance(event_name, str):
+            # Here, not at the engine: on Kafka a name of another type is a record the engine's
+            # codec refuses (dead-lettered, never applied), so the caller would only time out.
+            raise TypeError(f"the event name must be a str, got {type(event_name).__name__}")
         payload = self._payload("event data", data)
         event = cmd.RaiseEvent(instance_id=instance_id, command_id=self.new_command_id(), name=event_name,
                                input=payload)
@@ -184,7 +188,7 @@ class WorkflowCommands:
         payload = self._payload("output", output)
         await self._command(
             cmd.TerminateWorkflow(
-                instance_id=instance_id, command_id=self.new_command_id(), output=payload, recursive=recursive
+                instance_id=instance_id, command_id=self.new_command_id(), output=payload, recursive=bool(recursive)
             )
         )
 
@@ -203,7 +207,7 @@ class WorkflowCommands:
         if recursive:
             for child, child_run in self._finished_descendants(instance_id):
                 watched[child] = gone_or_replaced(child_run)
-        purge = cmd.PurgeWorkflow(instance_id=instance_id, command_id=self.new_command_id(), recursive=recursive)
+        purge = cmd.PurgeWorkflow(instance_id=instance_id, command_id=self.new_command_id(), recursive=bool(recursive))
         async with self.lookup.watch(watched) as watches:
             await self.sender.send(purge)
             # What it remembers is of the run being purged (a purge passes only a finished run).

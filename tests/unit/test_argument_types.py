@@ -94,3 +94,28 @@ def test_a_positions_header_without_a_value_is_refused() -> None:
     # record (DecodeError, which it skips), not crash on it.
     with pytest.raises(DecodeError, match="without a value"):
         decode_positions(None)
+
+
+@wfr.workflow
+def waits(ctx: Any, _: Any) -> Any:
+    return (yield ctx.wait_for_external_event("go"))
+
+
+def test_a_client_raising_an_event_by_a_name_of_another_type_is_told_at_once() -> None:
+    env = WorkflowTestEnvironment(wfr)
+    iid = env.schedule_new_workflow(waits)
+    env.run()
+    with pytest.raises(TypeError, match="the event name must be a str, got int"):
+        env.raise_workflow_event(iid, 123)  # type: ignore[arg-type]
+    env.raise_workflow_event(iid, "go", data=1)
+    state = env.wait_for_workflow_completion(iid)
+    assert state.serialized_output == "1"
+
+
+def test_terminate_takes_any_truthy_recursive() -> None:
+    env = WorkflowTestEnvironment(wfr)
+    iid = env.schedule_new_workflow(waits)
+    env.run()
+    env.terminate_workflow(iid, recursive=None)  # type: ignore[arg-type]
+    state = env.get_workflow_state(iid)
+    assert state is not None and state.runtime_status is WorkflowStatus.TERMINATED
