@@ -28,7 +28,7 @@ from pathlib import Path
 from engine import build as build_of
 from ops.errors import OpsError
 
-__all__ = ["NATIVE_ENV", "ROOT", "build", "compiled", "listed_modules", "main"]
+__all__ = ["NATIVE_ENV", "ROOT", "NativeBuildError", "build", "compiled", "listed_modules", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What `test` sets for the suite it runs: the suite then fails unless every listed module loaded
