@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import re
 import statistics
 import time
@@ -30,6 +31,7 @@ from engine.core import commands as cmd
 from engine.core.cache import ExecutionCache
 from engine.core.codec import encode
 from engine.core.orchestrator import Orchestrator
+from engine.core.payload import dump_payload
 from engine.core.values import RuntimeStatus
 from engine.runtime.partition import PartitionOwner
 from engine.runtime.sink import TransactionSink
@@ -38,11 +40,14 @@ from engine.topics import Topics
 
 from .apps import runtime
 from .inputs import input_record
+from .scenarios import Scenario
 
 __all__ = ["Shape", "TurnFigures", "main", "measure"]
 
-#: The bench's own activity input (`headrace bench`'s default payload is about this size).
-PAYLOAD = "x" * 100
+#: Bytes of payload each step of a chain passes on. `headrace bench chain-5` passes none (its
+#: `payload-*` scenarios 1 KiB and more); every figure of this harness in docs/performance.md was
+#: measured with these 100 bytes, so they stay.
+PAYLOAD_BYTES = 100
 
 
 @dataclass(frozen=True)
@@ -59,17 +64,22 @@ class Shape:
             raise argparse.ArgumentTypeError(f"{text!r}: expected chain-N or parallel-N")
         return cls(found[1], int(found[2]))
 
-    def start(self, instance_id: str) -> cmd.StartWorkflow:
+    @property
+    def scenario(self) -> Scenario:
+        """The bench's scenario of this shape, which says what its workflows are started with."""
         if self.kind == "chain":
-            name, value = "bench_chain", orjson.dumps({"steps": self.size, "payload": PAYLOAD}).decode()
-        else:
-            name, value = "bench_fan_out", str(self.size)
-        return cmd.StartWorkflow(instance_id=instance_id, command_id=f"c-{instance_id}", name=name, input=value)
+            return Scenario(f"chain-{self.size}", "", "bench_chain", self.size, "closed", payload_bytes=PAYLOAD_BYTES)
+        return Scenario(f"parallel-{self.size}", "", "bench_fan_out", self.size, "closed")
+
+    def start(self, instance_id: str) -> cmd.StartWorkflow:
+        scenario = self.scenario
+        return cmd.StartWorkflow(instance_id=instance_id, command_id=f"c-{instance_id}", name=scenario.workflow,
+                                 input=dump_payload(scenario.workflow_input(random.Random(0))))  # noqa: S311
 
     def result(self, task_id: int) -> str:
         """What the bench's echo activity answers task `task_id` with: its input (a chain passes the
         payload on; a fan-out's task N was given N)."""
-        return orjson.dumps(PAYLOAD if self.kind == "chain" else task_id).decode()
+        return orjson.dumps("x" * PAYLOAD_BYTES if self.kind == "chain" else task_id).decode()
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import typing
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,6 @@ from ops.native import ROOT, NativeBuildError, build, compiled, listed_modules
 
 def _reachable_dataclasses(roots: tuple[type, ...]) -> set[type]:
     """The classes, and every dataclass their fields' values can be, by walking the type hints."""
-    import typing
-
     seen: set[type] = set()
     todo = list(roots)
     while todo:
