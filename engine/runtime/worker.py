@@ -593,16 +593,19 @@ class ActivityWorker:
         reply_app_id = getattr(item, "reply_app_id", None)
         reply = reply_app_id if reply_app_id != self.settings.app_id else None
         results = self.apps.of(reply).results
-
-        async def reply_topic() -> None:
-            assert reply is not None
-            await self.apps.ensure([reply])
-            await self.apps.track(producer, [results])
-
         # Only another app's results topic needs making first: the common result awaits nothing more.
+        first: Callable[[], Awaitable[None]] | None = None
+        if reply is not None:
+            other_app = reply
+
+            async def reply_topic() -> None:
+                await self.apps.ensure([other_app])
+                await self.apps.track(producer, [results])
+
+            first = reply_topic
         await _written(producer, f"the result of {item.instance_id}", results, payload,
                        key=item.instance_id.encode(), headers=span.result_headers() if span is not None else None,
-                       first=reply_topic if reply is not None else None)
+                       first=first)
         if span is not None:
             span.end(getattr(result, "failure", None))
         self.completed += 1
