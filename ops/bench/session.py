@@ -28,15 +28,15 @@ __all__ = ["run_session", "warmup_seconds"]
 DEFAULT_BROKER_WARMUP_S = 90.0
 
 
-def _code_root(args: argparse.Namespace, native_dir: Path, progress: _Progress) -> Path:
+async def _code_root(args: argparse.Namespace, native_dir: Path, progress: _Progress) -> Path:
     """Where the deployed processes import Headrace from: this checkout, or with `--native` a
-    compiled copy of it (`ops.native`)."""
+    compiled copy of it (`ops.native`; half a minute of compiling, off the event loop)."""
     if not args.native:
         return ROOT
     from ops.native import build
 
     progress.note(f"building the native copy in {native_dir}")
-    return build(native_dir)
+    return await asyncio.to_thread(build, native_dir)
 
 
 def _environment() -> dict[str, Any]:
@@ -183,7 +183,7 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
         apis=args.apis if args.via == "api" else 0,
         grpc_apps=args.workers if args.via == "grpc" else 0,
         profile=args.profile,
-        code_root=_code_root(args, out / f"native-{run_id}", progress),
+        code_root=await _code_root(args, out / f"native-{run_id}", progress),
     )
     try:
         if broker_config:
