@@ -84,7 +84,7 @@ _RECORDING = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class TurnResult:
     """What one turn of the workflow code asks for."""
 
@@ -95,6 +95,14 @@ class TurnResult:
     #: Why this code cannot continue the history (a patch mismatch), or None: the turn is not
     #: recorded, and the instance waits (STALLED) for an engine whose code matches.
     stalled: str | None = None
+
+    # Spelled out so that mypyc compiles it: docs/performance.md, "The compiled build".
+    def __init__(self, actions: tuple[Action, ...], custom_status: str | None, patches: tuple[str, ...] = (),
+                 stalled: str | None = None) -> None:
+        object.__setattr__(self, "actions", actions)
+        object.__setattr__(self, "custom_status", custom_status)
+        object.__setattr__(self, "patches", patches)
+        object.__setattr__(self, "stalled", stalled)
 
     @property
     def completion(self) -> CompleteWorkflow | None:

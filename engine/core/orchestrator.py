@@ -100,7 +100,7 @@ class ClosedExecution:
     events: list[ev.HistoryEvent]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class TurnOutcome:
     """What handling one message did; `effects.apply_outcome` writes it. `state` is None when the
     instance is (or stays) absent."""
@@ -120,6 +120,24 @@ class TurnOutcome:
     workflow_items: list[WorkflowWorkItem] = field(default_factory=list)
     #: Why the message changed nothing, or could not apply; None when it applied.
     unapplied: Unapplied | None = None
+
+    # Spelled out so that mypyc compiles it (a dataclass's generated `__init__` stays interpreted,
+    # its default factories called one by one): docs/performance.md, "The compiled build".
+    def __init__(self, state: InstanceState | None, events: list[ev.HistoryEvent] | None = None,
+                 write: StateWrite = StateWrite.KEEP, closed: list[ClosedExecution] | None = None,
+                 work_items: list[cmd.ActivityWorkItem] | None = None, timers: list[Timer] | None = None,
+                 messages: list[cmd.InstanceMessage] | None = None, app_messages: list[AppMessage] | None = None,
+                 workflow_items: list[WorkflowWorkItem] | None = None, unapplied: Unapplied | None = None) -> None:
+        self.state = state
+        self.events = [] if events is None else events
+        self.write = write
+        self.closed = [] if closed is None else closed
+        self.work_items = [] if work_items is None else work_items
+        self.timers = [] if timers is None else timers
+        self.messages = [] if messages is None else messages
+        self.app_messages = [] if app_messages is None else app_messages
+        self.workflow_items = [] if workflow_items is None else workflow_items
+        self.unapplied = unapplied
 
     def send(self, message: cmd.InstanceMessage, app_id: str | None = None) -> None:
         """A message to an instance of this app, or of app `app_id` when that is another one."""

@@ -61,12 +61,19 @@ STATUS_STEP = RECENT_COMMANDS // 2
 #: Every history-store record carries `STORE_HEADER` (a restore's evidence of who wrote it).
 _STORE_HEADERS = [STORE_HEADER]
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class RecordInput:
     """An input record of the owner's partition, by topic and offset."""
 
     topic: str
     offset: int
+
+    # Spelled out, as in the other classes made per turn in compiled modules: mypyc compiles an
+    # `__init__` written here, while a dataclass's generated one stays interpreted (and a frozen
+    # one sets each field through `object.__setattr__`): docs/performance.md, "The compiled build".
+    def __init__(self, topic: str, offset: int) -> None:
+        object.__setattr__(self, "topic", topic)
+        object.__setattr__(self, "offset", offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +88,7 @@ class Together:
 Source = RecordInput | Timer | Together
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class AuditEvents:
     """The events an audit-history record holds, encoded (`encode_event`): the record's value is
     joined from them when the transaction is sent (`TransactionSink.records`), after an instance's
@@ -93,12 +100,17 @@ class AuditEvents:
     #: Bytes of the events joined, separators included.
     size: int
 
+    def __init__(self, execution_id: str, events: list[bytes], size: int) -> None:
+        self.execution_id = execution_id
+        self.events = events
+        self.size = size
+
     def join(self, other: AuditEvents) -> None:
         self.events.extend(other.events)
         self.size += other.size
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Send:
     topic: str
     key: bytes
@@ -114,6 +126,18 @@ class Send:
     #: For a `history-store` record, the state it was written with (`TransactionSink.blame`).
     written_with: StateSend | None = field(default=None, repr=False)
 
+    def __init__(self, topic: str, key: bytes, value: bytes | None, partition: int | None,
+                 source: Source | None, headers: list[tuple[str, bytes]] | None = None,
+                 audit: AuditEvents | None = None, written_with: StateSend | None = None) -> None:
+        self.topic = topic
+        self.key = key
+        self.value = value
+        self.partition = partition
+        self.source = source
+        self.headers = headers
+        self.audit = audit
+        self.written_with = written_with
+
     @property
     def size(self) -> int:
         """Bytes as the producer measures a record: key, value and headers."""
@@ -121,7 +145,7 @@ class Send:
         return size
 
 
-@dataclass(slots=True, kw_only=True, eq=False)
+@dataclass(slots=True, kw_only=True, eq=False, init=False)
 class StateSend(Send):
     """An instance's state after a turn: its `status` record, and for the instance's last state in
     the transaction the `history-store` records that carry it too. Encoded when the transaction is
@@ -137,6 +161,17 @@ class StateSend(Send):
     previous: StateSend | None = field(repr=False)
     #: Its `history-store` records, once written (`TransactionSink.records` may be called again).
     store: list[Send] | None = None
+
+    def __init__(self, topic: str, key: bytes, value: bytes | None, partition: int | None,
+                 source: Source | None, headers: list[tuple[str, bytes]] | None = None, *,
+                 state: InstanceState, at: int, previous: StateSend | None) -> None:
+        # Not `super().__init__`: `slots=True` makes a new class, which its zero-argument form
+        # does not see before Python 3.14 (https://github.com/python/cpython/issues/90562).
+        Send.__init__(self, topic, key, value, partition, source, headers)
+        self.state = state
+        self.at = at
+        self.previous = previous
+        self.store = None
 
 
 @dataclass(frozen=True, slots=True)
