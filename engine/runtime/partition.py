@@ -19,7 +19,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -171,14 +171,23 @@ class _Poison:
     fail_tried: bool = False
 
 
+#: What sends a batch's transaction: the owner's `_commit` unless given another (`PartitionOwner`).
+Commit = Callable[[TransactionSink, dict[TopicPartition, int]], Awaitable[None]]
+
+
 class PartitionOwner:
-    """State and processing of partition `number` of every input topic (see the module docstring)."""
+    """State and processing of partition `number` of every input topic (see the module docstring).
+
+    `commit` replaces the sending of each batch's transaction: a test or harness that runs turns
+    without Kafka collects the records instead. It is a parameter rather than a patch because the
+    native build compiles this class, whose methods cannot be replaced."""
 
     def __init__(
         self, number: int, settings: Settings, topics: Topics, orchestrator: Orchestrator, group_id: str,
-        partitions: int | None = None, metrics: EngineMetrics | None = None,
+        partitions: int | None = None, metrics: EngineMetrics | None = None, commit: Commit | None = None,
     ) -> None:
         self.number = number
+        self._send: Commit = commit if commit is not None else self._commit
         #: Partitions of the input topics, to check that each record was keyed onto this one.
         self.partitions = partitions or settings.partitions
         self.settings = settings
@@ -462,7 +471,7 @@ class PartitionOwner:
                 self._apply_input(topic, record, message, pending)
         pending.source = None
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
-        await self._commit(pending, offsets)
+        await self._send(pending, offsets)
 
     def _apply_input(self, topic: str, record: ConsumerRecord[bytes, bytes],
                      message: cmd.InstanceMessage | DecodeError, pending: TransactionSink) -> None:
@@ -714,7 +723,7 @@ class PartitionOwner:
             fired += 1
         pending.source = None
         fired += self._expire(now, pending, 1000 - fired)
-        await self._commit(pending, {})
+        await self._send(pending, {})
         self.fired = fired
         return fired
 

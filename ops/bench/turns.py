@@ -111,12 +111,11 @@ async def _one_round(shape: Shape, workflows: int, batch: int) -> tuple[float, i
     settings = Settings.from_env({})
     topics = Topics.for_settings(settings)
     orchestrator = Orchestrator(runtime.registry.get_workflow, ExecutionCache(workflows))
-    owner = PartitionOwner(0, settings, topics, orchestrator, "engine", partitions=1)
 
     async def build_records(pending: TransactionSink, offsets: object) -> None:
         pending.records()
 
-    owner._commit = build_records  # type: ignore[method-assign]
+    owner = PartitionOwner(0, settings, topics, orchestrator, "engine", partitions=1, commit=build_records)
     offsets = iter(range(1, 1 << 62))
     ids = [f"wf-{n}" for n in range(workflows)]
     spent = 0.0

@@ -86,6 +86,7 @@ def test_input_that_breaks_its_turn_is_dead_lettered_and_fails_only_its_instance
         assert done is not None and orjson.loads(done.serialized_output or "null") == [1]
 
 
+@pytest.mark.pure_python  # patches `PartitionOwner._commit`, a method of a native class in that build
 def test_partition_that_makes_no_progress_is_reported_and_recovers(
     host: RuntimeHost, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,15 +55,14 @@ class Owner:
         self.topics = Topics.for_settings(settings)
         workflows = {"fan_out": fan_out, "first_of_two": first_of_two, "listener_then_tasks": listener_then_tasks,
                      "children_and_tasks": children_and_tasks}
-        self.owner = PartitionOwner(0, settings, self.topics, Orchestrator(workflows.get, ExecutionCache(10)),
-                                    "engine", partitions=1)
         self.sent: list[list[Send]] = []
         self.offset = 0
 
         async def commit(pending: TransactionSink, offsets: object) -> None:
             self.sent.append(pending.records())
 
-        self.owner._commit = commit  # type: ignore[method-assign]
+        self.owner = PartitionOwner(0, settings, self.topics, Orchestrator(workflows.get, ExecutionCache(10)),
+                                    "engine", partitions=1, commit=commit)
 
     def record(self, topic: str, message: cmd.InstanceMessage) -> ConsumerRecord[bytes, bytes]:
         self.offset += 1
