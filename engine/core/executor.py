@@ -91,10 +91,10 @@ class TurnResult:
     actions: tuple[Action, ...]
     custom_status: str | None
     #: Patches the code found applied for the first time in this turn (recorded on its `WorkflowStarted`).
-    patches: tuple[str, ...] = ()
+    patches: tuple[str, ...]
     #: Why this code cannot continue the history (a patch mismatch), or None: the turn is not
     #: recorded, and the instance waits (STALLED) for an engine whose code matches.
-    stalled: str | None = None
+    stalled: str | None
 
     # Spelled out so that mypyc compiles it: docs/performance.md, "The compiled build".
     def __init__(self, actions: tuple[Action, ...], custom_status: str | None, patches: tuple[str, ...] = (),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from types import MappingProxyType
@@ -106,20 +106,20 @@ class TurnOutcome:
     instance is (or stays) absent."""
 
     state: InstanceState | None
-    events: list[ev.HistoryEvent] = field(default_factory=list)
-    write: StateWrite = StateWrite.KEEP
+    events: list[ev.HistoryEvent]
+    write: StateWrite
     #: Executions that ended in this turn before the one `events` belong to.
-    closed: list[ClosedExecution] = field(default_factory=list)
-    work_items: list[cmd.ActivityWorkItem] = field(default_factory=list)
+    closed: list[ClosedExecution]
+    work_items: list[cmd.ActivityWorkItem]
     #: Durable timers created, and a start scheduled for later.
-    timers: list[Timer] = field(default_factory=list)
-    messages: list[cmd.InstanceMessage] = field(default_factory=list)
+    timers: list[Timer]
+    messages: list[cmd.InstanceMessage]
     #: Messages for instances of other apps (`engine.core.apps`), after `messages`.
-    app_messages: list[AppMessage] = field(default_factory=list)
+    app_messages: list[AppMessage]
     #: Turns of remote workflows handed out to connected apps (`engine.core.remote`).
-    workflow_items: list[WorkflowWorkItem] = field(default_factory=list)
+    workflow_items: list[WorkflowWorkItem]
     #: Why the message changed nothing, or could not apply; None when it applied.
-    unapplied: Unapplied | None = None
+    unapplied: Unapplied | None
 
     # Spelled out so that mypyc compiles it (a dataclass's generated `__init__` stays interpreted,
     # its default factories called one by one): docs/performance.md, "The compiled build".

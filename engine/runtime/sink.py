@@ -71,6 +71,7 @@ class RecordInput:
     # Spelled out, as in the other classes made per turn in compiled modules: mypyc compiles an
     # `__init__` written here, while a dataclass's generated one stays interpreted (and a frozen
     # one sets each field through `object.__setattr__`): docs/performance.md, "The compiled build".
+    # With `init=False` a field's default would be dead, so the defaults live in `__init__` only.
     def __init__(self, topic: str, offset: int) -> None:
         object.__setattr__(self, "topic", topic)
         object.__setattr__(self, "offset", offset)
@@ -119,12 +120,12 @@ class Send:
     #: The input whose turn made this record, to set it aside if the record cannot be written.
     source: Source | None
     #: Kafka record headers: the W3C trace context when tracing is on (engine.tracing).
-    headers: list[tuple[str, bytes]] | None = None
+    headers: list[tuple[str, bytes]] | None
     #: An audit-history record's events (None: any other record); its `value` is None until
     #: `TransactionSink.records` joins them.
-    audit: AuditEvents | None = None
+    audit: AuditEvents | None
     #: For a `history-store` record, the state it was written with (`TransactionSink.blame`).
-    written_with: StateSend | None = field(default=None, repr=False)
+    written_with: StateSend | None = field(repr=False)
 
     def __init__(self, topic: str, key: bytes, value: bytes | None, partition: int | None,
                  source: Source | None, headers: list[tuple[str, bytes]] | None = None,
@@ -160,7 +161,7 @@ class StateSend(Send):
     at: int
     previous: StateSend | None = field(repr=False)
     #: Its `history-store` records, once written (`TransactionSink.records` may be called again).
-    store: list[Send] | None = None
+    store: list[Send] | None
 
     def __init__(self, topic: str, key: bytes, value: bytes | None, partition: int | None,
                  source: Source | None, headers: list[tuple[str, bytes]] | None = None, *,
