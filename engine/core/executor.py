@@ -137,6 +137,9 @@ class WorkflowExecution:
         self._version: str | None = None
         #: The function that made `_generator`, to tell whether a cached run still runs current code.
         self._function: Callable[..., Any] | None = None
+        #: Whether `_function` is a generator function (possibly under `functools.wraps`
+        #: decorators), found once at the start: `runs_current_code` asks every turn.
+        self._fixed_code = False
         self._sequence = 0
         self._uuid_counter = 0
         self._pending_actions: dict[int, Action] = {}
@@ -354,6 +357,7 @@ class WorkflowExecution:
         self._version = event.workflow_version
         self.propagated_history = event.propagated_history
         fn = self._function = self._code()
+        self._fixed_code = fn is not None and _makes_fixed_code(fn)
         if fn is None:
             self._fail(UnknownWorkflowError(f"no workflow named '{event.name}' is registered with this engine"))
             return
@@ -383,14 +387,7 @@ class WorkflowExecution:
         too. A deploy replaces processes, whose caches start empty, so this only matters for code
         swapped inside one process (re-registration, a wrapper reading a global)."""
         fn = self._function
-        if fn is None or self._code() is not fn:
-            return False
-        while not inspect.isgeneratorfunction(fn):
-            wrapped = getattr(fn, "__wrapped__", None)  # a `functools.wraps` decorator calls what it wraps
-            if wrapped is None:
-                return False
-            fn = wrapped
-        return True
+        return fn is not None and self._fixed_code and self._code() is fn
 
     def _match(self, event: ev.HistoryEvent, kind: type[Action], name: str | None, recorded: str) -> None:
         action = self._pending_actions.pop(event.event_id, None)
@@ -612,3 +609,14 @@ def _describe(action: Action) -> str:
     if isinstance(action, CreateTimer):
         return "create_timer(…)" if action.origin == "timer" else f"a {action.origin} timer"
     return f"completion ({action.status.value})" if isinstance(action, CompleteWorkflow) else type(action).__name__
+
+
+def _makes_fixed_code(fn: Callable[..., Any]) -> bool:
+    """Whether `fn` is a generator function, or a `functools.wraps` decorator of one (which calls
+    what it wraps): then a generator it made runs the same code as one it would make now."""
+    while not inspect.isgeneratorfunction(fn):
+        wrapped = getattr(fn, "__wrapped__", None)
+        if wrapped is None:
+            return False
+        fn = wrapped
+    return True

@@ -478,7 +478,9 @@ class PartitionOwner:
         """One input in a turn of its own (or set aside, if it broke one before)."""
         source = RecordInput(topic, record.offset)
         pending.source = source
-        poison = self.poisoned.get(source)
+        # Asked only when something is set aside: hashing a `RecordInput` runs the dataclass's
+        # interpreted `__hash__`, for a map that is nearly always empty.
+        poison = self.poisoned.get(source) if self.poisoned else None
         if poison is not None:
             self._set_aside(topic, record, message, poison, pending)
             return
@@ -504,8 +506,9 @@ class PartitionOwner:
                 continue
             iid = message.instance_id
             source = RecordInput(topic, record.offset)
-            if not isinstance(message, (cmd.ActivityResult, cmd.ChildResult)) or source in self.poisoned \
-                    or source in self.one_by_one or self._misplaced(record, message) is not None:
+            if not isinstance(message, (cmd.ActivityResult, cmd.ChildResult)) \
+                    or (self.poisoned and source in self.poisoned) \
+                    or (self.one_by_one and source in self.one_by_one) or self._misplaced(record, message) is not None:
                 open_runs.pop(iid, None)
                 continue
             first = open_runs.get(iid)
