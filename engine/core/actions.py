@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import ClassVar
 
 from .events import EventRaised
+from .frozen import quick_init
 from .values import FailureDetails, RuntimeStatus
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Action:
     VERSION: ClassVar[int] = 1
@@ -31,6 +33,7 @@ class Action:
     id: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScheduleTask(Action):
     """Run activity `name` with `input` (JSON text)."""
@@ -44,12 +47,14 @@ class ScheduleTask(Action):
     app_id: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreateTimer(Action):
     fire_at: datetime
     origin: str = "timer"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreateChildWorkflow(Action):
     instance_id: str
@@ -60,6 +65,7 @@ class CreateChildWorkflow(Action):
     app_id: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CompleteWorkflow(Action):
     """The workflow ended: COMPLETED, FAILED, TERMINATED or CONTINUED_AS_NEW.
@@ -74,6 +80,7 @@ class CompleteWorkflow(Action):
     carryover_events: tuple[EventRaised, ...] = ()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendEvent(Action):
     """Raise event `name` on instance `instance_id` (durabletask's `SendEvent`: apps connected over

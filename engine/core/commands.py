@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from ..errors import DecodeError, PayloadDecodeError
 from .apps import check_app_id
+from .frozen import quick_init
 from .ids import IdError, check_id
 from .payload import check_payload
 from .values import FailureDetails, ParentInstance
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceMessage:
     """Anything delivered to the partition that owns `instance_id`."""
@@ -48,11 +50,13 @@ class InstanceMessage:
     instance_id: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Command(InstanceMessage):
     command_id: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StartWorkflow(Command):
     """Start workflow `name`; over a finished instance of the same ID it starts afresh."""
@@ -65,33 +69,39 @@ class StartWorkflow(Command):
     propagated_history: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RaiseEvent(Command):
     name: str
     input: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SuspendWorkflow(Command):
     reason: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResumeWorkflow(Command):
     reason: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TerminateWorkflow(Command):
     output: str | None = None
     recursive: bool = True
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PurgeWorkflow(Command):
     recursive: bool = True
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActivityResult(InstanceMessage):
     """An activity worker's answer to an `ActivityWorkItem`: a result or a failure."""
@@ -102,6 +112,7 @@ class ActivityResult(InstanceMessage):
     failure: FailureDetails | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimerFiring(InstanceMessage):
     execution_id: str
@@ -109,6 +120,7 @@ class TimerFiring(InstanceMessage):
     fire_at: datetime
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChildResult(InstanceMessage):
     """A child workflow ended; addressed to the parent, `task_id` is the parent's task for it."""
@@ -120,6 +132,7 @@ class ChildResult(InstanceMessage):
     failure: FailureDetails | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActivityWorkItem:
     """A work item for an activity worker (on a task queue, keyed by instance ID)."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
+from .frozen import quick_init
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HistoryEvent:
     """Base of every history event."""
@@ -56,6 +58,7 @@ class HistoryEvent:
     event_id: int = -1
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowStarted(HistoryEvent):
     """Marks the start of one turn of the workflow code; its timestamp is `current_utc_datetime`."""
@@ -66,6 +69,7 @@ class WorkflowStarted(HistoryEvent):
     patches: tuple[str, ...] = ()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowCompleted(HistoryEvent):
     """Marks the end of one turn of the workflow code, with the custom status the code left."""
@@ -73,6 +77,7 @@ class WorkflowCompleted(HistoryEvent):
     custom_status: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionStarted(HistoryEvent):
     """An instance (or a new generation of it, after continue-as-new) begins."""
@@ -90,6 +95,7 @@ class ExecutionStarted(HistoryEvent):
     workflow_version: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionCompleted(HistoryEvent):
     """The instance reached COMPLETED, FAILED or TERMINATED."""
@@ -99,6 +105,7 @@ class ExecutionCompleted(HistoryEvent):
     failure: FailureDetails | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionTerminated(HistoryEvent):
     """Somebody asked to terminate the instance; `recurse` reaches running children too."""
@@ -108,6 +115,7 @@ class ExecutionTerminated(HistoryEvent):
     command_id: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionSuspended(HistoryEvent):
     """The instance is paused: events that arrive now wait until it is resumed."""
@@ -116,6 +124,7 @@ class ExecutionSuspended(HistoryEvent):
     command_id: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionResumed(HistoryEvent):
     """The instance is resumed: events buffered while it was paused are delivered."""
@@ -124,6 +133,7 @@ class ExecutionResumed(HistoryEvent):
     command_id: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContinuedAsNew(HistoryEvent):
     """The workflow called `continue_as_new`: this generation ends, the next starts from `input`."""
@@ -132,6 +142,7 @@ class ContinuedAsNew(HistoryEvent):
     carryover_events: int = 0
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskScheduled(HistoryEvent):
     """An activity was scheduled; `event_id` is the task's ID."""
@@ -144,6 +155,7 @@ class TaskScheduled(HistoryEvent):
     app_id: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskCompleted(HistoryEvent):
     task_scheduled_id: int
@@ -151,6 +163,7 @@ class TaskCompleted(HistoryEvent):
     task_execution_id: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskFailed(HistoryEvent):
     task_scheduled_id: int
@@ -158,6 +171,7 @@ class TaskFailed(HistoryEvent):
     task_execution_id: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimerCreated(HistoryEvent):
     """A durable timer was created; `event_id` is the timer's ID.
@@ -170,12 +184,14 @@ class TimerCreated(HistoryEvent):
     origin: str = "timer"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimerFired(HistoryEvent):
     timer_id: int
     fire_at: datetime
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChildWorkflowCreated(HistoryEvent):
     """A child workflow was started; `event_id` is the parent's task ID for it."""
@@ -188,18 +204,21 @@ class ChildWorkflowCreated(HistoryEvent):
     app_id: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChildWorkflowCompleted(HistoryEvent):
     task_scheduled_id: int
     result: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChildWorkflowFailed(HistoryEvent):
     task_scheduled_id: int
     failure: FailureDetails
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventRaised(HistoryEvent):
     """An external event reached the instance. Names compare case-insensitively.
@@ -213,6 +232,7 @@ class EventRaised(HistoryEvent):
     command_id: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventSent(HistoryEvent):
     """The instance sent event `name` to instance `instance_id` (its action `event_id`)."""

@@ -6,6 +6,8 @@ import traceback
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .frozen import quick_init
+
 __all__ = ["TERMINAL_STATUSES", "FailureDetails", "ParentInstance", "RuntimeStatus"]
 
 
@@ -42,6 +44,7 @@ TERMINAL_STATUSES = frozenset(
 )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FailureDetails:
     """Why a workflow, activity or child failed; shaped like durabletask's `TaskFailureDetails`."""
@@ -64,6 +67,7 @@ class FailureDetails:
         )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParentInstance:
     """Which workflow started a child, and which of its tasks waits for the child's result."""

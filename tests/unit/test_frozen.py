@@ -64,3 +64,67 @@ def test_the_fold_copies_pending_maps_of_any_kind_into_plain_dicts() -> None:
     folded = fold(state, ev.TaskCompleted(timestamp=at(), seq=1, task_scheduled_id=1, result="1"))
     assert dict(folded.pending_tasks) == {}
     assert dict(state.pending_tasks) == {1: "a"}  # the original's maps are untouched
+
+
+def _quickened() -> list[type]:
+    from engine.core import actions, commands, values
+
+    found = [cls for module in (ev, commands, actions, values) for cls in vars(module).values()
+             if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__
+             and cls.__init__.__code__.co_filename == "<string>" and "_set0" in cls.__init__.__code__.co_names]
+    return found
+
+
+def test_the_core_value_classes_have_the_quick_init() -> None:
+    names = {cls.__name__ for cls in _quickened()}
+    # The classes a turn makes most: if these lost the decorator the suite should say so.
+    assert {"TaskScheduled", "TaskCompleted", "WorkflowStarted", "WorkflowCompleted", "ActivityResult",
+            "ActivityWorkItem", "ScheduleTask", "StartWorkflow", "FailureDetails"} <= names
+
+
+@pytest.mark.parametrize("cls", _quickened(), ids=lambda cls: cls.__name__)
+def test_a_quick_init_takes_what_the_dataclass_init_took(cls: type) -> None:
+    import inspect
+
+    fields = dataclasses.fields(cls)
+    parameters = list(inspect.signature(cls).parameters.values())
+    assert [p.name for p in parameters] == [f.name for f in fields]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters)
+    assert [p.default for p in parameters] == [
+        inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default for f in fields]
+    # Every field set from its keyword, distinct values so a swapped slot would show.
+    given = {f.name: object() for f in fields}
+    made = cls(**given)
+    assert {f.name: getattr(made, f.name) for f in fields} == given
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, fields[0].name, 1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nope'"):
+        cls(**given, nope=1)
+    required = [f.name for f in fields if f.default is dataclasses.MISSING]
+    if required:
+        with pytest.raises(TypeError, match="missing"):
+            cls(**{k: v for k, v in given.items() if k != required[0]})
+
+
+def test_quick_init_refuses_the_shapes_it_does_not_copy() -> None:
+    from engine.core.frozen import quick_init
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Positional:
+        n: int
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class Factory:
+        items: list[int] = dataclasses.field(default_factory=list)
+
+    @dataclasses.dataclass(slots=True, kw_only=True)
+    class Mutable:
+        n: int
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class NoSlots:
+        n: int
+
+    for cls in (Positional, Factory, Mutable, NoSlots):
+        with pytest.raises(TypeError):
+            quick_init(cls)
