@@ -32,6 +32,16 @@ CALLER_SPAN = uuid.uuid4().hex[:16]
 CLIENT_SPAN = uuid.uuid4().hex[:16]
 
 
+def _ready(port: int) -> bool:
+    """The process's /readyz answers 200; False while its metrics server is not listening yet (the
+    API can be ready before the engine and worker have opened theirs: a refused connection here
+    failed this test now and then)."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def _metric(url: str, name: str, **labels: str) -> float:
     """The value of one sample on a /metrics page (0 when the series is not there yet)."""
     text = httpx.get(url, timeout=10).text
@@ -73,8 +83,7 @@ def test_one_trace_holds_the_request_turns_activities_and_child_and_metrics_move
     try:
         api.wait_ready()
         for port in (engine_port, worker_port):
-            eventually(lambda p=port: httpx.get(f"http://127.0.0.1:{p}/readyz", timeout=5).status_code == 200,
-                       timeout=WAIT, message=f"port {port} never ready")
+            eventually(lambda p=port: _ready(p), timeout=WAIT, message=f"port {port} never ready")
         before = {
             "executions": _metric(engine_metrics, "dapr_runtime_workflow_execution_count_total",
                                   workflow_name="traced", status="success"),
