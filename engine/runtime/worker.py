@@ -396,6 +396,10 @@ class ActivityWorker:
         self._pool = DaemonThreadPool(self._limit, thread_name_prefix="headrace-activity")
         self.executor: ActivityExecutor = executor or LocalActivities(registry, self._pool)
         self._running: set[asyncio.Task[None]] = set()
+        #: Partitions where an item finished since the last poll: their progress (and the running
+        #: gauge) is reported once per poll, not per item (prometheus_client takes a lock per
+        #: update, and these were several per activity: issue 17).
+        self._progressed: set[int] = set()
         self._partitions: dict[TopicPartition, _Partition] = {}
         #: Revoked partitions' state, with the group generation, until the next assignment says
         #: whether they stay here (`runtime.membership`): kept, their running items do not run twice.
@@ -489,9 +493,10 @@ class ActivityWorker:
 
     def _begin(self, tp: TopicPartition, state: _Partition, records: list[ConsumerRecord[bytes, bytes]],
                producer: AIOKafkaProducer) -> None:
+        if records:
+            self.metrics.progress(tp.partition)
         for record in records:
             state.next = record.offset + 1
-            self.metrics.progress(tp.partition)
             if record.offset in state.running:
                 continue  # still running here: a rebalance gave its partition back (`_keep_held`)
             if record.offset in state.finished:
@@ -501,8 +506,8 @@ class ActivityWorker:
             state.running.add(record.offset)
             task = asyncio.create_task(self._handle(tp, state, record, producer))
             self._running.add(task)
-            self.metrics.running.set(len(self._running))
             task.add_done_callback(self._finished)
+        self.metrics.running.set(len(self._running))
 
     async def _load(self, tps: list[TopicPartition], admin: AIOKafkaAdminClient) -> None:
         """Reads the committed offsets and metadata of newly fetched partitions (which to skip)."""
@@ -538,6 +543,7 @@ class ActivityWorker:
             if state is not None:
                 self._held[tp] = (state, held_in)
             self.metrics.forget(tp.partition)
+            self._progressed.discard(tp.partition)
 
     def _keep_held(self, assigned: set[TopicPartition]) -> None:
         """Take back the state of revoked partitions that the new assignment returns, when nobody
@@ -551,7 +557,6 @@ class ActivityWorker:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        self.metrics.running.set(len(self._running))
         self._slot_free.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("activity handling crashed", exc_info=task.exception())
@@ -647,7 +652,7 @@ class ActivityWorker:
     def _done(self, tp: TopicPartition, state: _Partition, offset: int) -> None:
         state.running.discard(offset)
         state.finished.add(offset)
-        self.metrics.progress(tp.partition)
+        self._progressed.add(tp.partition)
 
     async def _drain(self, consumer: AIOKafkaConsumer) -> None:
         """Lets running activities finish within the grace period, then abandons the rest."""
@@ -708,6 +713,12 @@ class ActivityWorker:
             state.committed = point
 
     def _observe(self, consumer: AIOKafkaConsumer) -> None:
+        """After every poll: progress since the last one, and (once a second) the lag gauges."""
+        if self._progressed:
+            for partition in self._progressed:
+                self.metrics.progress(partition)
+            self._progressed.clear()
+            self.metrics.running.set(len(self._running))
         if not self._gauges.due():
             return
         for tp in consumer.assignment():
