@@ -396,10 +396,11 @@ class ActivityWorker:
         self._pool = DaemonThreadPool(self._limit, thread_name_prefix="headrace-activity")
         self.executor: ActivityExecutor = executor or LocalActivities(registry, self._pool)
         self._running: set[asyncio.Task[None]] = set()
-        #: Partitions where an item finished since the last poll: their progress (and the running
-        #: gauge) is reported once per poll, not per item (prometheus_client takes a lock per
-        #: update, and these were several per activity: issue 17).
+        #: Partitions where an item finished since the last report: their progress and the running
+        #: gauge are reported once per poll (`_report`), not per item (prometheus_client takes a
+        #: lock per update, and these were several per activity: issue 17).
         self._progressed: set[int] = set()
+        self._running_shown = -1
         self._partitions: dict[TopicPartition, _Partition] = {}
         #: Revoked partitions' state, with the group generation, until the next assignment says
         #: whether they stay here (`runtime.membership`): kept, their running items do not run twice.
@@ -507,7 +508,7 @@ class ActivityWorker:
             task = asyncio.create_task(self._handle(tp, state, record, producer))
             self._running.add(task)
             task.add_done_callback(self._finished)
-        self.metrics.running.set(len(self._running))
+        self._report()
 
     async def _load(self, tps: list[TopicPartition], admin: AIOKafkaAdminClient) -> None:
         """Reads the committed offsets and metadata of newly fetched partitions (which to skip)."""
@@ -520,6 +521,7 @@ class ActivityWorker:
                     return  # nothing of these partitions ran; their items are delivered again
                 # Running the items without knowing which already ran could run them twice.
                 log.warning("could not read the committed offsets of %s (%s); retrying", tps, exc)
+                self._report()  # items of other partitions go on finishing meanwhile
                 await asyncio.sleep(1)  # back-off between attempts while Kafka is away
         consumer = self._consumer
         for tp in tps:
@@ -652,7 +654,8 @@ class ActivityWorker:
     def _done(self, tp: TopicPartition, state: _Partition, offset: int) -> None:
         state.running.discard(offset)
         state.finished.add(offset)
-        self._progressed.add(tp.partition)
+        if self._partitions.get(tp) is state:  # not a partition revoked while its item ran
+            self._progressed.add(tp.partition)
 
     async def _drain(self, consumer: AIOKafkaConsumer) -> None:
         """Lets running activities finish within the grace period, then abandons the rest."""
@@ -666,6 +669,7 @@ class ActivityWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_free.wait(), timeout=min(0.5, left))
             await self._commit(consumer)
+            self._report()  # a drain that makes progress is not a stall
         abandoned = list(self._running)
         for task in abandoned:
             task.cancel()
@@ -676,6 +680,7 @@ class ActivityWorker:
             log.warning("stopping with %d activities still running after the %.0f s grace period: they are "
                         "not committed and will be delivered again", len(abandoned), grace)
         await self._commit(consumer, force=True)
+        self._report()
 
     async def _commit(self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None,
                       force: bool = False) -> None:
@@ -712,13 +717,20 @@ class ActivityWorker:
         for state, point in points.values():
             state.committed = point
 
-    def _observe(self, consumer: AIOKafkaConsumer) -> None:
-        """After every poll: progress since the last one, and (once a second) the lag gauges."""
+    def _report(self) -> None:
+        """Progress since the last report, and the running gauge when it changed."""
         if self._progressed:
             for partition in self._progressed:
                 self.metrics.progress(partition)
             self._progressed.clear()
-            self.metrics.running.set(len(self._running))
+        running = len(self._running)
+        if running != self._running_shown:
+            self.metrics.running.set(running)
+            self._running_shown = running
+
+    def _observe(self, consumer: AIOKafkaConsumer) -> None:
+        """After every poll: `_report`, and (once a second) the lag gauges."""
+        self._report()
         if not self._gauges.due():
             return
         for tp in consumer.assignment():

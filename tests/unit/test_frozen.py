@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 from types import MappingProxyType
 
 import pytest
@@ -71,7 +72,7 @@ def _quickened() -> list[type]:
 
     found = [cls for module in (ev, commands, actions, values) for cls in vars(module).values()
              if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__
-             and cls.__init__.__code__.co_filename == "<string>" and "_set0" in cls.__init__.__code__.co_names]
+             and "__quick_set0" in cls.__init__.__code__.co_freevars]
     return found
 
 
@@ -125,6 +126,31 @@ def test_quick_init_refuses_the_shapes_it_does_not_copy() -> None:
     class NoSlots:
         n: int
 
-    for cls in (Positional, Factory, Mutable, NoSlots):
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class WithInitVar:
+        n: int
+        scale: dataclasses.InitVar[int] = 1
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True, init=False)
+    class NoInit:
+        n: int
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class OwnInit:
+        n: int
+
+        def __init__(self, *, n: int) -> None:  # a check the quick one would drop
+            if n < 0:
+                raise ValueError("negative")
+            object.__setattr__(self, "n", n)
+
+    for cls in (Positional, Factory, Mutable, NoSlots, WithInitVar, NoInit, OwnInit):
         with pytest.raises(TypeError):
             quick_init(cls)
+
+
+def test_a_quick_init_resolves_its_annotations_in_the_class_module() -> None:
+    import typing
+
+    hints = typing.get_type_hints(ev.TaskScheduled.__init__)
+    assert hints["timestamp"] is datetime and hints["return"] is type(None)
