@@ -135,11 +135,9 @@ class WorkflowExecution:
         self._context = DaprWorkflowContext(self)
         self._name = ""
         self._version: str | None = None
-        #: The function that made `_generator`, to tell whether a cached run still runs current code.
-        self._function: Callable[..., Any] | None = None
-        #: Whether `_function` is a generator function (possibly under `functools.wraps`
-        #: decorators), found once at the start: `runs_current_code` asks every turn.
-        self._fixed_code = False
+        #: The function that made `_generator` when its code is fixed (`_makes_fixed_code`, found
+        #: once at the start: `runs_current_code` asks every turn), else None.
+        self._sticky_function: Callable[..., Any] | None = None
         self._sequence = 0
         self._uuid_counter = 0
         self._pending_actions: dict[int, Action] = {}
@@ -356,8 +354,8 @@ class WorkflowExecution:
         self._name = event.name
         self._version = event.workflow_version
         self.propagated_history = event.propagated_history
-        fn = self._function = self._code()
-        self._fixed_code = fn is not None and _makes_fixed_code(fn)
+        fn = self._code()
+        self._sticky_function = fn if fn is not None and _makes_fixed_code(fn) else None
         if fn is None:
             self._fail(UnknownWorkflowError(f"no workflow named '{event.name}' is registered with this engine"))
             return
@@ -386,8 +384,8 @@ class WorkflowExecution:
         each call, which Dapr's SDK sees because it replays every turn; such a run is replayed
         too. A deploy replaces processes, whose caches start empty, so this only matters for code
         swapped inside one process (re-registration, a wrapper reading a global)."""
-        fn = self._function
-        return fn is not None and self._fixed_code and self._code() is fn
+        fn = self._sticky_function
+        return fn is not None and self._code() is fn
 
     def _match(self, event: ev.HistoryEvent, kind: type[Action], name: str | None, recorded: str) -> None:
         action = self._pending_actions.pop(event.event_id, None)

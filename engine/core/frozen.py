@@ -45,13 +45,15 @@ def evolved(value: T, changes: Mapping[str, Any]) -> T:
 
 
 def _fields_of(cls: type) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The field names of a frozen dataclass whose fields are all `__init__` parameters and whose
+    `__init__` checks and derives nothing (`evolved` and `quick_init` both bypass it)."""
     if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
         raise TypeError(f"{cls.__name__} is not a frozen dataclass")
     if hasattr(cls, "__post_init__"):
-        raise TypeError(f"{cls.__name__} checks its fields in __post_init__: use dataclasses.replace")
+        raise TypeError(f"{cls.__name__} checks its fields in __post_init__")
     fields = dataclasses.fields(cls)
     if any(not f.init for f in fields):
-        raise TypeError(f"{cls.__name__} has init=False fields, which replace resets: use dataclasses.replace")
+        raise TypeError(f"{cls.__name__} has init=False fields (which dataclasses.replace resets)")
     names = tuple(f.name for f in fields)
     return names, frozenset(names)
 
@@ -68,45 +70,38 @@ def quick_init(cls: C) -> C:
     in the class's module, so its string annotations resolve there (`typing.get_type_hints`).
     The class is returned, so this stacks over `@dataclass`. Raises `TypeError` for a class of any
     other shape, or one whose `__init__` is not the one `dataclass` wrote."""
-    params = getattr(cls, "__dataclass_params__", None)
-    if params is None or not params.frozen or not params.init:
-        raise TypeError(f"{cls.__name__} is not a frozen dataclass that makes its own __init__")
-    if "__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__"):
-        raise TypeError(f"{cls.__name__} must have slots and no __post_init__")
+    names, _ = _fields_of(cls)
+    if not cls.__dataclass_params__.init or "__slots__" not in cls.__dict__:  # type: ignore[attr-defined]
+        raise TypeError(f"{cls.__name__} must have slots and the __init__ dataclass writes")
     generated = cls.__dict__.get("__init__")
     code = getattr(generated, "__code__", None)
     if code is None or code.co_filename != "<string>":  # where `dataclasses` compiles what it writes
         raise TypeError(f"{cls.__name__}.__init__ is not the one dataclass wrote")
-    fields = dataclasses.fields(cls)
-    names = [f.name for f in fields]
-    if code.co_varnames[1:code.co_kwonlyargcount + 1] != tuple(names) or code.co_argcount != 1:
-        raise TypeError(f"{cls.__name__}: __init__ takes other parameters than its fields (an InitVar?)")
-    setters: list[Any] = []
-    defaults: list[Any] = []
+    if code.co_varnames[1:code.co_kwonlyargcount + 1] != names or code.co_argcount != 1:
+        raise TypeError(f"{cls.__name__}: __init__ takes other parameters than its keyword-only fields")
+    closure: dict[str, Any] = {}  # what the generated function refers to, by the name it uses
     signature: list[str] = []
     body: list[str] = []
-    for f in fields:
-        if not f.kw_only or f.default_factory is not dataclasses.MISSING:
-            raise TypeError(f"{cls.__name__}.{f.name}: only keyword-only fields without a factory are supported")
+    for n, f in enumerate(dataclasses.fields(cls)):
+        if f.default_factory is not dataclasses.MISSING:
+            raise TypeError(f"{cls.__name__}.{f.name}: a default factory is not supported")
         if f.name == "self" or f.name.startswith("__quick_"):
             raise TypeError(f"{cls.__name__}.{f.name}: a field name the generated __init__ needs")
         slot = next(k.__dict__[f.name] for k in cls.__mro__ if f.name in k.__dict__)
-        setter = f"__quick_set{len(setters)}"
-        setters.append(slot.__set__)
+        closure[f"__quick_set{n}"] = slot.__set__
         if f.default is dataclasses.MISSING:
             signature.append(f.name)
         else:
-            signature.append(f"{f.name}=__quick_default{len(defaults)}")
-            defaults.append(f.default)
-        body.append(f"        {setter}(self, {f.name})\n")
-    closure = [f"__quick_set{n}" for n in range(len(setters))] + [f"__quick_default{n}" for n in range(len(defaults))]
+            closure[f"__quick_default{n}"] = f.default
+            signature.append(f"{f.name}=__quick_default{n}")
+        body.append(f"        __quick_set{n}(self, {f.name})\n")
     header = f"    def __init__(self, *, {', '.join(signature)}):\n" if signature else "    def __init__(self):\n"
     source = (f"def __quick_factory({', '.join(closure)}):\n" + header + ("".join(body) or "        pass\n")
               + "    return __init__\n")
     made: dict[str, Any] = {}
     # The class's own module as globals, so annotations resolve as they did; `made` takes the factory.
     exec(source, vars(sys.modules[cls.__module__]), made)  # noqa: S102 - built from the class's own field names
-    init = made["__quick_factory"](*setters, *defaults)
+    init = made["__quick_factory"](**closure)
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__annotations__ = dict(generated.__annotations__)
     init.__doc__ = generated.__doc__

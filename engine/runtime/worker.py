@@ -396,11 +396,10 @@ class ActivityWorker:
         self._pool = DaemonThreadPool(self._limit, thread_name_prefix="headrace-activity")
         self.executor: ActivityExecutor = executor or LocalActivities(registry, self._pool)
         self._running: set[asyncio.Task[None]] = set()
-        #: Partitions where an item finished since the last report: their progress and the running
-        #: gauge are reported once per poll (`_report`), not per item (prometheus_client takes a
-        #: lock per update, and these were several per activity: issue 17).
+        #: Partitions with items fetched or finished since the last report: their progress and the
+        #: running gauge are reported once per poll (`_report`), not per item (prometheus_client
+        #: takes a lock per update, and these were several per activity: issue 17).
         self._progressed: set[int] = set()
-        self._running_shown = -1
         self._partitions: dict[TopicPartition, _Partition] = {}
         #: Revoked partitions' state, with the group generation, until the next assignment says
         #: whether they stay here (`runtime.membership`): kept, their running items do not run twice.
@@ -495,7 +494,7 @@ class ActivityWorker:
     def _begin(self, tp: TopicPartition, state: _Partition, records: list[ConsumerRecord[bytes, bytes]],
                producer: AIOKafkaProducer) -> None:
         if records:
-            self.metrics.progress(tp.partition)
+            self._progressed.add(tp.partition)
         for record in records:
             state.next = record.offset + 1
             if record.offset in state.running:
@@ -508,7 +507,6 @@ class ActivityWorker:
             task = asyncio.create_task(self._handle(tp, state, record, producer))
             self._running.add(task)
             task.add_done_callback(self._finished)
-        self._report()
 
     async def _load(self, tps: list[TopicPartition], admin: AIOKafkaAdminClient) -> None:
         """Reads the committed offsets and metadata of newly fetched partitions (which to skip)."""
@@ -718,15 +716,11 @@ class ActivityWorker:
             state.committed = point
 
     def _report(self) -> None:
-        """Progress since the last report, and the running gauge when it changed."""
-        if self._progressed:
-            for partition in self._progressed:
-                self.metrics.progress(partition)
-            self._progressed.clear()
-        running = len(self._running)
-        if running != self._running_shown:
-            self.metrics.running.set(running)
-            self._running_shown = running
+        """Progress since the last report, and the running gauge."""
+        for partition in self._progressed:
+            self.metrics.progress(partition)
+        self._progressed.clear()
+        self.metrics.running.set(len(self._running))
 
     def _observe(self, consumer: AIOKafkaConsumer) -> None:
         """After every poll: `_report`, and (once a second) the lag gauges."""
