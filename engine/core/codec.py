@@ -93,7 +93,9 @@ class Codec:
         return tuple(self._classes)
 
     def decode(self, data: bytes | str | Mapping[str, Any]) -> Any:
-        cls, body, type_name = self._envelope(data)
+        cls, found, type_name = self._envelope(data)
+        body = dict(found)  # "type" and "version" are there: both were just checked
+        del body["type"], body["version"]
         return self._decoder(cls)(body, type_name)
 
     def decode_fields(self, data: bytes | str | Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
@@ -113,8 +115,9 @@ class Codec:
                 raise DecodeError(f"{type_name}: missing required field(s) {name}")
         return out
 
-    def _envelope(self, data: bytes | str | Mapping[str, Any]) -> tuple[type, dict[str, Any], str]:
-        """The class a message names and its fields: JSON, an object, a known type and version."""
+    def _envelope(self, data: bytes | str | Mapping[str, Any]) -> tuple[type, Mapping[str, Any], str]:
+        """The class a message names and the message as an object (its "type" and "version"
+        included: `decode_fields` reads only the fields it is asked for, without a copy)."""
         # What JSON gives is anything until checked: an `object`, not `data`'s type, for the
         # compiled build, which checks what is assigned to a variable against its declared type.
         found: object = data
@@ -138,9 +141,7 @@ class Codec:
             raise DecodeError(
                 f"{type_name}: unsupported schema version {version!r}; this engine reads version {cls.VERSION}"
             )
-        body = dict(data)  # "type" and "version" are there: both were just checked
-        del body["type"], body["version"]
-        return cls, body, type_name
+        return cls, data, type_name
 
     def _decoder(self, cls: type) -> _Convert:
         decoder = self._decoders.get(cls)

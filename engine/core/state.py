@@ -22,12 +22,14 @@ from .apps import ChildApp
 from .frozen import evolved
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 
-__all__ = ["CodeWait", "DurableTimer", "InstanceState", "RemoteTurn", "ScheduledStart", "Timer", "fold", "fold_all"]
+__all__ = ["LIVE", "CodeWait", "DurableTimer", "InstanceState", "RemoteTurn", "ScheduledStart", "Timer", "fold",
+           "fold_all"]
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
-#: RUNNING and SUSPENDED, named once: on Python 3.11 reading a member off an enum class goes
-#: through the metaclass's `__getattr__` hook (0.2 us), and the fold asks for every event.
-_LIVE = (RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED)
+#: The live statuses, RUNNING and SUSPENDED, named once: on Python 3.11 reading a member off an
+#: enum class goes through the metaclass's `__getattr__` hook (0.2 us), and the fold asks for
+#: every event.
+LIVE = (RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED)
 
 #: How many command IDs an instance remembers. A duplicate comes from a retrying producer or user
 #: within moments of the original, so a short memory is enough and keeps the state record small.
@@ -125,7 +127,7 @@ class InstanceState:
     @property
     def is_running(self) -> bool:
         """Started and not finished (RUNNING or SUSPENDED)."""
-        return self.status in _LIVE
+        return self.status in LIVE
 
     def child_app(self, child_id: str) -> str | None:
         """The app child `child_id` was started in, when the code named one (`child_apps`)."""
@@ -247,7 +249,7 @@ class _Draft:
 
     def apply(self, event: ev.HistoryEvent) -> None:
         status: RuntimeStatus = self.get("status")
-        running = status in _LIVE
+        running = status in LIVE
         # A turn marker on an instance that is not running opens a new history (a first start,
         # a restart over a finished instance, or the next generation after continue-as-new).
         opens_history = isinstance(event, ev.WorkflowStarted) and not running

@@ -12,8 +12,9 @@ import orjson
 from ..core.codec import Codec, encode, to_jsonable
 from ..core.commands import MESSAGE_TYPES, ActivityWorkItem
 from ..core.events import EVENT_TYPES, HistoryEvent
+from ..core.frozen import quick_init
 from ..core.remote import WorkflowAnswer, WorkflowWorkItem
-from ..core.state import InstanceState
+from ..core.state import LIVE, InstanceState
 from ..core.values import RuntimeStatus
 from ..errors import DecodeError
 
@@ -81,7 +82,8 @@ def decode_partial_state(data: bytes, fields: Sequence[str]) -> InstanceState:
     return InstanceState(**found)
 
 
-@dataclass(frozen=True, slots=True)
+@quick_init
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StateSummary:
     """What a reader files a status record under without building its `InstanceState`
     (`summarize_state`): the shown status, the name and the two times a listing sorts on."""
@@ -102,9 +104,10 @@ def summarize_state(data: bytes) -> StateSummary:
     found = STATES.decode_fields(data, _SUMMARY_FIELDS)
     status: RuntimeStatus = found["status"]
     # As `InstanceState.shown_status`: a live instance waiting for its code shows STALLED.
-    if status in (RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED) and found["waiting_for_code"] is not None:
+    if status in LIVE and found["waiting_for_code"] is not None:
         status = RuntimeStatus.STALLED
-    return StateSummary(status, found["name"], found["created_at"], found["last_updated_at"])
+    return StateSummary(shown_status=status, name=found["name"], created_at=found["created_at"],
+                        last_updated_at=found["last_updated_at"])
 
 
 def encode_events(instance_id: str, execution_id: str, events: Sequence[HistoryEvent]) -> bytes:

@@ -69,8 +69,9 @@ def test_the_fold_copies_pending_maps_of_any_kind_into_plain_dicts() -> None:
 
 def _quickened() -> list[type]:
     from engine.core import actions, commands, values
+    from engine.wire import records
 
-    found = [cls for module in (ev, commands, actions, values) for cls in vars(module).values()
+    found = [cls for module in (ev, commands, actions, values, records) for cls in vars(module).values()
              if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__
              and "__quick_set0" in cls.__init__.__code__.co_freevars]
     return found

@@ -83,12 +83,14 @@ def test_one_terminal_set() -> None:
 ], ids=lambda s: s.instance_id)
 def test_the_summary_is_what_the_whole_state_shows(state: InstanceState) -> None:
     summary = summarize_state(encode_state(state))
-    assert summary == StateSummary(state.shown_status, state.name, state.created_at, state.last_updated_at)
+    assert summary == StateSummary(shown_status=state.shown_status, name=state.name, created_at=state.created_at,
+                                   last_updated_at=state.last_updated_at)
 
 
 def test_the_summary_of_a_record_written_before_the_codec() -> None:
     assert summarize_state(BEFORE_THE_CODEC) == StateSummary(
-        RuntimeStatus.RUNNING, "order_wf", STATES[0].created_at, STATES[0].last_updated_at)
+        shown_status=RuntimeStatus.RUNNING, name="order_wf", created_at=STATES[0].created_at,
+        last_updated_at=STATES[0].last_updated_at)
 
 
 @pytest.mark.parametrize(("change", "error"), [
