@@ -8,6 +8,7 @@ the two, and moves by a few per cent between runs where the bench moves by ten.
 
     python -m ops.bench.turns --shape chain-5 --workflows 1000 --rounds 5
     py-spy record -r 1000 -o turns.svg -- python -m ops.bench.turns
+    python -m ops.bench.paired BEFORE_DIR AFTER_DIR   # two checkouts (or compiled copies) at once
 
 Findings: docs/performance.md ("The turn's own Python").
 """
