@@ -22,14 +22,24 @@ from .apps import ChildApp
 from .frozen import evolved
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 
-__all__ = ["LIVE", "CodeWait", "DurableTimer", "InstanceState", "RemoteTurn", "ScheduledStart", "Timer", "fold",
-           "fold_all"]
+__all__ = ["CodeWait", "DurableTimer", "InstanceState", "RemoteTurn", "ScheduledStart", "Timer", "fold", "fold_all",
+           "shown_status"]
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
-#: The live statuses, RUNNING and SUSPENDED, named once: on Python 3.11 reading a member off an
-#: enum class goes through the metaclass's `__getattr__` hook (0.2 us), and the fold asks for
-#: every event.
-LIVE = (RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED)
+#: RUNNING and SUSPENDED, named once: on Python 3.11 reading a member off an enum class goes
+#: through the metaclass's `__getattr__` hook (0.2 us), and the fold asks for every event.
+_LIVE = (RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED)
+
+
+def shown_status(status: RuntimeStatus, waiting_for_code: datetime | None) -> RuntimeStatus:
+    """The status readers show: STALLED for a live instance that waits for its code
+    (`engine.core.unknown_code`), which is stored as RUNNING so the core's rules stay as they are.
+    A function of the two fields, so a reader that decodes only those (`wire.records.summarize_state`)
+    applies the same rule."""
+    if status in _LIVE and waiting_for_code is not None:
+        return RuntimeStatus.STALLED
+    return status
+
 
 #: How many command IDs an instance remembers. A duplicate comes from a retrying producer or user
 #: within moments of the original, so a short memory is enough and keeps the state record small.
@@ -118,16 +128,13 @@ class InstanceState:
 
     @property
     def shown_status(self) -> RuntimeStatus:
-        """The status readers show: STALLED for a running instance that waits for its code
-        (`engine.core.unknown_code`), which is stored as RUNNING so the core's rules stay as they are."""
-        if self.is_running and self.waiting_for_code is not None:
-            return RuntimeStatus.STALLED
-        return self.status
+        """The status readers show (the module's `shown_status`)."""
+        return shown_status(self.status, self.waiting_for_code)
 
     @property
     def is_running(self) -> bool:
         """Started and not finished (RUNNING or SUSPENDED)."""
-        return self.status in LIVE
+        return self.status in _LIVE
 
     def child_app(self, child_id: str) -> str | None:
         """The app child `child_id` was started in, when the code named one (`child_apps`)."""
@@ -249,7 +256,7 @@ class _Draft:
 
     def apply(self, event: ev.HistoryEvent) -> None:
         status: RuntimeStatus = self.get("status")
-        running = status in LIVE
+        running = status in _LIVE
         # A turn marker on an instance that is not running opens a new history (a first start,
         # a restart over a finished instance, or the next generation after continue-as-new).
         opens_history = isinstance(event, ev.WorkflowStarted) and not running

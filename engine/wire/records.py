@@ -14,7 +14,7 @@ from ..core.commands import MESSAGE_TYPES, ActivityWorkItem
 from ..core.events import EVENT_TYPES, HistoryEvent
 from ..core.frozen import quick_init
 from ..core.remote import WorkflowAnswer, WorkflowWorkItem
-from ..core.state import LIVE, InstanceState
+from ..core.state import InstanceState, shown_status
 from ..core.values import RuntimeStatus
 from ..errors import DecodeError
 
@@ -102,12 +102,8 @@ def summarize_state(data: bytes) -> StateSummary:
     tenth of a full decode, which was a fifth of the REST API's CPU per start (issue 17) because
     the API's status index reads every record and needs only these. Raises `DecodeError`."""
     found = STATES.decode_fields(data, _SUMMARY_FIELDS)
-    status: RuntimeStatus = found["status"]
-    # As `InstanceState.shown_status`: a live instance waiting for its code shows STALLED.
-    if status in LIVE and found["waiting_for_code"] is not None:
-        status = RuntimeStatus.STALLED
-    return StateSummary(shown_status=status, name=found["name"], created_at=found["created_at"],
-                        last_updated_at=found["last_updated_at"])
+    return StateSummary(shown_status=shown_status(found["status"], found["waiting_for_code"]), name=found["name"],
+                        created_at=found["created_at"], last_updated_at=found["last_updated_at"])
 
 
 def encode_events(instance_id: str, execution_id: str, events: Sequence[HistoryEvent]) -> bytes:
