@@ -70,12 +70,19 @@ def run_pairs(before: Path, after: Path, pairs: int, turns_args: Sequence[str],
                 cores = (cores[1], cores[0])
             sides = [_side(directory, Path(logs) / f"{label}-{number}.log", turns_args)
                      for label, directory in (("before", before), ("after", after))]
-            if cores is None:
-                medians = [_finish(side, None) for side in sides]
-            else:
+            if cores is None:  # one CPU: one after the other
+                medians = []
                 for side in sides:
                     side.start()
-                medians = [_finish(side, core, started=True) for side, core in zip(sides, cores, strict=True)]
+                    medians.append(_median(side))
+            else:
+                for side, core in zip(sides, cores, strict=True):
+                    side.start()
+                    # Pinned once running, both before either is waited for: what runs unpinned is
+                    # the interpreter's start, which the harness does not count (it times each
+                    # round with the process's own CPU clock).
+                    os.sched_setaffinity(side.pid, {core})
+                medians = [_median(side) for side in sides]
             pair = Pair(medians[0], medians[1], cores)
             results.append(pair)
             out(pair.line(number))
@@ -91,14 +98,8 @@ def _side(directory: Path, log: Path, turns_args: Sequence[str]) -> Child:
                  die_with_parent=True, label=f"turns in {directory}")
 
 
-def _finish(side: Child, core: int | None, *, started: bool = False) -> float:
-    """Run `side` (pinned to `core`) to its end; its median CPU microseconds per workflow."""
-    if not started:
-        side.start()
-    if core is not None:
-        # Pinned once running: what runs before is the interpreter's start, which the harness does
-        # not count (it times each round with the process's own CPU clock).
-        os.sched_setaffinity(side.pid, {core})
+def _median(side: Child) -> float:
+    """Wait for the started `side` to end; its median CPU microseconds per workflow."""
     if not side.wait(SIDE_TIMEOUT_S):
         side.stop()
         raise SystemExit(f"{side.label} took over {SIDE_TIMEOUT_S:.0f} s; see {side.log_path}")

@@ -26,3 +26,27 @@ def test_a_directory_without_the_engine_is_refused(tmp_path: Path, capsys: pytes
         main([str(tmp_path), str(ROOT)])
     assert exit_info.value.code == 2
     assert "not a Headrace checkout" in capsys.readouterr().err
+
+
+def test_both_sides_are_pinned_before_either_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each side on its own core for the whole pair, the cores swapped the next pair: a side
+    pinned only once the other had ended would have shared the first core with it."""
+    import os
+
+    from ops.process import Child
+
+    steps: list[tuple[str, int]] = []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cores: steps.append(("pin", *cores)), raising=False)
+    wait = Child.wait
+
+    def recorded_wait(self: Child, timeout_s: float) -> bool:
+        steps.append(("wait", self.pid))
+        return wait(self, timeout_s)
+
+    monkeypatch.setattr(Child, "wait", recorded_wait)
+    args = [str(ROOT), str(ROOT), "--pairs", "2", "--workflows", "10", "--rounds", "1"]
+    assert main(args, out=lambda line: None) == 0
+    kinds = [kind for kind, _ in steps]
+    assert kinds == ["pin", "pin", "wait", "wait"] * 2
+    assert [core for kind, core in steps if kind == "pin"] == [0, 1, 1, 0]
