@@ -28,15 +28,16 @@ from typing import Any
 
 from engine.core.frozen import quick_init
 
-__all__ = ["Figure", "main", "measure"]
+__all__ = ["Figure", "Probe", "load_probe", "main", "measure"]
 
 #: Objects per timed call: the per-object figure is the call's time divided by this.
 OBJECTS = 1000
 
-#: The probe mypyc compiles. `Native` becomes a native class (its `__init__` is the one
-#: `dataclasses` writes at import, interpreted); `NativeOwnInit` spells out its `__init__`, which
-#: mypyc compiles. The functions take any object, so they read an interpreted one through the
-#: generic attribute lookup, as the compiled turn reads the events.
+#: The probe, compiled by mypyc and also imported as Python. Compiled, `Native` becomes a native
+#: class (its `__init__` is the one `dataclasses` writes at import, interpreted) and
+#: `NativeOwnInit` spells out its `__init__`, which mypyc compiles. Compiled `read_any` takes any
+#: object, so it reads an interpreted one through the generic attribute lookup, as the compiled
+#: turn reads the events; the interpreted load's `Native` and `Quick` are the interpreted classes.
 PROBE = '''
 from __future__ import annotations
 from dataclasses import dataclass
@@ -88,34 +89,18 @@ def make_own_init(n: int) -> list[NativeOwnInit]:
 
 def make(cls: Any, n: int) -> list[Any]:
     return [cls(timestamp=1.0, seq=i, task_id=i, name="act") for i in range(n)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Quick:
+    """`Native` again: the interpreted load gives it `quick_init`'s `__init__`."""
+
+    timestamp: float
+    seq: int
+    task_id: int
+    name: str
+    payload: str | None = None
 '''
-
-
-def _read(values: list[Any]) -> int:
-    """The probe's `read_any`, interpreted."""
-    total = 0
-    for v in values:
-        total += v.seq + v.task_id + len(v.name) + (v.payload is None)
-    return total
-
-
-@quick_init
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class _Quick:
-    timestamp: float
-    seq: int
-    task_id: int
-    name: str
-    payload: str | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class _Plain:
-    timestamp: float
-    seq: int
-    task_id: int
-    name: str
-    payload: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,8 +109,17 @@ class Figure:
     ns_per_object: float
 
 
-def compile_probe(directory: Path) -> ModuleType:
-    """The probe compiled by mypyc in `directory`, imported."""
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """The probe's source, compiled and as Python: the same classes and functions both ways."""
+
+    compiled: ModuleType
+    interpreted: ModuleType
+
+
+def load_probe(directory: Path) -> Probe:
+    """The probe written to `directory`, compiled there by mypyc and imported, and imported from
+    its source as well (under another name, with `quick_init` on its `Quick`)."""
     source = directory / "headrace_class_probe.py"
     source.write_text(PROBE)
     done = subprocess.run([sys.executable, "-m", "mypyc", source.name], cwd=directory, capture_output=True,
@@ -134,26 +128,38 @@ def compile_probe(directory: Path) -> ModuleType:
     if done.returncode != 0 or not built:
         raise SystemExit(f"mypyc could not compile the probe (exit {done.returncode}):\n{done.stdout[-2000:]}"
                          f"{done.stderr[-2000:]}")
-    spec = importlib.util.spec_from_file_location("headrace_class_probe", built[0])
+    interpreted = _load("headrace_class_probe_py", source)
+    quick_init(interpreted.Quick)
+    return Probe(_load("headrace_class_probe", built[0]), interpreted)
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load the compiled probe {built[0]}")
+        raise SystemExit(f"cannot load the probe {path}")
     module = importlib.util.module_from_spec(spec)
+    # Registered while it runs, as an import does: `dataclasses` reads the module of the classes
+    # it makes, and `quick_init` makes the new `__init__` in it.
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-def measure(probe: ModuleType, repeat: int = 5, calls: int = 200) -> list[Figure]:
-    native = probe.make(probe.Native, OBJECTS)
-    interpreted = [_Plain(timestamp=1.0, seq=i, task_id=i, name="act") for i in range(OBJECTS)]
+def measure(probe: Probe, repeat: int = 5, calls: int = 200) -> list[Figure]:
+    compiled, interpreted = probe.compiled, probe.interpreted
+    natives = compiled.make(compiled.Native, OBJECTS)
+    plains = interpreted.make(interpreted.Native, OBJECTS)
     cases: Sequence[tuple[str, Callable[[], Any]]] = (
-        ("4 reads: compiled code, native class", lambda: probe.read_native(native)),
-        ("4 reads: compiled code, interpreted class", lambda: probe.read_any(interpreted)),
-        ("4 reads: interpreted code, interpreted class", lambda: _read(interpreted)),
-        ("4 reads: interpreted code, native class", lambda: _read(native)),
-        ("construction from compiled code: native, own __init__", lambda: probe.make_own_init(OBJECTS)),
-        ("construction from compiled code: native, dataclass __init__", lambda: probe.make(probe.Native, OBJECTS)),
-        ("construction from compiled code: interpreted, quick_init", lambda: probe.make(_Quick, OBJECTS)),
-        ("construction from compiled code: interpreted, dataclass __init__", lambda: probe.make(_Plain, OBJECTS)),
+        ("4 reads: compiled code, native class", lambda: compiled.read_native(natives)),
+        ("4 reads: compiled code, interpreted class", lambda: compiled.read_any(plains)),
+        ("4 reads: interpreted code, interpreted class", lambda: interpreted.read_any(plains)),
+        ("4 reads: interpreted code, native class", lambda: interpreted.read_any(natives)),
+        ("construction from compiled code: native, own __init__", lambda: compiled.make_own_init(OBJECTS)),
+        ("construction from compiled code: native, dataclass __init__",
+         lambda: compiled.make(compiled.Native, OBJECTS)),
+        ("construction from compiled code: interpreted, quick_init", lambda: compiled.make(interpreted.Quick, OBJECTS)),
+        ("construction from compiled code: interpreted, dataclass __init__",
+         lambda: compiled.make(interpreted.Native, OBJECTS)),
     )
     return [Figure(what, min(timeit.repeat(call, number=calls, repeat=repeat)) / calls / OBJECTS * 1e9)
             for what, call in cases]
@@ -164,7 +170,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> in
     parser.add_argument("--calls", type=int, default=200, help=f"timed calls of {OBJECTS:,} objects each (200)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="headrace-classes-") as tmp:
-        figures = measure(compile_probe(Path(tmp)), calls=args.calls)
+        figures = measure(load_probe(Path(tmp)), calls=args.calls)
     width = max(len(f.what) for f in figures)
     for figure in figures:
         out(f"{figure.what:<{width}}  {figure.ns_per_object:8.1f} ns per object")
