@@ -2,13 +2,15 @@
 
 Shaped like durabletask's `OrchestratorAction`: each has the `id` its recording history event will
 carry as `event_id`, so the next replay can match code against history.
+
+Compiled in the native build, as `engine.core.events` is, and written the same way for it: each
+class spells out its `__init__`, and the schema version and `quick_init` are set after the classes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
 
 from .events import EventRaised
 from .frozen import quick_init
@@ -25,16 +27,15 @@ __all__ = [
 ]
 
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Action:
-    VERSION: ClassVar[int] = 1
-
     id: int
 
+    def __init__(self, *, id: int) -> None:
+        object.__setattr__(self, "id", id)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ScheduleTask(Action):
     """Run activity `name` with `input` (JSON text)."""
 
@@ -46,16 +47,28 @@ class ScheduleTask(Action):
     #: The app whose workers run it (`call_activity(..., app_id=)`); None: the workflow's own app.
     app_id: str | None = None
 
+    def __init__(self, *, id: int, name: str, input: str | None = None, task_execution_id: str = '',
+                 propagation: str = '', app_id: str | None = None) -> None:
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "input", input)
+        object.__setattr__(self, "task_execution_id", task_execution_id)
+        object.__setattr__(self, "propagation", propagation)
+        object.__setattr__(self, "app_id", app_id)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CreateTimer(Action):
     fire_at: datetime
     origin: str = "timer"
 
+    def __init__(self, *, id: int, fire_at: datetime, origin: str = 'timer') -> None:
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "fire_at", fire_at)
+        object.__setattr__(self, "origin", origin)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CreateChildWorkflow(Action):
     instance_id: str
     name: str
@@ -64,9 +77,17 @@ class CreateChildWorkflow(Action):
     #: The app whose engines run the child (`call_child_workflow(..., app_id=)`); None: this app.
     app_id: str | None = None
 
+    def __init__(self, *, id: int, instance_id: str, name: str, input: str | None = None, propagation: str = '',
+                 app_id: str | None = None) -> None:
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "instance_id", instance_id)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "input", input)
+        object.__setattr__(self, "propagation", propagation)
+        object.__setattr__(self, "app_id", app_id)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CompleteWorkflow(Action):
     """The workflow ended: COMPLETED, FAILED, TERMINATED or CONTINUED_AS_NEW.
 
@@ -79,9 +100,16 @@ class CompleteWorkflow(Action):
     failure: FailureDetails | None = None
     carryover_events: tuple[EventRaised, ...] = ()
 
+    def __init__(self, *, id: int, status: RuntimeStatus, result: str | None = None,
+                 failure: FailureDetails | None = None, carryover_events: tuple[EventRaised, ...] = ()) -> None:
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "result", result)
+        object.__setattr__(self, "failure", failure)
+        object.__setattr__(self, "carryover_events", carryover_events)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class SendEvent(Action):
     """Raise event `name` on instance `instance_id` (durabletask's `SendEvent`: apps connected over
     gRPC send it; recorded as `EventSent`, so a replay finds the action taken)."""
@@ -90,5 +118,19 @@ class SendEvent(Action):
     name: str
     input: str | None = None
 
+    def __init__(self, *, id: int, instance_id: str, name: str, input: str | None = None) -> None:
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "instance_id", instance_id)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "input", input)
+
 
 ACTION_TYPES: tuple[type[Action], ...] = (ScheduleTask, CreateTimer, CreateChildWorkflow, CompleteWorkflow, SendEvent)
+
+
+# Set here, not in the classes: in a compiled module mypyc would make a `ClassVar` an instance
+# field, and a class with any decorator besides `dataclass` an interpreted one (events.py says more).
+setattr(Action, "VERSION", 1)  # noqa: B010 - an attribute mypy and mypyc do not know of
+_every_action_type: tuple[type[Action], ...] = (Action, *ACTION_TYPES)
+for _action_type in _every_action_type:
+    quick_init(_action_type)  # the pure build's faster constructor; a native class keeps its compiled one

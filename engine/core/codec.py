@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import orjson
 
 from ..errors import DecodeError
+from .hints import type_hints
 
 __all__ = ["Codec", "encode", "field_names", "to_jsonable"]
 
@@ -53,7 +54,7 @@ def field_names(cls: type) -> tuple[str, ...]:
 def _mapping_fields(cls: type) -> tuple[str, ...]:
     names = _MAPPING_FIELDS.get(cls)
     if names is None:
-        hints = typing.get_type_hints(cls)
+        hints = type_hints(cls)
         names = tuple(f.name for f in dataclasses.fields(cls) if _is_mapping(hints[f.name]))
         _MAPPING_FIELDS[cls] = names
     return names
@@ -152,7 +153,7 @@ class Codec:
 
 
 def _dataclass_decoder(cls: type) -> _Convert:
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     fields = [f for f in dataclasses.fields(cls)]
     required = {
         f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -202,7 +203,7 @@ def _field_rules(cls: type) -> tuple[dict[str, _Convert], dict[str, Callable[[],
     """Each field's converter, and the default of each field that has one (`decode_fields`)."""
     rules = _FIELD_RULES.get(cls)
     if rules is None:
-        hints = typing.get_type_hints(cls)
+        hints = type_hints(cls)
         converters = {f.name: _converter(hints[f.name]) for f in dataclasses.fields(cls)}
         defaults: dict[str, Callable[[], Any]] = {}
         for f in dataclasses.fields(cls):

@@ -11,13 +11,18 @@ Every event carries:
 
 Payloads (`input`, `result`) are JSON text, as in durabletask's `StringValue` fields: the engine
 passes them through without parsing, and `None` (no payload) stays distinct from `"null"`.
+
+The module is compiled in the native build (`[tool.headrace] native-modules`): its classes are
+then native ones, which compiled code builds and reads from their C struct (docs/performance.md,
+"The compiled build"). That is why each class writes out its `__init__` (mypyc compiles it, where
+the one `dataclass` writes stays interpreted), and why the schema version and `quick_init` are set
+after the classes rather than in them (below).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
 
 from .frozen import quick_init
 from .values import FailureDetails, ParentInstance, RuntimeStatus
@@ -46,20 +51,21 @@ __all__ = [
 ]
 
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class HistoryEvent:
     """Base of every history event."""
-
-    VERSION: ClassVar[int] = 1
 
     timestamp: datetime
     seq: int = -1
     event_id: int = -1
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1) -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class WorkflowStarted(HistoryEvent):
     """Marks the start of one turn of the workflow code; its timestamp is `current_utc_datetime`."""
 
@@ -68,17 +74,29 @@ class WorkflowStarted(HistoryEvent):
     #: durabletask/worker.py): a replay answers True for them from this turn on.
     patches: tuple[str, ...] = ()
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1,
+                 patches: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "patches", patches)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class WorkflowCompleted(HistoryEvent):
     """Marks the end of one turn of the workflow code, with the custom status the code left."""
 
     custom_status: str | None = None
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1,
+                 custom_status: str | None = None) -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "custom_status", custom_status)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ExecutionStarted(HistoryEvent):
     """An instance (or a new generation of it, after continue-as-new) begins."""
 
@@ -94,9 +112,24 @@ class ExecutionStarted(HistoryEvent):
     #: once, at the start, so every replay runs the same version.
     workflow_version: str | None = None
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, name: str, instance_id: str,
+                 execution_id: str, input: str | None = None, parent: ParentInstance | None = None,
+                 scheduled_start: datetime | None = None, propagated_history: str | None = None,
+                 workflow_version: str | None = None) -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "instance_id", instance_id)
+        object.__setattr__(self, "execution_id", execution_id)
+        object.__setattr__(self, "input", input)
+        object.__setattr__(self, "parent", parent)
+        object.__setattr__(self, "scheduled_start", scheduled_start)
+        object.__setattr__(self, "propagated_history", propagated_history)
+        object.__setattr__(self, "workflow_version", workflow_version)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ExecutionCompleted(HistoryEvent):
     """The instance reached COMPLETED, FAILED or TERMINATED."""
 
@@ -104,9 +137,17 @@ class ExecutionCompleted(HistoryEvent):
     result: str | None = None
     failure: FailureDetails | None = None
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, status: RuntimeStatus,
+                 result: str | None = None, failure: FailureDetails | None = None) -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "result", result)
+        object.__setattr__(self, "failure", failure)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ExecutionTerminated(HistoryEvent):
     """Somebody asked to terminate the instance; `recurse` reaches running children too."""
 
@@ -114,36 +155,65 @@ class ExecutionTerminated(HistoryEvent):
     recurse: bool = True
     command_id: str = ""
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, output: str | None = None,
+                 recurse: bool = True, command_id: str = '') -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "output", output)
+        object.__setattr__(self, "recurse", recurse)
+        object.__setattr__(self, "command_id", command_id)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ExecutionSuspended(HistoryEvent):
     """The instance is paused: events that arrive now wait until it is resumed."""
 
     reason: str | None = None
     command_id: str = ""
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, reason: str | None = None,
+                 command_id: str = '') -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "command_id", command_id)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ExecutionResumed(HistoryEvent):
     """The instance is resumed: events buffered while it was paused are delivered."""
 
     reason: str | None = None
     command_id: str = ""
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, reason: str | None = None,
+                 command_id: str = '') -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "command_id", command_id)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ContinuedAsNew(HistoryEvent):
     """The workflow called `continue_as_new`: this generation ends, the next starts from `input`."""
 
     input: str | None = None
     carryover_events: int = 0
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, input: str | None = None,
+                 carryover_events: int = 0) -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "input", input)
+        object.__setattr__(self, "carryover_events", carryover_events)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class TaskScheduled(HistoryEvent):
     """An activity was scheduled; `event_id` is the task's ID."""
 
@@ -154,25 +224,50 @@ class TaskScheduled(HistoryEvent):
     #: None: the workflow's own app (`engine.core.apps`).
     app_id: str | None = None
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, name: str, input: str | None = None,
+                 task_execution_id: str = '', app_id: str | None = None) -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "input", input)
+        object.__setattr__(self, "task_execution_id", task_execution_id)
+        object.__setattr__(self, "app_id", app_id)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class TaskCompleted(HistoryEvent):
     task_scheduled_id: int
     result: str | None = None
     task_execution_id: str = ""
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, task_scheduled_id: int,
+                 result: str | None = None, task_execution_id: str = '') -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "task_scheduled_id", task_scheduled_id)
+        object.__setattr__(self, "result", result)
+        object.__setattr__(self, "task_execution_id", task_execution_id)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class TaskFailed(HistoryEvent):
     task_scheduled_id: int
     failure: FailureDetails
     task_execution_id: str = ""
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, task_scheduled_id: int,
+                 failure: FailureDetails, task_execution_id: str = '') -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "task_scheduled_id", task_scheduled_id)
+        object.__setattr__(self, "failure", failure)
+        object.__setattr__(self, "task_execution_id", task_execution_id)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class TimerCreated(HistoryEvent):
     """A durable timer was created; `event_id` is the timer's ID.
 
@@ -183,16 +278,30 @@ class TimerCreated(HistoryEvent):
     fire_at: datetime
     origin: str = "timer"
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, fire_at: datetime,
+                 origin: str = 'timer') -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "fire_at", fire_at)
+        object.__setattr__(self, "origin", origin)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class TimerFired(HistoryEvent):
     timer_id: int
     fire_at: datetime
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, timer_id: int,
+                 fire_at: datetime) -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "timer_id", timer_id)
+        object.__setattr__(self, "fire_at", fire_at)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ChildWorkflowCreated(HistoryEvent):
     """A child workflow was started; `event_id` is the parent's task ID for it."""
 
@@ -203,23 +312,46 @@ class ChildWorkflowCreated(HistoryEvent):
     #: it; None: the parent's own app. Recursive terminate and purge reach the child there.
     app_id: str | None = None
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, instance_id: str, name: str,
+                 input: str | None = None, app_id: str | None = None) -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "instance_id", instance_id)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "input", input)
+        object.__setattr__(self, "app_id", app_id)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ChildWorkflowCompleted(HistoryEvent):
     task_scheduled_id: int
     result: str | None = None
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, task_scheduled_id: int,
+                 result: str | None = None) -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "task_scheduled_id", task_scheduled_id)
+        object.__setattr__(self, "result", result)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ChildWorkflowFailed(HistoryEvent):
     task_scheduled_id: int
     failure: FailureDetails
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, task_scheduled_id: int,
+                 failure: FailureDetails) -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "task_scheduled_id", task_scheduled_id)
+        object.__setattr__(self, "failure", failure)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class EventRaised(HistoryEvent):
     """An external event reached the instance. Names compare case-insensitively.
 
@@ -231,15 +363,32 @@ class EventRaised(HistoryEvent):
     input: str | None = None
     command_id: str = ""
 
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, name: str, input: str | None = None,
+                 command_id: str = '') -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "input", input)
+        object.__setattr__(self, "command_id", command_id)
 
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class EventSent(HistoryEvent):
     """The instance sent event `name` to instance `instance_id` (its action `event_id`)."""
 
     instance_id: str
     name: str
     input: str | None = None
+
+    def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, instance_id: str, name: str,
+                 input: str | None = None) -> None:
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "instance_id", instance_id)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "input", input)
 
 
 EVENT_TYPES: tuple[type[HistoryEvent], ...] = (
@@ -262,3 +411,11 @@ EVENT_TYPES: tuple[type[HistoryEvent], ...] = (
     EventRaised,
     EventSent,
 )
+
+
+# Set here, not in the classes: in a compiled module mypyc would make a `ClassVar` an instance
+# field, and a class with any decorator besides `dataclass` an interpreted one.
+setattr(HistoryEvent, "VERSION", 1)  # noqa: B010 - an attribute mypy and mypyc do not know of
+_every_event_type: tuple[type[HistoryEvent], ...] = (HistoryEvent, *EVENT_TYPES)
+for _event_type in _every_event_type:
+    quick_init(_event_type)  # the pure build's faster constructor; a native class keeps its compiled one

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from .hints import is_native
+
 __all__ = ["evolved", "quick_init"]
 
 T = TypeVar("T")
@@ -21,6 +23,8 @@ T = TypeVar("T")
 C = TypeVar("C", bound=type)
 
 _FIELDS: dict[type, tuple[tuple[str, ...], frozenset[str]]] = {}
+#: The classes mypyc compiled (`hints.is_native`), which `evolved` builds through their constructor.
+_NATIVE: dict[type, bool] = {}
 _new = object.__new__
 _set = object.__setattr__
 
@@ -38,6 +42,13 @@ def evolved(value: T, changes: Mapping[str, Any]) -> T:
     names, every = known
     if not changes.keys() <= every:
         raise TypeError(f"{cls.__name__} has no field(s) {', '.join(sorted(changes.keys() - every))}")
+    native = _NATIVE.get(cls)
+    if native is None:
+        native = _NATIVE[cls] = is_native(cls)
+    if native:
+        # mypyc's `__new__` runs the class's compiled `__init__`, and `object.__new__` refuses a
+        # native class: the copy is made by the constructor, which costs about what a copy does.
+        return cls(**{name: changes[name] if name in changes else getattr(value, name) for name in names})
     new = _new(cls)
     for name in names:
         _set(new, name, changes[name] if name in changes else getattr(value, name))
@@ -68,17 +79,32 @@ def quick_init(cls: C) -> C:
     compiled engine's samples there (issue 17). Calling the slot's own `__set__` skips the lookup:
     a third less per construction. As `dataclasses` does, the function is made by a factory run
     in the class's module, so its string annotations resolve there (`typing.get_type_hints`).
-    The class is returned, so this stacks over `@dataclass`. Raises `TypeError` for a class of any
-    other shape, or one whose `__init__` is not the one `dataclass` wrote."""
+
+    The `__init__` replaced is the one `dataclass` wrote, or one the class writes out itself
+    (`init=False`) with the fields as keyword-only parameters, in order, with their defaults: a
+    class of a compiled module spells its constructor out so that mypyc compiles it, and in the
+    pure build this one is faster (the written one stays reachable as `__init__.__wrapped__`,
+    where the tests check that it only sets each field). A class mypyc compiled keeps its own:
+    it is returned as it is. The class is returned, so this also stacks over `@dataclass`.
+    Raises `TypeError` for a class of any other shape."""
     names, _ = _fields_of(cls)
-    if not cls.__dataclass_params__.init or "__slots__" not in cls.__dict__:  # type: ignore[attr-defined]
-        raise TypeError(f"{cls.__name__} must have slots and the __init__ dataclass writes")
-    generated = cls.__dict__.get("__init__")
-    code = getattr(generated, "__code__", None)
-    if code is None or code.co_filename != "<string>":  # where `dataclasses` compiles what it writes
-        raise TypeError(f"{cls.__name__}.__init__ is not the one dataclass wrote")
+    if is_native(cls):
+        return cls
+    if "__slots__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__} must have slots")
+    replaced = cls.__dict__.get("__init__")
+    code = getattr(replaced, "__code__", None)
+    if code is None:
+        raise TypeError(f"{cls.__name__} has no __init__ of its own (init=False without one)")
+    # `<string>`: where `dataclasses` compiles what it writes (a class that writes one is init=False).
+    if (code.co_filename == "<string>") != cls.__dataclass_params__.init:  # type: ignore[attr-defined]
+        raise TypeError(f"{cls.__name__}.__init__ is neither the one dataclass wrote nor one written for init=False")
     if code.co_varnames[1:code.co_kwonlyargcount + 1] != names or code.co_argcount != 1:
         raise TypeError(f"{cls.__name__}: __init__ takes other parameters than its keyword-only fields")
+    if code.co_filename != "<string>":
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        if (replaced.__kwdefaults__ or {}) != defaults:  # type: ignore[union-attr]
+            raise TypeError(f"{cls.__name__}.__init__'s defaults are not its fields' defaults")
     closure: dict[str, Any] = {}  # what the generated function refers to, by the name it uses
     signature: list[str] = []
     body: list[str] = []
@@ -103,7 +129,9 @@ def quick_init(cls: C) -> C:
     exec(source, vars(sys.modules[cls.__module__]), made)  # noqa: S102 - built from the class's own field names
     init = made["__quick_factory"](**closure)
     init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__annotations__ = dict(generated.__annotations__)
-    init.__doc__ = generated.__doc__
+    init.__annotations__ = dict(replaced.__annotations__)
+    init.__doc__ = replaced.__doc__
+    if code.co_filename != "<string>":
+        init.__wrapped__ = replaced
     setattr(cls, "__init__", init)  # noqa: B010 - mypy refuses assigning a method
     return cls

@@ -22,6 +22,7 @@ from .actions import ACTION_TYPES
 from .codec import INT_KEY_PATTERN
 from .commands import MESSAGE_TYPES, ActivityWorkItem
 from .events import EVENT_TYPES
+from .hints import docstring, type_hints
 from .state import InstanceState
 
 __all__ = ["FAMILIES", "main", "schema_for", "write_schemas"]
@@ -61,14 +62,14 @@ def schema_for(cls: type[Any], family: str) -> dict[str, Any]:
 
 
 def _description(cls: type) -> str:
-    doc = cls.__doc__ or ""
-    if doc.startswith(f"{cls.__name__}("):  # the signature dataclasses write when there is no docstring
+    doc = docstring(cls) or ""
+    if not doc or doc.startswith(f"{cls.__name__}("):  # dataclasses write the signature when there is none
         doc = f"The {cls.__name__} message."
     return " ".join(doc.split())
 
 
 def _object_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     properties: dict[str, Any] = {}
     required: list[str] = []
     for f in dataclasses.fields(cls):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import sys
 from datetime import datetime
-from types import MappingProxyType
+from pathlib import Path
+from types import MappingProxyType, ModuleType
 
 import pytest
 from support import at
 
 from engine.core import events as ev
+from engine.core.actions import ACTION_TYPES, Action
 from engine.core.frozen import evolved
 from engine.core.state import InstanceState
 from engine.core.values import FailureDetails, RuntimeStatus
@@ -67,21 +71,28 @@ def test_the_fold_copies_pending_maps_of_any_kind_into_plain_dicts() -> None:
     assert dict(state.pending_tasks) == {1: "a"}  # the original's maps are untouched
 
 
+_NO_CODE = (lambda: None).__code__  # a native class's `__init__` is compiled: it has no code object
+
+
 def _quickened() -> list[type]:
     from engine.core import actions, commands, values
     from engine.wire import records
 
     found = [cls for module in (ev, commands, actions, values, records) for cls in vars(module).values()
              if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__
-             and "__quick_set0" in cls.__init__.__code__.co_freevars]
+             and "__quick_set0" in getattr(cls.__init__, "__code__", _NO_CODE).co_freevars]
     return found
 
 
 def test_the_core_value_classes_have_the_quick_init() -> None:
+    from engine.core.hints import is_native
+
     names = {cls.__name__ for cls in _quickened()}
     # The classes a turn makes most: if these lost the decorator the suite should say so.
-    assert {"TaskScheduled", "TaskCompleted", "WorkflowStarted", "WorkflowCompleted", "ActivityResult",
-            "ActivityWorkItem", "ScheduleTask", "StartWorkflow", "FailureDetails"} <= names
+    assert {"ActivityResult", "ActivityWorkItem", "StartWorkflow", "FailureDetails"} <= names
+    # The events and actions have it in the pure build; compiled, they keep their compiled constructors.
+    compiled = {"TaskScheduled", "TaskCompleted", "WorkflowStarted", "WorkflowCompleted", "ScheduleTask"}
+    assert compiled.isdisjoint(names) if is_native(ev.TaskScheduled) else compiled <= names
 
 
 @pytest.mark.parametrize("cls", _quickened(), ids=lambda cls: cls.__name__)
@@ -153,5 +164,67 @@ def test_quick_init_refuses_the_shapes_it_does_not_copy() -> None:
 def test_a_quick_init_resolves_its_annotations_in_the_class_module() -> None:
     import typing
 
-    hints = typing.get_type_hints(ev.TaskScheduled.__init__)
-    assert hints["timestamp"] is datetime and hints["return"] is type(None)
+    from engine.core.commands import StartWorkflow
+
+    hints = typing.get_type_hints(StartWorkflow.__init__)  # a class with quick_init in either build
+    assert hints["scheduled_start"] == datetime | None and hints["return"] is type(None)
+
+
+def _written_in_source(module: ModuleType) -> dict[str, ast.FunctionDef]:
+    """Each class's `__init__` as the module's source writes it (the same in either build)."""
+    found: dict[str, ast.FunctionDef] = {}
+    source = Path(module.__file__ or "").with_name(module.__name__.rpartition(".")[2] + ".py")
+    for node in ast.parse(source.read_text()).body:
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    found[node.name] = item
+    return found
+
+
+_WRITTEN = [ev.HistoryEvent, *ev.EVENT_TYPES, Action, *ACTION_TYPES]
+
+
+@pytest.mark.parametrize("cls", _WRITTEN, ids=lambda cls: cls.__name__)
+def test_a_compiled_value_class_writes_out_a_constructor_that_only_sets_each_field(cls: type) -> None:
+    # The events and actions are compiled in the native build, which runs the `__init__` each
+    # writes out; the pure build runs `quick_init`'s, which keeps the written one as `__wrapped__`.
+    # The two must do the same, so the written one may only set each field from its keyword, in order.
+    from engine.core.hints import is_native
+
+    fields = dataclasses.fields(cls)
+    written = _written_in_source(sys.modules[cls.__module__])[cls.__name__]
+    body = [ast.unparse(statement) for statement in written.body]
+    assert body == [f"object.__setattr__(self, '{f.name}', {f.name})" for f in fields]
+    if is_native(cls):
+        assert not hasattr(cls.__init__, "__wrapped__")  # compiled, and kept
+    else:
+        given = {f.name: object() for f in fields}
+        made = object.__new__(cls)
+        cls.__init__.__wrapped__(made, **given)  # type: ignore[misc]
+        assert {f.name: getattr(made, f.name) for f in fields} == given
+
+
+def test_quick_init_refuses_a_written_init_unlike_the_fields() -> None:
+    from engine.core.frozen import quick_init
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True, init=False)
+    class OtherDefault:
+        n: int = 1
+
+        def __init__(self, *, n: int = 2) -> None:
+            object.__setattr__(self, "n", n)
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True, init=False)
+    class OtherOrder:
+        a: int
+        b: int
+
+        def __init__(self, *, b: int, a: int) -> None:
+            object.__setattr__(self, "a", a)
+            object.__setattr__(self, "b", b)
+
+    with pytest.raises(TypeError, match="defaults"):
+        quick_init(OtherDefault)
+    with pytest.raises(TypeError, match="other parameters"):
+        quick_init(OtherOrder)
