@@ -47,8 +47,8 @@ class ScheduleTask(Action):
     #: The app whose workers run it (`call_activity(..., app_id=)`); None: the workflow's own app.
     app_id: str | None = None
 
-    def __init__(self, *, id: int, name: str, input: str | None = None, task_execution_id: str = '',
-                 propagation: str = '', app_id: str | None = None) -> None:
+    def __init__(self, *, id: int, name: str, input: str | None = None, task_execution_id: str = "",
+                 propagation: str = "", app_id: str | None = None) -> None:
         object.__setattr__(self, "id", id)
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "input", input)
@@ -62,7 +62,7 @@ class CreateTimer(Action):
     fire_at: datetime
     origin: str = "timer"
 
-    def __init__(self, *, id: int, fire_at: datetime, origin: str = 'timer') -> None:
+    def __init__(self, *, id: int, fire_at: datetime, origin: str = "timer") -> None:
         object.__setattr__(self, "id", id)
         object.__setattr__(self, "fire_at", fire_at)
         object.__setattr__(self, "origin", origin)
@@ -77,7 +77,7 @@ class CreateChildWorkflow(Action):
     #: The app whose engines run the child (`call_child_workflow(..., app_id=)`); None: this app.
     app_id: str | None = None
 
-    def __init__(self, *, id: int, instance_id: str, name: str, input: str | None = None, propagation: str = '',
+    def __init__(self, *, id: int, instance_id: str, name: str, input: str | None = None, propagation: str = "",
                  app_id: str | None = None) -> None:
         object.__setattr__(self, "id", id)
         object.__setattr__(self, "instance_id", instance_id)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import orjson
 
 from ..errors import DecodeError
-from .hints import type_hints
+from .hints import is_native, type_hints
 
 __all__ = ["Codec", "encode", "field_names", "to_jsonable"]
 
@@ -88,6 +88,9 @@ class Codec:
     def __init__(self, classes: Iterable[type[Any]]) -> None:
         self._classes: dict[str, type[Any]] = {cls.__name__: cls for cls in classes}
         self._decoders: dict[type, _Convert] = {}
+        for cls in self._classes.values():
+            if is_native(cls):  # its hints come from the source: a build without it fails here, not per record
+                type_hints(cls)
 
     @property
     def type_names(self) -> tuple[str, ...]:

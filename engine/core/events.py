@@ -156,7 +156,7 @@ class ExecutionTerminated(HistoryEvent):
     command_id: str = ""
 
     def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, output: str | None = None,
-                 recurse: bool = True, command_id: str = '') -> None:
+                 recurse: bool = True, command_id: str = "") -> None:
         object.__setattr__(self, "timestamp", timestamp)
         object.__setattr__(self, "seq", seq)
         object.__setattr__(self, "event_id", event_id)
@@ -173,7 +173,7 @@ class ExecutionSuspended(HistoryEvent):
     command_id: str = ""
 
     def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, reason: str | None = None,
-                 command_id: str = '') -> None:
+                 command_id: str = "") -> None:
         object.__setattr__(self, "timestamp", timestamp)
         object.__setattr__(self, "seq", seq)
         object.__setattr__(self, "event_id", event_id)
@@ -189,7 +189,7 @@ class ExecutionResumed(HistoryEvent):
     command_id: str = ""
 
     def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, reason: str | None = None,
-                 command_id: str = '') -> None:
+                 command_id: str = "") -> None:
         object.__setattr__(self, "timestamp", timestamp)
         object.__setattr__(self, "seq", seq)
         object.__setattr__(self, "event_id", event_id)
@@ -225,7 +225,7 @@ class TaskScheduled(HistoryEvent):
     app_id: str | None = None
 
     def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, name: str, input: str | None = None,
-                 task_execution_id: str = '', app_id: str | None = None) -> None:
+                 task_execution_id: str = "", app_id: str | None = None) -> None:
         object.__setattr__(self, "timestamp", timestamp)
         object.__setattr__(self, "seq", seq)
         object.__setattr__(self, "event_id", event_id)
@@ -242,7 +242,7 @@ class TaskCompleted(HistoryEvent):
     task_execution_id: str = ""
 
     def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, task_scheduled_id: int,
-                 result: str | None = None, task_execution_id: str = '') -> None:
+                 result: str | None = None, task_execution_id: str = "") -> None:
         object.__setattr__(self, "timestamp", timestamp)
         object.__setattr__(self, "seq", seq)
         object.__setattr__(self, "event_id", event_id)
@@ -258,7 +258,7 @@ class TaskFailed(HistoryEvent):
     task_execution_id: str = ""
 
     def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, task_scheduled_id: int,
-                 failure: FailureDetails, task_execution_id: str = '') -> None:
+                 failure: FailureDetails, task_execution_id: str = "") -> None:
         object.__setattr__(self, "timestamp", timestamp)
         object.__setattr__(self, "seq", seq)
         object.__setattr__(self, "event_id", event_id)
@@ -279,7 +279,7 @@ class TimerCreated(HistoryEvent):
     origin: str = "timer"
 
     def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, fire_at: datetime,
-                 origin: str = 'timer') -> None:
+                 origin: str = "timer") -> None:
         object.__setattr__(self, "timestamp", timestamp)
         object.__setattr__(self, "seq", seq)
         object.__setattr__(self, "event_id", event_id)
@@ -364,7 +364,7 @@ class EventRaised(HistoryEvent):
     command_id: str = ""
 
     def __init__(self, *, timestamp: datetime, seq: int = -1, event_id: int = -1, name: str, input: str | None = None,
-                 command_id: str = '') -> None:
+                 command_id: str = "") -> None:
         object.__setattr__(self, "timestamp", timestamp)
         object.__setattr__(self, "seq", seq)
         object.__setattr__(self, "event_id", event_id)

@@ -10,6 +10,7 @@ fields are copied onto a new object directly.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -22,9 +23,8 @@ T = TypeVar("T")
 
 C = TypeVar("C", bound=type)
 
-_FIELDS: dict[type, tuple[tuple[str, ...], frozenset[str]]] = {}
-#: The classes mypyc compiled (`hints.is_native`), which `evolved` builds through their constructor.
-_NATIVE: dict[type, bool] = {}
+#: Per class: its field names, as a tuple and a set, and whether mypyc compiled it (`hints.is_native`).
+_FIELDS: dict[type, tuple[tuple[str, ...], frozenset[str], bool]] = {}
 _new = object.__new__
 _set = object.__setattr__
 
@@ -38,13 +38,11 @@ def evolved(value: T, changes: Mapping[str, Any]) -> T:
     cls = type(value)
     known = _FIELDS.get(cls)
     if known is None:
-        known = _FIELDS[cls] = _fields_of(cls)
-    names, every = known
+        names, every = _fields_of(cls)
+        known = _FIELDS[cls] = (names, every, is_native(cls))
+    names, every, native = known
     if not changes.keys() <= every:
         raise TypeError(f"{cls.__name__} has no field(s) {', '.join(sorted(changes.keys() - every))}")
-    native = _NATIVE.get(cls)
-    if native is None:
-        native = _NATIVE[cls] = is_native(cls)
     if native:
         # mypyc's `__new__` runs the class's compiled `__init__`, and `object.__new__` refuses a
         # native class: the copy is made by the constructor, which costs about what a copy does.
@@ -81,12 +79,12 @@ def quick_init(cls: C) -> C:
     in the class's module, so its string annotations resolve there (`typing.get_type_hints`).
 
     The `__init__` replaced is the one `dataclass` wrote, or one the class writes out itself
-    (`init=False`) with the fields as keyword-only parameters, in order, with their defaults: a
-    class of a compiled module spells its constructor out so that mypyc compiles it, and in the
-    pure build this one is faster (the written one stays reachable as `__init__.__wrapped__`,
-    where the tests check that it only sets each field). A class mypyc compiled keeps its own:
-    it is returned as it is. The class is returned, so this also stacks over `@dataclass`.
-    Raises `TypeError` for a class of any other shape."""
+    (`init=False`) with the fields as keyword-only parameters, in order, with their annotations
+    and defaults: a class of a compiled module spells its constructor out so that mypyc compiles
+    it, and in the pure build this one is faster (the written one stays reachable as
+    `__init__.__quick_written__`, where the tests check that it only sets each field). A class
+    mypyc compiled keeps its own: it is returned as it is. The class is returned, so this also
+    stacks over `@dataclass`. Raises `TypeError` for a class of any other shape."""
     names, _ = _fields_of(cls)
     if is_native(cls):
         return cls
@@ -99,12 +97,19 @@ def quick_init(cls: C) -> C:
     # `<string>`: where `dataclasses` compiles what it writes (a class that writes one is init=False).
     if (code.co_filename == "<string>") != cls.__dataclass_params__.init:  # type: ignore[attr-defined]
         raise TypeError(f"{cls.__name__}.__init__ is neither the one dataclass wrote nor one written for init=False")
-    if code.co_varnames[1:code.co_kwonlyargcount + 1] != names or code.co_argcount != 1:
+    if (code.co_varnames[1:code.co_kwonlyargcount + 1] != names or code.co_argcount != 1
+            or code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)):
         raise TypeError(f"{cls.__name__}: __init__ takes other parameters than its keyword-only fields")
     if code.co_filename != "<string>":
-        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        fields = dataclasses.fields(cls)
+        defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
         if (replaced.__kwdefaults__ or {}) != defaults:  # type: ignore[union-attr]
             raise TypeError(f"{cls.__name__}.__init__'s defaults are not its fields' defaults")
+        # The compiled build checks each argument against its parameter's annotation: one unlike
+        # its field's would refuse there what the pure build takes.
+        written = {name: hint for name, hint in replaced.__annotations__.items() if name != "return"}
+        if written != {f.name: f.type for f in fields}:
+            raise TypeError(f"{cls.__name__}.__init__'s annotations are not its fields' annotations")
     closure: dict[str, Any] = {}  # what the generated function refers to, by the name it uses
     signature: list[str] = []
     body: list[str] = []
@@ -132,6 +137,6 @@ def quick_init(cls: C) -> C:
     init.__annotations__ = dict(replaced.__annotations__)
     init.__doc__ = replaced.__doc__
     if code.co_filename != "<string>":
-        init.__wrapped__ = replaced
+        init.__quick_written__ = replaced  # not `__wrapped__`: inspect would take it for this one's
     setattr(cls, "__init__", init)  # noqa: B010 - mypy refuses assigning a method
     return cls

@@ -4,8 +4,8 @@ The codec builds each class's decoders, and `engine.core.schema` its JSON Schema
 type hints. mypyc compiles a class of a compiled module into a native one and gives it annotations
 of its own with the type arguments erased: `tuple[str, ...]` reads as `tuple`, `str | None` as
 `type`, and a `ClassVar` as an instance field (https://mypyc.readthedocs.io/en/latest/native_classes.html
-says what native classes keep; the erasure was measured with mypyc 1.19, docs/performance.md, "The
-compiled build"). The annotations as written are in the module's source, which a compiled package
+says what native classes keep; the erasure was seen with the mypyc of mypy 2.4, docs/performance.md,
+"The compiled build"). The annotations as written are in the module's source, which a compiled package
 ships beside its extension (setuptools installs both; Python imports the extension first): they
 are read from there and evaluated in the module, as `typing.get_type_hints` evaluates the string
 annotations `from __future__ import annotations` leaves in the pure build. A native class has no

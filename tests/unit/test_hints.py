@@ -7,6 +7,7 @@ import dataclasses
 import typing
 from datetime import datetime
 
+from engine.build import compiled
 from engine.core import events as ev
 from engine.core.actions import ACTION_TYPES, Action, CompleteWorkflow
 from engine.core.hints import is_native, type_hints
@@ -34,4 +35,4 @@ def test_every_field_of_a_value_class_has_its_hint_and_no_class_variable_is_one(
 
 def test_a_native_class_is_told_apart() -> None:
     assert not is_native(InstanceState)  # interpreted in both builds
-    assert is_native(ev.TaskScheduled) == ev.__file__.endswith(".so")
+    assert is_native(ev.TaskScheduled) == compiled(ev)
