@@ -17,7 +17,8 @@ from .apps import AppMessage
 from .events import HistoryEvent
 from .orchestrator import Disposition, StateWrite, TurnOutcome, Unapplied, scheduled_start_command
 from .remote import WorkflowWorkItem
-from .state import CodeWait, DurableTimer, InstanceState, ScheduledStart, Timer
+from .state import InstanceState
+from .timers import CodeWait, DurableTimer, ScheduledStart, Timer
 from .unknown_code import CodeCheck
 from .values import RuntimeStatus
 

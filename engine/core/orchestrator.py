@@ -31,16 +31,8 @@ from .payload import DEFAULT_MAX_PAYLOAD_BYTES
 from .preconditions import early_event_refusal
 from .propagation import build_propagated_history
 from .remote import WorkflowAnswer, WorkflowWorkItem, check_answer
-from .state import (
-    RECENT_COMMANDS,
-    CodeWait,
-    DurableTimer,
-    InstanceState,
-    RemoteTurn,
-    ScheduledStart,
-    Timer,
-    fold_all,
-)
+from .state import RECENT_COMMANDS, InstanceState, RemoteTurn, fold_all
+from .timers import CodeWait, DurableTimer, ScheduledStart, Timer
 from .unknown_code import DEFAULT_TIMEOUT, RECHECK, CodeCheck, next_check
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 

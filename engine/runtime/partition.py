@@ -34,7 +34,8 @@ from ..core.effects import apply_outcome, due_message
 from ..core.events import HistoryEvent
 from ..core.orchestrator import Orchestrator, StateWrite
 from ..core.retention import RetentionPolicy, awaiting_purge, is_retention
-from ..core.state import DurableTimer, InstanceState, Timer
+from ..core.state import InstanceState
+from ..core.timers import DurableTimer, Timer
 from ..core.values import FailureDetails, RuntimeStatus
 from ..errors import DecodeError, PayloadTooLargeError, PoisonedInputError
 from ..read.to_end import latest_by_key, latest_values, reading

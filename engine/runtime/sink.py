@@ -32,7 +32,8 @@ from ..core.codec import encode
 from ..core.events import HistoryEvent
 from ..core.orchestrator import Unapplied
 from ..core.remote import WorkflowWorkItem
-from ..core.state import RECENT_COMMANDS, InstanceState, Timer
+from ..core.state import RECENT_COMMANDS, InstanceState
+from ..core.timers import Timer
 from ..errors import PayloadTooLargeError
 from ..topics import dead_letter_value_bytes
 from ..wire.records import (

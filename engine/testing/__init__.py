@@ -38,7 +38,8 @@ from ..core.payload import DEFAULT_MAX_PAYLOAD_BYTES
 from ..core.remote import WorkflowWorkItem
 from ..core.retention import RetentionPolicy
 from ..core.serializer import to_json
-from ..core.state import InstanceState, Timer
+from ..core.state import InstanceState
+from ..core.timers import Timer
 from ..errors import WorkflowError
 from ..sdk.activity import oversized_result, run_activity
 from ..sdk.registry import Registry

@@ -18,7 +18,8 @@ from engine.core import events as ev
 from engine.core.cache import ExecutionCache
 from engine.core.effects import apply_outcome, due_message
 from engine.core.orchestrator import Disposition, Orchestrator, TurnOutcome, Unapplied
-from engine.core.state import DurableTimer, InstanceState, ScheduledStart, Timer
+from engine.core.state import InstanceState
+from engine.core.timers import DurableTimer, ScheduledStart, Timer
 from engine.core.values import FailureDetails, ParentInstance, RuntimeStatus
 
 

@@ -15,7 +15,7 @@ from support import at
 from engine.core import events as ev
 from engine.core.actions import ACTION_TYPES, Action
 from engine.core.frozen import evolved
-from engine.core.state import InstanceState
+from engine.core.state import InstanceState, RemoteTurn
 from engine.core.values import FailureDetails, RuntimeStatus
 
 
@@ -182,13 +182,14 @@ def _written_in_source(module: ModuleType) -> dict[str, ast.FunctionDef]:
     return found
 
 
-_WRITTEN = [ev.HistoryEvent, *ev.EVENT_TYPES, Action, *ACTION_TYPES]
+_WRITTEN = [ev.HistoryEvent, *ev.EVENT_TYPES, Action, *ACTION_TYPES, InstanceState, RemoteTurn]
 
 
 @pytest.mark.parametrize("cls", _WRITTEN, ids=lambda cls: cls.__name__)
 def test_a_compiled_value_class_writes_out_a_constructor_that_only_sets_each_field(cls: type) -> None:
-    # The events and actions are compiled in the native build, which runs the `__init__` each
-    # writes out; the pure build runs `quick_init`'s, which keeps the written one as `__quick_written__`.
+    # The events, actions and states are compiled in the native build, which runs the `__init__`
+    # each writes out; the pure build runs `quick_init`'s where it has one, which keeps the written
+    # one as `__quick_written__`.
     # The two must do the same, so the written one may only set each field from its keyword, in order.
     from engine.core.hints import is_native
 
@@ -199,7 +200,7 @@ def test_a_compiled_value_class_writes_out_a_constructor_that_only_sets_each_fie
     if not is_native(cls):  # compiled, the written one runs: its body was just checked
         given = {f.name: object() for f in fields}
         made = object.__new__(cls)
-        cls.__init__.__quick_written__(made, **given)  # type: ignore[misc]
+        getattr(cls.__init__, "__quick_written__", cls.__init__)(made, **given)
         assert {f.name: getattr(made, f.name) for f in fields} == given
 
 
@@ -244,3 +245,30 @@ def test_quick_init_refuses_a_written_init_unlike_the_fields() -> None:
         quick_init(OtherType)
     with pytest.raises(TypeError, match="other parameters"):
         quick_init(MoreKeywords)
+
+
+def test_a_state_evolves_as_replace_makes_it_and_its_copy_names_every_field() -> None:
+    # `InstanceState.evolved` is written out (the compiled build's copy): every field, in order,
+    # each the change or else the state's own.
+    method = next(item for item in _written_class(InstanceState).body
+                  if isinstance(item, ast.FunctionDef) and item.name == "evolved")
+    returned = method.body[-1]
+    assert isinstance(returned, ast.Return) and isinstance(returned.value, ast.Call)
+    assert [ast.unparse(k) for k in returned.value.keywords] == [
+        f"{f.name}=get('{f.name}', self.{f.name})" for f in dataclasses.fields(InstanceState)]
+    state = InstanceState(instance_id="i", name="w", status=RuntimeStatus.RUNNING, execution_id="e",
+                          pending_tasks=MappingProxyType({0: "a"}), recent_commands=("c",), created_at=at(),
+                          remote=RemoteTurn(seen=2))
+    for changes in ({}, {"history_length": 7, "status": RuntimeStatus.COMPLETED, "output": '"done"'},
+                    {"pending_tasks": MappingProxyType({}), "remote": None, "children": ("x",)}):
+        made = state.evolved(dict(changes))
+        assert made == dataclasses.replace(state, **changes)  # type: ignore[arg-type]
+        assert made is not state
+    assert state.history_length == 0 and state.status is RuntimeStatus.RUNNING  # the original is untouched
+
+
+def _written_class(cls: type) -> ast.ClassDef:
+    module = sys.modules[cls.__module__]
+    source = Path(module.__file__ or "").with_name(module.__name__.rpartition(".")[2] + ".py")
+    return next(node for node in ast.parse(source.read_text()).body
+                if isinstance(node, ast.ClassDef) and node.name == cls.__name__)

@@ -15,7 +15,7 @@ from engine.core.commands import MESSAGE_TYPES
 from engine.core.events import EVENT_TYPES
 from engine.core.hints import is_native, type_hints
 from engine.core.remote import WorkflowAnswer
-from engine.core.state import InstanceState
+from engine.core.state import InstanceState, RemoteTurn
 from ops.native import ROOT, NativeBuildError, build, compiled, listed_modules
 
 
@@ -56,15 +56,15 @@ def test_the_wire_classes_compiled_are_the_events_and_actions_and_write_out_thei
     assert InstanceState in wire and len(wire) > 20
     listed = set(listed_modules())
     compiled_wire = {cls for cls in wire if cls.__module__ in listed}
-    assert compiled_wire == {*EVENT_TYPES, *ACTION_TYPES}
+    assert compiled_wire == {*EVENT_TYPES, *ACTION_TYPES, InstanceState, RemoteTurn}
     for cls in compiled_wire:
         assert not cls.__dataclass_params__.init, cls  # type: ignore[attr-defined]
         assert is_native(cls) == native(), cls  # native exactly when this is the compiled build
 
 
 def test_compiled_says_where_each_module_was_loaded_from() -> None:
-    found = compiled(["engine.core.state", "orjson.orjson"])
-    assert found == {"engine.core.state": False, "orjson.orjson": True}  # orjson's core is an extension
+    found = compiled(["engine.core.timers", "orjson.orjson"])
+    assert found == {"engine.core.timers": False, "orjson.orjson": True}  # orjson's core is an extension
 
 
 def test_a_copy_goes_to_a_new_directory(tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ from engine.core.orchestrator import (
     scheduled_start_command,
 )
 from engine.core.preconditions import EARLY_EVENT_OVERHEAD
-from engine.core.state import InstanceState, Timer, fold_all
+from engine.core.state import InstanceState, fold_all
+from engine.core.timers import Timer
 from engine.core.values import FailureDetails, ParentInstance, RuntimeStatus
 
 

@@ -17,7 +17,8 @@ from engine.core import events as ev
 from engine.core.cache import ExecutionCache
 from engine.core.codec import encode
 from engine.core.orchestrator import Orchestrator
-from engine.core.state import RECENT_COMMANDS, DurableTimer, ScheduledStart
+from engine.core.state import RECENT_COMMANDS
+from engine.core.timers import DurableTimer, ScheduledStart
 from engine.core.values import RuntimeStatus
 from engine.runtime import sink as sink_module
 from engine.runtime.partition import PartitionOwner

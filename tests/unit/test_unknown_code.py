@@ -10,7 +10,8 @@ from test_orchestrator import Harness, result, start, two_steps
 from engine.core import commands as cmd
 from engine.core.effects import due_message
 from engine.core.executor import execute
-from engine.core.state import CodeWait, InstanceState, ScheduledStart
+from engine.core.state import InstanceState
+from engine.core.timers import CodeWait, ScheduledStart
 from engine.core.unknown_code import DEFAULT_TIMEOUT, RECHECK, CodeCheck, next_check
 from engine.core.values import RuntimeStatus
 from engine.sdk.workflow_runtime import WorkflowRuntime
