@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .events import EventRaised
-from .frozen import quick_init
+from .frozen import declared
 from .values import FailureDetails, RuntimeStatus
 
 __all__ = [
@@ -128,9 +128,4 @@ class SendEvent(Action):
 ACTION_TYPES: tuple[type[Action], ...] = (ScheduleTask, CreateTimer, CreateChildWorkflow, CompleteWorkflow, SendEvent)
 
 
-# Set here, not in the classes: in a compiled module mypyc would make a `ClassVar` an instance
-# field, and a class with any decorator besides `dataclass` an interpreted one (events.py says more).
-setattr(Action, "VERSION", 1)  # noqa: B010 - an attribute mypy and mypyc do not know of
-_every_action_type: tuple[type[Action], ...] = (Action, *ACTION_TYPES)
-for _action_type in _every_action_type:
-    quick_init(_action_type)  # the pure build's faster constructor; a native class keeps its compiled one
+declared(Action, version=1, quickened=(Action, *ACTION_TYPES))

@@ -16,7 +16,7 @@ The module is compiled in the native build (`[tool.headrace] native-modules`): i
 then native ones, which compiled code builds and reads from their C struct (docs/performance.md,
 "The compiled build"). That is why each class writes out its `__init__` (mypyc compiles it, where
 the one `dataclass` writes stays interpreted), and why the schema version and `quick_init` are set
-after the classes rather than in them (below).
+after the classes rather than in them (`core.frozen.declared`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .frozen import quick_init
+from .frozen import declared
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 
 __all__ = [
@@ -413,9 +413,4 @@ EVENT_TYPES: tuple[type[HistoryEvent], ...] = (
 )
 
 
-# Set here, not in the classes: in a compiled module mypyc would make a `ClassVar` an instance
-# field, and a class with any decorator besides `dataclass` an interpreted one.
-setattr(HistoryEvent, "VERSION", 1)  # noqa: B010 - an attribute mypy and mypyc do not know of
-_every_event_type: tuple[type[HistoryEvent], ...] = (HistoryEvent, *EVENT_TYPES)
-for _event_type in _every_event_type:
-    quick_init(_event_type)  # the pure build's faster constructor; a native class keeps its compiled one
+declared(HistoryEvent, version=1, quickened=(HistoryEvent, *EVENT_TYPES))

@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from .hints import is_native
 
-__all__ = ["evolved", "quick_init"]
+__all__ = ["declared", "evolved", "quick_init"]
 
 T = TypeVar("T")
 
@@ -140,3 +140,16 @@ def quick_init(cls: C) -> C:
         init.__quick_written__ = replaced  # not `__wrapped__`: inspect would take it for this one's
     setattr(cls, "__init__", init)  # noqa: B010 - mypy refuses assigning a method
     return cls
+
+
+def declared(base: type, *, version: int, quickened: Iterable[type] = ()) -> None:
+    """What a module of value classes sets after its classes rather than in them: the schema
+    `VERSION` of `base` (and so of its subclasses), and `quick_init`'s constructor on `quickened`.
+
+    Not in the class bodies, because the native build compiles these modules: mypyc makes any class
+    attribute of a dataclass an instance field (a `ClassVar`, a `Final` or a bare assignment alike),
+    and a class with any decorator besides `dataclass` an interpreted class (docs/performance.md,
+    "The compiled build"). A native class keeps its compiled constructor (`quick_init` returns it)."""
+    setattr(base, "VERSION", version)  # noqa: B010 - an attribute mypy and mypyc do not know of
+    for cls in quickened:
+        quick_init(cls)

@@ -8,7 +8,7 @@ current state raises `InvalidTransitionError` with a message naming both.
 
 The module is compiled in the native build, the fold and the states with it (native classes,
 whose fields compiled code reads from their C struct): `InstanceState` writes out its `__init__`
-and its `evolved`, and its schema version is set after the class (`engine.core.events` says why).
+and its `evolved`, and its schema version is set after the class (`core.frozen.declared`).
 Compiled, the fold reads the events, compiled too, without the generic attribute lookup it paid
 when only the events were (docs/performance.md, "The compiled build").
 """
@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from ..errors import InvalidTransitionError
 from . import events as ev
 from .apps import ChildApp
+from .frozen import declared
 from .timers import CodeWait, DurableTimer, ScheduledStart, Timer
 from .values import FailureDetails, ParentInstance, RuntimeStatus
 
@@ -415,5 +416,4 @@ class _Draft:
         self.buffered = 0
 
 
-# Set here, not in the class: in a compiled module mypyc would make a `ClassVar` an instance field.
-setattr(InstanceState, "VERSION", 1)  # noqa: B010 - an attribute mypy and mypyc do not know of
+declared(InstanceState, version=1)  # no `quick_init`: its mappings' defaults are factories

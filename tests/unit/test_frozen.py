@@ -272,3 +272,21 @@ def _written_class(cls: type) -> ast.ClassDef:
     source = Path(module.__file__ or "").with_name(module.__name__.rpartition(".")[2] + ".py")
     return next(node for node in ast.parse(source.read_text()).body
                 if isinstance(node, ast.ClassDef) and node.name == cls.__name__)
+
+
+def test_declared_sets_the_version_and_quickens_what_it_is_given() -> None:
+    from engine.core.frozen import declared
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class Base:
+        n: int
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class Kind(Base):
+        m: int = 0
+
+    written = Kind.__init__
+    declared(Base, version=3, quickened=(Kind,))
+    assert Base.VERSION == 3 and Kind.VERSION == 3  # type: ignore[attr-defined]
+    assert Kind.__init__ is not written and "__quick_set0" in Kind.__init__.__code__.co_freevars
+    assert "__quick_set0" not in Base.__init__.__code__.co_freevars  # only what it was given
