@@ -69,7 +69,8 @@ def _fields_of(cls: type) -> tuple[tuple[str, ...], frozenset[str]]:
 
 def quick_init(cls: C) -> C:
     """Give `cls`, a frozen, slotted, keyword-only dataclass with no `__post_init__` and no default
-    factory, an `__init__` that sets each slot through its descriptor, with the same signature.
+    factory but a constant one, an `__init__` that sets each slot through its descriptor, with the
+    same signature (a constant factory's value as the default).
 
     The one `dataclass` generates calls `object.__setattr__(self, name, value)` per field (a frozen
     class refuses plain assignment), which finds the slot anew each time; the events and commands
@@ -102,7 +103,7 @@ def quick_init(cls: C) -> C:
         raise TypeError(f"{cls.__name__}: __init__ takes other parameters than its keyword-only fields")
     if code.co_filename != "<string>":
         fields = dataclasses.fields(cls)
-        defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+        defaults = {f.name: default for f in fields if (default := _default_of(cls, f)) is not dataclasses.MISSING}
         if (replaced.__kwdefaults__ or {}) != defaults:  # type: ignore[union-attr]
             raise TypeError(f"{cls.__name__}.__init__'s defaults are not its fields' defaults")
         # The compiled build checks each argument against its parameter's annotation: one unlike
@@ -114,16 +115,15 @@ def quick_init(cls: C) -> C:
     signature: list[str] = []
     body: list[str] = []
     for n, f in enumerate(dataclasses.fields(cls)):
-        if f.default_factory is not dataclasses.MISSING:
-            raise TypeError(f"{cls.__name__}.{f.name}: a default factory is not supported")
+        default = _default_of(cls, f)
         if f.name == "self" or f.name.startswith("__quick_"):
             raise TypeError(f"{cls.__name__}.{f.name}: a field name the generated __init__ needs")
         slot = next(k.__dict__[f.name] for k in cls.__mro__ if f.name in k.__dict__)
         closure[f"__quick_set{n}"] = slot.__set__
-        if f.default is dataclasses.MISSING:
+        if default is dataclasses.MISSING:
             signature.append(f.name)
         else:
-            closure[f"__quick_default{n}"] = f.default
+            closure[f"__quick_default{n}"] = default
             signature.append(f"{f.name}=__quick_default{n}")
         body.append(f"        __quick_set{n}(self, {f.name})\n")
     header = f"    def __init__(self, *, {', '.join(signature)}):\n" if signature else "    def __init__(self):\n"
@@ -140,6 +140,19 @@ def quick_init(cls: C) -> C:
         init.__quick_written__ = replaced  # not `__wrapped__`: inspect would take it for this one's
     setattr(cls, "__init__", init)  # noqa: B010 - mypy refuses assigning a method
     return cls
+
+
+def _default_of(cls: type, f: dataclasses.Field[Any]) -> Any:
+    """The value a missing keyword takes: the field's default, or what its default factory gives
+    when that is one constant (the same object at every call: a workflow state's empty, read-only
+    maps, which `dataclass` accepts only through a factory because a mapping proxy is unhashable).
+    A factory that makes a new value per call would be shared by every instance: refused."""
+    if f.default_factory is dataclasses.MISSING:
+        return f.default
+    made = f.default_factory()
+    if f.default_factory() is not made:
+        raise TypeError(f"{cls.__name__}.{f.name}: a default factory that makes a new value per call is not supported")
+    return made
 
 
 def declared(base: type, *, version: int, quickened: Iterable[type] = ()) -> None:

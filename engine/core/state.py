@@ -416,4 +416,4 @@ class _Draft:
         self.buffered = 0
 
 
-declared(InstanceState, version=1)  # no `quick_init`: its mappings' defaults are factories
+declared(InstanceState, version=1, quickened=(InstanceState, RemoteTurn))

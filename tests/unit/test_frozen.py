@@ -75,10 +75,10 @@ _NO_CODE = (lambda: None).__code__  # a native class's `__init__` is compiled: i
 
 
 def _quickened() -> list[type]:
-    from engine.core import actions, commands, values
+    from engine.core import actions, commands, state, values
     from engine.wire import records
 
-    found = [cls for module in (ev, commands, actions, values, records) for cls in vars(module).values()
+    found = [cls for module in (ev, commands, actions, values, records, state) for cls in vars(module).values()
              if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__
              and "__quick_set0" in getattr(cls.__init__, "__code__", _NO_CODE).co_freevars]
     return found
@@ -90,8 +90,10 @@ def test_the_core_value_classes_have_the_quick_init() -> None:
     names = {cls.__name__ for cls in _quickened()}
     # The classes a turn makes most: if these lost the decorator the suite should say so.
     assert {"ActivityResult", "ActivityWorkItem", "StartWorkflow", "FailureDetails"} <= names
-    # The events and actions have it in the pure build; compiled, they keep their compiled constructors.
-    compiled = {"TaskScheduled", "TaskCompleted", "WorkflowStarted", "WorkflowCompleted", "ScheduleTask"}
+    # The events, actions and states have it in the pure build; compiled, they keep their compiled
+    # constructors. A state's empty maps are a constant factory's (`frozen._default_of`).
+    compiled = {"TaskScheduled", "TaskCompleted", "WorkflowStarted", "WorkflowCompleted", "ScheduleTask",
+                "InstanceState", "RemoteTurn"}
     assert compiled.isdisjoint(names) if is_native(ev.TaskScheduled) else compiled <= names
 
 
@@ -104,7 +106,8 @@ def test_a_quick_init_takes_what_the_dataclass_init_took(cls: type) -> None:
     assert [p.name for p in parameters] == [f.name for f in fields]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters)
     assert [p.default for p in parameters] == [
-        inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default for f in fields]
+        f.default_factory() if f.default_factory is not dataclasses.MISSING
+        else inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default for f in fields]
     # Every field set from its keyword, distinct values so a swapped slot would show.
     given = {f.name: object() for f in fields}
     made = cls(**given)
@@ -156,7 +159,11 @@ def test_quick_init_refuses_the_shapes_it_does_not_copy() -> None:
                 raise ValueError("negative")
             object.__setattr__(self, "n", n)
 
-    for cls in (Positional, Factory, Mutable, NoSlots, WithInitVar, NoInit, OwnInit):
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class NewEachCall:  # a factory of fresh values: a constant default would share one
+        items: MappingProxyType[int, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+
+    for cls in (Positional, Factory, Mutable, NoSlots, WithInitVar, NoInit, OwnInit, NewEachCall):
         with pytest.raises(TypeError):
             quick_init(cls)
 
@@ -204,6 +211,29 @@ def test_a_compiled_value_class_writes_out_a_constructor_that_only_sets_each_fie
         assert {f.name: getattr(made, f.name) for f in fields} == given
 
 
+_NONE: MappingProxyType[int, int] = MappingProxyType({})
+_ONE: MappingProxyType[int, int] = MappingProxyType({1: 1})
+
+
+def test_a_constant_default_factory_is_the_quick_init_default() -> None:
+    from engine.core.frozen import quick_init
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True, init=False)
+    class Constant:
+        n: int
+        items: MappingProxyType[int, int] = dataclasses.field(default_factory=lambda: _NONE)
+
+        def __init__(self, *, n: int, items: MappingProxyType[int, int] = _NONE) -> None:
+            object.__setattr__(self, "n", n)
+            object.__setattr__(self, "items", items)
+
+    written = Constant.__init__
+    quick_init(Constant)
+    assert Constant.__init__ is not written
+    assert Constant(n=1).items is _NONE
+    assert Constant(n=1, items=_ONE).items is _ONE
+
+
 def test_quick_init_refuses_a_written_init_unlike_the_fields() -> None:
     from engine.core.frozen import quick_init
 
@@ -239,6 +269,16 @@ def test_quick_init_refuses_a_written_init_unlike_the_fields() -> None:
 
     with pytest.raises(TypeError, match="defaults"):
         quick_init(OtherDefault)
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True, init=False)
+    class OtherConstant:  # the factory's constant is not the written default
+        items: MappingProxyType[int, int] = dataclasses.field(default_factory=lambda: _ONE)
+
+        def __init__(self, *, items: MappingProxyType[int, int] = _NONE) -> None:
+            object.__setattr__(self, "items", items)
+
+    with pytest.raises(TypeError, match="defaults"):
+        quick_init(OtherConstant)
     with pytest.raises(TypeError, match="other parameters"):
         quick_init(OtherOrder)
     with pytest.raises(TypeError, match="annotations"):
