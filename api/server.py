@@ -26,6 +26,7 @@ def serve(
 ) -> int:
     import uvicorn
 
+    from engine.runtime import kafka_protocol
     from engine.runtime.logs import configure_logging, import_path_like_python_m
     from engine.settings import Settings
     from engine.tracing import configure_from_env
@@ -42,6 +43,7 @@ def serve(
     # The same setup as the engine's processes: repeated errors (aiokafka's reconnects while Kafka
     # is away) are rate-limited rather than silenced.
     configure_logging(level, log_format=log_format)
+    kafka_protocol.install()  # as the engine's processes do (`engine.runtime.eventloop`)
     configure_from_env("headrace-api")  # off unless OTEL_* asks for traces
     # --app is imported by create_app; find it in the current directory as `python -m` would.
     import_path_like_python_m()

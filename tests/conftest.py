@@ -237,6 +237,11 @@ class _SocketOrigins:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The Kafka clients of the tests' own process speak through the codec every Headrace process
+    # installs (`engine.runtime.eventloop`), so the suites against the broker exercise it too.
+    from engine.runtime import kafka_protocol
+
+    kafka_protocol.install()
     summary = _KafkaSummary()
     config.stash[_REPORT_KEY] = summary.report
     config.pluginmanager.register(summary, _KafkaSummary.name)

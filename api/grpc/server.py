@@ -187,6 +187,7 @@ def serve(
     import os
     import signal
 
+    from engine.runtime import kafka_protocol
     from engine.runtime.logs import configure_logging
     from ops.errors import OpsError
 
@@ -201,6 +202,7 @@ def serve(
         os.environ["HEADRACE_REMOTE_WORKFLOWS"] = ",".join(workflows)
     settings = ApiSettings.from_env(log_level=log_level)
     configure_logging(settings.log_level, log_format=log_format)
+    kafka_protocol.install()  # as the engine's processes do (`engine.runtime.eventloop`)
     bind_host = host or os.environ.get("HEADRACE_GRPC_HOST") or settings.host
     bind_port = port if port is not None else int(os.environ.get("HEADRACE_GRPC_PORT") or DEFAULT_GRPC_PORT)
 
