@@ -104,7 +104,12 @@ def quick_init(cls: C) -> C:
     if code.co_filename != "<string>":
         fields = dataclasses.fields(cls)
         defaults = {f.name: default for f in fields if (default := _default_of(cls, f)) is not dataclasses.MISSING}
-        if (replaced.__kwdefaults__ or {}) != defaults:  # type: ignore[union-attr]
+        written_defaults = replaced.__kwdefaults__ or {}  # type: ignore[union-attr]
+        # Equal and of one type: a written `{}` is equal to a factory's empty mapping proxy, but the
+        # compiled build would then share one mutable dict where the pure build has a read-only map.
+        if written_defaults.keys() != defaults.keys() or any(
+                type(written_defaults[name]) is not type(value) or written_defaults[name] != value
+                for name, value in defaults.items()):
             raise TypeError(f"{cls.__name__}.__init__'s defaults are not its fields' defaults")
         # The compiled build checks each argument against its parameter's annotation: one unlike
         # its field's would refuse there what the pure build takes.
@@ -146,7 +151,9 @@ def _default_of(cls: type, f: dataclasses.Field[Any]) -> Any:
     """The value a missing keyword takes: the field's default, or what its default factory gives
     when that is one constant (the same object at every call: a workflow state's empty, read-only
     maps, which `dataclass` accepts only through a factory because a mapping proxy is unhashable).
-    A factory that makes a new value per call would be shared by every instance: refused."""
+    A factory that makes a new value per call would be shared by every instance: refused. (Two
+    calls are what is checked: a factory that returns one mutable object, or reads a global
+    rebound later, is the class's own mistake, as a mutable default would be.)"""
     if f.default_factory is dataclasses.MISSING:
         return f.default
     made = f.default_factory()

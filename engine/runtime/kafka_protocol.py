@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import itertools
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,7 +41,7 @@ from aiokafka.protocol import (
 from aiokafka.protocol.struct import Struct
 from aiokafka.protocol.types import Array, Boolean, Bytes, Float64, Int8, Int16, Int32, Int64, Schema, String, UInt32
 
-__all__ = ["install", "installed", "replaceable"]
+__all__ = ["codec", "install", "installed", "replaceable"]
 
 #: The fixed-size types, by their `struct` format character (aiokafka's are big-endian, as here).
 _FIXED: dict[Any, str] = {Int8: "b", Int16: "h", Int32: "i", Int64: "q", UInt32: "I", Float64: "d", Boolean: "?"}
@@ -49,6 +50,7 @@ _MODULES = (admin, api, commit, coordination, fetch, group, metadata, offset, pr
 
 #: The classes whose `encode` was replaced, each with whether its `decode` was too (`installed`).
 _REPLACED: dict[type, bool] = {}
+_INSTALLING = threading.Lock()
 
 
 class _Unsupported(Exception):
@@ -274,31 +276,40 @@ def replaceable(cls: type[Struct]) -> bool:
 def _decode_replaceable(cls: type[Struct]) -> bool:
     """Whether its `decode` too: one that keeps `Struct`'s `decode` and `__init__` (the generated
     decoder sets the fields as `Struct.__init__` does; a request header's own takes other arguments)."""
-    return (replaceable(cls) and cls.__init__ is Struct.__init__
+    constructor: object = cls.__new__  # the generated decoder makes the message with object.__new__
+    return (replaceable(cls) and cls.__init__ is Struct.__init__ and constructor is object.__new__
             and getattr(cls.decode, "__func__", None) is _STRUCT_DECODE)
 
 
 _STRUCT_DECODE = Struct.decode.__func__
 
 
-def _install_one(cls: type[Struct], *, decoder: bool) -> None:
-    decode_fields = _decoder(cls)
+def codec(cls: type[Struct]) -> tuple[Callable[[type[Struct], io.BytesIO | bytes], Struct], Callable[[Struct], bytes]]:
+    """The `decode` (a classmethod's function) and `encode` that `install` gives `cls`, without
+    giving them (for a class of one's own, as the tests make one with the types aiokafka's
+    schemas do not use yet). Raises `ValueError` for a schema it has no code for."""
+    try:
+        decode_fields = _decoder(cls)
+    except _Unsupported as exc:
+        raise ValueError(f"{cls.__name__}: no generated codec for {exc}") from None
     encode_fields = _encoder(cls)
     names = cls.SCHEMA.names
     new = object.__new__
 
     def decode(klass: type[Struct], data: io.BytesIO | bytes) -> Struct:
         frame: io.BytesIO | None = None
-        if klass is cls and isinstance(data, io.BytesIO):  # the connection's frame, its header read
+        if klass is cls and type(data) is io.BytesIO:  # the connection's frame, its header read
             frame, start, buf = data, data.tell(), data.getvalue()  # a BytesIO of bytes: no copy
         elif klass is cls and type(data) is bytes:
             start, buf = 0, data
-        else:  # a subclass made later with a schema of its own, or another kind of stream
+        else:  # a subclass made later with a schema of its own, or another kind of buffer or stream
             reference: Struct = _STRUCT_DECODE(klass, data)
             return reference
         try:
             values, end = decode_fields(buf, start)
         except struct.error as exc:  # aiokafka's types say so with a ValueError too
+            # (The frame's position stays where it was; aiokafka's leaves it part-way. The
+            # connection drops a frame that does not decode either way.)
             raise ValueError(f"{klass.__name__}: {exc}") from None
         if frame is not None:
             frame.seek(end)
@@ -315,6 +326,11 @@ def _install_one(cls: type[Struct], *, decoder: bool) -> None:
         except struct.error as exc:
             raise ValueError(f"{type(self).__name__}: {exc}") from None
 
+    return decode, encode
+
+
+def _install_one(cls: type[Struct], *, decoder: bool) -> None:
+    decode, encode = codec(cls)
     _REPLACED[cls] = decoder
     if decoder:
         cls.decode = classmethod(decode)
@@ -324,12 +340,13 @@ def _install_one(cls: type[Struct], *, decoder: bool) -> None:
 def install() -> int:
     """Replace the codec of every replaceable message class of aiokafka (once per process; the
     bytes on the wire do not change); returns how many classes were replaced."""
-    if _REPLACED:
-        return 0
-    chosen = [(cls, _decode_replaceable(cls)) for cls in _struct_classes() if replaceable(cls)]
-    for cls, decoder in chosen:
-        _install_one(cls, decoder=decoder)
-    return len(chosen)
+    with _INSTALLING:
+        if _REPLACED:
+            return 0
+        chosen = [(cls, _decode_replaceable(cls)) for cls in _struct_classes() if replaceable(cls)]
+        for cls, decoder in chosen:
+            _install_one(cls, decoder=decoder)
+        return len(chosen)
 
 
 def installed() -> dict[type, bool]:

@@ -232,6 +232,10 @@ def test_a_constant_default_factory_is_the_quick_init_default() -> None:
     assert Constant.__init__ is not written
     assert Constant(n=1).items is _NONE
     assert Constant(n=1, items=_ONE).items is _ONE
+    # The workflow state's empty maps: the one read-only constant, in either build.
+    state = InstanceState(instance_id="x")
+    empty = next(f for f in dataclasses.fields(InstanceState) if f.name == "pending_tasks").default_factory()  # type: ignore[misc]
+    assert state.pending_tasks is state.pending_timers is state.unfinished_children is empty
 
 
 def test_quick_init_refuses_a_written_init_unlike_the_fields() -> None:
@@ -279,6 +283,16 @@ def test_quick_init_refuses_a_written_init_unlike_the_fields() -> None:
 
     with pytest.raises(TypeError, match="defaults"):
         quick_init(OtherConstant)
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True, init=False)
+    class MutableWritten:  # `{} == MappingProxyType({})`, but the compiled build would share the dict
+        items: MappingProxyType[int, int] = dataclasses.field(default_factory=lambda: _NONE)
+
+        def __init__(self, *, items: MappingProxyType[int, int] = {}) -> None:  # type: ignore[assignment]  # noqa: B006
+            object.__setattr__(self, "items", items)
+
+    with pytest.raises(TypeError, match="defaults"):
+        quick_init(MutableWritten)
     with pytest.raises(TypeError, match="other parameters"):
         quick_init(OtherOrder)
     with pytest.raises(TypeError, match="annotations"):

@@ -4,6 +4,7 @@ the bytes and the values aiokafka's own codec gives, for every class it replaces
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import pytest
@@ -47,11 +48,24 @@ def _values(kind: Any) -> st.SearchStrategy[Any]:
     return st.tuples(*(_values(field) for field in kind.fields))
 
 
-def _normal(value: Any) -> Any:
-    """Tuples and lists alike (a schema's item may be either going in; decoding makes tuples)."""
-    if isinstance(value, (list, tuple)):
-        return [_normal(v) for v in value]
-    return value
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same types all the way down (`True == 1`, `[1] != (1,)` to this)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _fields_of(message: Struct) -> list[Any]:
+    return [getattr(message, name) for name in type(message).SCHEMA.names]
+
+
+def _outcome(decode: Any, data: Any) -> tuple[str, Any]:
+    try:
+        return "value", _fields_of(decode(data))
+    except Exception as exc:  # the type is what is compared
+        return "error", type(exc)
 
 
 def test_the_messages_the_engine_sends_most_are_replaced() -> None:
@@ -86,18 +100,73 @@ def test_bytes_and_values_are_aiokafkas(cls: type[Struct], data: st.DataObject) 
     frame.read(len(prefix))
     fast = cls.decode(frame)
     assert frame.tell() == len(prefix) + len(expected)
-    reference = _ORIGINAL_DECODE(cls, io.BytesIO(expected))
     assert type(fast) is cls
-    assert {name: _normal(getattr(fast, name)) for name in cls.SCHEMA.names} == \
-        {name: _normal(getattr(reference, name)) for name in cls.SCHEMA.names} == \
-        {name: _normal(value) for name, value in zip(cls.SCHEMA.names, values, strict=True)}
-    assert _normal(list(cls.decode(expected).__dict__.values())) == _normal(list(fast.__dict__.values()))
+    assert _same(_fields_of(fast), list(values))  # tuples for schemas, lists for arrays, as drawn
+    assert _same(_fields_of(fast), _fields_of(_ORIGINAL_DECODE(cls, io.BytesIO(expected))))
+    assert _same(_fields_of(cls.decode(expected)), list(values))
     # A frame cut short is refused with aiokafka's error type, wherever it is cut.
     cut = data.draw(st.integers(0, len(expected) - 1))
     with pytest.raises(ValueError, match=r"(?i)unpack|underrun"):
         _ORIGINAL_DECODE(cls, io.BytesIO(expected[:cut]))
     with pytest.raises(ValueError, match=r"(?i)unpack|underrun"):
         cls.decode(io.BytesIO(expected[:cut]))
+    # A frame with bytes overwritten (lengths below -1, a Boolean byte of 2, ...) and a tail
+    # decodes to what aiokafka's gives, or fails with the same error type.
+    corrupt = bytearray(expected)
+    for _ in range(data.draw(st.integers(1, 2))):
+        at = data.draw(st.integers(0, len(corrupt) - 1))
+        corrupt[at] = data.draw(st.sampled_from([0, 1, 2, 0x7F, 0x80, 0xFE, 0xFF]))
+    garbled = bytes(corrupt) + data.draw(st.binary(max_size=3))
+    mine, theirs = _outcome(cls.decode, io.BytesIO(garbled)), _outcome(lambda d: _ORIGINAL_DECODE(cls, d),
+                                                                        io.BytesIO(garbled))
+    assert mine[0] == theirs[0]
+    assert mine[1] is theirs[1] if mine[0] == "error" else _same(mine[1], theirs[1])
+
+
+def test_the_fields_no_replaced_class_has_yet_are_aiokafkas_too() -> None:
+    # UInt32, Float64 and a String in another encoding: in no schema aiokafka sends today.
+    from aiokafka.protocol.api import Response
+
+    class Made(Response):
+        API_KEY, API_VERSION = 9999, 0
+        SCHEMA = Schema(("u", UInt32), ("f", Float64), ("flag", Boolean), ("name", String("latin-1")),
+                        ("many", Array(Array(UInt32))), ("small", Int8), ("blob", Bytes))
+
+    decode, encode = kafka_protocol.codec(Made)
+    for values in ((2**32 - 1, float("inf"), True, "café", [[0, 7], None, []], -128, None),
+                   (0, -0.0, False, None, None, 127, b"\x00"), (5, 1.5, True, "", [], 0, b"")):
+        message = Made(*values)
+        expected = Struct.encode(message)
+        assert encode(message) == expected
+        frame = io.BytesIO(expected + b"tail")
+        decoded = _fields_of(decode(Made, frame))
+        assert frame.tell() == len(expected)
+        assert _same(decoded, list(values))
+        assert _same(decoded, _fields_of(_ORIGINAL_DECODE(Made, io.BytesIO(expected))))
+    nan = decode(Made, Struct.encode(Made(1, float("nan"), 1, "x", [], 0, b""))).f
+    assert math.isnan(nan)
+    for wrong in ((-1, 0.0, True, "", [], 0, b""), (0, 0.0, True, "ő", [], 0, b"")):  # not UInt32; not latin-1
+        with pytest.raises((ValueError, UnicodeEncodeError)) as theirs:
+            Struct.encode(Made(*wrong))
+        with pytest.raises(theirs.type):
+            encode(Made(*wrong))
+
+
+def test_other_buffers_and_streams_take_aiokafkas_own_decoder() -> None:
+    message = EndTxnRequest_v0("txn", 7, 1, True)
+    encoded = message.encode()
+
+    class Counting(io.BytesIO):
+        reads = 0
+
+        def read(self, size: int | None = -1) -> bytes:
+            type(self).reads += 1
+            return super().read(size)
+
+    for data in (Counting(encoded), bytearray(encoded)):
+        decoded = EndTxnRequest_v0.decode(io.BytesIO(bytes(data)) if isinstance(data, bytearray) else data)
+        assert _same(_fields_of(decoded), ["txn", 7, 1, True])
+    assert Counting.reads > 0  # a stream of its own kind is read through its `read`, as aiokafka does
 
 
 def test_a_value_out_of_range_is_refused_as_aiokafka_refuses_it() -> None:
@@ -122,7 +191,7 @@ def test_a_fetch_of_sixteen_partitions_round_trips() -> None:
                   for p in range(8)]
     response = FetchResponse_v11(0, 0, 0, [("t.results", partitions), ("t.commands", partitions)])
     decoded = FetchResponse_v11.decode(io.BytesIO(response.encode()))
-    assert _normal(decoded.topics) == _normal(response.topics)
+    assert _same(decoded.topics, [(topic, partitions) for topic in ("t.results", "t.commands")])
 
 
 def test_a_subclass_with_a_schema_of_its_own_keeps_aiokafkas_codec() -> None:
