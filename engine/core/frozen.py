@@ -101,15 +101,14 @@ def quick_init(cls: C) -> C:
     if (code.co_varnames[1:code.co_kwonlyargcount + 1] != names or code.co_argcount != 1
             or code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)):
         raise TypeError(f"{cls.__name__}: __init__ takes other parameters than its keyword-only fields")
+    fields = dataclasses.fields(cls)
+    defaults = {f.name: _default_of(cls, f) for f in fields}
     if code.co_filename != "<string>":
-        fields = dataclasses.fields(cls)
-        defaults = {f.name: default for f in fields if (default := _default_of(cls, f)) is not dataclasses.MISSING}
-        written_defaults = replaced.__kwdefaults__ or {}  # type: ignore[union-attr]
         # Equal and of one type: a written `{}` is equal to a factory's empty mapping proxy, but the
         # compiled build would then share one mutable dict where the pure build has a read-only map.
-        if written_defaults.keys() != defaults.keys() or any(
-                type(written_defaults[name]) is not type(value) or written_defaults[name] != value
-                for name, value in defaults.items()):
+        given = {name: (type(value), value) for name, value in (replaced.__kwdefaults__ or {}).items()}  # type: ignore[union-attr]
+        if given != {name: (type(value), value) for name, value in defaults.items()
+                    if value is not dataclasses.MISSING}:
             raise TypeError(f"{cls.__name__}.__init__'s defaults are not its fields' defaults")
         # The compiled build checks each argument against its parameter's annotation: one unlike
         # its field's would refuse there what the pure build takes.
@@ -119,8 +118,8 @@ def quick_init(cls: C) -> C:
     closure: dict[str, Any] = {}  # what the generated function refers to, by the name it uses
     signature: list[str] = []
     body: list[str] = []
-    for n, f in enumerate(dataclasses.fields(cls)):
-        default = _default_of(cls, f)
+    for n, f in enumerate(fields):
+        default = defaults[f.name]
         if f.name == "self" or f.name.startswith("__quick_"):
             raise TypeError(f"{cls.__name__}.{f.name}: a field name the generated __init__ needs")
         slot = next(k.__dict__[f.name] for k in cls.__mro__ if f.name in k.__dict__)

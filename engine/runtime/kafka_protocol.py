@@ -98,8 +98,9 @@ def _check(kind: Any) -> None:
     raise _Unsupported(repr(kind))
 
 
-def _runs(fields: list[Any]) -> Iterator[tuple[str, list[int]] | tuple[None, int]]:
-    """The fields in order, consecutive fixed-size ones grouped: (formats, indexes) or (None, index)."""
+def _runs(fields: list[Any]) -> Iterator[tuple[str, list[int]]]:
+    """The fields in order as (formats, indexes): consecutive fixed-size ones grouped under their
+    `struct` formats, any other field alone under ""."""
     run: list[int] = []
     formats = ""
     for index, kind in enumerate(fields):
@@ -110,7 +111,7 @@ def _runs(fields: list[Any]) -> Iterator[tuple[str, list[int]] | tuple[None, int
         if run:
             yield formats, run
             run, formats = [], ""
-        yield None, index
+        yield "", [index]
     if run:
         yield formats, run
 
@@ -159,14 +160,11 @@ def _decode_fields(w: _Writer, fields: list[Any], depth: int) -> list[str]:
     """Code that reads `fields` in order; returns the names their values are in."""
     names = [w.fresh("v") for _ in fields]
     for formats, which in _runs(fields):
-        if formats is None:
-            assert isinstance(which, int)
-            _decode_value(w, fields[which], names[which], depth)
-            continue
-        assert isinstance(which, list)
-        targets = ", ".join(names[i] for i in which)
-        w.line(depth, f"{targets}, = {w.packer(formats)}.unpack_from(buf, o)")
-        w.line(depth, f"o += {struct.calcsize('>' + formats)}")
+        if formats:
+            w.line(depth, f"{', '.join(names[i] for i in which)}, = {w.packer(formats)}.unpack_from(buf, o)")
+            w.line(depth, f"o += {struct.calcsize('>' + formats)}")
+        else:
+            _decode_value(w, fields[which[0]], names[which[0]], depth)
     return names
 
 
@@ -222,12 +220,10 @@ def _encode_value(w: _Writer, kind: Any, value: str, depth: int) -> None:
 
 def _encode_fields(w: _Writer, fields: list[Any], values: list[str], depth: int) -> None:
     for formats, which in _runs(fields):
-        if formats is None:
-            assert isinstance(which, int)
-            _encode_value(w, fields[which], values[which], depth)
-            continue
-        assert isinstance(which, list)
-        w.line(depth, f"out.append({w.packer(formats)}.pack({', '.join(values[i] for i in which)}))")
+        if formats:
+            w.line(depth, f"out.append({w.packer(formats)}.pack({', '.join(values[i] for i in which)}))")
+        else:
+            _encode_value(w, fields[which[0]], values[which[0]], depth)
 
 
 def _encoder(cls: type[Struct]) -> Callable[[dict[str, Any]], bytes]:
