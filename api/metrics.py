@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from engine.runtime.telemetry import register_process_collectors
 
 __all__ = ["CONTENT_TYPE_LATEST", "DAPR_OPERATIONS", "ApiMetrics", "dapr_operation"]
 
@@ -54,8 +56,8 @@ _Series = tuple[Counter, Histogram, Counter | None, Histogram | None]
 class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        # CPU, memory and file descriptors, as the engine's and worker's /metrics have them.
-        ProcessCollector(registry=self.registry)
+        # CPU, memory, file descriptors and Kafka requests, as the engine's and worker's /metrics.
+        register_process_collectors(self.registry)
         self.requests = Counter(
             "headrace_api_requests",
             "HTTP requests answered, by route template, method and status code",

@@ -33,7 +33,7 @@ import http.server
 import logging
 import threading
 import time
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -41,12 +41,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from .. import tracing
 from ..core import commands as cmd
 from ..core.values import RuntimeStatus
-from . import logs
+from . import kafka_protocol, logs
 
 if TYPE_CHECKING:
     from ..core.state import InstanceState
@@ -57,11 +59,13 @@ __all__ = [
     "RUN_OUTCOMES",
     "EngineMetrics",
     "GaugeRefresh",
+    "KafkaRequestsCollector",
     "Problem",
     "TelemetryServer",
     "TurnObserver",
     "WorkerMetrics",
     "partition_offsets",
+    "register_process_collectors",
 ]
 
 log = logging.getLogger(__name__)
@@ -401,6 +405,25 @@ class _Watched(NamedTuple):
     role: Any
 
 
+class KafkaRequestsCollector(Collector):
+    """`headrace_kafka_requests_total{request}`: the Kafka requests this process sent, by type
+    (`kafka_protocol.requests_sent`), read when scraped: nothing is added to a request's path."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("headrace_kafka_requests", "Kafka requests this process sent, by request type",
+                                     labels=("request",))
+        for request, count in sorted(kafka_protocol.requests_sent().items()):
+            family.add_metric((request,), count)
+        yield family
+
+
+def register_process_collectors(registry: CollectorRegistry) -> None:
+    """What every Headrace process's /metrics has besides its role's: CPU, memory and file
+    descriptors (prometheus_client's process collector) and the Kafka requests it sent."""
+    ProcessCollector(registry=registry)
+    registry.register(KafkaRequestsCollector())
+
+
 class TelemetryServer:
     """Serves /metrics, /healthz and /readyz for the roles `watch`ed, on a daemon thread.
 
@@ -413,7 +436,7 @@ class TelemetryServer:
         self.host = host
         self.requested_port = port
         self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.registry)
+        register_process_collectors(self.registry)
         self._roles: list[_Watched] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._httpd: http.server.ThreadingHTTPServer | None = None

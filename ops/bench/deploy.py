@@ -31,7 +31,7 @@ from ops.process import Child, ChildError, free_ports
 
 from .procstats import listener_pid
 
-__all__ = ["BenchError", "Broker", "Deployment", "OffsetCounter", "Service", "new_run_id"]
+__all__ = ["BenchError", "Broker", "Deployment", "OffsetCounter", "RequestCounter", "Service", "new_run_id"]
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "ops.bench.apps:runtime"
@@ -168,8 +168,11 @@ class Service:
         extra_env: dict[str, str] | None = None,
         argv: list[str] | None = None,
         code_root: Path = ROOT,
+        metrics_url: str | None = None,
     ) -> None:
         self.role = role
+        #: Its Prometheus endpoint, if it has one (`RequestCounter` reads its Kafka requests there).
+        self.metrics_url = metrics_url
         env = {
             **os.environ,
             **settings.to_env("bootstrap_servers", "topic_prefix", "partitions"),
@@ -230,15 +233,26 @@ class Deployment:
         self.settings = settings
         self.code_root = code_root
         remote = {"HEADRACE_REMOTE_WORKFLOWS": ",".join(REMOTE_WORKFLOWS)} if grpc_apps else {}
-        self.services = [Service("engine", settings, log_dir, i, remote, code_root=code_root) for i in range(engines)]
-        self.services += [Service("worker", settings, log_dir, i, code_root=code_root) for i in range(workers)]
+        self.services = [self._with_metrics("engine", settings, log_dir, i, remote, code_root)
+                         for i in range(engines)]
+        self.services += [self._with_metrics("worker", settings, log_dir, i, {}, code_root) for i in range(workers)]
         if grpc_apps:
             self._start_grpc(settings, log_dir, grpc_apps)
         self.api_urls: list[str] = []
         for i, port in enumerate(free_ports(apis)):
             env = ApiSettings(host="127.0.0.1", port=port, log_level="info").to_env("host", "port", "log_level")
-            self.services.append(Service("api", settings, log_dir, i, env, code_root=code_root))
-            self.api_urls.append(f"http://127.0.0.1:{port}")
+            url = f"http://127.0.0.1:{port}"
+            self.services.append(Service("api", settings, log_dir, i, env, code_root=code_root,
+                                         metrics_url=f"{url}/metrics"))
+            self.api_urls.append(url)
+
+    @staticmethod
+    def _with_metrics(role: str, settings: Settings, log_dir: Path, index: int, env: dict[str, str],
+                      code_root: Path) -> Service:
+        """An engine or worker serving /metrics on a port of its own."""
+        (port,) = free_ports(1)
+        return Service(role, settings, log_dir, index, {**env, "HEADRACE_METRICS_PORT": str(port)},
+                       code_root=code_root, metrics_url=f"http://127.0.0.1:{port}/metrics")
 
     def _start_grpc(self, settings: Settings, log_dir: Path, apps: int) -> None:
         from ops.dapr_sdk import sdk_python
@@ -267,12 +281,60 @@ class Deployment:
     def problems(self) -> dict[str, list[str]]:
         return {s.log_path.name: p for s in self.services if (p := s.problems())}
 
+    def metrics_urls(self) -> dict[str, list[str]]:
+        """The Prometheus endpoints of its processes, by role."""
+        out: dict[str, list[str]] = {}
+        for service in self.services:
+            if service.metrics_url is not None:
+                out.setdefault(service.role, []).append(service.metrics_url)
+        return out
+
     def stop(self) -> None:
         # Signal all first, then wait: they shut down side by side, not in turn.
         for service in self.services:
             service.child.signal(signal.SIGTERM)
         for service in self.services:
             service.stop()
+
+
+class RequestCounter:
+    """The Kafka requests each process sent so far, by kind of process and request type: read from
+    the processes' `headrace_kafka_requests_total` and, for this process, counted here."""
+
+    def __init__(self, urls: dict[str, list[str]], own_kind: str) -> None:
+        self.urls = urls
+        self.own_kind = own_kind
+
+    async def read(self) -> dict[str, dict[str, int]]:
+        from engine.runtime import kafka_protocol
+
+        out: dict[str, dict[str, int]] = {self.own_kind: kafka_protocol.requests_sent()}
+        scraped = await asyncio.gather(*(asyncio.to_thread(_scrape_requests, url)
+                                         for urls in self.urls.values() for url in urls))
+        found = iter(scraped)
+        for kind, urls in self.urls.items():
+            totals = out.setdefault(kind, {})
+            for _ in urls:
+                for request, count in next(found).items():
+                    totals[request] = totals.get(request, 0) + count
+        return out
+
+
+def _scrape_requests(url: str) -> dict[str, int]:
+    """`headrace_kafka_requests_total` of one process, by request type (empty if it is gone)."""
+    from urllib.error import URLError
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urlopen(url, timeout=5) as response:  # noqa: S310 - a URL the bench made: http://127.0.0.1
+            text = response.read().decode()
+    except (URLError, OSError):
+        return {}
+    return {sample.labels["request"]: int(sample.value)
+            for family in text_string_to_metric_families(text) if family.name == "headrace_kafka_requests"
+            for sample in family.samples if sample.name == "headrace_kafka_requests_total"}
 
 
 class OffsetCounter:

@@ -189,6 +189,32 @@ def rows(
     return speed_head, speed, cost_head, cost
 
 
+#: Requests whose count is the number of transactions a process committed or aborted.
+_TRANSACTION_END = "EndTxn"
+
+
+def request_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Kafka requests per completed workflow, by kind of process: in all, and the transactions
+    among them (the broker's own requests, markers and verification, are not counted)."""
+    kinds = [k for k in _COST_KINDS[1:] if any((r.get("kafka_requests") or {}).get(k) for r in results)]
+    head = ["scenario", *kinds, "all"]
+    body: list[list[str]] = []
+    for r in results:
+        counted = r.get("kafka_requests")
+        if "error" in r or not counted:
+            continue
+        cells = []
+        for kind in kinds:
+            found = counted.get(kind)
+            if not found:
+                cells.append("-")
+                continue
+            ends = found["by_request"].get(_TRANSACTION_END)
+            cells.append(_f(found["per_workflow"], 2) + (f" ({_f(ends, 2)} transactions)" if ends else ""))
+        body.append([r["scenario"], *cells, _f(sum(c["per_workflow"] for c in counted.values()), 2)])
+    return head, body
+
+
 def _md_table(head: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]
@@ -238,6 +264,10 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         _md_table(cost_head, cost),
         "",
+        "## Kafka requests per completed workflow",
+        "",
+        _md_table(*request_rows(doc["scenarios"])),
+        "",
         "## Targets",
         "",
         _md_table(
@@ -274,6 +304,7 @@ def print_tables(doc: dict[str, Any]) -> None:
     for title, head, body in (
         ("throughput and latency", speed_head, speed),
         ("cost per completed workflow", cost_head, cost),
+        ("Kafka requests per completed workflow (sent by our processes)", *request_rows(doc["scenarios"])),
     ):
         table = Table(title=title, title_justify="left")
         for i, name in enumerate(head):

@@ -16,7 +16,7 @@ import orjson
 from engine.settings import Settings
 from engine.topics import ensure_topics
 
-from .deploy import INTERNAL_TOPICS, ROOT, Broker, Deployment, OffsetCounter
+from .deploy import INTERNAL_TOPICS, ROOT, Broker, Deployment, OffsetCounter, RequestCounter
 from .httpload import GoStarter, build
 from .load import Instance, LoadGenerator, LoadResult, Progress, fixed_input
 from .procstats import CpuMem, ProcessTable, machine_busy_s
@@ -61,6 +61,7 @@ class _Marks:
 
     procs: ProcessTable
     offsets: OffsetCounter
+    requests: RequestCounter
     profiler: Profiler | None = None
     start_cpu: dict[str, dict[int, CpuMem]] | None = None
     end_cpu: dict[str, dict[int, CpuMem]] | None = None
@@ -68,12 +69,15 @@ class _Marks:
     end_machine: float = 0.0
     start_offsets: asyncio.Task[dict[str, int]] | None = None
     end_offsets: asyncio.Task[dict[str, int]] | None = None
+    start_requests: asyncio.Task[dict[str, dict[str, int]]] | None = None
+    end_requests: asyncio.Task[dict[str, dict[str, int]]] | None = None
 
     def window_start(self) -> None:
         self.procs.reset_peaks()
         self.start_cpu = self.procs.snapshot()
         self.start_machine = machine_busy_s()[0]
         self.start_offsets = asyncio.get_running_loop().create_task(self.offsets.read())
+        self.start_requests = asyncio.get_running_loop().create_task(self.requests.read())
         if self.profiler is not None:
             self.profiler.start()
 
@@ -81,6 +85,7 @@ class _Marks:
         self.end_cpu = self.procs.snapshot()
         self.end_machine = machine_busy_s()[0]
         self.end_offsets = asyncio.get_running_loop().create_task(self.offsets.read())
+        self.end_requests = asyncio.get_running_loop().create_task(self.requests.read())
         if self.profiler is not None:
             self.profiler.interrupt()
 
@@ -128,7 +133,8 @@ async def run_scenario(
             procs.add("loadgen", os.getpid())
         offsets = OffsetCounter(settings)
         await offsets.start()
-        marks = _Marks(procs, offsets)
+        # Through the Go load generator this process is the harness: its own requests are its reads.
+        marks = _Marks(procs, offsets, RequestCounter(deployment.metrics_urls(), "harness" if go else "loadgen"))
         if opts.profile:
             marks.profiler = Profiler(
                 opts.log_dir / scenario.name / "profile",
@@ -160,6 +166,10 @@ async def run_scenario(
             await marks.start_offsets if marks.start_offsets else {},
             await marks.end_offsets if marks.end_offsets else totals,
         )
+        window_requests = (
+            await marks.start_requests if marks.start_requests else {},
+            await marks.end_requests if marks.end_requests else {},
+        )
         await offsets.stop()
     finally:
         if go is not None:
@@ -177,6 +187,7 @@ async def run_scenario(
         deployment.problems(),
         ready_s,
     )
+    figures["kafka_requests"] = _requests_per_workflow(window_requests, figures["completed_in_window"])
     figures["engine_source"] = fingerprint
     if profile is not None:
         figures["profile"] = profile
@@ -317,6 +328,24 @@ def _figures(
     figures["engine_rss_growth"] = _growth(samples)
     figures["engine_rss_at_completed_mib"] = _checkpoints(samples)
     return figures
+
+
+def _requests_per_workflow(window: tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]],
+                           in_window: int) -> dict[str, dict[str, Any]]:
+    """Kafka requests sent over the window per completed workflow, by kind of process: in all
+    and by request type (what a workflow costs at moderate load: `docs/performance.md`)."""
+    start, end = window
+    out: dict[str, dict[str, Any]] = {}
+    for kind, counts in end.items():
+        sent = {request: n - start.get(kind, {}).get(request, 0) for request, n in counts.items()}
+        sent = {request: n for request, n in sent.items() if n > 0}
+        if not sent or not in_window:
+            continue
+        out[kind] = {
+            "per_workflow": round(sum(sent.values()) / in_window, 3),
+            "by_request": {r: round(n / in_window, 3) for r, n in sorted(sent.items(), key=lambda rn: -rn[1])},
+        }
+    return out
 
 
 def engine_fingerprint() -> str:

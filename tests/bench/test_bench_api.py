@@ -113,6 +113,8 @@ def test_chain_through_the_api_completes_and_counts_the_load_generator(kafka_boo
     assert r["send_errors"] == []
     assert {"p50", "p99"} <= set(r["api_start_latency_ms"])
     assert r["cpu"]["api"] and r["cpu"]["loadgen"]
+    # The API's starts are produce requests it sent (read off its own /metrics).
+    assert r["kafka_requests"]["api"]["by_request"]["Produce"] > 0, r["kafka_requests"]
     if HAVE_GO:
         # The loadgen column is the Go process; this harness (following completions) is apart.
         assert r["loadgen"] == "go"

@@ -71,6 +71,13 @@ def test_every_scenario_completes_at_tiny_size_and_writes_its_files(kafka_bootst
         assert r["workflows_per_s"] > 0, name
         assert r["records"]["per_workflow"] > 0, name
         assert {"engine", "worker", "loadgen"} <= {k for k, v in r["cpu"].items() if v}, name
+        # Every process's Kafka requests, scraped from its /metrics (the bench's own counted here):
+        # the engine commits transactions and fetches, the worker fetches work and produces results.
+        requests = r["kafka_requests"]
+        assert {"engine", "worker", "loadgen"} <= set(requests), (name, requests)
+        assert {"EndTxn", "Fetch", "Produce"} <= set(requests["engine"]["by_request"]), (name, requests)
+        results = {"Fetch", "Produce"} if r["spec"]["activities"] else {"Fetch"}  # timers: no activity
+        assert results <= set(requests["worker"]["by_request"]), (name, requests)
     timers = next(r for r in doc["scenarios"] if r["scenario"] == "timers")
     assert {"p50", "p99"} <= set(timers["timer_lateness_ms"])
     assert doc["ceiling"]["records_per_s"] > 0
@@ -88,7 +95,8 @@ def test_every_scenario_completes_at_tiny_size_and_writes_its_files(kafka_bootst
 
     stem = tmp_path / f"bench-{doc['run_id']}"
     assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "## Targets" in stem.with_suffix(".md").read_text()
+    report = stem.with_suffix(".md").read_text()
+    assert "## Targets" in report and "## Kafka requests per completed workflow" in report
 
 
 async def _left_with(bootstrap: str, prefix: str, deadline_s: float = 30) -> list[str]:

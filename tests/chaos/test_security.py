@@ -4,7 +4,10 @@ over TLS, a workflow end to end through the REST API, and no secret in any log."
 from __future__ import annotations
 
 import asyncio
-import gc
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +21,8 @@ from aiokafka.errors import KafkaError
 from ops.chaos.supervisor import Supervisor, client_settings
 from ops.kafka import LocalKafka
 from ops.kafka.java import JavaRuntime
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
@@ -49,15 +54,36 @@ async def _refused(kafka: LocalKafka, **override: object) -> bool:
 
 
 # A producer whose connection the broker refuses mid-handshake can leave its socket transport to the
-# garbage collector (aiokafka closes the connection object, asyncio warns when it collects the
-# transport). That is the refusal this test wants, not a leak of ours: collect it here, where the
-# warning is expected, instead of letting it fail whichever test runs when the collector does.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
+# garbage collector (aiokafka closes the connection object; asyncio warns when it collects the
+# transport, whenever that is). Each refusal runs in a process of its own, so that socket dies with
+# it instead of warning in whichever test of this process runs when the collector gets to it.
+_REFUSAL = """
+import asyncio, json, sys
+from pathlib import Path
+from ops.kafka import LocalKafka
+from tests.chaos.test_security import _refused
+refused = asyncio.run(_refused(LocalKafka(Path(sys.argv[1])), **json.loads(sys.argv[2])))
+sys.exit(0 if refused else 3)
+"""
+
+
+def _with_root_on_path() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def _refused_elsewhere(kafka: LocalKafka, **override: object) -> bool:
+    done = subprocess.run(
+        [sys.executable, "-c", _REFUSAL, str(kafka.state_dir), json.dumps(override)],
+        cwd=ROOT, env=_with_root_on_path(),
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode in (0, 3), done.stderr[-2000:]
+    return done.returncode == 0
+
+
 def test_wrong_password_and_plaintext_are_refused(secure_kafka: LocalKafka):
-    assert asyncio.run(_refused(secure_kafka, sasl_plain_password="not-the-password"))
-    assert asyncio.run(_refused(secure_kafka, security_protocol="PLAINTEXT", ssl_context=None))
-    gc.collect()
+    assert _refused_elsewhere(secure_kafka, sasl_plain_password="not-the-password")
+    assert _refused_elsewhere(secure_kafka, security_protocol="PLAINTEXT", ssl_context=None)
 
 
 def test_stack_runs_over_sasl_ssl_and_no_secret_reaches_a_log(secure_kafka: LocalKafka, tmp_path: Path):

@@ -162,6 +162,11 @@ def test_one_trace_holds_the_request_turns_activities_and_child_and_metrics_move
                          r'status="success"\} 1\.0$', api_metrics, re.MULTILINE)
         assert re.search(r'^dapr_runtime_workflow_operation_count_total\{operation="get_workflow",'
                          r'status="success"\} [1-9]', api_metrics, re.MULTILINE)
+        # Every process counts the Kafka requests it sent: the engine's transactions, the worker's
+        # results, the API's starts.
+        assert _metric(engine_metrics, "headrace_kafka_requests_total", request="EndTxn") >= 1
+        assert _metric(worker_metrics, "headrace_kafka_requests_total", request="Produce") >= 1
+        assert re.search(r'^headrace_kafka_requests_total\{request="Produce"\} [1-9]', api_metrics, re.MULTILINE)
 
         # -- the Python client: the caller's active span is the run's parent -----------------------
         caller = trace.NonRecordingSpan(trace.SpanContext(

@@ -200,3 +200,33 @@ def test_a_subclass_with_a_schema_of_its_own_keeps_aiokafkas_codec() -> None:
     assert message.encode() == b"\x00\x03txn\x00\x00\x00\x05"
     decoded = Wider.decode(io.BytesIO(message.encode()))
     assert (decoded.transactional_id, decoded.extra) == ("txn", 5)
+
+
+def test_requests_are_counted_by_type_once_sent() -> None:
+    sent: list[object] = []
+
+    def send(conn: object, request: object, expect_response: bool = True) -> str:
+        if conn is None:
+            raise ConnectionError("no connection")  # as aiokafka's send does without a socket
+        sent.append(request)
+        return "future"
+
+    counted = kafka_protocol._counting(send)
+    before = kafka_protocol.requests_sent()
+    fetch = FetchRequest(100, 1, 1 << 20, 1, [])
+    assert counted(object(), fetch) == "future"
+    assert counted(object(), fetch, expect_response=False) == "future"
+    assert counted(object(), EndTxnRequest_v0("t", 1, 0, True)) == "future"
+    with pytest.raises(ConnectionError):
+        counted(None, fetch)
+    after = kafka_protocol.requests_sent()
+    assert len(sent) == 3
+    assert after.get("Fetch", 0) - before.get("Fetch", 0) == 2  # the builder's name, without "Request"
+    assert after.get("EndTxn", 0) - before.get("EndTxn", 0) == 1  # a struct's, without "_v0"
+
+
+def test_every_connection_counts_what_it_sends() -> None:
+    # The suite's conftest installed the codec, and with it the count on aiokafka's connection.
+    from aiokafka.conn import AIOKafkaConnection
+
+    assert AIOKafkaConnection.send.__qualname__.startswith("_counting.")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from prometheus_client import generate_latest
 
-from engine.runtime import telemetry
+from engine.runtime import kafka_protocol, telemetry
 from engine.runtime.telemetry import EngineMetrics, Problem, TelemetryServer, WorkerMetrics
 from ops.process import free_port
 
@@ -123,6 +124,14 @@ def test_metrics_of_every_role_and_the_process_are_served(server: TelemetryServe
     assert 'headrace_worker_activity_runs_total{activity="step",outcome="completed"} 1.0' in text
     assert "process_resident_memory_bytes" in text
     assert _get(server, "/nope").status_code == 404
+
+
+def test_the_kafka_requests_the_process_sent_are_served(server: TelemetryServer,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kafka_protocol, "_SENT", Counter({"Produce": 7, "EndTxn": 2}))
+    text = _get(server, "/metrics").text
+    assert 'headrace_kafka_requests_total{request="Produce"} 7.0' in text
+    assert 'headrace_kafka_requests_total{request="EndTxn"} 2.0' in text
 
 
 def test_engine_stall_needs_input_waiting_and_no_progress_for_the_threshold() -> None:
