@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = [
     "ChildrenRunningError",
     "DecodeError",
+    "GenerationFenced",
     "HeadraceError",
     "InstanceError",
     "InstanceExistsError",
@@ -83,6 +84,12 @@ class ReadStalledError(HeadraceError):
     built on it (`engine.read.to_end`)."""
 
     retriable = True
+
+
+class GenerationFenced(HeadraceError):
+    """The group coordinator refused a transaction's offsets: the consumer group moved on without
+    this engine (or is rebalancing), so the partitions the transaction wrote may be another
+    engine's now. The transaction was aborted (`engine.runtime.group_fencing`)."""
 
 
 class SerializationError(HeadraceError):

@@ -98,6 +98,18 @@ class AuditMode(StrEnum):
     EXECUTION = "execution"
 
 
+class TransactionScope(StrEnum):
+    """What one engine transaction holds (`HEADRACE_TRANSACTIONS`)."""
+
+    #: One partition's batch, under the partition's own transactional ID (fenced by that ID): the
+    #: engine before issue 17's "transactions per poll".
+    PARTITION = "partition"
+    #: The default: a poll's small batches in one transaction under the process's ID, fenced by the
+    #: consumer group's generation (Kafka's KIP-447); a batch alone, or large ones, each in its
+    #: partition's own (`runtime.poll_transactions`).
+    POLL = "poll"
+
+
 def app_id(name: str, raw: str) -> str:
     """An app ID (`HEADRACE_APP_ID`): letters, digits, '.', '_', '-', at most 100 characters."""
     if not is_app_id(raw):  # the rule lives with calls across apps (engine.core.apps)
@@ -253,6 +265,9 @@ class Settings:
     # -- the audit topic --
     #: When the audit `history` topic gets an instance's events (`AuditMode`). Engine and API must agree.
     audit: AuditMode = setting(AuditMode.TURN, "HEADRACE_AUDIT", one_of(AuditMode))  # noqa: RUF009 (a field)
+    #: What one engine transaction holds: a partition's batch, or a whole poll's (`TransactionScope`).
+    transactions: TransactionScope = setting(  # noqa: RUF009 (a field)
+        TransactionScope.POLL, "HEADRACE_TRANSACTIONS", one_of(TransactionScope))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

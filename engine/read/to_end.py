@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence, Set
 from typing import TypeAlias
 
@@ -32,7 +33,7 @@ from ..topics import partition_count
 from .consumer import committed_reader
 
 __all__ = ["READ_FETCH_BYTES", "STALL_S", "Record", "latest_by_key", "latest_of", "latest_values", "read_to_end",
-           "reading"]
+           "reading", "wait_until_settled"]
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +184,34 @@ async def latest_values(settings: Settings, topic: str, partition: int, keys: Se
         return found
     finally:
         await consumer.stop()
+
+
+async def wait_until_settled(settings: Settings, tps: list[TopicPartition], timeout_s: float) -> None:
+    """Return once no transaction is open on `tps`: each one's last stable offset is its end.
+
+    A new owner of a partition reads it only then (`runtime.partition`): a transaction still open on
+    it may be one its last owner committed from a producer the new owner cannot fence (one
+    transaction for many partitions: `runtime.poll_transactions`), and it must end, committed or
+    aborted, before the restore reads what it holds. Raises `ReadStalledError` past `timeout_s`.
+    """
+    committed = committed_reader(settings)
+    everything = committed_reader(settings, committed=False)
+    await committed.start()
+    await everything.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.005
+        while True:
+            stable = await committed.end_offsets(tps)
+            ends = await everything.end_offsets(tps)
+            open_ = [tp for tp in tps if stable[tp] < ends[tp]]
+            if not open_:
+                return
+            if time.monotonic() > deadline:
+                raise ReadStalledError(f"a transaction is still open on {open_} after {timeout_s:g} s")
+            # Polling the broker: a transaction's end is not announced to anyone but its readers.
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+    finally:
+        await committed.stop()
+        await everything.stop()

@@ -7,7 +7,9 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -18,13 +20,14 @@ from ..build import native
 from ..core.cache import ExecutionCache
 from ..core.orchestrator import Orchestrator
 from ..core.remote import RemoteNames
-from ..errors import PoisonedInputError, ReadStalledError
+from ..errors import GenerationFenced, PoisonedInputError, ReadStalledError
 from ..sdk.registry import Registry
-from ..settings import FETCH_MAX_WAIT_MS, Settings
+from ..settings import FETCH_MAX_WAIT_MS, Settings, TransactionScope
 from ..topics import Topics, ensure_topics, partition_count
 from .group_offsets import GroupOffsets
-from .membership import generation, kept_across
-from .partition import PartitionOwner
+from .membership import generation, kept_across, member
+from .partition import Commit, PartitionOwner
+from .poll_transactions import PollTransactions
 from .telemetry import EngineMetrics, GaugeRefresh, Problem, partition_offsets
 
 __all__ = ["Engine"]
@@ -88,6 +91,10 @@ class Engine:
         self._held: dict[int, tuple[PartitionOwner, int]] = {}
         #: Partitions handed back by a rebalance and kept without a restore (a test's evidence).
         self.kept = 0
+        #: One transaction per poll (`HEADRACE_TRANSACTIONS=poll`), or None: one per partition.
+        self._transactions = (PollTransactions(self.settings, self.group_id, lambda: member(self._consumer),
+                                               committed_alone=self._advance_group_offsets)
+                              if self.settings.transactions is TransactionScope.POLL else None)
 
     async def run(self) -> None:
         await ensure_topics(self.settings)
@@ -109,8 +116,11 @@ class Engine:
         self._consumer = consumer
         self._group_offsets = GroupOffsets(consumer, urgent_topic=self.topics.commands)
         consumer.subscribe(list(self.topics.inputs), listener=_Rebalance(self))
+        if self._transactions is not None:
+            await self._transactions.start()
         await consumer.start()
-        log.info("engine started (group %s, %s build)", self.group_id, "native" if native() else "pure-Python")
+        log.info("engine started (group %s, %s build, a transaction per %s)", self.group_id,
+                 "native" if native() else "pure-Python", self.settings.transactions.value)
         try:
             while not self._stopping.is_set():
                 await self._poll_once(consumer)
@@ -122,6 +132,8 @@ class Engine:
             await consumer.stop()
             await self._release(set(self.owners))
             await self._drop_held()
+            if self._transactions is not None:
+                await self._transactions.stop()
             self._consumer = None
 
     def stop(self) -> None:
@@ -144,12 +156,20 @@ class Engine:
         # A turn's own work is synchronous, so turns never interleave; only the commits overlap.
         if by_partition:
             async with self._turn:
-                await asyncio.gather(*(self._process(number, batch, consumer)
-                                       for number, batch in by_partition.items()))
+                await self._together([(number, self._process(number, batch, consumer))
+                                      for number, batch in by_partition.items()])
         now = datetime.now(UTC)
         async with self._turn:
-            await asyncio.gather(*(self._fire(owner, now, consumer) for owner in list(self.owners.values())))
+            await self._together([(owner.number, self._fire(owner, now, consumer))
+                                  for owner in list(self.owners.values()) if owner.next_timer() is not None])
         self._observe(consumer)
+
+    async def _together(self, work: list[tuple[int, Coroutine[Any, Any, None]]]) -> None:
+        """Owners' work side by side: their commits overlap, or make one transaction (`poll`)."""
+        if self._transactions is not None:
+            await self._transactions.run_round(work)
+        else:
+            await asyncio.gather(*(coroutine for _, coroutine in work))
 
     async def _process(self, number: int, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
                        consumer: AIOKafkaConsumer) -> None:
@@ -162,14 +182,18 @@ class Engine:
                     consumer.seek(tp, records[0].offset)
             return
         if await self._guarded(owner, owner.process(batch), consumer):
-            if self._group_offsets is not None:
-                self._group_offsets.advance({tp: owner.positions[tp.topic] for tp in batch})
+            # A transaction shared by a poll's partitions commits the group's offsets itself (they
+            # fence it); a batch committed alone has them follow (`_advance_group_offsets`).
+            if self._transactions is None:
+                self._advance_group_offsets({tp: owner.positions[tp.topic] for tp in batch})
             self.metrics.turns(number, sum(len(records) for records in batch.values()))
             self.metrics.progress(number)
 
+    def _advance_group_offsets(self, offsets: dict[TopicPartition, int]) -> None:
+        if self._group_offsets is not None and offsets:
+            self._group_offsets.advance(offsets)
+
     async def _fire(self, owner: PartitionOwner, now: datetime, consumer: AIOKafkaConsumer) -> None:
-        if owner.next_timer() is None:
-            return  # the common case: no coroutine to await
         if await self._guarded(owner, owner.fire_due_timers(now), consumer) and owner.fired:
             self.metrics.turns(owner.number, owner.fired)  # a timer that fires is a turn too
             self.metrics.progress(owner.number)
@@ -220,7 +244,7 @@ class Engine:
         asyncio.get_running_loop().call_later(delay, resume)
 
     async def _recover(self, owner: PartitionOwner, consumer: AIOKafkaConsumer, error: Exception) -> None:
-        if isinstance(error, ProducerFenced):
+        if isinstance(error, (ProducerFenced, GenerationFenced)):
             # Another process owns this partition now (we were paused or cut off past the session
             # timeout): write nothing more for it. The rebalance that follows hands it back to us
             # if it is ours after all, with positions reset to the committed offsets.
@@ -321,8 +345,12 @@ class Engine:
             consumer.resume(*[tp for tp in tps if tp in consumer.assignment() and tp.partition in ready])
 
     def _new_owner(self, number: int) -> PartitionOwner:
-        return PartitionOwner(number, self.settings, self.topics, self.orchestrator, self.group_id,
-                              partitions=self.partitions, metrics=self.metrics)
+        commit: Commit | None = None
+        if self._transactions is not None:
+            commit = self._transactions.commit_for(lambda: owner)
+        owner = PartitionOwner(number, self.settings, self.topics, self.orchestrator, self.group_id,
+                               partitions=self.partitions, metrics=self.metrics, commit=commit)
+        return owner
 
     def _retry_claim(self, number: int, error: BaseException) -> None:
         self._claim_errors[number] = f"restore failed ({type(error).__name__})"

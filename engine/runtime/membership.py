@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer
 
-__all__ = ["generation", "kept_across"]
+from .group_fencing import GroupMember
+
+__all__ = ["generation", "kept_across", "member"]
 
 
 def generation(consumer: AIOKafkaConsumer | None) -> int:
@@ -24,6 +26,17 @@ def generation(consumer: AIOKafkaConsumer | None) -> int:
     coordinator = getattr(consumer, "_coordinator", None)
     value = getattr(coordinator, "generation", -1)
     return value if isinstance(value, int) else -1
+
+
+def member(consumer: AIOKafkaConsumer | None) -> GroupMember:
+    """The member as its transactions' offsets name it (`runtime.group_fencing`): generation, member
+    ID (aiokafka's coordinator keeps it as `member_id`) and static instance ID. Unknown while it is
+    out of the group (-1 and ""), which the coordinator refuses like a stale generation."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    member_id = getattr(coordinator, "member_id", "")
+    instance = getattr(consumer, "_group_instance_id", None)
+    return GroupMember(generation(consumer), member_id if isinstance(member_id, str) else "",
+                       instance if isinstance(instance, str) else None)
 
 
 def kept_across(held_in: int, now: int) -> bool:

@@ -38,7 +38,7 @@ from ..core.state import InstanceState
 from ..core.timers import DurableTimer, Timer
 from ..core.values import FailureDetails, RuntimeStatus
 from ..errors import DecodeError, PayloadTooLargeError, PoisonedInputError
-from ..read.to_end import latest_by_key, latest_values, reading
+from ..read.to_end import latest_by_key, latest_values, reading, wait_until_settled
 from ..settings import AuditMode, Settings
 from ..topics import Topics, java_partitioner, partition_for, producer_options, record_limit
 from ..wire.records import (
@@ -61,7 +61,7 @@ from .history_store import StoredHistory
 from .sink import RecordInput, Send, Source, Together, TransactionSink
 from .telemetry import EngineMetrics, TurnObserver
 
-__all__ = ["PartitionOwner"]
+__all__ = ["PartitionOwner", "PreparedCommit", "send_all"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,14 @@ log = logging.getLogger(__name__)
 FINISHED_KEPT = 10_000
 
 PRODUCER_RETRY_BACKOFF_MS = 5
+#: How long the broker lets a transaction of the engine's process-wide producer stay open before it
+#: aborts it (`runtime.poll_transactions`): what a crashed or paused engine's partitions wait for
+#: before a new owner reads them. Kafka Streams' exactly-once processing uses the same 10 s
+#: (https://kafka.apache.org/documentation/streams/developer-guide/config-streams.html#default-values).
+TRANSACTION_TIMEOUT_MS = 10_000
+#: A new owner waits at most this long for a transaction still open on its partition (then its
+#: start fails, and is tried again): the timeout above with room for a slow broker.
+SETTLE_TIMEOUT_S = 3 * TRANSACTION_TIMEOUT_MS / 1000
 
 #: Seconds a transaction's first AddPartitionsToTxn waits to be sent again when the coordinator
 #: still completes the previous transaction of the same producer (`CONCURRENT_TRANSACTIONS`).
@@ -263,6 +271,13 @@ class PartitionOwner:
         # Starting registers the transactional ID: any earlier owner's open transaction is aborted
         # and its producer fenced, so the restore below reads the last committed state.
         await self.producer.start()
+        # An earlier owner that committed one transaction for all its partitions is fenced by the
+        # group instead (`runtime.poll_transactions`): a transaction of it still open here ends
+        # (committed, aborted, or timed out) before the restore reads the partition.
+        await wait_until_settled(
+            self.settings, [TopicPartition(self.topics.history_store, self.number),
+                            TopicPartition(self.topics.status, self.number)],
+            SETTLE_TIMEOUT_S)
         began = time.monotonic()
         await self._restore()
         self.metrics.restore(self.number, time.monotonic() - began)
@@ -834,12 +849,50 @@ class PartitionOwner:
         else:
             await self._commit_with(pending, offsets)
 
+    async def commit_alone(self, pending: TransactionSink, offsets: dict[TopicPartition, int]) -> None:
+        """A batch in a transaction of this owner's own producer, whatever commit it was given."""
+        await self._commit(pending, offsets)
+
     async def _commit(self, pending: TransactionSink, offsets: dict[TopicPartition, int]) -> None:
-        if not pending.sends and not offsets:
-            return
-        sends = pending.records()
         producer = self.producer
         assert producer is not None
+        prepared = await self.prepare_commit(pending, offsets, producer)
+        if prepared is None:
+            return
+        futures: list[asyncio.Future[Any]] = []
+        began = time.monotonic()
+        try:
+            async with producer.transaction():
+                await send_all(producer, prepared.sends, futures, self.own_topics)
+                # Every record delivered before the commit (the commit itself waits for the same
+                # deliveries): aiokafka fails a batch the broker refuses for good (a record too
+                # large for the topic, a denied write) on its future only, and would then commit
+                # the transaction without it, where Kafka's Java producer refuses to commit a
+                # transaction with a failed send (`KafkaProducer.commitTransaction`'s contract,
+                # https://github.com/apache/kafka/pull/12264). Raised here, it aborts instead.
+                await asyncio.gather(*futures)
+        except BaseException:
+            # The transaction's failure is what the caller handles; the sends' own errors are the
+            # same failure seen per record, and left unread they flood the log when fenced.
+            for future in futures:
+                future.add_done_callback(_consume_exception)
+            self.commit_failed(began)
+            raise
+        self.commit_done(prepared, began)
+
+    @property
+    def own_topics(self) -> tuple[str, ...]:
+        """The topics whose records of this owner all go to its own partition (`send_all`)."""
+        return (self.topics.status, self.topics.history_store, self.topics.history)
+
+    async def prepare_commit(self, pending: TransactionSink, offsets: dict[TopicPartition, int],
+                             producer: AIOKafkaProducer) -> PreparedCommit | None:
+        """A batch's records as its transaction writes them, with the input positions they carry
+        (None: nothing to write). Raises, before anything is sent, for a record over the limit.
+        `producer` is the one that will send them (another app's topics are made known to it)."""
+        if not pending.sends and not offsets:
+            return None
+        sends = pending.records()
         # Until issue 17 each transaction ended with a `SNAPSHOTS_MARKER` record, so that a restore
         # could tell records of an engine that keeps no snapshots (an older one in a mixed fleet
         # during an upgrade) by their place after the last marker. Every history-store record now
@@ -882,40 +935,37 @@ class PartitionOwner:
                 if isinstance(source, Together):
                     raise self._one_at_a_time(source.inputs, f"their turn would write {error}")
                 raise self._broken(source, error)
-        futures: list[asyncio.Future[Any]] = []
-        began = time.monotonic()
-        own = (self.topics.status, self.topics.history_store, self.topics.history)
-        try:
-            async with producer.transaction():
-                await _send_all(producer, sends, futures, own)
-                # Every record delivered before the commit (the commit itself waits for the same
-                # deliveries): aiokafka fails a batch the broker refuses for good (a record too
-                # large for the topic, a denied write) on its future only, and would then commit
-                # the transaction without it, where Kafka's Java producer refuses to commit a
-                # transaction with a failed send (`KafkaProducer.commitTransaction`'s contract,
-                # https://github.com/apache/kafka/pull/12264). Raised here, it aborts instead.
-                await asyncio.gather(*futures)
-        except BaseException:
-            # The transaction's failure is what the caller handles; the sends' own errors are the
-            # same failure seen per record, and left unread they flood the log when fenced.
-            for future in futures:
-                future.add_done_callback(_consume_exception)
-            self.metrics.transaction(self.number, time.monotonic() - began, committed=False)
-            self.observer.discard()
-            raise
+        return PreparedCommit(pending, sends, positions)
+
+    def commit_done(self, prepared: PreparedCommit, began: float) -> None:
+        """The transaction with `prepared` in it committed (`began`: when it was sent)."""
         self.metrics.transaction(self.number, time.monotonic() - began)
-        self.positions = positions
+        self.positions = prepared.positions
         self.observer.committed()  # spans and per-turn metrics of these turns, now that they are in
-        for send in sends:
+        for send in prepared.sends:
             # Snapshots this transaction tombstoned (a turn set aside, its records rolled back,
             # tombstoned nothing): the set stays what `history-store` holds.
             if send.value is None and send.topic == self.topics.history_store and send.key.endswith(SNAPSHOT_SUFFIX):
                 self.snapshot_keys.discard(send.key[:-len(SNAPSHOT_SUFFIX)].decode(errors="replace"))
-        for kind in pending.set_aside:
+        for kind in prepared.pending.set_aside:
             self.metrics.dead_letter(kind)
 
+    def commit_failed(self, began: float) -> None:
+        """The transaction with this owner's batch in it was aborted, or its outcome is unknown."""
+        self.metrics.transaction(self.number, time.monotonic() - began, committed=False)
+        self.observer.discard()
 
-async def _send_all(producer: AIOKafkaProducer, sends: list[Send], futures: list[asyncio.Future[Any]],
+
+@dataclass(slots=True)
+class PreparedCommit:
+    """One owner's share of a transaction: its batch, the records to send, the positions they carry."""
+
+    pending: TransactionSink
+    sends: list[Send]
+    positions: dict[str, int]
+
+
+async def send_all(producer: AIOKafkaProducer, sends: list[Send], futures: list[asyncio.Future[Any]],
                     batched: tuple[str, ...]) -> None:
     """Hand a transaction's records (each within the record limit: `_commit`) to `producer`, each
     future in `futures`.

@@ -59,6 +59,23 @@ def test_scenario_loses_nothing_and_duplicates_nothing(name: str, chaos_cluster:
         assert c.failed_as_expected >= 1
 
 
+@pytest.mark.parametrize("name", ["engine-kill", "engine-pause"])
+def test_a_transaction_per_partition_loses_nothing_and_duplicates_nothing(
+        name: str, chaos_cluster: LocalKafka, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The engines as they were before one transaction per poll became the default: each partition
+    commits its own, fenced by its transactional ID (`HEADRACE_TRANSACTIONS=partition`). The other
+    scenarios run the default, whose shared transactions are fenced by the group's generation."""
+    monkeypatch.setenv("HEADRACE_TRANSACTIONS", "partition")  # the chaos processes inherit the environment
+    result = run(name, chaos_cluster, tmp_path)
+    c = result.verdict.counts
+    assert result.verdict.violations == [], result.summary
+    assert (c.lost, c.duplicated, c.wrong_output) == (0, 0, 0)
+    assert c.faults_injected == SCENARIOS[name].fault_count
+    assert c.completed + c.failed_as_expected == c.workflows_started >= SCENARIOS[name].workflows
+    engine_logs = sorted(tmp_path.rglob("engine-*.log"))
+    assert engine_logs and all("a transaction per partition" in log.read_text() for log in engine_logs)
+
+
 def test_a_rolling_deploy_fails_nothing_for_its_code_and_every_run_takes_its_history_s_branch(
         chaos_cluster: LocalKafka, tmp_path: Path):
     """Issue 12: v2 (a new workflow and activity, a patch, a new named version) rolled into a v1

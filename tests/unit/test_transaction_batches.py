@@ -1,4 +1,4 @@
-"""How a partition owner hands a transaction's records to its producer (`partition._send_all`):
+"""How a partition owner hands a transaction's records to its producer (`partition.send_all`):
 records of its own topics in record batches it builds, one per partition unless one fills, each
 partition's records in their order; every other record through `send`, in order; and a record
 the broker refuses aborts the transaction (`PartitionOwner._commit`) instead of leaving it out."""
@@ -19,7 +19,7 @@ from aiokafka.record.default_records import DefaultRecordBatch
 
 from engine.core.orchestrator import Orchestrator
 from engine.errors import PoisonedInputError
-from engine.runtime.partition import PartitionOwner, _send_all
+from engine.runtime.partition import PartitionOwner, send_all
 from engine.runtime.sink import RecordInput, Send, TransactionSink
 from engine.sdk.registry import Registry
 from engine.settings import Settings
@@ -27,7 +27,7 @@ from engine.topics import Topics, partition_for
 
 
 class _Producer:
-    """What `_send_all` uses of an `AIOKafkaProducer`, recording what it was handed."""
+    """What `send_all` uses of an `AIOKafkaProducer`, recording what it was handed."""
 
     def __init__(self, batch_bytes: int, known: dict[str, set[int]] | None = None) -> None:
         self.batch_bytes = batch_bytes
@@ -62,7 +62,7 @@ def _hand(sends: list[Send], batch_bytes: int, known: dict[str, set[int]] | None
     futures: list[asyncio.Future[Any]] = []
 
     async def main() -> None:
-        await _send_all(producer, sends, futures, OWN)  # type: ignore[arg-type]
+        await send_all(producer, sends, futures, OWN)  # type: ignore[arg-type]
 
     asyncio.run(main())
     return producer, len(futures)

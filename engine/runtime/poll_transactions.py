@@ -1,0 +1,287 @@
+"""One transaction for every partition a poll touched (`HEADRACE_TRANSACTIONS=poll`, issue 17).
+
+By default each owned partition commits its own transaction, under a transactional ID of its own
+(`runtime.partition`). At moderate load that is most of what a workflow costs: a poll of eight
+partitions commits up to eight transactions of a turn or two each, and each transaction costs
+requests of the engine, the broker (markers, verification, the transaction log) and every reader
+it wakes. Measured at `constant-30` on eight partitions: 2.6 transactions per workflow, about 4 ms
+of CPU each across the processes (`docs/performance.md`, "Transactions per poll").
+
+Here the owners of a poll hand their batches to one transaction of a producer of the process. A
+transactional ID of the process cannot fence a partition's earlier owner, so the group does: the
+transaction commits its partitions' input offsets with the member's generation
+(`runtime.group_fencing`, KIP-447), and is aborted if the group has moved on. Two things make that
+enough, as in Kafka Streams' "exactly_once_v2":
+
+- A transaction's records are all delivered before its offsets are sent, and the offsets before it
+  commits. So a transaction whose offsets the coordinator accepted has its records in the log
+  before the group's next generation exists, and one that writes after that is refused.
+- A new owner does not read a partition while a transaction is open on it (`wait_until_settled`):
+  one accepted before the rebalance is then committed or aborted first (at the latest when the
+  producer's transaction timeout aborts it), and its outcome is in the restore.
+
+An owner's per-partition producer is still registered at its start, which fences an engine that
+commits per partition (an earlier version in a rolling upgrade, or one configured so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.structs import OffsetAndMetadata
+
+from ..errors import GenerationFenced
+from ..settings import Settings
+from ..topics import producer_options
+from . import group_fencing
+from .group_fencing import GroupMember
+from .partition import (
+    PRODUCER_RETRY_BACKOFF_MS,
+    TRANSACTION_TIMEOUT_MS,
+    PartitionOwner,
+    PreparedCommit,
+    retry_concurrent_transactions_sooner,
+)
+from .partition import send_all as send_records
+
+__all__ = ["PollTransactions"]
+
+log = logging.getLogger(__name__)
+
+#: A round's batches share a transaction when there are several and together they buffer at most
+#: this many records; otherwise each owner commits its own, side by side. One owner alone (a quiet
+#: engine: one workflow's next step) saves nothing by sharing and would pay the offsets' two round
+#: trips; at full load each partition's transaction is already large (chain-5 at 1,000 in flight:
+#: ~300 records), and eight producers send them in parallel where one would send them in turn.
+#: `constant-30` on eight partitions: ~90 records a round (docs/performance.md).
+SHARED_MAX_RECORDS = 512
+
+
+@dataclass(slots=True)
+class _Share:
+    owner: PartitionOwner
+    pending: Any
+    offsets: dict[TopicPartition, int]
+    done: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Round:
+    """The owners working on one poll (or one timer firing), by partition: a transaction goes once
+    every owner still working has handed its batch over (or is waiting for an earlier one's)."""
+
+    working: set[int]
+    handed: list[_Share] = field(default_factory=list)
+    #: Owners whose batch is in a transaction under way.
+    sending: set[int] = field(default_factory=set)
+
+
+class PollTransactions:
+    """The process's transactional producer, and the rounds of owners whose batches it commits."""
+
+    def __init__(self, settings: Settings, group_id: str, member: Callable[[], GroupMember],
+                 committed_alone: Callable[[dict[TopicPartition, int]], None] = lambda _: None) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        #: Told the input offsets of a batch committed alone: those are not the group's offsets yet
+        #: (a shared transaction commits them itself).
+        self._committed_alone = committed_alone
+        self.transactional_id = f"{group_id}-{uuid.uuid4().hex[:12]}"
+        self._member = member
+        #: The member as the transaction being committed names it (checked before it is sent).
+        self._committing_as = GroupMember(-1, "")
+        #: Owners whose last shared transaction failed for a reason of its own (not fencing): each
+        #: commits its next batch alone, so that one partition's bad batch fails only its own.
+        self._alone: set[int] = set()
+        self.producer: AIOKafkaProducer | None = None
+        self._round: _Round | None = None
+        #: Transactions under way (a task is kept referenced until it ends), one at a time.
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._one_at_a_time = asyncio.Lock()
+
+    async def start(self) -> None:
+        retry_concurrent_transactions_sooner()
+        group_fencing.fence(self.transactional_id, lambda: self._committing_as)
+        self.producer = AIOKafkaProducer(**producer_options(
+            self.settings, transactional_id=self.transactional_id, retry_backoff_ms=PRODUCER_RETRY_BACKOFF_MS,
+            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+        ))
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        group_fencing.unfence(self.transactional_id)
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    def commit_for(self, owner: Callable[[], PartitionOwner]) -> Callable[[Any, dict[TopicPartition, int]], Any]:
+        """The `commit` an owner is made with: its batches go into the round under way."""
+
+        async def commit(pending: Any, offsets: dict[TopicPartition, int]) -> None:
+            await self.submit(owner(), pending, offsets)
+
+        return commit
+
+    async def run_round(self, work: list[tuple[int, Any]]) -> None:
+        """Run the owners' coroutines `work` (partition, coroutine) side by side, their batches
+        committed together."""
+        self._round = round_ = _Round({number for number, _ in work})
+        try:
+            outcomes = await asyncio.gather(*(self._one_of(round_, number, coroutine) for number, coroutine in work),
+                                            return_exceptions=True)
+        finally:
+            self._round = None
+        for outcome in outcomes:  # every owner is done with the round; then the first failure is told
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _one_of(self, round_: _Round, number: int, coroutine: Any) -> None:
+        try:
+            await coroutine
+        finally:
+            round_.working.discard(number)
+            round_.sending.discard(number)
+            self._maybe_commit(round_)
+
+    async def submit(self, owner: PartitionOwner, pending: Any, offsets: dict[TopicPartition, int]) -> None:
+        round_ = self._round
+        share = _Share(owner, pending, offsets, asyncio.get_running_loop().create_future())
+        if owner.number in self._alone:
+            await owner.commit_alone(pending, offsets)
+            self._alone.discard(owner.number)
+            self._committed_alone(offsets)
+            share.done.set_result(None)
+        elif round_ is None or owner.number not in round_.working:  # outside a round: alone
+            await self._commit_alone(share)
+        else:
+            round_.handed.append(share)
+            self._maybe_commit(round_)
+        await share.done
+
+    def _maybe_commit(self, round_: _Round) -> None:
+        if round_.handed and len(round_.handed) + len(round_.sending) >= len(round_.working):
+            shares, round_.handed = round_.handed, []
+            round_.sending.update(share.owner.number for share in shares)
+            if len(shares) > 1 and sum(len(share.pending.sends) for share in shares) <= SHARED_MAX_RECORDS:
+                self._spawn(self._commit(shares))
+            else:  # one owner, or batches large enough to be worth a transaction each
+                for share in shares:
+                    self._spawn(self._commit_alone(share))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _commit_alone(self, share: _Share) -> None:
+        try:
+            await share.owner.commit_alone(share.pending, share.offsets)
+        except BaseException as exc:
+            share.done.set_exception(exc)
+        else:
+            self._committed_alone(share.offsets)
+            share.done.set_result(None)
+
+    async def _commit(self, shares: list[_Share]) -> None:
+        try:
+            async with self._one_at_a_time:
+                await self._transaction(shares)
+        except BaseException as exc:
+            for share in shares:
+                if not share.done.done():
+                    share.done.set_exception(exc)
+        else:
+            for share in shares:
+                if not share.done.done():
+                    share.done.set_result(None)
+
+    async def _transaction(self, shares: list[_Share]) -> None:
+        producer = self.producer
+        assert producer is not None
+        prepared: list[tuple[_Share, PreparedCommit]] = []
+        for share in shares:
+            try:
+                got = await share.owner.prepare_commit(share.pending, share.offsets, producer)
+            except Exception as exc:  # that owner's batch only (a record over the limit): the rest go on
+                share.done.set_exception(exc)
+                continue
+            if got is None:
+                share.done.set_result(None)
+            else:
+                prepared.append((share, got))
+        if not prepared:
+            return
+        offsets = _offsets([(share.owner, got) for share, got in prepared])
+        if not offsets:
+            # Nothing to fence with (an owner that has read no input yet): each commits alone, as
+            # an owner of its own transactional ID.
+            for share, _ in prepared:
+                try:
+                    await share.owner.commit_alone(share.pending, share.offsets)
+                except Exception as exc:
+                    share.done.set_exception(exc)
+                else:
+                    share.done.set_result(None)
+            return
+        futures: list[asyncio.Future[Any]] = []
+        began = time.monotonic()
+        sends = [send for _, got in prepared for send in got.sends]
+        try:
+            async with producer.transaction():
+                await send_records(producer, sends, futures, prepared[0][0].owner.own_topics)
+                await asyncio.gather(*futures)  # delivered before the offsets fence the transaction
+                who = self._member()
+                if who.generation < 0 or not who.member_id:
+                    # Out of the group (rejoining): the coordinator skips the check for an unknown
+                    # generation, so such a commit would not be fenced at all. Aborted instead.
+                    raise GenerationFenced("the engine is not a member of its group at the moment")
+                self._committing_as = who
+                await producer.send_offsets_to_transaction(offsets, self.group_id)
+        except BaseException as exc:
+            for future in futures:
+                future.add_done_callback(_consume_exception)
+            for share, _ in prepared:
+                share.owner.commit_failed(began)
+            if not isinstance(exc, (GenerationFenced, ProducerFenced)):
+                self._alone.update(share.owner.number for share, _ in prepared)
+            if isinstance(exc, ProducerFenced):
+                # Nobody else has this process's transactional ID: the broker aborted a transaction
+                # left open past its timeout, and the producer is done for. A new one takes over,
+                # and the owners restore from what was committed (the engine does, on this error).
+                log.warning("the engine's transaction was aborted by the broker; a new producer takes over")
+                await self._renew()
+                raise KafkaError("the engine's transaction was aborted by the broker (open past its timeout)") from exc
+            raise
+        for share, got in prepared:
+            share.owner.commit_done(got, began)
+
+    async def _renew(self) -> None:
+        old, self.producer = self.producer, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.stop()
+        await self.start()
+
+
+def _offsets(prepared: list[tuple[PartitionOwner, PreparedCommit]]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The input positions the transaction's states include, as the group's offsets: every owner's,
+    so that each transaction is fenced even when it consumed nothing (a timer's)."""
+    out: dict[TopicPartition, OffsetAndMetadata] = {}
+    for owner, got in prepared:
+        for topic, offset in got.positions.items():
+            out[TopicPartition(topic, owner.number)] = OffsetAndMetadata(offset, "")
+    return out
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

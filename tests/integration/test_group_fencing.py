@@ -1,0 +1,133 @@
+"""A transaction fenced by the consumer group's generation (`engine.runtime.group_fencing`, KIP-447),
+against a real broker: what one transaction per poll relies on instead of a transactional ID per
+partition (`engine.runtime.poll_transactions`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from engine.errors import GenerationFenced, ReadStalledError
+from engine.read.consumer import committed_reader
+from engine.read.to_end import wait_until_settled
+from engine.runtime import group_fencing
+from engine.runtime.group_fencing import GroupMember
+from engine.runtime.membership import member
+from engine.settings import Settings
+from engine.topics import producer_options
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+async def grouped(kafka_bootstrap: str) -> AsyncIterator[tuple[Settings, AIOKafkaConsumer, TopicPartition]]:
+    """A topic of one partition, and a consumer group member that owns it."""
+    settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, partitions=1,
+                                 topic_prefix=f"fence-{uuid.uuid4().hex[:8]}.")
+    topic = settings.topic("input")
+    consumer = AIOKafkaConsumer(topic, **settings.client_kwargs(), group_id=settings.topic("group"),
+                                enable_auto_commit=False, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not consumer.assignment():
+            assert time.monotonic() < deadline, "never assigned"
+            await consumer.getmany(timeout_ms=200)
+        yield settings, consumer, TopicPartition(topic, 0)
+    finally:
+        await consumer.stop()
+
+
+async def _producer(settings: Settings, who: list[GroupMember]) -> AIOKafkaProducer:
+    transactional_id = settings.topic(f"tx-{uuid.uuid4().hex[:6]}")
+    group_fencing.fence(transactional_id, lambda: who[0])
+    producer = AIOKafkaProducer(**producer_options(settings, transactional_id=transactional_id))
+    await producer.start()
+    return producer
+
+
+async def _visible(settings: Settings, tp: TopicPartition) -> list[bytes]:
+    reader = committed_reader(settings)
+    await reader.start()
+    try:
+        reader.assign([tp])
+        await reader.seek_to_beginning(tp)
+        end = (await reader.end_offsets([tp]))[tp]
+        values: list[bytes] = []
+        while await reader.position(tp) < end:
+            for records in (await reader.getmany(tp, timeout_ms=500)).values():
+                values.extend(r.value for r in records if r.value is not None)
+        return values
+    finally:
+        await reader.stop()
+
+
+async def test_the_member_commits_and_a_stale_generation_is_refused_and_aborted(
+        grouped: tuple[Settings, AIOKafkaConsumer, TopicPartition]) -> None:
+    settings, consumer, tp = grouped
+    current = member(consumer)
+    assert current.generation >= 1 and current.member_id
+    who = [current]
+    producer = await _producer(settings, who)
+    group = settings.topic("group")
+    try:
+        await _transaction(producer, tp, b"kept", 1, group)
+        await _committed_becomes(consumer, tp, 1)
+
+        for stale in (GroupMember(current.generation - 1, current.member_id),
+                      GroupMember(current.generation, "somebody-else")):
+            who[0] = stale
+            began = time.monotonic()
+            with pytest.raises(GenerationFenced, match="moved on"):
+                await _transaction(producer, tp, b"fenced", 5, group)
+            # The abort reached the broker: nothing stays open on the partition (aiokafka's own
+            # abortable error would have left it open until the transaction timed out, 60 s).
+            await wait_until_settled(settings, [tp], timeout_s=20)
+            assert time.monotonic() - began < 20
+
+        # The producer goes on: the member's next transaction commits.
+        who[0] = current
+        await _transaction(producer, tp, b"after", 2, group)
+    finally:
+        await producer.stop()
+    assert await _visible(settings, tp) == [b"kept", b"after"]
+    await _committed_becomes(consumer, tp, 2)  # never 5: the fenced offsets were aborted too
+
+
+async def _transaction(producer: AIOKafkaProducer, tp: TopicPartition, value: bytes, offset: int, group: str) -> None:
+    async with producer.transaction():
+        await (await producer.send(tp.topic, value, partition=0))
+        await producer.send_offsets_to_transaction({tp: OffsetAndMetadata(offset, "")}, group)
+
+
+async def _committed_becomes(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    """The group's offset is `offset` once the commit's markers reach the offsets topic."""
+    deadline = time.monotonic() + 20
+    while (found := await consumer.committed(tp)) != offset:
+        assert found in (None, *range(offset)), found  # never past it, never a fenced one
+        assert time.monotonic() < deadline, found
+        await asyncio.sleep(0.05)  # polling the coordinator: nothing announces the markers
+
+
+async def test_a_new_owner_waits_for_an_open_transaction_to_end(
+        grouped: tuple[Settings, AIOKafkaConsumer, TopicPartition]) -> None:
+    settings, consumer, tp = grouped
+    producer = await _producer(settings, [member(consumer)])
+    try:
+        await producer.begin_transaction()
+        await (await producer.send(tp.topic, b"open", partition=0))
+        with pytest.raises(ReadStalledError, match="still open"):
+            await wait_until_settled(settings, [tp], timeout_s=1)
+        # Waiting while the transaction is open (above, it did not return), then it ends.
+        waiting = asyncio.create_task(wait_until_settled(settings, [tp], timeout_s=30))
+        await producer.commit_transaction()
+        await asyncio.wait_for(waiting, 30)
+    finally:
+        await producer.stop()
+    assert await _visible(settings, tp) == [b"open"]
