@@ -9,9 +9,9 @@ from start, sent to any replica, must still find the instance, so when the view 
 (it has no such instance, or shows a finished run that a new start may be replacing) the API asks
 Kafka, with a barrier built from three offsets of the instance's partition `p`:
 
-1. `C`, the engine group's committed offset on `commands[p]`. The engine commits it right after
-   the transaction that holds the status records those commands produced (the input positions
-   themselves ride in that transaction: `engine.runtime.group_offsets`), so every command below `C`
+1. `C`, the engine group's committed offset on `commands[p]`. The engine commits it in the
+   transaction that holds the status records those commands produced, or right after it
+   (`engine.runtime.poll_transactions`, `engine.runtime.group_offsets`), so every command below `C`
    is reflected in the status topic. A command at or above `C` may be applied already (the offset
    follows its transaction by one request): its start then shows as settled in the status the
    barrier syncs to, and `fold_starts` skips it.

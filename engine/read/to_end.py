@@ -196,9 +196,9 @@ async def wait_until_settled(settings: Settings, tps: list[TopicPartition], time
     """
     committed = committed_reader(settings)
     everything = committed_reader(settings, committed=False)
-    await committed.start()
-    await everything.start()
     try:
+        await committed.start()
+        await everything.start()
         deadline = time.monotonic() + timeout_s
         delay = 0.005
         while True:

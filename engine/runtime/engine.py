@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between attempts to take over a partition whose restore failed (doubling up to the cap).
 CLAIM_RETRY_FIRST, CLAIM_RETRY_MAX = 0.5, 30.0
+#: How long the assignment listener waits for a transaction left open on a partition before it
+#: leaves the partition to a background claim (`_claim`).
+CLAIM_SETTLE_S = 2.0
 #: A partition whose turns fail this many times in a row is paused between attempts (doubling).
 FAILURES_BEFORE_BACKOFF, BACKOFF_FIRST, BACKOFF_MAX = 3, 0.2, 10.0
 
@@ -118,7 +121,12 @@ class Engine:
         consumer.subscribe(list(self.topics.inputs), listener=_Rebalance(self))
         if self._transactions is not None:
             await self._transactions.start()
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            if self._transactions is not None:
+                await self._transactions.stop()
+            raise
         log.info("engine started (group %s, %s build, a transaction per %s)", self.group_id,
                  "native" if native() else "pure-Python", self.settings.transactions.value)
         try:
@@ -149,11 +157,11 @@ class Engine:
         by_partition: dict[int, dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = defaultdict(dict)
         for tp, records in batches.items():
             by_partition[tp.partition][tp] = records
-        # Partitions are processed concurrently: each has its own producer and transaction, and one
-        # transaction's commit is several broker round trips (add partitions, produce, add offsets,
-        # offset commit, end). Awaited one after another they added up to most of a step's latency
-        # at moderate load; now a poll costs about one commit whatever the partitions it fetched.
-        # A turn's own work is synchronous, so turns never interleave; only the commits overlap.
+        # Partitions are processed concurrently, their turns one after another (a turn is
+        # synchronous) and their commits together: in one transaction when their batches are
+        # small (`runtime.poll_transactions`), or each its partition's own, side by side. A commit
+        # is several broker round trips, and awaited partition after partition they added up to
+        # most of a step's latency at moderate load.
         if by_partition:
             async with self._turn:
                 await self._together([(number, self._process(number, batch, consumer))
@@ -223,6 +231,8 @@ class Engine:
             if isinstance(exc, PoisonedInputError):
                 count = 0  # the next attempt sets the input aside: that is progress
             self._failing[owner.number] = (since, type(exc).__name__, count + 1)
+            if self._transactions is not None:
+                self._transactions.leave(owner.number)  # the others' batches do not wait for its restore
             await self._recover(owner, consumer, exc)
             if count + 1 >= FAILURES_BEFORE_BACKOFF:
                 self._back_off(owner.number, consumer, count + 1)
@@ -323,15 +333,24 @@ class Engine:
         if consumer is not None:
             consumer.pause(*tps)
         await self._keep_held(numbers, generation(consumer))
+        # Owners no longer assigned (one a background claim made just before the rebalance) go.
+        await self._release(set(self.owners) - numbers)
         new = sorted(numbers - set(self.owners))
         owners = [self._new_owner(n) for n in new]
-        results = await asyncio.gather(*(owner.start() for owner in owners), return_exceptions=True)
+        # aiokafka sends no heartbeat while this listener runs: a partition whose last owner left a
+        # transaction open (a crash: until the broker aborts it, 10-20 s) is waited for in the
+        # background instead of here, past the group's session timeout.
+        results = await asyncio.gather(*(owner.start(settle_timeout_s=CLAIM_SETTLE_S) for owner in owners),
+                                       return_exceptions=True)
         ready: set[int] = set(numbers) - set(new)
         for owner, result in zip(owners, results, strict=True):
             if isinstance(result, BaseException):
                 # The listener must not fail: aiokafka would go on with the partitions assigned
                 # and paused, processing nothing and saying nothing. Retry it until it works.
-                log.error("partition %d: restore failed (%r); retrying in the background", owner.number, result)
+                if isinstance(result, ReadStalledError):
+                    log.warning("partition %d: %s; restoring in the background", owner.number, result)
+                else:
+                    log.error("partition %d: restore failed (%r); retrying in the background", owner.number, result)
                 with contextlib.suppress(Exception):
                     await owner.stop()
                 self._retry_claim(owner.number, result)
@@ -355,9 +374,11 @@ class Engine:
     def _retry_claim(self, number: int, error: BaseException) -> None:
         self._claim_errors[number] = f"restore failed ({type(error).__name__})"
         if number not in self._claim_retries:
-            self._claim_retries[number] = asyncio.create_task(self._claim_later(number))
+            self._claim_retries[number] = asyncio.create_task(self._claim_later(number, generation(self._consumer)))
 
-    async def _claim_later(self, number: int) -> None:
+    async def _claim_later(self, number: int, assigned_in: int) -> None:
+        """Take partition `number` over in the background, assigned in generation `assigned_in`: a
+        rebalance cancels this (`_hold`), and an owner is installed only in that generation."""
         delay = CLAIM_RETRY_FIRST
         try:
             while True:
@@ -369,15 +390,18 @@ class Engine:
                 owner = self._new_owner(number)
                 try:
                     await owner.start()
-                except Exception as exc:
+                except BaseException as exc:
                     with contextlib.suppress(Exception):
                         await owner.stop()
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled by a rebalance
                     self._claim_errors[number] = f"restore failed ({type(exc).__name__})"
                     log.error("partition %d: restore failed again (%r)", number, exc)
                     delay = min(delay * 2, CLAIM_RETRY_MAX)
                     continue
                 async with self._turn:
-                    if number not in {tp.partition for tp in consumer.assignment()} or number in self.owners:
+                    if number not in {tp.partition for tp in consumer.assignment()} or number in self.owners \
+                            or generation(consumer) != assigned_in:
                         await owner.stop()
                         return
                     self.owners[number] = owner
@@ -415,6 +439,8 @@ class Engine:
         `_keep_held` gives back the ones that stay instead.
         """
         held_in = generation(self._consumer)
+        for retry in self._claim_retries.values():
+            retry.cancel()  # a claim of the ending generation: the next assignment decides anew
         async with self._turn:  # never in the middle of a transaction (see `_turn`)
             if self._group_offsets is not None:
                 await self._group_offsets.flush()  # an earlier engine that takes over reads on from them

@@ -53,6 +53,21 @@ _FENCED_CODES = {
     kafka_errors.RebalanceInProgressError.errno,
     82,  # FENCED_INSTANCE_ID (KIP-345): another process took over this static member's ID
 }
+#: What aiokafka's own handler retries (a coordinator moving or loading, a timeout) or turns into
+#: `ProducerFenced` (INVALID_PRODUCER_EPOCH), as for version 0. Any other error is made abortable
+#: here: aiokafka's handler raises the ones it does not know, which ends its sender for good.
+_AIOKAFKAS = {
+    kafka_errors.CoordinatorNotAvailableError.errno,
+    kafka_errors.NotCoordinatorError.errno,
+    kafka_errors.RequestTimedOutError.errno,
+    kafka_errors.CoordinatorLoadInProgressError.errno,
+    kafka_errors.UnknownTopicOrPartitionError.errno,
+    kafka_errors.InvalidProducerEpoch.errno,
+}
+#: PRODUCER_FENCED (KIP-588), which aiokafka 0.14 does not know: a newer producer has the ID.
+_PRODUCER_FENCED = 90
+#: Names of the codes aiokafka has no class for.
+_NAMES = {82: "FENCED_INSTANCE_ID", _PRODUCER_FENCED: "PRODUCER_FENCED"}
 
 
 class TxnOffsetCommitResponse_v3(Response):  # type: ignore[misc]
@@ -169,12 +184,19 @@ def _wrap_handle(handle: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]
         plain = _Errors(response)
         for _, partitions in plain.errors:
             for _, code in partitions:
+                if code == 0 or code in _AIOKAFKAS:
+                    continue
+                if code == _PRODUCER_FENCED:
+                    raise kafka_errors.ProducerFenced()
+                name = _NAMES.get(code) or kafka_errors.for_code(code).__name__
                 if code in _FENCED_CODES:
-                    refused = kafka_errors.for_code(code).__name__
-                    _abortable(self._sender._txn_manager, GenerationFenced(
-                        f"the group coordinator refused the transaction's offsets ({refused}): the group has moved"
-                        " on without this member"))
-                    return None
+                    error: Exception = GenerationFenced(
+                        f"the group coordinator refused the transaction's offsets ({name}): the group has moved"
+                        " on without this member")
+                else:
+                    error = kafka_errors.KafkaError(f"the transaction's offsets were refused: {name} ({code})")
+                _abortable(self._sender._txn_manager, error)
+                return None
         return handle(self, plain)
 
     return handle_response

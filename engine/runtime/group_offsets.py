@@ -7,7 +7,9 @@ ride in its own records (`wire.records.POSITIONS_HEADER`), and a restore reads o
 group's offsets still matter to others: the API's read-your-writes barrier waits for them to pass a
 command, lag tools (`kafka-consumer-groups.sh --describe`) show them, and an engine of an earlier
 version in a mixed fleet starts from them. So they follow the commits, outside the transactions:
-at most one OffsetCommit in flight, carrying everything committed since the last one.
+at most one OffsetCommit in flight, carrying everything committed since the last one. (A
+transaction shared by a poll's partitions commits them itself, since they are what fences it:
+`runtime.poll_transactions`; these follow the batches committed alone.)
 
 Pacing (issue 17): sent after every poll, they were one OffsetCommit per poll, each a request and a
 write to `__consumer_offsets`: 1.2 of the 18 broker requests per workflow at `constant-30`, and 6 %

@@ -258,7 +258,9 @@ class PartitionOwner:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, settle_timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+        """Fence earlier owners, wait (at most `settle_timeout_s`, else `ReadStalledError`) for a
+        transaction left open on the partition, and restore its running instances."""
         retry_concurrent_transactions_sooner()
         self.producer = AIOKafkaProducer(**producer_options(
             self.settings,
@@ -277,7 +279,7 @@ class PartitionOwner:
         await wait_until_settled(
             self.settings, [TopicPartition(self.topics.history_store, self.number),
                             TopicPartition(self.topics.status, self.number)],
-            SETTLE_TIMEOUT_S)
+            settle_timeout_s)
         began = time.monotonic()
         await self._restore()
         self.metrics.restore(self.number, time.monotonic() - began)

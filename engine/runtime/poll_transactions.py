@@ -108,20 +108,55 @@ class PollTransactions:
         self._tasks: set[asyncio.Task[None]] = set()
         self._one_at_a_time = asyncio.Lock()
 
-    async def start(self) -> None:
+    async def start(self) -> AIOKafkaProducer:
         retry_concurrent_transactions_sooner()
         group_fencing.fence(self.transactional_id, lambda: self._committing_as)
-        self.producer = AIOKafkaProducer(**producer_options(
+        producer = AIOKafkaProducer(**producer_options(
             self.settings, transactional_id=self.transactional_id, retry_backoff_ms=PRODUCER_RETRY_BACKOFF_MS,
             transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
         ))
-        await self.producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        self.producer = producer  # only a started one: a transaction on an unstarted one waits forever
+        return producer
 
     async def stop(self) -> None:
+        # The transactions under way end first: their offsets are sent fenced, or not at all.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
         group_fencing.unfence(self.transactional_id)
-        if self.producer is not None:
-            await self.producer.stop()
-            self.producer = None
+
+    def leave(self, number: int) -> None:
+        """Owner `number` is out of the round under way (its batch failed and it is restoring): the
+        others' batches do not wait for it."""
+        round_ = self._round
+        if round_ is not None:
+            round_.working.discard(number)
+            round_.sending.discard(number)
+            self._maybe_commit(round_)
+
+    async def _usable(self) -> AIOKafkaProducer:
+        """The process's producer, a new one if it is gone or done for (its sender ended on an error
+        aiokafka does not recover from, or it never started); raises if none can be started."""
+        producer = self.producer
+        if producer is not None and not producer._txn_manager.is_fatal_error() \
+                and not producer._sender.sender_task.done():
+            return producer
+        log.warning("the engine's transactional producer is unusable; starting a new one")
+        self.producer = None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+        try:
+            return await self.start()
+        except Exception as exc:
+            raise KafkaError(f"the engine's transactional producer could not be started: {exc!r}") from exc
 
     def commit_for(self, owner: Callable[[], PartitionOwner]) -> Callable[[Any, dict[TopicPartition, int]], Any]:
         """The `commit` an owner is made with: its batches go into the round under way."""
@@ -205,8 +240,7 @@ class PollTransactions:
                     share.done.set_result(None)
 
     async def _transaction(self, shares: list[_Share]) -> None:
-        producer = self.producer
-        assert producer is not None
+        producer = await self._usable()
         prepared: list[tuple[_Share, PreparedCommit]] = []
         for share in shares:
             try:
@@ -255,21 +289,13 @@ class PollTransactions:
                 self._alone.update(share.owner.number for share, _ in prepared)
             if isinstance(exc, ProducerFenced):
                 # Nobody else has this process's transactional ID: the broker aborted a transaction
-                # left open past its timeout, and the producer is done for. A new one takes over,
-                # and the owners restore from what was committed (the engine does, on this error).
-                log.warning("the engine's transaction was aborted by the broker; a new producer takes over")
-                await self._renew()
+                # left open past its timeout, and the producer is done for. The next transaction
+                # gets a new one (`_usable`); the owners restore from what was committed (the
+                # engine does, on this error, which is not the fencing of a partition).
                 raise KafkaError("the engine's transaction was aborted by the broker (open past its timeout)") from exc
             raise
         for share, got in prepared:
             share.owner.commit_done(got, began)
-
-    async def _renew(self) -> None:
-        old, self.producer = self.producer, None
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.stop()
-        await self.start()
 
 
 def _offsets(prepared: list[tuple[PartitionOwner, PreparedCommit]]) -> dict[TopicPartition, OffsetAndMetadata]:

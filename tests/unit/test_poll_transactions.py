@@ -55,6 +55,9 @@ class Producer:
         self.client = SimpleNamespace(cluster=None)
         self.transactions: list[dict[TopicPartition, Any]] = []
         self.refuse: Exception | None = None
+        self.fatal = False
+        self._txn_manager = SimpleNamespace(is_fatal_error=lambda: self.fatal)
+        self._sender = SimpleNamespace(sender_task=SimpleNamespace(done=lambda: False))
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -157,3 +160,17 @@ async def test_one_owner_or_large_batches_commit_each_on_its_own() -> None:
     await poll.run_round([(o.number, _work(poll, o, records=SHARED_MAX_RECORDS // 2)) for o in large])
     assert producer.transactions == []
     assert alone.events == ["alone", "alone"] and all(o.events == ["alone"] for o in large)
+
+
+async def test_a_producer_done_for_is_replaced_before_the_next_transaction() -> None:
+    poll, broken = _transactions()
+    fresh = Producer()
+
+    async def start() -> Producer:
+        poll.producer = fresh  # type: ignore[assignment]
+        return fresh
+
+    poll.start = start  # type: ignore[method-assign]
+    broken.fatal = True  # its sender ended on an error aiokafka does not recover from
+    await poll.run_round([(o.number, _work(poll, o)) for o in (Owner(0), Owner(1))])
+    assert broken.transactions == [] and [_partitions(t) for t in fresh.transactions] == [[0, 1]]
