@@ -95,8 +95,7 @@ class Engine:
         #: Partitions handed back by a rebalance and kept without a restore (a test's evidence).
         self.kept = 0
         #: One transaction per poll (`HEADRACE_TRANSACTIONS=poll`), or None: one per partition.
-        self._transactions = (PollTransactions(self.settings, self.group_id, lambda: member(self._consumer),
-                                               committed_alone=self._advance_group_offsets)
+        self._transactions = (PollTransactions(self.settings, self.group_id, lambda: member(self._consumer))
                               if self.settings.transactions is TransactionScope.POLL else None)
 
     async def run(self) -> None:
@@ -190,16 +189,13 @@ class Engine:
                     consumer.seek(tp, records[0].offset)
             return
         if await self._guarded(owner, owner.process(batch), consumer):
-            # A transaction shared by a poll's partitions commits the group's offsets itself (they
-            # fence it); a batch committed alone has them follow (`_advance_group_offsets`).
-            if self._transactions is None:
-                self._advance_group_offsets({tp: owner.positions[tp.topic] for tp in batch})
+            # Also after a transaction a poll's partitions shared, which committed them itself (they
+            # fence it): a commit of an earlier batch's, still due or under way here, must not
+            # leave the group's offset behind it (`runtime.group_offsets`).
+            if self._group_offsets is not None:
+                self._group_offsets.advance({tp: owner.positions[tp.topic] for tp in batch})
             self.metrics.turns(number, sum(len(records) for records in batch.values()))
             self.metrics.progress(number)
-
-    def _advance_group_offsets(self, offsets: dict[TopicPartition, int]) -> None:
-        if self._group_offsets is not None and offsets:
-            self._group_offsets.advance(offsets)
 
     async def _fire(self, owner: PartitionOwner, now: datetime, consumer: AIOKafkaConsumer) -> None:
         if await self._guarded(owner, owner.fire_due_timers(now), consumer) and owner.fired:

@@ -9,7 +9,9 @@ command, lag tools (`kafka-consumer-groups.sh --describe`) show them, and an eng
 version in a mixed fleet starts from them. So they follow the commits, outside the transactions:
 at most one OffsetCommit in flight, carrying everything committed since the last one. (A
 transaction shared by a poll's partitions commits them itself, since they are what fences it:
-`runtime.poll_transactions`; these follow the batches committed alone.)
+`runtime.poll_transactions`. They are advanced here after it all the same: a commit of an earlier
+batch's offsets still due or under way would otherwise leave the group's offset behind, for good
+on a partition that gets no more input.)
 
 Pacing (issue 17): sent after every poll, they were one OffsetCommit per poll, each a request and a
 write to `__consumer_offsets`: 1.2 of the 18 broker requests per workflow at `constant-30`, and 6 %

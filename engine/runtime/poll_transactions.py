@@ -88,13 +88,9 @@ class _Round:
 class PollTransactions:
     """The process's transactional producer, and the rounds of owners whose batches it commits."""
 
-    def __init__(self, settings: Settings, group_id: str, member: Callable[[], GroupMember],
-                 committed_alone: Callable[[dict[TopicPartition, int]], None] = lambda _: None) -> None:
+    def __init__(self, settings: Settings, group_id: str, member: Callable[[], GroupMember]) -> None:
         self.settings = settings
         self.group_id = group_id
-        #: Told the input offsets of a batch committed alone: those are not the group's offsets yet
-        #: (a shared transaction commits them itself).
-        self._committed_alone = committed_alone
         self.transactional_id = f"{group_id}-{uuid.uuid4().hex[:12]}"
         self._member = member
         #: The member as the transaction being committed names it (checked before it is sent).
@@ -193,7 +189,6 @@ class PollTransactions:
         if owner.number in self._alone:
             await owner.commit_alone(pending, offsets)
             self._alone.discard(owner.number)
-            self._committed_alone(offsets)
             share.done.set_result(None)
         elif round_ is None or owner.number not in round_.working:  # outside a round: alone
             await self._commit_alone(share)
@@ -223,7 +218,6 @@ class PollTransactions:
         except BaseException as exc:
             share.done.set_exception(exc)
         else:
-            self._committed_alone(share.offsets)
             share.done.set_result(None)
 
     async def _commit(self, shares: list[_Share]) -> None:
