@@ -49,9 +49,11 @@ from .partition import (
     TRANSACTION_TIMEOUT_MS,
     PartitionOwner,
     PreparedCommit,
+    _consume_exception,
     retry_concurrent_transactions_sooner,
+    send_all,
 )
-from .partition import send_all as send_records
+from .sink import TransactionSink
 
 __all__ = ["PollTransactions"]
 
@@ -69,7 +71,7 @@ SHARED_MAX_RECORDS = 512
 @dataclass(slots=True)
 class _Share:
     owner: PartitionOwner
-    pending: Any
+    pending: TransactionSink
     offsets: dict[TopicPartition, int]
     done: asyncio.Future[None]
 
@@ -186,16 +188,14 @@ class PollTransactions:
     async def submit(self, owner: PartitionOwner, pending: Any, offsets: dict[TopicPartition, int]) -> None:
         round_ = self._round
         share = _Share(owner, pending, offsets, asyncio.get_running_loop().create_future())
-        if owner.number in self._alone:
-            await owner.commit_alone(pending, offsets)
-            self._alone.discard(owner.number)
-            share.done.set_result(None)
-        elif round_ is None or owner.number not in round_.working:  # outside a round: alone
+        # Alone: after its last shared transaction failed, or outside a round.
+        if owner.number in self._alone or round_ is None or owner.number not in round_.working:
             await self._commit_alone(share)
         else:
             round_.handed.append(share)
             self._maybe_commit(round_)
         await share.done
+        self._alone.discard(owner.number)
 
     def _maybe_commit(self, round_: _Round) -> None:
         if round_.handed and len(round_.handed) + len(round_.sending) >= len(round_.working):
@@ -253,19 +253,14 @@ class PollTransactions:
             # Nothing to fence with (an owner that has read no input yet): each commits alone, as
             # an owner of its own transactional ID.
             for share, _ in prepared:
-                try:
-                    await share.owner.commit_alone(share.pending, share.offsets)
-                except Exception as exc:
-                    share.done.set_exception(exc)
-                else:
-                    share.done.set_result(None)
+                await self._commit_alone(share)
             return
         futures: list[asyncio.Future[Any]] = []
         began = time.monotonic()
         sends = [send for _, got in prepared for send in got.sends]
         try:
             async with producer.transaction():
-                await send_records(producer, sends, futures, prepared[0][0].owner.own_topics)
+                await send_all(producer, sends, futures, prepared[0][0].owner.own_topics)
                 await asyncio.gather(*futures)  # delivered before the offsets fence the transaction
                 who = self._member()
                 if who.generation < 0 or not who.member_id:
@@ -300,8 +295,3 @@ def _offsets(prepared: list[tuple[PartitionOwner, PreparedCommit]]) -> dict[Topi
         for topic, offset in got.positions.items():
             out[TopicPartition(topic, owner.number)] = OffsetAndMetadata(offset, "")
     return out
-
-
-def _consume_exception(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
