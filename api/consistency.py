@@ -15,9 +15,19 @@ Kafka, with a barrier built from three offsets of the instance's partition `p`:
    is reflected in the status topic. A command at or above `C` may be applied already (the offset
    follows its transaction by one request): its start then shows as settled in the status the
    barrier syncs to, and `fold_starts` skips it.
-2. `S`, the end of `status[p]` for read_committed readers, read *after* `C`: it covers everything
-   the engine committed up to `C`. The barrier waits (bounded) until the view has read
-   `status[p]` up to `S`.
+2. `S`, the end of everything written to `status[p]` (its high watermark, read_uncommitted), read
+   *after* `C`: it covers every record of every transaction that committed offsets up to `C`. Not
+   the last stable offset: a transaction's commit markers reach its partitions one at a time
+   (`EndTxn` returns once the coordinator has logged the commit, and it writes the markers after;
+   KIP-98, "Transaction Coordinator"), so the group's offset can be visible before the marker on
+   `status[p]`, and an LSO read then would stop short of that transaction's records. The barrier
+   waits until the view (read_committed) has read `status[p]` up to `S`: until every transaction
+   open when `S` was read has ended, usually a few milliseconds. A transaction still open after
+   half the barrier's budget (at most `_STALLED_AFTER_S`) is not one `C` depends on (those have
+   committed; their markers follow within milliseconds) but one whose writer died or stalls,
+   which only its abort ends (the partition's next owner, or the transaction timeout). Then the
+   barrier settles for the LSO read at that point, which holds every transaction that has
+   committed by then.
 3. `E`, the end of `commands[p]`, read after the client's 202 (it happened before this request):
    every start a replica acknowledged lies below `E`. The API scans `commands[p]` from `C` to `E`
    for starts of the instance (read_uncommitted, so another replica's start is seen as soon as the
@@ -82,6 +92,9 @@ from .metrics import ApiMetrics
 __all__ = ["Consistency", "LinkSend", "PendingStart"]
 
 _SENT_LIMIT = 100_000
+#: A status transaction still open this long into a barrier (or half its budget, if less) is a
+#: stalled or dead writer's, not one whose offsets the barrier read (see the module docstring).
+_STALLED_AFTER_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,16 +128,16 @@ class _Offsets:
     """The barrier's three offsets of one partition (see the module docstring)."""
 
     committed: int  # C: the engine group's committed offset on commands[p] (its start if none)
-    status_end: int  # S
+    status_written: int  # S
     commands_end: int  # E
 
 
 @dataclass(frozen=True, slots=True)
 class _Found:
-    """What one request's barrier found: the view must reach `status_end` of the instance's
+    """What one request's barrier found: the view must reach `status_written` of the instance's
     partition, and these starts of the instance are not applied yet."""
 
-    status_end: int
+    status_written: int
     pending: tuple[PendingStart, ...]
 
 
@@ -331,8 +344,19 @@ class Consistency:
     async def _barrier(self, instance_id: str) -> list[PendingStart]:
         p = self.link.partition(instance_id)
         found = await self._rounds.ask(p, instance_id)
-        await self._catch_up(p, found.status_end)
+        await self._settle(p, found.status_written)
         return list(found.pending)
+
+    async def _settle(self, p: int, written: int) -> None:
+        """Wait until the view has read `status[p]` up to `written` (`S`), or, if a transaction is
+        still open there after half the budget, up to its LSO read then (see the module docstring)."""
+        try:
+            async with asyncio.timeout(min(self.link.settings.consistency_timeout_s / 2, _STALLED_AFTER_S)):
+                await self._catch_up(p, written)
+                return
+        except TimeoutError:
+            pass
+        await self._catch_up(p, await self.link.status_end(p))
 
     async def _round(self, wanted: dict[int, set[str]]) -> dict[tuple[int, str], _Found]:
         """One barrier round (`_Rounds`): offsets of every partition asked for, then the scans."""
@@ -354,7 +378,7 @@ class Consistency:
             for iid in ids:
                 # A copy: a later round prunes the backlog before this request's view caught up.
                 pending = tuple(unapplied.starts.get(iid, ())) if unapplied is not None else ()
-                out[(p, iid)] = _Found(offsets[p].status_end, pending)
+                out[(p, iid)] = _Found(offsets[p].status_written, pending)
         return out
 
     async def _offsets(self, partitions: list[int]) -> dict[int, _Offsets]:
@@ -365,7 +389,7 @@ class Consistency:
         commands = {p: TopicPartition(link.topics.commands, p) for p in partitions}
         # Both after `committed` (see the module docstring); independent of each other.
         status_ends, ends = await asyncio.gather(
-            link.status_ends(partitions),
+            link.status_ends(partitions, written=True),
             link.call("reading the commands topic's end", scanner.end_offsets(list(commands.values()))),
         )
         never = [commands[p] for p, c in committed.items() if c is None]
@@ -375,7 +399,7 @@ class Consistency:
         return {
             p: _Offsets(
                 committed=c if (c := committed[p]) is not None else starts[commands[p]],
-                status_end=status_ends[p],
+                status_written=status_ends[p],
                 commands_end=ends[commands[p]],
             )
             for p in partitions

@@ -283,9 +283,10 @@ class KafkaLink:
         """The last stable offset of one status partition: everything the engine committed."""
         return (await self.status_ends([partition]))[partition]
 
-    async def status_ends(self, partitions: Collection[int]) -> dict[int, int]:
-        """`status_end` of several partitions in one request."""
-        consumer = self.offsets
+    async def status_ends(self, partitions: Collection[int], *, written: bool = False) -> dict[int, int]:
+        """`status_end` of several partitions in one request; `written`: each one's high watermark
+        instead, the end of every record written to it, committed or not (read_uncommitted)."""
+        consumer = self.scanner if written else self.offsets
         assert consumer is not None
         tps = {p: TopicPartition(self.topics.status, p) for p in partitions}
         found = await self.call("reading the status topic's end", consumer.end_offsets(list(tps.values())))

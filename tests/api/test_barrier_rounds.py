@@ -30,7 +30,7 @@ class _FakeRounds:
         if self.fail is not None:
             raise self.fail
         n = len(self.asked)
-        return {(p, iid): _Found(status_end=n, pending=()) for p, ids in wanted.items() for iid in ids}
+        return {(p, iid): _Found(status_written=n, pending=()) for p, ids in wanted.items() for iid in ids}
 
     async def started(self, rounds: int) -> None:
         async with asyncio.timeout(5), self.changed:
@@ -47,10 +47,10 @@ async def test_requests_asked_together_share_a_round_and_later_ones_wait_for_the
     await asyncio.sleep(0)  # one loop step: the new task runs up to its wait, its ask registered
     assert (0, "d") in rounds._waiting  # asked while round 1 is still reading
     fake.release[0].set()
-    assert [f.status_end for f in await asyncio.gather(*first)] == [1, 1, 1, 1]
+    assert [f.status_written for f in await asyncio.gather(*first)] == [1, 1, 1, 1]
     await fake.started(2)
     fake.release[1].set()
-    assert (await late).status_end == 2
+    assert (await late).status_written == 2
     assert fake.asked == [{0: {"a", "b"}, 3: {"c"}}, {0: {"d"}}]
     await rounds.close()
 
@@ -68,7 +68,7 @@ async def test_a_failed_round_fails_its_requests_and_the_next_round_still_runs()
     later = asyncio.create_task(rounds.ask(1, "y"))
     await fake.started(2)
     fake.release[1].set()
-    assert (await later).status_end == 2
+    assert (await later).status_written == 2
     await rounds.close()
 
 
@@ -80,7 +80,7 @@ async def test_a_request_that_gives_up_leaves_the_others_their_answer() -> None:
     await fake.started(1)
     quitter.cancel()
     fake.release[0].set()
-    assert (await stayer).status_end == 1
+    assert (await stayer).status_written == 1
     assert quitter.cancelled()
     await rounds.close()
 

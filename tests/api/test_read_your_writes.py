@@ -3,16 +3,23 @@ finds the instance, even when no engine has applied the start yet."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from engine.runtime.host import RuntimeHost
 from engine.settings import Settings
+from engine.topics import Topics, partition_for
 from tests.api.conftest import new_id, wait_status
 from tests.api.support import ApiServer, two_replicas
 from tests.api.workflows import runtime
@@ -124,3 +131,72 @@ def test_get_after_start_on_the_other_replica_with_the_engine_running(clients, s
         f"\ncross-replica GET right after start: p50 {timings[len(timings) // 2] * 1000:.1f} ms, "
         f"max {timings[-1] * 1000:.1f} ms"
     )
+
+
+class _OpenTransaction:
+    """A transactional producer, on a loop of its own, that writes to a partition and leaves the
+    transaction open: an engine that died mid-transaction, as the status topic's readers see it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.settings = settings
+        self.producer: AIOKafkaProducer | None = None
+
+    def run(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        future: Future[None] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        future.result(timeout=60)
+
+    def open(self, topic: str, partition: int) -> None:
+        async def go() -> None:
+            self.producer = producer = AIOKafkaProducer(
+                **self.settings.client_kwargs(), transactional_id=f"dead-{uuid.uuid4().hex}",
+                transaction_timeout_ms=60_000)
+            await producer.start()
+            await producer.begin_transaction()
+            await (await producer.send(topic, b"{}", key=b"nobody", partition=partition))
+
+        self.run(go())
+
+    def close(self) -> None:
+        async def go() -> None:
+            if self.producer is not None:
+                await self.producer.abort_transaction()
+                await self.producer.stop()
+
+        try:
+            self.run(go())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+def test_a_transaction_left_open_on_the_status_topic_delays_a_barrier_but_fails_nothing(
+    clients, settings
+) -> None:
+    """The barrier waits for the status partition's high watermark (a committed transaction's
+    marker may reach it after the group's offsets), but a transaction still open after half its
+    budget is a dead writer's: the read settles for what has committed, rather than a 500."""
+    a, b = clients
+    iid = new_id("open-txn")
+    assert a.post(f"/v1.0/workflows/dapr/api_gate/start?instanceID={iid}").status_code == 202
+    open_txn = _OpenTransaction(settings)
+    try:
+        open_txn.open(Topics.for_settings(settings).status, partition_for(iid.encode(), settings.partitions))
+        t0 = time.monotonic()
+        response = b.get(f"/v1.0/workflows/dapr/{iid}")
+        waited = time.monotonic() - t0
+        assert response.status_code == 200, response.text
+        assert response.json()["runtimeStatus"] == "PENDING"
+        # It waited for the open transaction (the replicas' budget is 60 s: 5 s) before settling
+        # for the LSO.
+        assert waited >= 4.5, waited
+        p = partition_for(iid.encode(), settings.partitions)
+        never = next(i for i in (new_id("never") for _ in range(1000))
+                     if partition_for(i.encode(), settings.partitions) == p)
+        missing = b.get(f"/v1.0/workflows/dapr/{never}")
+        assert missing.status_code == 404, missing.text
+    finally:
+        open_txn.close()

@@ -1,0 +1,85 @@
+"""How the read-your-writes barrier waits for the status view (`api.consistency.Consistency._settle`):
+up to the status partition's high watermark read after the engine's offsets, so a transaction
+whose offsets are visible before its status marker is still waited for; past half the budget, a
+transaction still open there (its writer died) is not waited for, and the LSO read then is."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from api.consistency import Consistency
+
+
+class _View:
+    def __init__(self, position: int) -> None:
+        self.at = position
+        self.moved = asyncio.Condition()
+
+    async def wait_position(self, partition: int, offset: int, timeout: float | None) -> None:  # noqa: ASYNC109
+        async with self.moved:
+            await self.moved.wait_for(lambda: self.at >= offset)
+
+    async def move_to(self, position: int) -> None:
+        async with self.moved:
+            self.at = position
+            self.moved.notify_all()
+
+
+@dataclass
+class _Settings:
+    consistency_timeout_s: float
+
+
+@dataclass
+class _Link:
+    view: _View
+    settings: _Settings
+    stable_end: int
+    lso_reads: list[int] = field(default_factory=list)
+    lso_read: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def observe_view(self, *_: object) -> None:
+        pass
+
+    async def status_end(self, partition: int) -> int:
+        self.lso_reads.append(partition)
+        self.lso_read.set()
+        return self.stable_end
+
+
+async def test_the_view_is_awaited_up_to_the_high_watermark_not_the_stable_end() -> None:
+    # Records 5..9 are a transaction whose group offsets are visible already, its marker on the
+    # status partition not yet: the LSO (5) would stop short of them.
+    link = _Link(_View(5), _Settings(consistency_timeout_s=60), stable_end=5)
+    barrier = Consistency(link)  # type: ignore[arg-type]
+    settle = asyncio.create_task(barrier._settle(3, 10))
+    await asyncio.sleep(0)
+    await link.view.move_to(9)
+    await asyncio.sleep(0)
+    assert not settle.done()
+    await link.view.move_to(11)  # the marker landed; the view read past it
+    async with asyncio.timeout(5):
+        await settle
+    assert link.lso_reads == []
+
+
+async def test_a_transaction_left_open_by_a_dead_writer_costs_half_the_budget_not_the_request() -> None:
+    link = _Link(_View(5), _Settings(consistency_timeout_s=0.2), stable_end=5)
+    barrier = Consistency(link)  # type: ignore[arg-type]
+    async with asyncio.timeout(5):
+        await barrier._settle(3, 10)
+    assert link.lso_reads == [3]
+    assert link.view.at == 5
+
+
+async def test_past_the_grace_the_view_still_waits_for_what_committed_meanwhile() -> None:
+    link = _Link(_View(5), _Settings(consistency_timeout_s=0.2), stable_end=8)
+    barrier = Consistency(link)  # type: ignore[arg-type]
+    settle = asyncio.create_task(barrier._settle(3, 10))
+    async with asyncio.timeout(5):
+        await link.lso_read.wait()
+    assert not settle.done()
+    await link.view.move_to(8)
+    async with asyncio.timeout(5):
+        await settle
