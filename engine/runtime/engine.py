@@ -114,9 +114,12 @@ class Engine:
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            # The process's transactional ID names the member, so that a partition's next owner
+            # can tell a departed writer from a live one (`runtime.departed`).
+            **({"client_id": writer} if (writer := self._writer()) else {}),
         )
         self._consumer = consumer
-        self._group_offsets = GroupOffsets(consumer, urgent_topic=self.topics.commands)
+        self._group_offsets = GroupOffsets(consumer, urgent_topic=self.topics.commands, metadata=writer)
         consumer.subscribe(list(self.topics.inputs), listener=_Rebalance(self))
         if self._transactions is not None:
             await self._transactions.start()
@@ -334,8 +337,8 @@ class Engine:
         new = sorted(numbers - set(self.owners))
         owners = [self._new_owner(n) for n in new]
         # aiokafka sends no heartbeat while this listener runs: a partition whose last owner left a
-        # transaction open (a crash: until the broker aborts it, 10-20 s) is waited for in the
-        # background instead of here, past the group's session timeout.
+        # transaction open (a crash: until `runtime.departed` fences the writer, or the broker
+        # aborts it) is waited for in the background instead of here, past the session timeout.
         results = await asyncio.gather(*(owner.start(settle_timeout_s=CLAIM_SETTLE_S) for owner in owners),
                                        return_exceptions=True)
         ready: set[int] = set(numbers) - set(new)
@@ -358,6 +361,10 @@ class Engine:
             owned = [self.owners[number] for number in sorted(ready) if number in self.owners]
             await asyncio.gather(*(self._seek_owned(owner, consumer) for owner in owned))
             consumer.resume(*[tp for tp in tps if tp in consumer.assignment() and tp.partition in ready])
+
+    def _writer(self) -> str:
+        """The process's transactional ID, if it commits per poll; else ''."""
+        return self._transactions.transactional_id if self._transactions is not None else ""
 
     def _new_owner(self, number: int) -> PartitionOwner:
         commit: Commit | None = None

@@ -49,8 +49,12 @@ class GroupOffsets:
     """Commits the offsets `advance` is given to `consumer`'s group, one request at a time; those
     of `urgent_topic` without waiting for the pace."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, urgent_topic: str, interval_s: float = INTERVAL_S) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, urgent_topic: str, interval_s: float = INTERVAL_S,
+                 metadata: str = "") -> None:
         self._consumer = consumer
+        #: Every offset's metadata: the engine's transactional ID, if it has one of its process
+        #: (`runtime.departed`).
+        self._metadata = metadata
         self._urgent_topic = urgent_topic
         self._interval_s = interval_s
         self._due: dict[TopicPartition, int] = {}
@@ -111,7 +115,7 @@ class GroupOffsets:
             if not offsets:
                 continue
             try:
-                await self._consumer.commit(offsets)
+                await self._consumer.commit({tp: (offset, self._metadata) for tp, offset in offsets.items()})
             except KafkaError as exc:
                 # A rebalance moved on (the new generation's owners commit), or the coordinator is
                 # away: the state's own positions are unaffected, and the next commit carries these.

@@ -26,7 +26,7 @@ from typing import Any
 
 import aiokafka.producer.sender as aiokafka_sender
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from ..core import commands as cmd
@@ -37,7 +37,7 @@ from ..core.retention import RetentionPolicy, awaiting_purge, is_retention
 from ..core.state import InstanceState
 from ..core.timers import DurableTimer, Timer
 from ..core.values import FailureDetails, RuntimeStatus
-from ..errors import DecodeError, PayloadTooLargeError, PoisonedInputError
+from ..errors import DecodeError, PayloadTooLargeError, PoisonedInputError, ReadStalledError
 from ..read.to_end import latest_by_key, latest_values, reading, wait_until_settled
 from ..settings import AuditMode, Settings
 from ..topics import Topics, java_partitioner, partition_for, producer_options, record_limit
@@ -57,6 +57,7 @@ from ..wire.records import (
     state_snapshot_key,
 )
 from .apps import AppTopics
+from .departed import fence_departed
 from .history_store import StoredHistory
 from .sink import RecordInput, Send, Source, Together, TransactionSink
 from .telemetry import EngineMetrics, TurnObserver
@@ -80,6 +81,10 @@ TRANSACTION_TIMEOUT_MS = 10_000
 #: A new owner waits at most this long for a transaction still open on its partition (then its
 #: start fails, and is tried again): the timeout above with room for a slow broker.
 SETTLE_TIMEOUT_S = 3 * TRANSACTION_TIMEOUT_MS / 1000
+#: A transaction still open this long on a new owner's partition may be a departed engine's: its
+#: writer is looked up, and fenced if it has left the group (`runtime.departed`). A live owner's
+#: transactions take milliseconds; this only spares the lookup in a handover.
+FENCE_DEPARTED_AFTER_S = 0.5
 
 #: Seconds a transaction's first AddPartitionsToTxn waits to be sent again when the coordinator
 #: still completes the previous transaction of the same producer (`CONCURRENT_TRANSACTIONS`).
@@ -275,11 +280,21 @@ class PartitionOwner:
         await self.producer.start()
         # An earlier owner that committed one transaction for all its partitions is fenced by the
         # group instead (`runtime.poll_transactions`): a transaction of it still open here ends
-        # (committed, aborted, or timed out) before the restore reads the partition.
-        await wait_until_settled(
-            self.settings, [TopicPartition(self.topics.history_store, self.number),
-                            TopicPartition(self.topics.status, self.number)],
-            settle_timeout_s)
+        # (committed, aborted, or timed out) before the restore reads the partition. One a
+        # departed engine left open is aborted now rather than at its timeout (`runtime.departed`).
+        outputs = [TopicPartition(self.topics.history_store, self.number),
+                   TopicPartition(self.topics.status, self.number)]
+        waiting_since = time.monotonic()
+        try:
+            await wait_until_settled(self.settings, outputs, min(settle_timeout_s, FENCE_DEPARTED_AFTER_S))
+        except ReadStalledError:
+            try:
+                await fence_departed(self.settings, self.group_id,
+                                     [TopicPartition(topic, self.number) for topic in self.topics.inputs])
+            except KafkaError as exc:  # not allowed to look, say: the transaction's timeout ends it
+                log.warning("partition %d: looking for a departed writer failed (%r)", self.number, exc)
+            waited = time.monotonic() - waiting_since
+            await wait_until_settled(self.settings, outputs, max(0.0, settle_timeout_s - waited))
         began = time.monotonic()
         await self._restore()
         self.metrics.restore(self.number, time.monotonic() - began)

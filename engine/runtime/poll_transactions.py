@@ -43,6 +43,7 @@ from ..errors import GenerationFenced
 from ..settings import Settings
 from ..topics import producer_options
 from . import group_fencing
+from .departed import process_transactional_id
 from .group_fencing import GroupMember
 from .partition import (
     PRODUCER_RETRY_BACKOFF_MS,
@@ -93,7 +94,10 @@ class PollTransactions:
     def __init__(self, settings: Settings, group_id: str, member: Callable[[], GroupMember]) -> None:
         self.settings = settings
         self.group_id = group_id
-        self.transactional_id = f"{group_id}-{uuid.uuid4().hex[:12]}"
+        #: Also the metadata of every offset the engine commits, and its consumer's client ID: how
+        #: a partition's next owner finds and fences it if it departs with a transaction open
+        #: (`runtime.departed`).
+        self.transactional_id = process_transactional_id(group_id, uuid.uuid4().hex[:12])
         self._member = member
         #: The member as the transaction being committed names it (checked before it is sent).
         self._committing_as = GroupMember(-1, "")
@@ -248,7 +252,7 @@ class PollTransactions:
                 prepared.append((share, got))
         if not prepared:
             return
-        offsets = _offsets([(share.owner, got) for share, got in prepared])
+        offsets = _offsets([(share.owner, got) for share, got in prepared], self.transactional_id)
         if not offsets:
             # Nothing to fence with (an owner that has read no input yet): each commits alone, as
             # an owner of its own transactional ID.
@@ -287,11 +291,13 @@ class PollTransactions:
             share.owner.commit_done(got, began)
 
 
-def _offsets(prepared: list[tuple[PartitionOwner, PreparedCommit]]) -> dict[TopicPartition, OffsetAndMetadata]:
+def _offsets(prepared: list[tuple[PartitionOwner, PreparedCommit]],
+             writer: str) -> dict[TopicPartition, OffsetAndMetadata]:
     """The input positions the transaction's states include, as the group's offsets: every owner's,
-    so that each transaction is fenced even when it consumed nothing (a timer's)."""
+    so that each transaction is fenced even when it consumed nothing (a timer's). Each names the
+    `writer` (`runtime.departed`)."""
     out: dict[TopicPartition, OffsetAndMetadata] = {}
     for owner, got in prepared:
         for topic, offset in got.positions.items():
-            out[TopicPartition(topic, owner.number)] = OffsetAndMetadata(offset, "")
+            out[TopicPartition(topic, owner.number)] = OffsetAndMetadata(offset, writer)
     return out

@@ -5,6 +5,7 @@ partition (`engine.runtime.poll_transactions`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from engine.errors import GenerationFenced, ReadStalledError
 from engine.read.consumer import committed_reader
 from engine.read.to_end import wait_until_settled
 from engine.runtime import group_fencing
+from engine.runtime.departed import fence_departed, process_transactional_id
 from engine.runtime.group_fencing import GroupMember
 from engine.runtime.membership import member
 from engine.settings import Settings
@@ -131,3 +133,60 @@ async def test_a_new_owner_waits_for_an_open_transaction_to_end(
     finally:
         await producer.stop()
     assert await _visible(settings, tp) == [b"open"]
+
+
+async def _writer_with_an_open_transaction(
+        settings: Settings, tp: TopicPartition, group: str) -> tuple[str, AIOKafkaProducer]:
+    """An engine process's producer that committed `tp`'s offset in `group` (naming itself, as
+    engines do) and then left a transaction open on `tp`."""
+    writer = process_transactional_id(group, uuid.uuid4().hex[:12])
+    producer = AIOKafkaProducer(**producer_options(settings, transactional_id=writer, transaction_timeout_ms=60_000))
+    await producer.start()
+    async with producer.transaction():
+        await (await producer.send(tp.topic, b"kept", partition=0))
+        await producer.send_offsets_to_transaction({tp: OffsetAndMetadata(1, writer)}, group)
+    await producer.begin_transaction()
+    await (await producer.send(tp.topic, b"left open", partition=0))
+    return writer, producer
+
+
+async def test_a_departed_writer_is_fenced_and_the_transaction_it_left_open_aborted(
+        grouped: tuple[Settings, AIOKafkaConsumer, TopicPartition]) -> None:
+    settings, _, tp = grouped
+    group = settings.topic("departed")  # no member: the writer has left it
+    writer, producer = await _writer_with_an_open_transaction(settings, tp, group)
+    try:
+        with pytest.raises(ReadStalledError):
+            await wait_until_settled(settings, [tp], timeout_s=1)
+        assert await fence_departed(settings, group, [tp]) == {writer}
+        # Ended now, not at its 60 s timeout.
+        await wait_until_settled(settings, [tp], timeout_s=30)
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()  # fenced: it may say so
+    assert await _visible(settings, tp) == [b"kept"]
+
+
+async def test_a_writer_still_in_the_group_is_left_to_end_its_transaction(
+        grouped: tuple[Settings, AIOKafkaConsumer, TopicPartition]) -> None:
+    settings, _, tp = grouped
+    group = settings.topic("alive")
+    writer, producer = await _writer_with_an_open_transaction(settings, tp, group)
+    # The writer's process is a member of the group: its consumer's client ID is its writer ID.
+    alive = AIOKafkaConsumer(tp.topic, **settings.client_kwargs(), client_id=writer, group_id=group,
+                             enable_auto_commit=False, isolation_level="read_committed")
+    await alive.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not alive.assignment():
+            assert time.monotonic() < deadline, "never assigned"
+            await alive.getmany(timeout_ms=200)
+        assert await fence_departed(settings, group, [tp]) == set()
+        with pytest.raises(ReadStalledError):
+            await wait_until_settled(settings, [tp], timeout_s=1)
+        await producer.commit_transaction()  # not fenced: it can still commit
+        await wait_until_settled(settings, [tp], timeout_s=30)
+    finally:
+        await alive.stop()
+        await producer.stop()
+    assert await _visible(settings, tp) == [b"kept", b"left open"]
