@@ -23,11 +23,12 @@ Kafka, with a barrier built from three offsets of the instance's partition `p`:
    `status[p]`, and an LSO read then would stop short of that transaction's records. The barrier
    waits until the view (read_committed) has read `status[p]` up to `S`: until every transaction
    open when `S` was read has ended, usually a few milliseconds. A transaction still open after
-   half the barrier's budget (at most `_STALLED_AFTER_S`) is not one `C` depends on (those have
-   committed; their markers follow within milliseconds) but one whose writer died or stalls,
-   which only its abort ends (the partition's next owner, or the transaction timeout). Then the
-   barrier settles for the LSO read at that point, which holds every transaction that has
-   committed by then.
+   half the budget the barrier has left (at most `_STALLED_AFTER_S`) is taken for one whose
+   writer died or stalls, which only its abort ends (the partition's next owner, or the
+   transaction timeout), not one `C` depends on (those have committed, and their markers follow
+   within milliseconds; a leader failover can delay them longer, and the answer is then what the
+   LSO alone gave before this rule). The barrier then settles for the LSO read at that point (at
+   most `S`), which holds every transaction that has committed by then.
 3. `E`, the end of `commands[p]`, read after the client's 202 (it happened before this request):
    every start a replica acknowledged lies below `E`. The API scans `commands[p]` from `C` to `E`
    for starts of the instance (read_uncommitted, so another replica's start is seen as soon as the
@@ -333,7 +334,7 @@ class Consistency:
         budget = link.settings.consistency_timeout_s
         try:
             async with asyncio.timeout(budget):
-                pending = await self._barrier(instance_id)
+                pending = await self._barrier(instance_id, asyncio.get_running_loop().time() + budget)
         except TimeoutError:
             raise BackendError(
                 f"the status view did not catch up with Kafka within {budget:g}s (the engine or "
@@ -341,22 +342,25 @@ class Consistency:
             ) from None
         return fold_starts(self.shown(instance_id), [(p.start, p.accepted_at) for p in pending])
 
-    async def _barrier(self, instance_id: str) -> list[PendingStart]:
+    async def _barrier(self, instance_id: str, deadline: float) -> list[PendingStart]:
         p = self.link.partition(instance_id)
         found = await self._rounds.ask(p, instance_id)
-        await self._settle(p, found.status_written)
+        await self._settle(p, found.status_written, deadline)
         return list(found.pending)
 
-    async def _settle(self, p: int, written: int) -> None:
+    async def _settle(self, p: int, written: int, deadline: float) -> None:
         """Wait until the view has read `status[p]` up to `written` (`S`), or, if a transaction is
-        still open there after half the budget, up to its LSO read then (see the module docstring)."""
+        still open there after half the budget left (`deadline`, loop time), up to its LSO read
+        then (see the module docstring)."""
+        left = deadline - asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(min(self.link.settings.consistency_timeout_s / 2, _STALLED_AFTER_S)):
+            async with asyncio.timeout(max(0.0, min(left / 2, _STALLED_AFTER_S))):
                 await self._catch_up(p, written)
                 return
         except TimeoutError:
             pass
-        await self._catch_up(p, await self.link.status_end(p))
+        # Never past `written`: a view that only lags must not chase an end that moved on since.
+        await self._catch_up(p, min(written, await self.link.status_end(p)))
 
     async def _round(self, wanted: dict[int, set[str]]) -> dict[tuple[int, str], _Found]:
         """One barrier round (`_Rounds`): offsets of every partition asked for, then the scans."""

@@ -16,10 +16,19 @@ reads the metadata of the partition's committed offsets (who committed last: the
 owner) and the group's members; a writer that is no longer a member is fenced by registering its
 ID. A writer still in the group is left alone: its transaction ends when it commits, or when the
 coordinator refuses its offsets for the group's new generation (`runtime.group_fencing`).
+
+Fencing a live member would cost it a rebalance (`Engine._recover`), so the member list is only
+believed when it can be: the group's description carries no error, and it lists the asking
+engine itself. With static membership (`group_instance_id`, KIP-345) the coordinator keeps a
+replaced member's client ID, so the list cannot tell a restarted process from the one it replaced:
+nothing is fenced then, and the broker's timeout ends the transaction as before.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 import re
 from collections.abc import Collection
@@ -34,40 +43,75 @@ __all__ = ["fence_departed", "process_transactional_id", "writers"]
 
 log = logging.getLogger(__name__)
 
+#: Fences under way in this process, by writer: the partitions a departed engine owned are taken
+#: over at once, and one registration of its ID ends its transaction for all of them.
+_FENCING: dict[str, asyncio.Task[None]] = {}
+
 
 def process_transactional_id(group_id: str, unique: str) -> str:
     """The transactional ID of an engine process (`unique`: 12 hex digits of its own)."""
     return f"{group_id}-{unique}"
 
 
-def writers(group_id: str, metadata: Collection[str]) -> set[str]:
+def writers(group_id: str, metadata: Collection[object]) -> set[str]:
     """The process transactional IDs of the group among committed offsets' `metadata`: anything
     else (another group's, a partition's own `<group>-p<n>`, a tool's note) is ignored."""
     pattern = re.compile(re.escape(group_id) + r"-[0-9a-f]{12}")
-    return {m for m in metadata if pattern.fullmatch(m)}
+    return {m for m in metadata if isinstance(m, str) and pattern.fullmatch(m)}
 
 
-async def fence_departed(settings: Settings, group_id: str, inputs: list[TopicPartition]) -> set[str]:
+async def fence_departed(settings: Settings, group_id: str, me: str, inputs: list[TopicPartition]) -> set[str]:
     """Fence the engine processes that committed `inputs`' offsets last and are no longer members
-    of the group (see the module docstring); the IDs fenced."""
+    of the group, as seen by member `me` (its client ID); the IDs fenced (see the module docstring).
+    Raises what the lookups raise; the caller then waits for the transaction's timeout instead."""
+    if settings.group_instance_id is not None or not me:
+        return set()
     admin = AIOKafkaAdminClient(**settings.client_kwargs())
-    await admin.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group_id, partitions=inputs)
+        await admin.start()
+        coordinator = await admin.find_coordinator(group_id)
+        committed = await admin.list_consumer_group_offsets(group_id, coordinator, inputs)
         last = writers(group_id, [o.metadata for o in committed.values() if o is not None and o.offset >= 0])
-        if not last:
+        if not last - {me}:
             return set()
-        live: set[str] = set()
-        for response in await admin.describe_consumer_groups([group_id]):
-            for group in response.to_object()["groups"]:
-                live.update(member["client_id"] for member in group["members"])
+        live = await _members(admin, group_id, coordinator)
     finally:
         await admin.close()
+    if live is None or me not in live:
+        return set()  # a list that does not show the asker is not one to fence by
     departed = last - live
     for writer in sorted(departed):
-        # Registering the ID aborts the transaction its departed holder left open, and fences it.
-        producer = AIOKafkaProducer(**producer_options(settings, transactional_id=writer))
-        await producer.start()
-        await producer.stop()
-        log.warning("fenced %s, a departed engine that left a transaction open", writer)
+        task = _FENCING.get(writer)
+        if task is None:
+            task = _FENCING[writer] = asyncio.create_task(_fence(settings, writer))
+            task.add_done_callback(functools.partial(_done, writer))
+        await asyncio.shield(task)
     return departed
+
+
+def _done(writer: str, _: asyncio.Task[None]) -> None:
+    _FENCING.pop(writer, None)
+
+
+async def _members(admin: AIOKafkaAdminClient, group_id: str, coordinator: int) -> set[str] | None:
+    """The client IDs of the group's members, or None if the coordinator could not say."""
+    live: set[str] = set()
+    for response in await admin.describe_consumer_groups([group_id], coordinator):
+        for group in response.to_object()["groups"]:
+            if group["group"] != group_id:
+                continue
+            if group["error_code"] != 0:
+                return None  # aiokafka does not raise it: NOT_COORDINATOR, a load in progress...
+            live.update(member["client_id"] for member in group["members"])
+    return live
+
+
+async def _fence(settings: Settings, writer: str) -> None:
+    # Registering the ID aborts the transaction its departed holder left open, and fences it.
+    producer = AIOKafkaProducer(**producer_options(settings, transactional_id=writer))
+    try:
+        await producer.start()
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+    log.warning("fenced %s, a departed engine that left a transaction open", writer)

@@ -25,7 +25,7 @@ from ..sdk.registry import Registry
 from ..settings import FETCH_MAX_WAIT_MS, Settings, TransactionScope
 from ..topics import Topics, ensure_topics, partition_count
 from .group_offsets import GroupOffsets
-from .membership import generation, kept_across, member
+from .membership import generation, kept_across, member, rejoin
 from .partition import Commit, PartitionOwner
 from .poll_transactions import PollTransactions
 from .telemetry import EngineMetrics, GaugeRefresh, Problem, partition_offsets
@@ -263,6 +263,11 @@ class Engine:
             self.orchestrator.cache.clear()
             consumer.pause(*[TopicPartition(t, owner.number) for t in self.topics.inputs])
             await owner.stop()
+            if isinstance(error, GenerationFenced):
+                # The group moved on, or this engine's process ID was fenced while it may still be
+                # a member (`runtime.poll_transactions`): rejoin now rather than at the next
+                # heartbeat's error, or never, so the partition is not left paused.
+                rejoin(consumer)
             return
         # Every other failure rebuilds the partition from the committed topics and re-reads its
         # inputs. A poisoned input is then set aside (PartitionOwner.process); an aborted
@@ -371,7 +376,8 @@ class Engine:
         if self._transactions is not None:
             commit = self._transactions.commit_for(lambda: owner)
         owner = PartitionOwner(number, self.settings, self.topics, self.orchestrator, self.group_id,
-                               partitions=self.partitions, metrics=self.metrics, commit=commit)
+                               partitions=self.partitions, metrics=self.metrics, commit=commit,
+                               writer=self._writer())
         return owner
 
     def _retry_claim(self, number: int, error: BaseException) -> None:

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer
 
 from .group_fencing import GroupMember
 
-__all__ = ["generation", "kept_across", "member"]
+__all__ = ["generation", "kept_across", "member", "rejoin"]
 
 
 def generation(consumer: AIOKafkaConsumer | None) -> int:
@@ -37,6 +37,14 @@ def member(consumer: AIOKafkaConsumer | None) -> GroupMember:
     instance = getattr(consumer, "_group_instance_id", None)
     return GroupMember(generation(consumer), member_id if isinstance(member_id, str) else "",
                        instance if isinstance(instance, str) else None)
+
+
+def rejoin(consumer: AIOKafkaConsumer | None) -> None:
+    """Ask the member to rejoin its group now (a rebalance follows): aiokafka's coordinator does it
+    on `request_rejoin()`, which it calls itself when a heartbeat learns the group moved on."""
+    request = getattr(getattr(consumer, "_coordinator", None), "request_rejoin", None)
+    if callable(request):
+        request()
 
 
 def kept_across(held_in: int, now: int) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 
 import aiokafka.producer.sender as aiokafka_sender
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from ..core import commands as cmd
@@ -199,8 +199,12 @@ class PartitionOwner:
     def __init__(
         self, number: int, settings: Settings, topics: Topics, orchestrator: Orchestrator, group_id: str,
         partitions: int | None = None, metrics: EngineMetrics | None = None, commit: Commit | None = None,
+        writer: str = "",
     ) -> None:
         self.number = number
+        #: The engine process's transactional ID, which is also its consumer's client ID, when it
+        #: commits per poll; else '' (`runtime.departed`).
+        self.writer = writer
         self._commit_with = commit
         #: Partitions of the input topics, to check that each record was keyed onto this one.
         self.partitions = partitions or settings.partitions
@@ -288,10 +292,11 @@ class PartitionOwner:
         try:
             await wait_until_settled(self.settings, outputs, min(settle_timeout_s, FENCE_DEPARTED_AFTER_S))
         except ReadStalledError:
+            inputs = [TopicPartition(topic, self.number) for topic in self.topics.inputs]
             try:
-                await fence_departed(self.settings, self.group_id,
-                                     [TopicPartition(topic, self.number) for topic in self.topics.inputs])
-            except KafkaError as exc:  # not allowed to look, say: the transaction's timeout ends it
+                async with asyncio.timeout(max(0.0, settle_timeout_s - (time.monotonic() - waiting_since))):
+                    await fence_departed(self.settings, self.group_id, self.writer, inputs)
+            except Exception as exc:  # not allowed to look, too slow...: the transaction's timeout ends it
                 log.warning("partition %d: looking for a departed writer failed (%r)", self.number, exc)
             waited = time.monotonic() - waiting_since
             await wait_until_settled(self.settings, outputs, max(0.0, settle_timeout_s - waited))

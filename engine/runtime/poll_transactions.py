@@ -281,11 +281,15 @@ class PollTransactions:
             if not isinstance(exc, (GenerationFenced, ProducerFenced)):
                 self._alone.update(share.owner.number for share, _ in prepared)
             if isinstance(exc, ProducerFenced):
-                # Nobody else has this process's transactional ID: the broker aborted a transaction
-                # left open past its timeout, and the producer is done for. The next transaction
-                # gets a new one (`_usable`); the owners restore from what was committed (the
-                # engine does, on this error, which is not the fencing of a partition).
-                raise KafkaError("the engine's transaction was aborted by the broker (open past its timeout)") from exc
+                # The process's ID was registered again: by a new owner that took this engine for
+                # departed (`runtime.departed`), or by the broker aborting a transaction open past
+                # its timeout. Either way the engine may be out of its group, and a restore would
+                # register the partitions' own IDs and fence their new owners: the owners are
+                # released instead, and the engine rejoins (`Engine._recover`). The next shared
+                # transaction gets a new producer (`_usable`).
+                raise GenerationFenced(
+                    "the engine's transactional ID was fenced (taken for departed, or a transaction "
+                    "was open past its timeout): its partitions may be another engine's now") from exc
             raise
         for share, got in prepared:
             share.owner.commit_done(got, began)

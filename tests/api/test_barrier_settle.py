@@ -48,12 +48,16 @@ class _Link:
         return self.stable_end
 
 
+def _deadline(link: _Link) -> float:
+    return asyncio.get_running_loop().time() + link.settings.consistency_timeout_s
+
+
 async def test_the_view_is_awaited_up_to_the_high_watermark_not_the_stable_end() -> None:
     # Records 5..9 are a transaction whose group offsets are visible already, its marker on the
     # status partition not yet: the LSO (5) would stop short of them.
     link = _Link(_View(5), _Settings(consistency_timeout_s=60), stable_end=5)
     barrier = Consistency(link)  # type: ignore[arg-type]
-    settle = asyncio.create_task(barrier._settle(3, 10))
+    settle = asyncio.create_task(barrier._settle(3, 10, _deadline(link)))
     await asyncio.sleep(0)
     await link.view.move_to(9)
     await asyncio.sleep(0)
@@ -68,7 +72,7 @@ async def test_a_transaction_left_open_by_a_dead_writer_costs_half_the_budget_no
     link = _Link(_View(5), _Settings(consistency_timeout_s=0.2), stable_end=5)
     barrier = Consistency(link)  # type: ignore[arg-type]
     async with asyncio.timeout(5):
-        await barrier._settle(3, 10)
+        await barrier._settle(3, 10, _deadline(link))
     assert link.lso_reads == [3]
     assert link.view.at == 5
 
@@ -76,10 +80,22 @@ async def test_a_transaction_left_open_by_a_dead_writer_costs_half_the_budget_no
 async def test_past_the_grace_the_view_still_waits_for_what_committed_meanwhile() -> None:
     link = _Link(_View(5), _Settings(consistency_timeout_s=0.2), stable_end=8)
     barrier = Consistency(link)  # type: ignore[arg-type]
-    settle = asyncio.create_task(barrier._settle(3, 10))
+    settle = asyncio.create_task(barrier._settle(3, 10, _deadline(link)))
     async with asyncio.timeout(5):
         await link.lso_read.wait()
     assert not settle.done()
     await link.view.move_to(8)
+    async with asyncio.timeout(5):
+        await settle
+
+
+async def test_past_the_grace_a_lagging_view_does_not_chase_an_end_that_moved_on() -> None:
+    # No transaction stuck: the view lags, and the LSO has moved past the end the barrier read.
+    link = _Link(_View(5), _Settings(consistency_timeout_s=0.2), stable_end=50)
+    barrier = Consistency(link)  # type: ignore[arg-type]
+    settle = asyncio.create_task(barrier._settle(3, 10, _deadline(link)))
+    async with asyncio.timeout(5):
+        await link.lso_read.wait()
+    await link.view.move_to(10)
     async with asyncio.timeout(5):
         await settle

@@ -150,17 +150,43 @@ async def _writer_with_an_open_transaction(
     return writer, producer
 
 
+@contextlib.asynccontextmanager
+async def _members(settings: Settings, tp: TopicPartition, group: str, *client_ids: str) -> AsyncIterator[None]:
+    """Engine processes in `group`, each a consumer whose client ID is its transactional ID."""
+    consumers = [AIOKafkaConsumer(tp.topic, **settings.client_kwargs(), client_id=client_id, group_id=group,
+                                  enable_auto_commit=False, isolation_level="read_committed")
+                 for client_id in client_ids]
+    try:
+        for consumer in consumers:
+            await consumer.start()
+        deadline = time.monotonic() + 60
+        # Every member has joined once the partition is someone's and the group lists them all.
+        while not any(c.assignment() for c in consumers) or \
+                len({member(c).member_id for c in consumers if member(c).generation >= 1}) < len(consumers):
+            assert time.monotonic() < deadline, "the group never settled"
+            await asyncio.gather(*(c.getmany(timeout_ms=200) for c in consumers))
+        yield
+    finally:
+        for consumer in consumers:
+            await consumer.stop()
+
+
 async def test_a_departed_writer_is_fenced_and_the_transaction_it_left_open_aborted(
         grouped: tuple[Settings, AIOKafkaConsumer, TopicPartition]) -> None:
     settings, _, tp = grouped
-    group = settings.topic("departed")  # no member: the writer has left it
+    group = settings.topic("departed")
     writer, producer = await _writer_with_an_open_transaction(settings, tp, group)
+    me = process_transactional_id(group, uuid.uuid4().hex[:12])
     try:
-        with pytest.raises(ReadStalledError):
-            await wait_until_settled(settings, [tp], timeout_s=1)
-        assert await fence_departed(settings, group, [tp]) == {writer}
-        # Ended now, not at its 60 s timeout.
-        await wait_until_settled(settings, [tp], timeout_s=30)
+        async with _members(settings, tp, group, me):  # the writer is not a member any more
+            with pytest.raises(ReadStalledError):
+                await wait_until_settled(settings, [tp], timeout_s=1)
+            # A list of members that does not show the asker is not believed.
+            stranger = process_transactional_id(group, uuid.uuid4().hex[:12])
+            assert await fence_departed(settings, group, stranger, [tp]) == set()
+            assert await fence_departed(settings, group, me, [tp]) == {writer}
+            # Ended now, not at its 60 s timeout.
+            await wait_until_settled(settings, [tp], timeout_s=30)
     finally:
         with contextlib.suppress(Exception):
             await producer.stop()  # fenced: it may say so
@@ -172,21 +198,14 @@ async def test_a_writer_still_in_the_group_is_left_to_end_its_transaction(
     settings, _, tp = grouped
     group = settings.topic("alive")
     writer, producer = await _writer_with_an_open_transaction(settings, tp, group)
-    # The writer's process is a member of the group: its consumer's client ID is its writer ID.
-    alive = AIOKafkaConsumer(tp.topic, **settings.client_kwargs(), client_id=writer, group_id=group,
-                             enable_auto_commit=False, isolation_level="read_committed")
-    await alive.start()
+    me = process_transactional_id(group, uuid.uuid4().hex[:12])
     try:
-        deadline = time.monotonic() + 60
-        while not alive.assignment():
-            assert time.monotonic() < deadline, "never assigned"
-            await alive.getmany(timeout_ms=200)
-        assert await fence_departed(settings, group, [tp]) == set()
-        with pytest.raises(ReadStalledError):
-            await wait_until_settled(settings, [tp], timeout_s=1)
-        await producer.commit_transaction()  # not fenced: it can still commit
-        await wait_until_settled(settings, [tp], timeout_s=30)
+        async with _members(settings, tp, group, me, writer):
+            assert await fence_departed(settings, group, me, [tp]) == set()
+            with pytest.raises(ReadStalledError):
+                await wait_until_settled(settings, [tp], timeout_s=1)
+            await producer.commit_transaction()  # not fenced: it can still commit
+            await wait_until_settled(settings, [tp], timeout_s=30)
     finally:
-        await alive.stop()
         await producer.stop()
     assert await _visible(settings, tp) == [b"kept", b"left open"]

@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import ProducerFenced
 
 from engine.errors import GenerationFenced
+from engine.runtime.departed import writers
 from engine.runtime.group_fencing import GroupMember
 from engine.runtime.poll_transactions import SHARED_MAX_RECORDS, PollTransactions
 from engine.settings import Settings
@@ -141,6 +143,25 @@ async def test_a_refused_generation_fails_every_owner_and_none_commits_alone_aft
     with pytest.raises(GenerationFenced):
         await poll.run_round([(o.number, _work(poll, o)) for o in owners])
     assert not poll._alone and all(o.events == ["failed"] for o in owners)
+
+
+async def test_a_fenced_process_id_releases_its_owners_rather_than_restoring_them() -> None:
+    # A new owner took this engine for departed (`runtime.departed`), or the broker aborted a
+    # transaction open past its timeout: the engine may be out of its group, so its owners are
+    # released (GenerationFenced), and none of them commits alone under its partition's ID.
+    poll, producer = _transactions()
+    producer.refuse = ProducerFenced()
+    owners = [Owner(0), Owner(1)]
+    with pytest.raises(GenerationFenced, match="fenced"):
+        await poll.run_round([(o.number, _work(poll, o)) for o in owners])
+    assert not poll._alone and all(o.events == ["failed"] for o in owners)
+
+
+async def test_every_offset_names_the_process_that_committed_it() -> None:
+    poll, producer = _transactions()
+    await poll.run_round([(n, _work(poll, Owner(n))) for n in range(2)])
+    assert {o.metadata for o in producer.transactions[0].values()} == {poll.transactional_id}
+    assert writers("engine", [poll.transactional_id]) == {poll.transactional_id}
 
 
 async def test_out_of_the_group_nothing_is_committed() -> None:
