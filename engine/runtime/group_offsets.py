@@ -115,7 +115,8 @@ class GroupOffsets:
             if not offsets:
                 continue
             try:
-                await self._consumer.commit({tp: (offset, self._metadata) for tp, offset in offsets.items()})
+                await self._consumer.commit(
+                    {tp: (offset, self._metadata) for tp, offset in offsets.items()} if self._metadata else offsets)
             except KafkaError as exc:
                 # A rebalance moved on (the new generation's owners commit), or the coordinator is
                 # away: the state's own positions are unaffected, and the next commit carries these.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -43,7 +44,7 @@ class _Consumer:
 
     def __init__(self, assigned: set[TopicPartition]) -> None:
         self.assigned = assigned
-        self.commits: list[dict[TopicPartition, int]] = []
+        self.commits: list[dict[TopicPartition, Any]] = []
         self.gate = asyncio.Event()
         self.gate.set()
         self.failures = 0
@@ -55,7 +56,7 @@ class _Consumer:
     def assignment(self) -> set[TopicPartition]:
         return self.assigned
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         await self.gate.wait()
         self.attempted.set()
         if self.failures:
@@ -82,6 +83,15 @@ async def test_offsets_advanced_during_a_commit_go_in_the_next_one() -> None:
     consumer.gate.set()
     await offsets.flush()
     assert consumer.commits == [{A: 1}, {A: 2, B: 5}]
+
+
+async def test_an_engine_that_commits_per_poll_names_itself_in_every_offset() -> None:
+    # Its next owner reads who committed a partition last (engine.runtime.departed).
+    consumer = _Consumer({A, B})
+    offsets = GroupOffsets(consumer, URGENT, metadata="engine-0123456789ab")
+    offsets.advance({A: 1, B: 2})
+    await offsets.flush()
+    assert consumer.commits == [{A: (1, "engine-0123456789ab"), B: (2, "engine-0123456789ab")}]
 
 
 async def test_commits_are_paced_and_a_flush_does_not_wait_for_the_pace() -> None:
