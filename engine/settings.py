@@ -101,11 +101,12 @@ class AuditMode(StrEnum):
 class TransactionScope(StrEnum):
     """What one engine transaction holds (`HEADRACE_TRANSACTIONS`)."""
 
-    #: The default: one partition's batch, under the partition's own transactional ID (fenced by it).
+    #: One partition's batch, under the partition's own transactional ID (fenced by it).
     PARTITION = "partition"
-    #: A poll's small batches in one transaction under the process's ID, fenced by the consumer
-    #: group's generation (Kafka's KIP-447); a batch alone, or large ones, each in its partition's
-    #: own (`runtime.poll_transactions`). Not the default until the whole suite has run with it.
+    #: The default: a poll's small batches in one transaction under the process's ID, fenced by
+    #: the consumer group's generation (Kafka's KIP-447); a batch alone, or large ones, each in its
+    #: partition's own (`runtime.poll_transactions`). At moderate load a workflow costs about 40 %
+    #: less CPU in every process.
     POLL = "poll"
 
 
@@ -266,7 +267,7 @@ class Settings:
     audit: AuditMode = setting(AuditMode.TURN, "HEADRACE_AUDIT", one_of(AuditMode))  # noqa: RUF009 (a field)
     #: What one engine transaction holds: a partition's batch, or a whole poll's (`TransactionScope`).
     transactions: TransactionScope = setting(  # noqa: RUF009 (a field)
-        TransactionScope.PARTITION, "HEADRACE_TRANSACTIONS", one_of(TransactionScope))
+        TransactionScope.POLL, "HEADRACE_TRANSACTIONS", one_of(TransactionScope))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

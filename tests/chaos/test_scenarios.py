@@ -60,12 +60,12 @@ def test_scenario_loses_nothing_and_duplicates_nothing(name: str, chaos_cluster:
 
 
 @pytest.mark.parametrize("name", ["engine-kill", "engine-pause"])
-def test_one_transaction_per_poll_loses_nothing_and_duplicates_nothing(
+def test_one_transaction_per_partition_loses_nothing_and_duplicates_nothing(
         name: str, chaos_cluster: LocalKafka, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The engines commit a poll's small batches in one transaction, fenced by the consumer group's
-    generation (`HEADRACE_TRANSACTIONS=poll`, engine.runtime.poll_transactions): a killed engine's
-    open transaction, a paused one that wakes up past its session."""
-    monkeypatch.setenv("HEADRACE_TRANSACTIONS", "poll")  # the chaos processes inherit the environment
+    """The engines commit each partition's batch in a transaction of the partition's own ID
+    (`HEADRACE_TRANSACTIONS=partition`; the scenarios above run the default, one per poll): a
+    killed engine's open transaction, a paused one that wakes up past its session."""
+    monkeypatch.setenv("HEADRACE_TRANSACTIONS", "partition")  # the chaos processes inherit the environment
     result = run(name, chaos_cluster, tmp_path)
     c = result.verdict.counts
     assert result.verdict.violations == [], result.summary
@@ -73,7 +73,7 @@ def test_one_transaction_per_poll_loses_nothing_and_duplicates_nothing(
     assert c.faults_injected == SCENARIOS[name].fault_count
     assert c.completed + c.failed_as_expected == c.workflows_started >= SCENARIOS[name].workflows
     engine_logs = sorted(tmp_path.rglob("engine-*.log"))
-    assert engine_logs and all("a transaction per poll" in log.read_text() for log in engine_logs)
+    assert engine_logs and all("a transaction per partition" in log.read_text() for log in engine_logs)
 
 
 def test_a_rolling_deploy_fails_nothing_for_its_code_and_every_run_takes_its_history_s_branch(
