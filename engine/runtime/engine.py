@@ -120,6 +120,8 @@ class Engine:
         )
         self._consumer = consumer
         self._group_offsets = GroupOffsets(consumer, urgent_topic=self.topics.commands, metadata=writer)
+        if self._transactions is not None:
+            self._transactions.offsets_committed = self._group_offsets.committed_in_transaction
         consumer.subscribe(list(self.topics.inputs), listener=_Rebalance(self))
         if self._transactions is not None:
             await self._transactions.start()
@@ -192,9 +194,8 @@ class Engine:
                     consumer.seek(tp, records[0].offset)
             return
         if await self._guarded(owner, owner.process(batch), consumer):
-            # Also after a transaction a poll's partitions shared, which committed them itself (they
-            # fence it): a commit of an earlier batch's, still due or under way here, must not
-            # leave the group's offset behind it (`runtime.group_offsets`).
+            # After a transaction a poll's partitions shared, which committed them itself (they
+            # fence it), `group_offsets` sends them only where an earlier commit could land after.
             if self._group_offsets is not None:
                 self._group_offsets.advance({tp: owner.positions[tp.topic] for tp in batch})
             self.metrics.turns(number, sum(len(records) for records in batch.values()))

@@ -99,6 +99,8 @@ class PollTransactions:
         #: (`runtime.departed`).
         self.transactional_id = process_transactional_id(group_id, uuid.uuid4().hex[:12])
         self._member = member
+        #: Told the group offsets each shared transaction committed (`GroupOffsets.committed_in_transaction`).
+        self.offsets_committed: Callable[[dict[TopicPartition, int]], None] | None = None
         #: The member as the transaction being committed names it (checked before it is sent).
         self._committing_as = GroupMember(-1, "")
         #: Owners whose last shared transaction failed for a reason of its own (not fencing): each
@@ -291,6 +293,8 @@ class PollTransactions:
                     "the engine's transactional ID was fenced (taken for departed, or a transaction "
                     "was open past its timeout): its partitions may be another engine's now") from exc
             raise
+        if self.offsets_committed is not None:
+            self.offsets_committed({tp: o.offset for tp, o in offsets.items()})
         for share, got in prepared:
             share.owner.commit_done(got, began)
 

@@ -158,3 +158,40 @@ async def test_a_failed_commit_is_carried_by_the_next() -> None:
     await offsets.flush()
     assert consumer.commits == [{A: 3}, {A: 4, B: 1}]
     await offsets.close()
+
+
+async def test_offsets_a_shared_transaction_committed_are_not_sent_again() -> None:
+    consumer = _Consumer({A, B})
+    offsets = GroupOffsets(consumer, URGENT, interval_s=3600)
+    offsets.advance({A: 3})  # due, held by the pace
+    offsets.committed_in_transaction({A: 5, B: 7})
+    offsets.advance({A: 5, B: 7})  # the engine's advance after that transaction
+    offsets.advance({B: 8})  # a later batch committed alone
+    await offsets.flush()
+    assert consumer.commits == [{B: 8}]
+
+
+async def test_a_commit_under_way_is_followed_by_the_transaction_s_offsets() -> None:
+    # The OffsetCommit under way (A at 3) could reach the coordinator after the transaction's
+    # markers (A at 5): the group's offset would go back to 3, for good with no more input.
+    consumer = _Consumer({A})
+    offsets = GroupOffsets(consumer, URGENT)
+    consumer.gate.clear()
+    offsets.advance({A: 3})
+    await asyncio.sleep(0)  # in flight, held at the gate
+    offsets.committed_in_transaction({A: 5})
+    offsets.advance({A: 5})
+    consumer.gate.set()
+    await offsets.flush()
+    assert consumer.commits == [{A: 3}, {A: 5}]
+
+
+async def test_after_a_flush_a_partition_s_offsets_are_sent_again() -> None:
+    # A flush comes before partitions are given up: another engine may commit them meanwhile.
+    consumer = _Consumer({A})
+    offsets = GroupOffsets(consumer, URGENT)
+    offsets.committed_in_transaction({A: 5})
+    await offsets.flush()
+    offsets.advance({A: 5})
+    await offsets.flush()
+    assert consumer.commits == [{A: 5}]

@@ -164,6 +164,17 @@ async def test_every_offset_names_the_process_that_committed_it() -> None:
     assert writers("engine", [poll.transactional_id]) == {poll.transactional_id}
 
 
+async def test_the_group_offsets_are_told_what_a_shared_transaction_committed() -> None:
+    poll, producer = _transactions()
+    told: list[dict[TopicPartition, int]] = []
+    poll.offsets_committed = told.append
+    await poll.run_round([(n, _work(poll, Owner(n))) for n in range(2)])
+    producer.refuse = RuntimeError("the broker refused a record")
+    with pytest.raises(RuntimeError):
+        await poll.run_round([(n, _work(poll, Owner(n))) for n in range(2, 4)])
+    assert told == [{TopicPartition("commands", 0): 10, TopicPartition("commands", 1): 11}]
+
+
 async def test_out_of_the_group_nothing_is_committed() -> None:
     # Generation -1: the coordinator would skip the check for it, so the engine does not send it.
     poll, producer = _transactions(GroupMember(-1, ""))
