@@ -28,7 +28,9 @@ Kafka, with a barrier built from three offsets of the instance's partition `p`:
    transaction timeout), not one `C` depends on (those have committed, and their markers follow
    within milliseconds; a leader failover can delay them longer, and the answer is then what the
    LSO alone gave before this rule). The barrier then settles for the LSO read at that point (at
-   most `S`), which holds every transaction that has committed by then.
+   most `S`), which holds every transaction that has committed by then. Later barriers on that
+   partition settle for it at once while the view still stands there: nothing past an open
+   transaction is readable, so the view moves on only once it has ended.
 3. `E`, the end of `commands[p]`, read after the client's 202 (it happened before this request):
    every start a replica acknowledged lies below `E`. The API scans `commands[p]` from `C` to `E`
    for starts of the instance (read_uncommitted, so another replica's start is seen as soon as the
@@ -217,6 +219,9 @@ class Consistency:
     def __init__(self, link: KafkaLink) -> None:
         self.link = link
         self._backlogs: dict[int, _Backlog] = {}
+        #: Status partitions where a barrier gave up waiting for an open transaction: the LSO it
+        #: settled for (`_settle`).
+        self._stuck: dict[int, int] = {}
         self._rounds = _Rounds(self._round)
         self._sent: OrderedDict[str, tuple[float, PendingStart]] = OrderedDict()
         self._watches = Watches(self.shown)
@@ -352,15 +357,25 @@ class Consistency:
         """Wait until the view has read `status[p]` up to `written` (`S`), or, if a transaction is
         still open there after half the budget left (`deadline`, loop time), up to its LSO read
         then (see the module docstring)."""
+        stuck = self._stuck.get(p)
+        if stuck is not None and self.link.view.position(p) == stuck:
+            # An earlier barrier gave up on a transaction there, and the view has not read past it
+            # since: it cannot (nothing past an open transaction is readable), so it is still
+            # open. Its answer, the LSO, is this one's, without the grace.
+            await self._catch_up(p, min(written, stuck))
+            return
         left = deadline - asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(max(0.0, min(left / 2, _STALLED_AFTER_S))):
                 await self._catch_up(p, written)
+                self._stuck.pop(p, None)
                 return
         except TimeoutError:
             pass
+        stable = await self.link.status_end(p)
+        self._stuck[p] = stable
         # Never past `written`: a view that only lags must not chase an end that moved on since.
-        await self._catch_up(p, min(written, await self.link.status_end(p)))
+        await self._catch_up(p, min(written, stable))
 
     async def _round(self, wanted: dict[int, set[str]]) -> dict[tuple[int, str], _Found]:
         """One barrier round (`_Rounds`): offsets of every partition asked for, then the scans."""

@@ -16,6 +16,9 @@ class _View:
         self.at = position
         self.moved = asyncio.Condition()
 
+    def position(self, partition: int) -> int:
+        return self.at
+
     async def wait_position(self, partition: int, offset: int, timeout: float | None) -> None:  # noqa: ASYNC109
         async with self.moved:
             await self.moved.wait_for(lambda: self.at >= offset)
@@ -99,3 +102,22 @@ async def test_past_the_grace_a_lagging_view_does_not_chase_an_end_that_moved_on
     await link.view.move_to(10)
     async with asyncio.timeout(5):
         await settle
+
+
+async def test_later_barriers_skip_the_grace_while_the_view_stands_where_one_gave_up() -> None:
+    link = _Link(_View(5), _Settings(consistency_timeout_s=0.2), stable_end=5)
+    barrier = Consistency(link)  # type: ignore[arg-type]
+    async with asyncio.timeout(5):
+        await barrier._settle(3, 10, _deadline(link))
+    assert link.lso_reads == [3]
+    # The transaction is still open (the view still stands at 5): a barrier with a budget that
+    # would make it wait 5 s for it settles at once, without reading anything.
+    link.settings.consistency_timeout_s = 60
+    async with asyncio.timeout(3):
+        await barrier._settle(3, 12, _deadline(link))
+    assert link.lso_reads == [3]
+    # It ended (the view read past it): the next barrier waits for the high watermark again.
+    await link.view.move_to(13)
+    async with asyncio.timeout(5):
+        await barrier._settle(3, 13, _deadline(link))
+    assert barrier._stuck == {}
