@@ -338,8 +338,10 @@ class Consistency:
         link.require()
         budget = link.settings.consistency_timeout_s
         try:
-            async with asyncio.timeout(budget):
-                pending = await self._barrier(instance_id, asyncio.get_running_loop().time() + budget)
+            async with asyncio.timeout(budget) as scope:
+                deadline = scope.when()
+                assert deadline is not None  # set just above
+                pending = await self._barrier(instance_id, deadline)
         except TimeoutError:
             raise BackendError(
                 f"the status view did not catch up with Kafka within {budget:g}s (the engine or "
@@ -361,8 +363,7 @@ class Consistency:
         if stuck is not None and self.link.view.position(p) == stuck:
             # An earlier barrier gave up on a transaction there, and the view has not read past it
             # since: it cannot (nothing past an open transaction is readable), so it is still
-            # open. Its answer, the LSO, is this one's, without the grace.
-            await self._catch_up(p, min(written, stuck))
+            # open. Its answer, the LSO the view stands at, is this one's, without the grace.
             return
         left = deadline - asyncio.get_running_loop().time()
         try:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence, Set
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -186,20 +186,27 @@ async def latest_values(settings: Settings, topic: str, partition: int, keys: Se
         await consumer.stop()
 
 
-async def wait_until_settled(settings: Settings, tps: list[TopicPartition], timeout_s: float) -> None:
+#: Told, once, that a transaction is still open after `stalled_after_s`, with the seconds left.
+Stalled: TypeAlias = Callable[[float], Awaitable[None]]
+
+
+async def wait_until_settled(settings: Settings, tps: list[TopicPartition], timeout_s: float, *,
+                             stalled: Stalled | None = None, stalled_after_s: float = 0.0) -> None:
     """Return once no transaction is open on `tps`: each one's last stable offset is its end.
 
     A new owner of a partition reads it only then (`runtime.partition`): a transaction still open on
     it may be one its last owner committed from a producer the new owner cannot fence (one
     transaction for many partitions: `runtime.poll_transactions`), and it must end, committed or
-    aborted, before the restore reads what it holds. Raises `ReadStalledError` past `timeout_s`.
+    aborted, before the restore reads what it holds. `stalled` may end it sooner (a new owner
+    fences a departed writer: `runtime.departed`). Raises `ReadStalledError` past `timeout_s`.
     """
     committed = committed_reader(settings)
     everything = committed_reader(settings, committed=False)
     try:
         await committed.start()
         await everything.start()
-        deadline = time.monotonic() + timeout_s
+        began = time.monotonic()
+        deadline = began + timeout_s
         delay = 0.005
         while True:
             stable = await committed.end_offsets(tps)
@@ -207,8 +214,13 @@ async def wait_until_settled(settings: Settings, tps: list[TopicPartition], time
             open_ = [tp for tp in tps if stable[tp] < ends[tp]]
             if not open_:
                 return
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise ReadStalledError(f"a transaction is still open on {open_} after {timeout_s:g} s")
+            if stalled is not None and now - began >= stalled_after_s:
+                told, stalled = stalled, None
+                await told(deadline - now)
+                continue
             # Polling the broker: a transaction's end is not announced to anyone but its readers.
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)

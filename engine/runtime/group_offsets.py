@@ -84,7 +84,8 @@ class GroupOffsets:
                 continue
             if offset > self._in_transaction.get(tp, -1):
                 self._in_transaction[tp] = offset
-            if self._due.get(tp, offset + 1) <= offset:
+            due = self._due.get(tp)
+            if due is not None and due <= offset:
                 del self._due[tp]
 
     def advance(self, offsets: Mapping[TopicPartition, int]) -> None:

@@ -37,7 +37,7 @@ from ..core.retention import RetentionPolicy, awaiting_purge, is_retention
 from ..core.state import InstanceState
 from ..core.timers import DurableTimer, Timer
 from ..core.values import FailureDetails, RuntimeStatus
-from ..errors import DecodeError, PayloadTooLargeError, PoisonedInputError, ReadStalledError
+from ..errors import DecodeError, PayloadTooLargeError, PoisonedInputError
 from ..read.to_end import latest_by_key, latest_values, reading, wait_until_settled
 from ..settings import AuditMode, Settings
 from ..topics import Topics, java_partitioner, partition_for, producer_options, record_limit
@@ -286,23 +286,23 @@ class PartitionOwner:
         # group instead (`runtime.poll_transactions`): a transaction of it still open here ends
         # (committed, aborted, or timed out) before the restore reads the partition. One a
         # departed engine left open is aborted now rather than at its timeout (`runtime.departed`).
-        outputs = [TopicPartition(self.topics.history_store, self.number),
-                   TopicPartition(self.topics.status, self.number)]
-        waiting_since = time.monotonic()
-        try:
-            await wait_until_settled(self.settings, outputs, min(settle_timeout_s, FENCE_DEPARTED_AFTER_S))
-        except ReadStalledError:
-            inputs = [TopicPartition(topic, self.number) for topic in self.topics.inputs]
-            try:
-                async with asyncio.timeout(max(0.0, settle_timeout_s - (time.monotonic() - waiting_since))):
-                    await fence_departed(self.settings, self.group_id, self.writer, inputs)
-            except Exception as exc:  # not allowed to look, too slow...: the transaction's timeout ends it
-                log.warning("partition %d: looking for a departed writer failed (%r)", self.number, exc)
-            waited = time.monotonic() - waiting_since
-            await wait_until_settled(self.settings, outputs, max(0.0, settle_timeout_s - waited))
+        await wait_until_settled(
+            self.settings, [TopicPartition(self.topics.history_store, self.number),
+                            TopicPartition(self.topics.status, self.number)],
+            settle_timeout_s, stalled=self._fence_departed if self.writer else None,
+            stalled_after_s=FENCE_DEPARTED_AFTER_S)
         began = time.monotonic()
         await self._restore()
         self.metrics.restore(self.number, time.monotonic() - began)
+
+    async def _fence_departed(self, left_s: float) -> None:
+        """A transaction is still open on the partition: fence its writer if it left the group."""
+        inputs = [TopicPartition(topic, self.number) for topic in self.topics.inputs]
+        try:
+            async with asyncio.timeout(left_s):
+                await fence_departed(self.settings, self.group_id, self.writer, inputs)
+        except Exception as exc:  # not allowed to look, too slow...: the transaction's timeout ends it
+            log.warning("partition %d: looking for a departed writer failed (%r)", self.number, exc)
 
     async def stop(self) -> None:
         if self.producer is not None:

@@ -135,6 +135,27 @@ async def test_a_new_owner_waits_for_an_open_transaction_to_end(
     assert await _visible(settings, tp) == [b"open"]
 
 
+async def test_a_wait_that_stalls_is_told_once_and_ends_with_the_transaction(
+        grouped: tuple[Settings, AIOKafkaConsumer, TopicPartition]) -> None:
+    # What a new owner does with it: fence a departed writer (PartitionOwner._fence_departed).
+    settings, consumer, tp = grouped
+    producer = await _producer(settings, [member(consumer)])
+    told: list[float] = []
+
+    async def stalled(left_s: float) -> None:
+        told.append(left_s)
+        await producer.abort_transaction()
+
+    try:
+        await producer.begin_transaction()
+        await (await producer.send(tp.topic, b"open", partition=0))
+        await wait_until_settled(settings, [tp], timeout_s=30, stalled=stalled, stalled_after_s=0.2)
+    finally:
+        await producer.stop()
+    assert len(told) == 1 and 0 < told[0] <= 30
+    assert await _visible(settings, tp) == []
+
+
 async def _writer_with_an_open_transaction(
         settings: Settings, tp: TopicPartition, group: str) -> tuple[str, AIOKafkaProducer]:
     """An engine process's producer that committed `tp`'s offset in `group` (naming itself, as
