@@ -19,9 +19,15 @@ coordinator refuses its offsets for the group's new generation (`runtime.group_f
 
 Fencing a live member would cost it a rebalance (`Engine._recover`), so the member list is only
 believed when it can be: the group's description carries no error, and it lists the asking
-engine itself. With static membership (`group_instance_id`, KIP-345) the coordinator keeps a
-replaced member's client ID, so the list cannot tell a restarted process from the one it replaced:
-nothing is fenced then, and the broker's timeout ends the transaction as before.
+engine itself.
+
+With static membership (`group_instance_id`, KIP-345) a restarted process takes its predecessor's
+place in the group without a rebalance, and the coordinator may keep the predecessor's client ID,
+so a list of random IDs could not tell the two apart. There the ID is not random: its 12 digits
+come from the group instance ID (`process_unique`), which one live process holds at a time (the
+coordinator fences a second with FENCED_INSTANCE_ID). A restarted process registers the ID its
+predecessor held, which aborts the transaction the predecessor left open at once, and a member
+the group evicted is fenced by its partitions' new owners as above.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import re
+import uuid
 from collections.abc import Collection
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -39,7 +47,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from ..settings import Settings
 from ..topics import producer_options
 
-__all__ = ["fence_departed", "process_transactional_id", "writers"]
+__all__ = ["fence_departed", "process_transactional_id", "process_unique", "writers"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,14 @@ def process_transactional_id(group_id: str, unique: str) -> str:
     return f"{group_id}-{unique}"
 
 
+def process_unique(group_instance_id: str | None) -> str:
+    """The 12 hex digits of an engine process's transactional ID: its own, or under static
+    membership its group instance ID's, so that a restart fences its predecessor (see above)."""
+    if group_instance_id is None:
+        return uuid.uuid4().hex[:12]
+    return hashlib.sha256(group_instance_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
 def writers(group_id: str, metadata: Collection[object]) -> set[str]:
     """The process transactional IDs of the group among committed offsets' `metadata`: anything
     else (another group's, a partition's own `<group>-p<n>`, a tool's note) is ignored."""
@@ -64,7 +80,7 @@ async def fence_departed(settings: Settings, group_id: str, me: str, inputs: lis
     """Fence the engine processes that committed `inputs`' offsets last and are no longer members
     of the group, as seen by member `me` (its client ID); the IDs fenced (see the module docstring).
     Raises what the lookups raise; the caller then waits for the transaction's timeout instead."""
-    if settings.group_instance_id is not None or not me:
+    if not me:
         return set()
     admin = AIOKafkaAdminClient(**settings.client_kwargs())
     try:

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +42,7 @@ from ..errors import GenerationFenced
 from ..settings import Settings
 from ..topics import producer_options
 from . import group_fencing
-from .departed import process_transactional_id
+from .departed import process_transactional_id, process_unique
 from .group_fencing import GroupMember
 from .partition import (
     PRODUCER_RETRY_BACKOFF_MS,
@@ -97,7 +96,7 @@ class PollTransactions:
         #: Also the metadata of every offset the engine commits, and its consumer's client ID: how
         #: a partition's next owner finds and fences it if it departs with a transaction open
         #: (`runtime.departed`).
-        self.transactional_id = process_transactional_id(group_id, uuid.uuid4().hex[:12])
+        self.transactional_id = process_transactional_id(group_id, process_unique(settings.group_instance_id))
         self._member = member
         #: Told the group offsets each shared transaction committed (`GroupOffsets.committed_in_transaction`).
         self.offsets_committed: Callable[[dict[TopicPartition, int]], None] | None = None

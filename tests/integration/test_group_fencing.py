@@ -9,6 +9,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -18,9 +19,10 @@ from engine.errors import GenerationFenced, ReadStalledError
 from engine.read.consumer import committed_reader
 from engine.read.to_end import wait_until_settled
 from engine.runtime import group_fencing
-from engine.runtime.departed import fence_departed, process_transactional_id
+from engine.runtime.departed import fence_departed, process_transactional_id, process_unique
 from engine.runtime.group_fencing import GroupMember
 from engine.runtime.membership import member
+from engine.runtime.poll_transactions import PollTransactions
 from engine.settings import Settings
 from engine.topics import producer_options
 
@@ -157,10 +159,10 @@ async def test_a_wait_that_stalls_is_told_once_and_ends_with_the_transaction(
 
 
 async def _writer_with_an_open_transaction(
-        settings: Settings, tp: TopicPartition, group: str) -> tuple[str, AIOKafkaProducer]:
+        settings: Settings, tp: TopicPartition, group: str, static: str | None = None) -> tuple[str, AIOKafkaProducer]:
     """An engine process's producer that committed `tp`'s offset in `group` (naming itself, as
     engines do) and then left a transaction open on `tp`."""
-    writer = process_transactional_id(group, uuid.uuid4().hex[:12])
+    writer = process_transactional_id(group, process_unique(static))
     producer = AIOKafkaProducer(**producer_options(settings, transactional_id=writer, transaction_timeout_ms=60_000))
     await producer.start()
     async with producer.transaction():
@@ -172,10 +174,13 @@ async def _writer_with_an_open_transaction(
 
 
 @contextlib.asynccontextmanager
-async def _members(settings: Settings, tp: TopicPartition, group: str, *client_ids: str) -> AsyncIterator[None]:
-    """Engine processes in `group`, each a consumer whose client ID is its transactional ID."""
+async def _members(settings: Settings, tp: TopicPartition, group: str, *client_ids: str,
+                   static: bool = False) -> AsyncIterator[None]:
+    """Engine processes in `group`, each a consumer whose client ID is its transactional ID (and,
+    `static`, its group instance ID the same)."""
     consumers = [AIOKafkaConsumer(tp.topic, **settings.client_kwargs(), client_id=client_id, group_id=group,
-                                  enable_auto_commit=False, isolation_level="read_committed")
+                                  enable_auto_commit=False, isolation_level="read_committed",
+                                  group_instance_id=client_id if static else None)
                  for client_id in client_ids]
     try:
         for consumer in consumers:
@@ -230,3 +235,44 @@ async def test_a_writer_still_in_the_group_is_left_to_end_its_transaction(
     finally:
         await producer.stop()
     assert await _visible(settings, tp) == [b"kept", b"left open"]
+
+
+async def test_under_static_membership_an_evicted_writer_is_fenced_too(
+        grouped: tuple[Settings, AIOKafkaConsumer, TopicPartition]) -> None:
+    settings, _, tp = grouped
+    static = replace(settings, group_instance_id="engine-1")
+    group = settings.topic("static")
+    writer, producer = await _writer_with_an_open_transaction(settings, tp, group, static="engine-0")
+    me = process_transactional_id(group, process_unique(static.group_instance_id))
+    try:
+        async with _members(settings, tp, group, me, static=True):
+            assert await fence_departed(static, group, me, [tp]) == {writer}
+            await wait_until_settled(settings, [tp], timeout_s=30)  # now, not at its 60 s timeout
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+    assert await _visible(settings, tp) == [b"kept"]
+
+
+async def test_a_restarted_static_member_ends_its_predecessor_s_open_transaction_as_it_starts(
+        grouped: tuple[Settings, AIOKafkaConsumer, TopicPartition]) -> None:
+    # The crash of a static member is followed by its restart under the same group instance ID,
+    # with no rebalance: nobody else takes its partitions, so nobody else could fence it.
+    settings, consumer, tp = grouped
+    static = replace(settings, group_instance_id="engine-0")
+    group = settings.topic("group")
+    writer, producer = await _writer_with_an_open_transaction(settings, tp, group, static="engine-0")
+    restarted = PollTransactions(static, group, lambda: member(consumer))
+    assert restarted.transactional_id == writer
+    try:
+        with pytest.raises(ReadStalledError):
+            await wait_until_settled(settings, [tp], timeout_s=1)
+        began = time.monotonic()
+        await restarted.start()
+        await wait_until_settled(settings, [tp], timeout_s=30)
+        assert time.monotonic() - began < 30  # the transaction's own timeout is 60 s
+    finally:
+        await restarted.stop()
+        with contextlib.suppress(Exception):
+            await producer.stop()  # fenced: it may say so
+    assert await _visible(settings, tp) == [b"kept"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.runtime.departed import process_transactional_id, writers
+from engine.runtime.departed import process_transactional_id, process_unique, writers
 
 
 def test_only_the_group_s_process_ids_are_writers() -> None:
@@ -17,3 +17,14 @@ def test_only_the_group_s_process_ids_are_writers() -> None:
         "hr.engine-0123456789AB",
         "kafka-consumer-groups.sh reset",  # a tool's note
     ]) == {mine}
+
+
+def test_a_static_member_s_id_survives_its_restart_and_a_plain_one_does_not() -> None:
+    # Under static membership a restart must register its predecessor's ID (which aborts what the
+    # predecessor left open); without it, every process is new and names itself afresh.
+    first, again = process_unique("engine-0"), process_unique("engine-0")
+    assert first == again and first != process_unique("engine-1")
+    assert process_unique(None) != process_unique(None)
+    for unique in (first, process_unique(None), process_unique("ünïcode\udcff")):
+        mine = process_transactional_id("hr.engine", unique)
+        assert writers("hr.engine", [mine]) == {mine}
