@@ -46,6 +46,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from ..settings import Settings
 from ..topics import producer_options
+from .membership import describe_group
 
 __all__ = ["fence_departed", "process_transactional_id", "process_unique", "writers"]
 
@@ -90,12 +91,12 @@ async def fence_departed(settings: Settings, group_id: str, me: str, inputs: lis
         last = writers(group_id, [o.metadata for o in committed.values() if o is not None and o.offset >= 0])
         if not last - {me}:
             return set()
-        live = await _members(admin, group_id, coordinator)
+        group = await describe_group(admin, group_id, coordinator)
     finally:
         await admin.close()
-    if live is None or me not in live:
+    if group is None or me not in group.client_ids:
         return set()  # a list that does not show the asker is not one to fence by
-    departed = last - live
+    departed = last - set(group.client_ids)
     for writer in sorted(departed):
         task = _FENCING.get(writer)
         if task is None:
@@ -107,19 +108,6 @@ async def fence_departed(settings: Settings, group_id: str, me: str, inputs: lis
 
 def _done(writer: str, _: asyncio.Task[None]) -> None:
     _FENCING.pop(writer, None)
-
-
-async def _members(admin: AIOKafkaAdminClient, group_id: str, coordinator: int) -> set[str] | None:
-    """The client IDs of the group's members, or None if the coordinator could not say."""
-    live: set[str] = set()
-    for response in await admin.describe_consumer_groups([group_id], coordinator):
-        for group in response.to_object()["groups"]:
-            if group["group"] != group_id:
-                continue
-            if group["error_code"] != 0:
-                return None  # aiokafka does not raise it: NOT_COORDINATOR, a load in progress...
-            live.update(member["client_id"] for member in group["members"])
-    return live
 
 
 async def _fence(settings: Settings, writer: str) -> None:

@@ -11,11 +11,14 @@ when nobody else can have owned it in between (`kept_across`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from .group_fencing import GroupMember
 
-__all__ = ["generation", "kept_across", "member", "rejoin"]
+__all__ = ["GroupDescription", "describe_group", "generation", "kept_across", "member", "rejoin"]
 
 
 def generation(consumer: AIOKafkaConsumer | None) -> int:
@@ -53,3 +56,28 @@ def kept_across(held_in: int, now: int) -> bool:
     that the session timeout removed rejoins two or more generations later, after another member
     may have owned (and written) the partition."""
     return held_in >= 0 and now == held_in + 1
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    """A consumer group as its coordinator describes it: its state ("Stable", "PreparingRebalance",
+    ...) and its members' client IDs."""
+
+    state: str
+    client_ids: tuple[str, ...]
+
+
+async def describe_group(admin: AIOKafkaAdminClient, group_id: str,
+                         coordinator: int | None = None) -> GroupDescription | None:
+    """The group's description, or None when the coordinator could not give one: aiokafka does not
+    raise a group's own error (NOT_COORDINATOR, a load in progress), it returns the group with an
+    error code and no members, which would read as an empty group."""
+    for response in await admin.describe_consumer_groups([group_id], coordinator):
+        for group in response.to_object()["groups"]:
+            if group["group"] != group_id:
+                continue
+            if group["error_code"] != 0:
+                return None
+            return GroupDescription(group["state"],
+                                    tuple(member["client_id"] for member in group["members"]))
+    return None

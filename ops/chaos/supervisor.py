@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from api.settings import ApiSettings
+from engine.runtime.membership import describe_group
 from engine.settings import Settings
 from engine.topics import Topics
 from ops.errors import OpsError
@@ -230,15 +231,15 @@ class Supervisor:
 
 
 async def group_members(settings: Settings, groups: list[str]) -> dict[str, tuple[str, int]]:
-    """Group → (state, member count)."""
+    """Group → (state, member count), for the groups the coordinator could describe."""
     admin = AIOKafkaAdminClient(**settings.client_kwargs(), request_timeout_ms=5000)
     await admin.start()
     try:
         found: dict[str, tuple[str, int]] = {}
         for group in groups:
-            for response in await admin.describe_consumer_groups([group]):
-                for described in response.groups:
-                    found[described[1]] = (described[2], len(described[5]))
+            described = await describe_group(admin, group)
+            if described is not None:
+                found[group] = (described.state, len(described.client_ids))
         return found
     finally:
         await admin.close()

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from engine.errors import GenerationFenced, ReadStalledError
@@ -21,7 +22,7 @@ from engine.read.to_end import wait_until_settled
 from engine.runtime import group_fencing
 from engine.runtime.departed import fence_departed, process_transactional_id, process_unique
 from engine.runtime.group_fencing import GroupMember
-from engine.runtime.membership import member
+from engine.runtime.membership import describe_group, member
 from engine.runtime.poll_transactions import PollTransactions
 from engine.settings import Settings
 from engine.topics import producer_options
@@ -276,3 +277,19 @@ async def test_a_restarted_static_member_ends_its_predecessor_s_open_transaction
         with contextlib.suppress(Exception):
             await producer.stop()  # fenced: it may say so
     assert await _visible(settings, tp) == [b"kept"]
+
+
+async def test_a_group_is_described_with_its_state_and_members_client_ids(
+        grouped: tuple[Settings, AIOKafkaConsumer, TopicPartition]) -> None:
+    settings, _, _ = grouped
+    admin = AIOKafkaAdminClient(**settings.client_kwargs())
+    await admin.start()
+    try:
+        described = await describe_group(admin, settings.topic("group"))
+        nobody = await describe_group(admin, settings.topic("no-such-group"))
+    finally:
+        await admin.close()
+    # The fixture's one member, under aiokafka's default client ID ("aiokafka-<version>").
+    assert described is not None and described.state == "Stable"
+    assert len(described.client_ids) == 1 and described.client_ids[0].startswith("aiokafka")
+    assert nobody is not None and nobody.client_ids == ()  # the coordinator answers "Dead", empty
