@@ -17,10 +17,9 @@ command is answered once the status view shows its effect, bounded by `apply_wai
 
 So a GET after the 202, on any replica, sees the effect. When the wait runs out (the engine is
 down or far behind) the API answers 202 anyway, as before, and counts it: the command is on Kafka
-and applies when the engine gets to it; a start answered so is first judged from the freshest
-state the API can see (another run live there: 409). What the API checks up front (the
-instance exists, is finished) it checks against the freshest state it can see, and the engine
-checks again when it applies the command.
+and applies when the engine gets to it. What the API checks up front (the instance exists, is not
+running, is finished) it checks against the freshest state it can see, and the engine checks
+again when it applies the command.
 """
 
 from __future__ import annotations

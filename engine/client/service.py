@@ -28,7 +28,6 @@ from ..core.preconditions import (
     command_settled,
     early_event_refusal,
     gone_or_replaced,
-    late_start_refusal,
     purge_refusal,
     require_instance,
     run_id,
@@ -130,41 +129,25 @@ class WorkflowCommands:
     ) -> str:
         """Start workflow `name`; returns the instance ID once the engine started the run.
 
-        Raises `InstanceExistsError` (or its `ChildrenRunningError`) when a run of the ID is live:
-        before sending, once the engine refused the start, or, when the engine has not answered
-        within `apply_timeout`, from the freshest state the port can see.
-
-        A caller's ID is looked up before sending only where what the port already holds shows a
-        run there (a live one, or a start of this process not applied yet); otherwise the engine
-        decides, and its refusal shows as soon as its acceptance would. Looking up every such ID
-        first cost the REST API a read barrier per start, 13 % of its CPU (issue 17), to answer
-        early what the engine answers anyway. Where the engine does not answer in time, the
-        freshest state decides (`late_start_refusal`: through the API's barrier, every start on the
-        topic ahead of this one too), so a start of an ID another replica just started is refused
-        with the engine away as well.
+        Raises `InstanceExistsError` (or its `ChildrenRunningError`) when a run of the ID is live,
+        before sending or once the engine refused the start.
         """
         # daprd's rule for a new instance's ID (IdError, a ValueError, says which part is wrong).
         iid = check_new_instance_id(instance_id) if instance_id else self.new_instance_id()
         payload = self._payload("workflow input", input)
+        if instance_id:  # a generated ID is new: nothing to look up
+            refused = start_refusal_before(await self.lookup.state(iid))
+            if refused is not None:
+                raise refused
         start = cmd.StartWorkflow(
             instance_id=iid, command_id=self.new_command_id(), name=name, input=payload, scheduled_start=start_at
         )
         command_id = start.command_id
         async with self.lookup.watch({iid: lambda state: start_settled(state, command_id)}) as (watch,):
-            # After entering the watch: a port may read the instance in then (the Python client's).
-            if instance_id and self._run_at_hand(iid):  # a generated ID is new: nothing to look up
-                refused = start_refusal_before(await self.lookup.state(iid))
-                if refused is not None:
-                    raise refused
             receipt = await self.sender.send(start)
             self.lookup.accepted(start, receipt)
             settled, state = await watch.wait(self.apply_timeout)
         if not settled:
-            if instance_id:
-                refused = late_start_refusal(await self.lookup.fresh(iid), command_id)
-                if refused is not None:
-                    self.lookup.forget(iid)  # the engine will refuse it: nothing of it will show
-                    raise refused
             self._late(start)
             return iid
         refused = start_refusal(state, command_id)
@@ -273,14 +256,6 @@ class WorkflowCommands:
                     found[child] = run_id(seen)
                     todo.append(child)
         return list(found.items())[:PURGE_TREE_LIMIT]
-
-    def _run_at_hand(self, instance_id: str) -> bool:
-        """Whether the port, without I/O, knows of a run of the instance a start may not replace:
-        one shown live, or a start of this process not shown yet."""
-        if self.lookup.own_start(instance_id) is not None:
-            return True
-        shown = self.lookup.shown(instance_id)
-        return shown is not None and not shown.is_terminal
 
     def _late(self, command: cmd.Command) -> None:
         what = type(command).__name__

@@ -3,10 +3,9 @@
 Pure rules over `InstanceState`, shared by every front end (the Python clients, the REST API, the
 test environment) through `engine.client.WorkflowCommands`:
 
-- *refusals* (`start_refusal_before`, `require_instance`, `purge_refusal`, `early_event_refusal`,
-  and for a start the engine did not answer in time `late_start_refusal`): the typed error a
-  front end raises from the freshest state it can see; the engine checks again when it applies
-  the command, so these only answer early (or, for a late start, at all) what the engine decides;
+- *refusals* (`start_refusal_before`, `require_instance`, `purge_refusal`, `early_event_refusal`): the typed error a
+  front end raises before sending, from the freshest state it can see; the engine checks again
+  when it applies the command, so these only answer early what the engine would decide anyway;
 - *settled predicates* (`start_settled`, `command_settled`, `gone_or_replaced`): whether a state
   shows what became of a command just sent, so a front end answers once the command took effect,
   as daprd does (read your writes);
@@ -37,7 +36,6 @@ __all__ = [
     "early_event_refusal",
     "fold_starts",
     "gone_or_replaced",
-    "late_start_refusal",
     "moot",
     "pending_start",
     "purge_refusal",
@@ -67,16 +65,6 @@ def run_id(state: InstanceState) -> str:
 def start_refusal_before(state: InstanceState | None) -> InstanceExistsError | None:
     """A start of an ID whose run is live is refused (daprd: "an active workflow ... exists")."""
     if state is not None and not state.is_terminal:
-        return InstanceExistsError(state.instance_id)
-    return None
-
-
-def late_start_refusal(state: InstanceState | None, command_id: str) -> InstanceExistsError | None:
-    """A start `command_id` the engine has not answered yet, judged from the freshest state a
-    front end sees: refused if another run of the ID is live there (daprd: "an active workflow
-    ... exists"), as the engine will refuse it. The state may show this very start (a barrier
-    that folded the starts ahead of it and it): then it is the run, not refused."""
-    if state is not None and not state.is_terminal and run_id(state) != command_id:
         return InstanceExistsError(state.instance_id)
     return None
 

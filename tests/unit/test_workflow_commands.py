@@ -44,10 +44,6 @@ class FakeLookUp:
     states: dict[str, InstanceState] = field(default_factory=dict)
     own: dict[str, InstanceState] = field(default_factory=dict)
     forgotten: list[str] = field(default_factory=list)
-    #: What `fresh` finds beyond `state` (another replica's start the barrier reads on the topic).
-    fresher: dict[str, InstanceState] = field(default_factory=dict)
-    #: Every `state` and `fresh` call, in order (they cost the REST API a read barrier).
-    looked_up: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.watches = Watches(self.states.get)
@@ -60,7 +56,6 @@ class FakeLookUp:
         self.watches.offer(iid, state)
 
     async def state(self, instance_id: str) -> InstanceState | None:
-        self.looked_up.append(instance_id)
         seen = self.states.get(instance_id)
         mine = self.own.get(instance_id)
         if mine is not None and (seen is None or seen.run_id != mine.run_id):
@@ -68,9 +63,6 @@ class FakeLookUp:
         return seen
 
     async def fresh(self, instance_id: str) -> InstanceState | None:
-        if instance_id in self.fresher:
-            self.looked_up.append(instance_id)
-            return self.fresher[instance_id]
         return await self.state(instance_id)
 
     def shown(self, instance_id: str) -> InstanceState | None:
@@ -134,47 +126,6 @@ async def test_a_start_of_a_live_id_is_refused_before_sending() -> None:
     with pytest.raises(InstanceExistsError):
         await service(lookup, send).start("wf", instance_id="a")
     assert send.sent == []
-
-
-async def test_a_start_of_an_id_nothing_shows_is_sent_without_a_look_up() -> None:
-    # The engine decides; looking the ID up first cost the REST API a read barrier per start.
-    done = replace(running("a"), status=RuntimeStatus.COMPLETED)
-    for states in ({}, {"a": done}):
-        lookup, send = FakeLookUp(states=dict(states)), FakeSend()
-        call = asyncio.create_task(service(lookup, send).start("wf", instance_id="a"))
-        await send.arrived.wait()
-        lookup.show("a", running("a", send.sent[0].command_id))
-        assert await asyncio.wait_for(call, 1) == "a"
-        assert lookup.looked_up == []
-
-
-async def test_a_second_start_of_an_id_this_process_started_is_refused_before_sending() -> None:
-    lookup, send, late = FakeLookUp(), FakeSend(), []
-    assert await service(lookup, send, late, timeout=0.05).start("wf", instance_id="a") == "a"
-    assert late == [("StartWorkflow", "a")]  # the engine is away: the start is remembered
-    with pytest.raises(InstanceExistsError):
-        await service(lookup, send).start("wf", instance_id="a")
-    assert len(send.sent) == 1
-
-
-async def test_a_late_start_behind_another_live_start_is_refused() -> None:
-    # Another replica's start of the ID is on the topic ahead of this one, and no engine answers:
-    # the freshest state (the API's barrier folds the pending starts in order) shows that run.
-    other = pending_start(cmd.StartWorkflow(instance_id="a", command_id="theirs", name="wf"), None)
-    lookup, send, late = FakeLookUp(fresher={"a": other}), FakeSend(), []
-    with pytest.raises(InstanceExistsError):
-        await service(lookup, send, late, timeout=0.05).start("wf", instance_id="a")
-    assert late == [] and lookup.forgotten == ["a"] and lookup.own == {}
-    assert lookup.looked_up == ["a"] and len(send.sent) == 1
-
-
-async def test_a_late_start_the_freshest_state_shows_as_its_own_run_answers() -> None:
-    lookup, send, late = FakeLookUp(), FakeSend(), []
-    call = asyncio.create_task(service(lookup, send, late, timeout=0.05).start("wf", instance_id="a"))
-    await send.arrived.wait()
-    lookup.fresher["a"] = pending_start(send.sent[0], None)  # type: ignore[arg-type]
-    assert await asyncio.wait_for(call, 1) == "a"
-    assert late == [("StartWorkflow", "a")] and lookup.forgotten == []
 
 
 async def test_a_start_the_engine_refused_raises_and_is_forgotten() -> None:
