@@ -22,12 +22,15 @@ believed when it can be: the group's description carries no error, and it lists 
 engine itself.
 
 With static membership (`group_instance_id`, KIP-345) a restarted process takes its predecessor's
-place in the group without a rebalance, and the coordinator may keep the predecessor's client ID,
-so a list of random IDs could not tell the two apart. There the ID is not random: its 12 digits
-come from the group instance ID (`process_unique`), which one live process holds at a time (the
-coordinator fences a second with FENCED_INSTANCE_ID). A restarted process registers the ID its
-predecessor held, which aborts the transaction the predecessor left open at once, and a member
-the group evicted is fenced by its partitions' new owners as above.
+place in the group without a rebalance, and the coordinator keeps the predecessor's client ID (its
+`replaceStaticMember` changes the member ID and leaves the rest), so the member list can name a
+process that is gone and miss the live one that replaced it (one that ran an older version, or
+the per-partition mode, named itself otherwise): nothing is fenced by other engines then. What
+ends a static member's open transaction is its own restart: the ID's 12 digits come from the
+group instance ID (`process_unique`), which one live process holds at a time (the coordinator
+fences a second with FENCED_INSTANCE_ID), so the restarted process registers the ID its
+predecessor held, and that aborts the transaction as it starts. A static member that never comes
+back leaves its transaction to the broker's timeout, as before.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ async def fence_departed(settings: Settings, group_id: str, me: str, inputs: lis
     """Fence the engine processes that committed `inputs`' offsets last and are no longer members
     of the group, as seen by member `me` (its client ID); the IDs fenced (see the module docstring).
     Raises what the lookups raise; the caller then waits for the transaction's timeout instead."""
-    if not me:
+    if settings.group_instance_id is not None or not me:
         return set()
     admin = AIOKafkaAdminClient(**settings.client_kwargs())
     try:

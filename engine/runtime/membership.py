@@ -71,7 +71,12 @@ async def describe_group(admin: AIOKafkaAdminClient, group_id: str,
                          coordinator: int | None = None) -> GroupDescription | None:
     """The group's description, or None when the coordinator could not give one: aiokafka does not
     raise a group's own error (NOT_COORDINATOR, a load in progress), it returns the group with an
-    error code and no members, which would read as an empty group."""
+    error code and no members, which would read as an empty group.
+
+    One group per request, on purpose: aiokafka 0.14 sends DescribeGroups v3 but decodes the
+    answer as v2's, which has no per-group `authorized_operations`. With one group that field is
+    trailing bytes the decoder leaves unread; with several it would shift every group after the
+    first."""
     for response in await admin.describe_consumer_groups([group_id], coordinator):
         for group in response.to_object()["groups"]:
             if group["group"] != group_id:
