@@ -83,7 +83,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from engine.client.ports import Watch
 from engine.client.watches import Watches
 from engine.core.commands import Command, StartWorkflow
-from engine.core.preconditions import Settled, fold_starts, pending_start, run_id
+from engine.core.preconditions import Settled, fold_starts, own_start_shown, pending_start, run_id
 from engine.core.state import InstanceState
 from engine.errors import DecodeError
 from engine.wire.records import MESSAGES
@@ -299,14 +299,13 @@ class Consistency:
         if entry is None:
             return current
         accepted, pending = entry
-        seen = current is not None and run_id(current) == pending.start.command_id
-        if seen or time.monotonic() - accepted > self.link.settings.sent_ttl_s:
-            # The view shows it now (or it is old enough that the barrier should decide).
-            del self._sent[instance_id]
+        if time.monotonic() - accepted > self.link.settings.sent_ttl_s:
+            del self._sent[instance_id]  # old enough that the barrier should decide
             return current
-        if current is not None and not current.is_terminal:
-            return current  # the engine will refuse this start: the live run is the truth
-        return pending_start(pending.start, pending.accepted_at)
+        shown, settled = own_start_shown(current, pending_start(pending.start, pending.accepted_at))
+        if settled:  # the view shows its run, or its refusal
+            del self._sent[instance_id]
+        return shown
 
     # -- reads -----------------------------------------------------------------------------------
 

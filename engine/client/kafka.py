@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from .. import tracing
 from ..core.codec import encode
 from ..core.commands import Command, StartWorkflow
-from ..core.preconditions import Settled, pending_start, run_id
+from ..core.preconditions import Settled, own_start_shown, pending_start
 from ..core.state import InstanceState
 from ..read.status import StatusFollower
 from .ports import Watch
@@ -62,10 +62,12 @@ class ViewLookUp:
     async def state(self, instance_id: str) -> InstanceState | None:
         seen = await self.view.look_up(instance_id)
         sent = self._sent.get(instance_id)
-        if sent is not None and (seen is None or run_id(seen) != sent.run_id):
-            return sent
-        self._sent.pop(instance_id, None)
-        return seen
+        if sent is None:
+            return seen
+        shown, settled = own_start_shown(seen, sent)
+        if settled:
+            self._sent.pop(instance_id, None)
+        return shown
 
     async def fresh(self, instance_id: str) -> InstanceState | None:
         return await self.state(instance_id)

@@ -9,8 +9,8 @@ test environment) through `engine.client.WorkflowCommands`:
 - *settled predicates* (`start_settled`, `command_settled`, `gone_or_replaced`): whether a state
   shows what became of a command just sent, so a front end answers once the command took effect,
   as daprd does (read your writes);
-- *the pending start* (`pending_start`, `fold_starts`): how an accepted start the engine has not
-  applied yet shows: PENDING, as Dapr shows it.
+- *the pending start* (`pending_start`, `own_start_shown`, `fold_starts`): how an accepted start
+  the engine has not applied yet shows: PENDING, as Dapr shows it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
     "fold_starts",
     "gone_or_replaced",
     "moot",
+    "own_start_shown",
     "pending_start",
     "purge_refusal",
     "require_instance",
@@ -193,6 +194,19 @@ def pending_start(start: cmd.StartWorkflow, accepted_at: datetime | None) -> Ins
         last_updated_at=accepted_at,
         scheduled_start=start.scheduled_start,
     )
+
+
+def own_start_shown(current: InstanceState | None, own: InstanceState) -> tuple[InstanceState | None, bool]:
+    """What a front end shows for an instance it sent a start of (`own`, its `pending_start`) that
+    may not have shown yet, and whether that start is settled (its run or its refusal shows in
+    `current`: the front end forgets it then). A live run of another start is shown as it is:
+    the engine refuses this start over it, so showing the start PENDING would be showing a run that
+    never comes (and, once refused, would show it for good)."""
+    if current is not None and start_settled(current, run_id(own)):
+        return current, True
+    if current is not None and not current.is_terminal:
+        return current, False
+    return own, False
 
 
 def fold_starts(

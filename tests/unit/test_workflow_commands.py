@@ -18,7 +18,7 @@ from engine.client.memory import MemoryLookUp, MemorySend, run_now
 from engine.client.ports import Watch
 from engine.client.watches import Watches
 from engine.core import commands as cmd
-from engine.core.preconditions import Settled, command_settled, fold_starts, pending_start
+from engine.core.preconditions import Settled, command_settled, fold_starts, own_start_shown, pending_start
 from engine.core.state import InstanceState
 from engine.core.values import RuntimeStatus
 from engine.errors import (
@@ -237,6 +237,18 @@ def test_unapplied_starts_fold_like_the_engine() -> None:
     assert fold_starts(None, [(start, None)]) == pending_start(start, None)
     live = running("a")
     assert fold_starts(live, [(start, None)]) is live  # the engine will refuse it
+
+
+def test_an_own_start_shows_pending_until_its_run_or_its_refusal_shows() -> None:
+    own = pending_start(cmd.StartWorkflow(instance_id="a", command_id="mine", name="wf"), None)
+    finished = replace(running("a", "old"), status=RuntimeStatus.COMPLETED)
+    assert own_start_shown(None, own) == (own, False)
+    assert own_start_shown(finished, own) == (own, False)  # it replaces a finished run
+    live = running("a", "theirs")
+    assert own_start_shown(live, own) == (live, False)  # the engine will refuse it over that run
+    for settled in (running("a", "mine"), replace(live, recent_commands=("mine",)),
+                    replace(finished, recent_commands=("mine",))):  # its run, or refused (children)
+        assert own_start_shown(settled, own) == (settled, True)
 
 
 def test_in_memory_ports_apply_each_command_before_it_answers() -> None:

@@ -1,0 +1,59 @@
+"""The Python client's read-your-writes lookup (`engine.client.kafka.ViewLookUp`) over a view the
+test changes by hand: a start it sent shows PENDING until the view shows that run or its refusal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from engine.client.kafka import ViewLookUp
+from engine.core import commands as cmd
+from engine.core.state import InstanceState
+from engine.core.values import RuntimeStatus
+
+
+class FakeView:
+    """What `ViewLookUp` uses of a `StatusFollower`: its states, `look_up` and `subscribe`."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, InstanceState] = {}
+
+    async def look_up(self, instance_id: str) -> InstanceState | None:
+        return self.states.get(instance_id)
+
+    def subscribe(self, observer: Callable[[str, InstanceState | None], None]) -> Callable[[], None]:
+        return lambda: None
+
+
+def running(iid: str, run: str, **kw: object) -> InstanceState:
+    return InstanceState(instance_id=iid, name="wf", status=RuntimeStatus.RUNNING, execution_id=run, run_id=run,
+                         **kw)  # type: ignore[arg-type]
+
+
+async def test_a_start_the_engine_refused_late_stops_showing_pending() -> None:
+    # The start was answered late (the engine slow); another client's run got there first, and the
+    # engine refused this one. Before, the client kept showing its own start PENDING for good.
+    view = FakeView()
+    lookup = ViewLookUp(view)  # type: ignore[arg-type]
+    lookup.accepted(cmd.StartWorkflow(instance_id="a", command_id="mine", name="wf"), 0)
+    pending = await lookup.state("a")
+    assert pending is not None and pending.status is RuntimeStatus.PENDING and pending.run_id == "mine"
+    view.states["a"] = theirs = running("a", "theirs")
+    assert await lookup.state("a") is theirs  # the live run is the truth: this start will be refused
+    assert lookup.own_start("a") == "mine"  # not settled yet
+    view.states["a"] = refused = replace(theirs, recent_commands=("mine",))
+    assert await lookup.state("a") is refused
+    assert lookup.own_start("a") is None
+    view.states["a"] = done = replace(refused, status=RuntimeStatus.COMPLETED)
+    assert await lookup.state("a") is done
+
+
+async def test_a_start_shows_pending_until_its_run_shows() -> None:
+    view = FakeView()
+    lookup = ViewLookUp(view)  # type: ignore[arg-type]
+    view.states["a"] = replace(running("a", "old"), status=RuntimeStatus.COMPLETED)
+    lookup.accepted(cmd.StartWorkflow(instance_id="a", command_id="mine", name="wf"), 0)
+    pending = await lookup.state("a")
+    assert pending is not None and pending.status is RuntimeStatus.PENDING and pending.run_id == "mine"
+    view.states["a"] = mine = running("a", "mine")
+    assert await lookup.state("a") is mine and lookup.own_start("a") is None
