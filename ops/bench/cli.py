@@ -94,6 +94,12 @@ def register(subparsers: Subcommands) -> None:
         "(collapsed stacks in the logs folder, top functions in the JSON)",
     )
     parser.add_argument(
+        "--hops",
+        action="store_true",
+        help="read each chain scenario's records back after it and split its workflows' time into "
+        "hops by the records' own timestamps (start -> work item -> result -> next work item -> last state)",
+    )
+    parser.add_argument(
         "--native",
         action="store_true",
         help="run the engine, worker and API processes from a compiled copy of this checkout "

@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .hops import hop_rows
+
 __all__ = ["markdown", "plot", "print_tables", "rows", "targets", "write_json"]
 
 GiB = 1024.0
@@ -268,6 +270,12 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         _md_table(*request_rows(doc["scenarios"])),
         "",
+    ]
+    hop_head, hop_body = hop_rows(doc["scenarios"])
+    if hop_body:
+        parts += ["## Hops (`--hops`): p50 / p99 ms, from the records' own timestamps", "",
+                  _md_table(hop_head, hop_body), ""]
+    parts += [
         "## Targets",
         "",
         _md_table(
@@ -301,11 +309,15 @@ def print_tables(doc: dict[str, Any]) -> None:
     if not console.is_terminal:
         console = Console(width=220)
     speed_head, speed, cost_head, cost = rows(doc["scenarios"], doc.get("ceiling"))
-    for title, head, body in (
+    tables = [
         ("throughput and latency", speed_head, speed),
         ("cost per completed workflow", cost_head, cost),
         ("Kafka requests per completed workflow (sent by our processes)", *request_rows(doc["scenarios"])),
-    ):
+    ]
+    hop_head, hop_body = hop_rows(doc["scenarios"])
+    if hop_body:
+        tables.append(("hops of a chain, p50 / p99 ms (--hops)", hop_head, hop_body))
+    for title, head, body in tables:
         table = Table(title=title, title_justify="left")
         for i, name in enumerate(head):
             table.add_column(name, justify="left" if i < 2 else "right")

@@ -17,6 +17,7 @@ from engine.settings import Settings
 from engine.topics import ensure_topics
 
 from .deploy import INTERNAL_TOPICS, ROOT, Broker, Deployment, OffsetCounter, RequestCounter
+from .hops import read_hops
 from .httpload import GoStarter, build
 from .load import Instance, LoadGenerator, LoadResult, Progress, fixed_input
 from .procstats import CpuMem, ProcessTable, machine_busy_s
@@ -53,6 +54,8 @@ class RunOptions:
     grpc_apps: int = 0
     #: Where the deployed processes import Headrace from (`--native`: a compiled copy).
     code_root: Path = ROOT
+    #: Read a chain scenario's records back after it, for its hops (`hops.read_hops`).
+    hops: bool = False
 
 
 @dataclass
@@ -162,6 +165,7 @@ async def run_scenario(
         profile = await asyncio.to_thread(marks.profiler.stop) if marks.profiler else None
         final = procs.snapshot()
         totals = await offsets.read()
+        hops = await read_hops(settings) if opts.hops and scenario.workflow == "bench_chain" else None
         window_offsets = (
             await marks.start_offsets if marks.start_offsets else {},
             await marks.end_offsets if marks.end_offsets else totals,
@@ -189,6 +193,7 @@ async def run_scenario(
     )
     figures["kafka_requests"] = _requests_per_workflow(window_requests, figures["completed_in_window"])
     figures["engine_source"] = fingerprint
+    figures["hops_ms"] = hops
     if profile is not None:
         figures["profile"] = profile
     return figures

@@ -183,6 +183,7 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
         apis=args.apis if args.via == "api" else 0,
         grpc_apps=args.workers if args.via == "grpc" else 0,
         profile=args.profile,
+        hops=args.hops,
         code_root=await _code_root(args, out / f"native-{run_id}", progress),
     )
     try:
@@ -195,7 +196,7 @@ async def run_session(args: argparse.Namespace, command: str) -> dict[str, Any]:
             progress.note(f"warming the broker up: chain-5, 100 in flight, {warmup_s:g} s, not measured")
             try:
                 warm = await run_scenario(broker_warmup(warmup_s), broker,
-                                          replace(opts, apis=0, grpc_apps=0, profile=False,
+                                          replace(opts, apis=0, grpc_apps=0, profile=False, hops=False,
                                                   workers=max(1, args.workers)),
                                           lambda *_: None, lambda _: None)
             except Exception as exc:

@@ -18,6 +18,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from engine.settings import Settings
+from ops.bench.hops import HOPS
 from ops.bench.scenarios import SCENARIO_NAMES
 
 pytestmark = pytest.mark.kafka
@@ -40,6 +41,7 @@ def bench(bootstrap: str, out: Path, *scenarios: str, stall_s: float = 30) -> tu
             str(out),
             "--stall-timeout",
             str(stall_s),
+            "--hops",
             *scenarios,
         ],
         cwd=ROOT,
@@ -78,6 +80,19 @@ def test_every_scenario_completes_at_tiny_size_and_writes_its_files(kafka_bootst
         assert {"EndTxn", "Fetch", "Produce"} <= set(requests["engine"]["by_request"]), (name, requests)
         results = {"Fetch", "Produce"} if r["spec"]["activities"] else {"Fetch"}  # timers: no activity
         assert results <= set(requests["worker"]["by_request"]), (name, requests)
+        # --hops: a chain's records read back, every measured workflow's hops there (none negative:
+        # each record's time stamps what came after the one before it).
+        if r["spec"]["workflow"] == "bench_chain":
+            hops = r["hops_ms"]
+            assert hops["start_to_first_item"]["count"] >= r["spec"]["workflows"], (name, hops)
+            assert hops["item_to_result"]["count"] >= r["spec"]["workflows"] * r["spec"]["activities"], (name, hops)
+            assert set(hops) == set(HOPS), (name, hops)
+            # A chain of one activity has no "result to next work item"; the rest have every hop.
+            filled = [hop for hop in HOPS if hops[hop]]
+            assert len(filled) == (3 if r["spec"]["activities"] == 1 else 4), (name, hops)
+            assert min(hops[hop]["p50"] for hop in filled) >= 0, (name, hops)
+        else:
+            assert r["hops_ms"] is None, name
     timers = next(r for r in doc["scenarios"] if r["scenario"] == "timers")
     assert {"p50", "p99"} <= set(timers["timer_lateness_ms"])
     assert doc["ceiling"]["records_per_s"] > 0
