@@ -44,7 +44,7 @@ def hops_of(starts: Stamps, items: Stamps, results: Stamps, states: Stamps) -> d
     out: dict[str, list[int]] = {hop: [] for hop in HOPS}
     for iid, began in starts.items():
         sent, answered, shown = sorted(items.get(iid, ())), sorted(results.get(iid, ())), states.get(iid, ())
-        if not sent or len(sent) != len(answered) or not shown or not began:
+        if not sent or len(sent) != len(answered) or not shown:
             continue
         out["start_to_first_item"].append(sent[0] - min(began))
         out["item_to_result"].extend(r - s for s, r in zip(sent, answered, strict=True))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import pytest
+
 from api.consistency import Consistency
 
 
@@ -55,16 +57,21 @@ def _deadline(link: _Link) -> float:
     return asyncio.get_running_loop().time() + link.settings.consistency_timeout_s
 
 
+async def _settles(settle: asyncio.Task[None]) -> bool:
+    """Whether the barrier finishes soon: a wait that ends takes several loop steps, so one
+    `sleep(0)` would see it unfinished even when it was about to return too early."""
+    done, _ = await asyncio.wait({settle}, timeout=0.1)
+    return bool(done)
+
+
 async def test_the_view_is_awaited_up_to_the_high_watermark_not_the_stable_end() -> None:
     # Records 5..9 are a transaction whose group offsets are visible already, its marker on the
     # status partition not yet: the LSO (5) would stop short of them.
     link = _Link(_View(5), _Settings(consistency_timeout_s=60), stable_end=5)
     barrier = Consistency(link)  # type: ignore[arg-type]
     settle = asyncio.create_task(barrier._settle(3, 10, _deadline(link)))
-    await asyncio.sleep(0)
     await link.view.move_to(9)
-    await asyncio.sleep(0)
-    assert not settle.done()
+    assert not await _settles(settle)
     await link.view.move_to(11)  # the marker landed; the view read past it
     async with asyncio.timeout(5):
         await settle
@@ -80,26 +87,20 @@ async def test_a_transaction_left_open_by_a_dead_writer_costs_half_the_budget_no
     assert link.view.at == 5
 
 
-async def test_past_the_grace_the_view_still_waits_for_what_committed_meanwhile() -> None:
-    link = _Link(_View(5), _Settings(consistency_timeout_s=0.2), stable_end=8)
+@pytest.mark.parametrize(("stable_end", "reached"), [(8, 8), (50, 10)],
+                         ids=["what-committed-meanwhile", "not-an-end-that-moved-on"])
+async def test_past_the_grace_the_view_waits_for_the_lower_of_the_stable_end_and_its_high_watermark(
+        stable_end: int, reached: int) -> None:
+    # 8: a transaction is stuck at 8, and what committed before it (5..7) is still waited for.
+    # 50: nothing is stuck, the view only lags, and the LSO moved past the end the barrier read (10).
+    link = _Link(_View(5), _Settings(consistency_timeout_s=0.2), stable_end=stable_end)
     barrier = Consistency(link)  # type: ignore[arg-type]
     settle = asyncio.create_task(barrier._settle(3, 10, _deadline(link)))
     async with asyncio.timeout(5):
         await link.lso_read.wait()
-    assert not settle.done()
-    await link.view.move_to(8)
-    async with asyncio.timeout(5):
-        await settle
-
-
-async def test_past_the_grace_a_lagging_view_does_not_chase_an_end_that_moved_on() -> None:
-    # No transaction stuck: the view lags, and the LSO has moved past the end the barrier read.
-    link = _Link(_View(5), _Settings(consistency_timeout_s=0.2), stable_end=50)
-    barrier = Consistency(link)  # type: ignore[arg-type]
-    settle = asyncio.create_task(barrier._settle(3, 10, _deadline(link)))
-    async with asyncio.timeout(5):
-        await link.lso_read.wait()
-    await link.view.move_to(10)
+    await link.view.move_to(reached - 1)
+    assert not await _settles(settle)
+    await link.view.move_to(reached)
     async with asyncio.timeout(5):
         await settle
 

@@ -257,10 +257,8 @@ async def test_a_restarted_static_member_ends_its_predecessor_s_open_transaction
     try:
         with pytest.raises(ReadStalledError):
             await wait_until_settled(settings, [tp], timeout_s=1)
-        began = time.monotonic()
         await restarted.start()
-        await wait_until_settled(settings, [tp], timeout_s=30)
-        assert time.monotonic() - began < 30  # the transaction's own timeout is 60 s
+        await wait_until_settled(settings, [tp], timeout_s=30)  # the transaction's own timeout is 60 s
     finally:
         await restarted.stop()
         with contextlib.suppress(Exception):
