@@ -71,8 +71,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -81,9 +79,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.client.ports import Watch
+from engine.client.sent import SentStarts
 from engine.client.watches import Watches
 from engine.core.commands import Command, StartWorkflow
-from engine.core.preconditions import Settled, fold_starts, own_start_shown, pending_start, run_id
+from engine.core.preconditions import Settled, fold_starts
 from engine.core.state import InstanceState
 from engine.errors import DecodeError
 from engine.wire.records import MESSAGES
@@ -94,7 +93,6 @@ from .metrics import ApiMetrics
 
 __all__ = ["Consistency", "LinkSend", "PendingStart"]
 
-_SENT_LIMIT = 100_000
 #: A status transaction still open this long into a barrier (or half its budget, if less) is a
 #: stalled or dead writer's, not one whose offsets the barrier read (see the module docstring).
 _STALLED_AFTER_S = 5.0
@@ -223,7 +221,7 @@ class Consistency:
         #: settled for (`_settle`).
         self._stuck: dict[int, int] = {}
         self._rounds = _Rounds(self._round)
-        self._sent: OrderedDict[str, tuple[float, PendingStart]] = OrderedDict()
+        self._sent = SentStarts(ttl_s=link.settings.sent_ttl_s)
         self._watches = Watches(self.shown)
         link.observe_view(self._view_changed, self._interested)
 
@@ -266,7 +264,7 @@ class Consistency:
     def forget(self, instance_id: str) -> None:
         """Drop this replica's memory of a start of the instance (it is being purged). Always
         safe: a read that finds nothing here asks the barrier."""
-        self._sent.pop(instance_id, None)
+        self._sent.forget(instance_id)
 
     def _interested(self, instance_id: str) -> bool:
         """Whether `_view_changed` needs the instance's new states (the rest are not decoded)."""
@@ -274,38 +272,18 @@ class Consistency:
 
     def _view_changed(self, instance_id: str, state: InstanceState | None) -> None:
         self._watches.offer(instance_id, state)
-        entry = self._sent.get(instance_id)
-        if entry is None:
-            return
-        # Gone from the view (purged), or the view shows the run itself: the view answers now.
-        # A removal that was really of an older run only costs the next read a barrier.
-        if state is None or run_id(state) == entry[1].start.command_id:
-            del self._sent[instance_id]
+        self._sent.viewed(instance_id, state)
 
     def accepted(self, start: StartWorkflow, receipt: int) -> None:
         """Remember a start this replica accepted (`receipt`: its offset), see the module docstring."""
-        self._sent[start.instance_id] = (time.monotonic(), PendingStart(receipt, start, _now()))
-        self._sent.move_to_end(start.instance_id)
-        while len(self._sent) > _SENT_LIMIT:
-            self._sent.popitem(last=False)
+        self._sent.accepted(start, _now())
 
     def own_start(self, instance_id: str) -> str | None:
-        entry = self._sent.get(instance_id)
-        return None if entry is None else entry[1].start.command_id
+        return self._sent.own_start(instance_id)
 
     def local(self, instance_id: str, current: InstanceState | None) -> InstanceState | None:
         """The instance as this replica's own recent start makes it, if it accepted one."""
-        entry = self._sent.get(instance_id)
-        if entry is None:
-            return current
-        accepted, pending = entry
-        if time.monotonic() - accepted > self.link.settings.sent_ttl_s:
-            del self._sent[instance_id]  # old enough that the barrier should decide
-            return current
-        shown, settled = own_start_shown(current, pending_start(pending.start, pending.accepted_at))
-        if settled:  # the view shows its run, or its refusal
-            del self._sent[instance_id]
-        return shown
+        return self._sent.shown(instance_id, current)
 
     # -- reads -----------------------------------------------------------------------------------
 

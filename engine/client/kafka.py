@@ -1,16 +1,18 @@
 """The Python client's ports over Kafka: a producer that sends, and a lookup over the status topic
-that follows only the partitions of the instances the client touches.
+that reads only what the client asks about.
 
 Why not the whole status topic: every process that makes a client (every Dapr example, every web
 worker that starts a workflow) would replay every instance ever kept (the topic is compacted, but
 holds every finished instance until it is purged) before its first call, and keep all of them in
 memory. A client only ever answers for instances it is asked about by ID, and an instance lives in
 one partition (`murmur2(key) % partitions`, the Java client's and aiokafka's default partitioner).
-So the client's `StatusFollower` (`engine.read.status`, made with `partitions=()`) starts empty,
-and the first time an instance of partition `p` is asked about, it reads `status[p]` from its
-beginning to its end (read_committed) and follows it from then on:
-making a client costs one metadata request, and a first look-up reads 1/N of the topic, once.
-The REST API serves listings across all instances, so it keeps following the whole topic.
+So the client's `StatusFollower` (`engine.read.status`, made with `partitions=()` and `from_end`)
+starts empty; the first time an instance is asked about, it follows the instance's partition from
+its end and reads the instance's latest record back by key, and from then on keeps that instance's
+state current. Other instances' records on the partition are skipped undecoded: what a long-lived
+client costs grows with what it asks about, not with the system's traffic. Making a client costs
+one metadata request. The REST API serves listings across all instances, so it follows the whole
+topic.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from aiokafka import AIOKafkaProducer
 from .. import tracing
 from ..core.codec import encode
 from ..core.commands import Command, StartWorkflow
-from ..core.preconditions import Settled, own_start_shown, pending_start
+from ..core.preconditions import Settled
 from ..core.state import InstanceState
 from ..read.status import StatusFollower
 from .ports import Watch
+from .sent import SentStarts
 from .watches import Watches
 
 __all__ = ["KafkaSend", "ViewLookUp"]
@@ -50,24 +53,27 @@ class KafkaSend:
 
 class ViewLookUp:
     """Read your writes for one client: the view, and the starts this client sent that the view
-    does not show yet (each until the view shows that run, or the client purges the instance)."""
+    does not show yet (`SentStarts`: each until the view shows that run or its refusal, or the
+    client purges the instance)."""
 
     def __init__(self, view: StatusFollower, clock: Callable[[], datetime] | None = None) -> None:
         self.view = view
         self._watches = Watches(self.shown)
-        view.subscribe(self._watches.offer)
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._sent: dict[str, InstanceState] = {}
+        self._sent = SentStarts()
+        # Told of the instances this client watches or sent a start of, so the view lets the others
+        # go (`StatusFollower.asked_limit`), and a start is forgotten as soon as its run shows.
+        view.subscribe(self._view_changed, self._interested)
+
+    def _interested(self, instance_id: str) -> bool:
+        return instance_id in self._sent or self._watches.watched(instance_id)
+
+    def _view_changed(self, instance_id: str, state: InstanceState | None) -> None:
+        self._watches.offer(instance_id, state)
+        self._sent.viewed(instance_id, state)
 
     async def state(self, instance_id: str) -> InstanceState | None:
-        seen = await self.view.look_up(instance_id)
-        sent = self._sent.get(instance_id)
-        if sent is None:
-            return seen
-        shown, settled = own_start_shown(seen, sent)
-        if settled:
-            self._sent.pop(instance_id, None)
-        return shown
+        return self._sent.shown(instance_id, await self.view.look_up(instance_id))
 
     async def fresh(self, instance_id: str) -> InstanceState | None:
         return await self.state(instance_id)
@@ -76,8 +82,7 @@ class ViewLookUp:
         return self.view.states.get(instance_id)
 
     def own_start(self, instance_id: str) -> str | None:
-        sent = self._sent.get(instance_id)
-        return None if sent is None else sent.run_id
+        return self._sent.own_start(instance_id)
 
     @contextlib.asynccontextmanager
     async def watch(self, done: Mapping[str, Settled]) -> AsyncIterator[Sequence[Watch]]:
@@ -89,7 +94,7 @@ class ViewLookUp:
             yield watches
 
     def accepted(self, start: StartWorkflow, receipt: int) -> None:
-        self._sent[start.instance_id] = pending_start(start, self._clock())
+        self._sent.accepted(start, self._clock())
 
     def forget(self, instance_id: str) -> None:
-        self._sent.pop(instance_id, None)
+        self._sent.forget(instance_id)

@@ -7,9 +7,11 @@ and the tools (the benchmark's and the chaos runs' load generators, which subscr
 
 What it guarantees:
 - `states` holds the latest decoded state of every instance of the followed partitions (whole,
-  or the fields a reader's own `decode` reads); a
-  tombstone (a purge) removes the instance. An unreadable record (a key that is not UTF-8, a
-  value the codec refuses) is logged and skipped: one bad record never stops the follower.
+  or the fields a reader's own `decode` reads); a tombstone (a purge) removes the instance.
+  Followed `from_end` (the Python client), only of the instances asked about (`look_up`), at most
+  `ASKED_LIMIT` of them: the rest of the partition's records are not decoded. An unreadable
+  record (a key that is not UTF-8, a value the codec refuses) is logged and skipped: one bad
+  record never stops the follower.
 - `position(p)` is the next offset to read; it moves over transaction markers too, so it reaches
   the end offset a `read_committed` reader sees.
 - Waiters (`wait_for`, `wait_position`, `changed`) are woken after every poll round; subscribers
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -50,6 +53,8 @@ Observer = Callable[[str, InstanceState | None], None]
 Interest = Callable[[str], bool]
 
 _POLL_MS = 200
+#: Instances a view followed `from_end` keeps asked about (`StatusFollower.asked_limit`).
+ASKED_LIMIT = 10_000
 _MAX_RECORDS = 5000
 #: Back-off before reading again after an error (a pause, not a wait for a condition).
 _RETRY_S = 1.0
@@ -73,10 +78,18 @@ class StatusFollower:
         #: a reader that asks about a few instances (the Python client), so its start and its first
         #: read cost what it asks about, not what the topic holds.
         self.from_end = from_end
-        #: Where each partition was first followed from (`look_up` reads what lies before).
-        self._origins: dict[int, int] = {}
-        #: Instances `look_up` read back: whatever happens to them later, the follower sees.
-        self._looked_up: set[str] = set()
+        #: Followed `from_end`, the instances asked about (`look_up`), least recently asked first:
+        #: the only ones whose records are decoded and kept. A long-lived client that asked about one
+        #: instance would otherwise decode and keep every state written to its partition, its memory
+        #: and CPU growing with the whole system's traffic rather than with what it asks about.
+        self._asked: OrderedDict[str, None] = OrderedDict()
+        #: Look-ups reading an instance's older records back, and whether the follower has applied a
+        #: newer record of it meanwhile (which the read-back must not overwrite, a removal included).
+        self._reading: dict[str, asyncio.Future[None]] = {}
+        self._newer: dict[str, bool] = {}
+        #: The most instances kept asked about; the least recently asked one no observer watches is
+        #: let go beyond it (asked again, it is read back again).
+        self.asked_limit = ASKED_LIMIT
         self.topic = Topics.for_settings(settings).status
         #: The in-memory view; stays empty when an on-disk `index` keeps the states instead (read
         #: them with `get`). With an index, reading starts at its checkpoint, not the beginning.
@@ -155,20 +168,59 @@ class StatusFollower:
         await self.follow(self.partition_of(instance_id))
 
     async def look_up(self, instance_id: str) -> InstanceState | None:
-        """Follow the instance's partition and return its latest state; followed `from_end`, a state
-        written before the partition was followed is read back by key (`to_end.latest_of`), once:
-        what comes after that point the follower reads itself, so the answer stays current."""
+        """Follow the instance's partition and return its latest state. Followed `from_end`, the
+        first look-up of an instance reads its latest record back by key (`to_end.latest_of`) up to
+        where the follower has read, and from then on the follower keeps its state current."""
         partition = self.partition_of(instance_id)
         await self.follow(partition)
-        if not self.from_end or instance_id in self.states or instance_id in self._looked_up:
+        if not self.from_end:
             return self.get(instance_id)
-        value = await latest_of(self.settings, self.topic, partition, instance_id.encode(),
-                                before=self._origins[partition])
-        self._looked_up.add(instance_id)
-        if value is not None and instance_id not in self.states:
-            # Anything the follower applied meanwhile came after `before`: newer, so it stays.
-            self._apply(instance_id.encode(), value)
+        while (reading := self._reading.get(instance_id)) is not None:
+            await asyncio.shield(reading)  # another look-up of it is reading back; if it failed, read again
+        if instance_id in self._asked:
+            self._asked.move_to_end(instance_id)
+        else:
+            done = asyncio.get_running_loop().create_future()
+            self._reading[instance_id] = done
+            try:
+                await self._read_back(instance_id, partition)
+            finally:
+                del self._reading[instance_id]
+                done.set_result(None)
+            self._let_go()
         return self.get(instance_id)
+
+    async def _read_back(self, instance_id: str, partition: int) -> None:
+        # Asked from here on: every record of the instance from `before` is the follower's to apply
+        # (no await between the two lines), every one below it is the read-back's to find.
+        before = self._positions[partition]
+        self._asked[instance_id] = None
+        self._newer[instance_id] = False
+        try:
+            value = await latest_of(self.settings, self.topic, partition, instance_id.encode(), before=before)
+        except BaseException:
+            self._asked.pop(instance_id, None)  # half-known: the next look-up reads it back again
+            self.states.pop(instance_id, None)
+            raise
+        finally:
+            newer = self._newer.pop(instance_id)
+        if value is not None and not newer:
+            self._apply(instance_id.encode(), value)
+
+    def _let_go(self) -> None:
+        """Forget the least recently asked instances beyond `asked_limit` that no observer watches."""
+        excess = len(self._asked) - self.asked_limit
+        if excess <= 0:
+            return
+        for iid in list(self._asked):
+            if excess <= 0:
+                break
+            if iid in self._reading or any(interest is None or _interested(interest, iid)
+                                           for _, interest in self._observers):
+                continue
+            del self._asked[iid]
+            self.states.pop(iid, None)
+            excess -= 1
 
     async def _add(self, partitions: list[int]) -> None:
         """Assign the followed partitions plus `partitions` (new ones from the beginning). The
@@ -199,7 +251,6 @@ class StatusFollower:
         ends = await consumer.end_offsets(new)
         for tp in new:
             self._positions[tp.partition] = int(await consumer.position(tp))
-            self._origins[tp.partition] = self._positions[tp.partition]
             self._reached[tp.partition] = asyncio.Event()
             self._targets[tp.partition] = int(ends[tp])
 
@@ -371,6 +422,11 @@ class StatusFollower:
         except UnicodeDecodeError:
             log.error("status record with a key that is not UTF-8 (%r): skipped", key[:100])
             return None
+        if self.from_end:
+            if iid not in self._asked:
+                return None  # nobody asked about it: not decoded, not kept
+            if iid in self._newer:
+                self._newer[iid] = True
         state: InstanceState | None
         if value is None:
             state = None

@@ -20,7 +20,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from engine.read.consumer import committed_reader
+from engine.runtime.partition import PRODUCER_RETRY_BACKOFF_MS, retry_concurrent_transactions_sooner
 from engine.settings import Settings
+from engine.topics import producer_options
 
 from .stats import percentiles
 
@@ -135,8 +137,14 @@ async def _transactions(settings: Settings, topic: str, padding: bytes, count: i
     """Durations of `count` transactions (after a few to warm up), each a record on partitions
     0-2 of `topic`, and with `offsets` an offset commit for a consumer group of its own."""
     tag = "offsets" if offsets else "plain"
-    producer = AIOKafkaProducer(**settings.client_kwargs(), transactional_id=f"{topic}-{tag}",
-                                enable_idempotence=True, linger_ms=0)
+    # As the engine's transactional producers are made, their retry back-offs included. With
+    # aiokafka's own 20 ms wait after CONCURRENT_TRANSACTIONS, one transaction slower than the
+    # spacing (a broker still warming up) made the next begin before the previous one's markers
+    # were written, wait 20 ms, and so on: a run on a fresh broker reported 25 ms per transaction
+    # where the engine's commits took 2-3.
+    retry_concurrent_transactions_sooner()
+    producer = AIOKafkaProducer(**producer_options(settings, transactional_id=f"{topic}-{tag}",
+                                                   retry_backoff_ms=PRODUCER_RETRY_BACKOFF_MS))
     await producer.start()
     try:
         partitions = range(min(3, settings.partitions))

@@ -34,6 +34,7 @@ class _View:
 @dataclass
 class _Settings:
     consistency_timeout_s: float
+    sent_ttl_s: float = 30.0
 
 
 @dataclass

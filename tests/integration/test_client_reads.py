@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -106,6 +107,82 @@ async def test_a_client_view_from_the_end_reads_back_only_what_it_is_asked(kafka
         state = await view.wait_for("never-written", lambda s: s is not None, timeout=30)
         assert state is not None and state.run_id == "late"
         assert (await view.look_up("wf-0")).run_id == "e0-again"  # type: ignore[union-attr]
+    finally:
+        await view.stop()
+        await producer.stop()
+
+
+async def test_a_client_view_keeps_only_the_instances_it_was_asked_about(kafka_bootstrap: str) -> None:
+    """A long-lived client that asked about one instance must not go on decoding and keeping the
+    state of every other workflow written to that partition: its memory and CPU would grow with the
+    whole system's traffic, not with what it asks about."""
+    settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"asked-{uuid.uuid4().hex[:8]}.",
+                                 partitions=2)
+    await ensure_topics(settings)
+    topic = Topics.for_settings(settings).status
+    producer = AIOKafkaProducer(**settings.client_kwargs(), linger_ms=5)
+    await producer.start()
+
+    async def put(iid: str, run_id: str, status: RuntimeStatus = RuntimeStatus.RUNNING) -> None:
+        state = InstanceState(instance_id=iid, name="wf", status=status, execution_id=run_id, run_id=run_id)
+        await producer.send(topic, encode_state(state), key=iid.encode())
+
+    view = StatusFollower(settings, partitions=(), from_end=True)
+    try:
+        await put("asked", "r1")
+        await producer.flush()
+        await view.start()
+        assert (await view.look_up("asked")).run_id == "r1"  # type: ignore[union-attr]
+        mine = view.partition_of("asked")
+        others = [f"other-{n}" for n in range(3000) if view.partition_of(f"other-{n}") == mine]
+        assert len(others) > 1000
+        for iid in others:
+            await put(iid, "x")
+        await put("asked", "r1", RuntimeStatus.COMPLETED)
+        await producer.flush()
+        done = await view.wait_for("asked", lambda s: s is not None and s.is_terminal, timeout=30)
+        assert done is not None and done.run_id == "r1"
+        assert set(view.states) == {"asked"}
+        # Asked about later, another instance is read back then, and followed from there on.
+        later = await view.look_up(others[10])
+        assert later is not None and later.run_id == "x"
+        await put(others[10], "y")
+        await producer.flush()
+        await view.wait_for(others[10], lambda s: s is not None and s.run_id == "y", timeout=30)
+        assert set(view.states) == {"asked", others[10]}
+    finally:
+        await view.stop()
+        await producer.stop()
+
+
+async def test_a_client_view_lets_the_least_recently_asked_go_but_not_a_watched_one(kafka_bootstrap: str) -> None:
+    settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"letgo-{uuid.uuid4().hex[:8]}.",
+                                 partitions=1)
+    await ensure_topics(settings)
+    topic = Topics.for_settings(settings).status
+    producer = AIOKafkaProducer(**settings.client_kwargs())
+    await producer.start()
+    view = StatusFollower(settings, partitions=(), from_end=True)
+    try:
+        for iid in ("a", "b", "c", "d"):
+            await producer.send_and_wait(topic, encode_state(InstanceState(
+                instance_id=iid, name="wf", status=RuntimeStatus.RUNNING, execution_id="r", run_id="r")),
+                key=iid.encode())
+        await view.start()
+        view.asked_limit = 2
+        told: list[str] = []
+        view.subscribe(lambda iid, _: told.append(iid), lambda iid: iid == "a")  # "a" is watched
+        # Two look-ups of one instance at once read it back once and both get it.
+        first, second = await asyncio.gather(view.look_up("a"), view.look_up("a"))
+        assert first is not None and first is second
+        for iid in ("b", "c", "d"):
+            assert await view.look_up(iid) is not None
+        assert set(view.states) == {"a", "d"}  # b and c let go; a kept, its observer wants it
+        assert (await view.look_up("b")).run_id == "r"  # type: ignore[union-attr]  # read back again
+        await producer.send_and_wait(topic, encode_state(InstanceState(
+            instance_id="a", name="wf", status=RuntimeStatus.COMPLETED, execution_id="r", run_id="r")), key=b"a")
+        done = await view.wait_for("a", lambda s: s is not None and s.is_terminal, timeout=30)
+        assert done is not None and told[-1:] == ["a"]
     finally:
         await view.stop()
         await producer.stop()

@@ -17,12 +17,25 @@ class FakeView:
 
     def __init__(self) -> None:
         self.states: dict[str, InstanceState] = {}
+        self.observers: list[tuple[Callable[[str, InstanceState | None], None], Callable[[str], bool]]] = []
 
     async def look_up(self, instance_id: str) -> InstanceState | None:
         return self.states.get(instance_id)
 
-    def subscribe(self, observer: Callable[[str, InstanceState | None], None]) -> Callable[[], None]:
+    def subscribe(self, observer: Callable[[str, InstanceState | None], None],
+                  interest: Callable[[str], bool]) -> Callable[[], None]:
+        self.observers.append((observer, interest))
         return lambda: None
+
+    def apply(self, iid: str, state: InstanceState | None) -> None:
+        """As the follower applies a record: kept, and told to the observers interested in it."""
+        if state is None:
+            self.states.pop(iid, None)
+        else:
+            self.states[iid] = state
+        for observer, interest in self.observers:
+            if state is None or interest(iid):
+                observer(iid, state)
 
 
 def running(iid: str, run: str, **kw: object) -> InstanceState:
@@ -57,3 +70,25 @@ async def test_a_start_shows_pending_until_its_run_shows() -> None:
     assert pending is not None and pending.status is RuntimeStatus.PENDING and pending.run_id == "mine"
     view.states["a"] = mine = running("a", "mine")
     assert await lookup.state("a") is mine and lookup.own_start("a") is None
+
+
+async def test_a_start_never_asked_about_is_forgotten_once_its_run_shows() -> None:
+    # A process that starts workflows and never reads them back: each start is forgotten as soon as
+    # the view shows its run, not kept for the client's lifetime.
+    view = FakeView()
+    lookup = ViewLookUp(view)  # type: ignore[arg-type]
+    lookup.accepted(cmd.StartWorkflow(instance_id="a", command_id="mine", name="wf"), 0)
+    assert [interest("a") for _, interest in view.observers] == [True]
+    view.apply("a", running("a", "older"))  # another run's state: not this start's
+    assert lookup.own_start("a") == "mine"
+    view.apply("a", running("a", "mine"))
+    assert lookup.own_start("a") is None
+    assert [interest("a") for _, interest in view.observers] == [False]  # the view may let it go
+
+
+async def test_a_purge_seen_by_the_view_forgets_the_start() -> None:
+    view = FakeView()
+    lookup = ViewLookUp(view)  # type: ignore[arg-type]
+    lookup.accepted(cmd.StartWorkflow(instance_id="a", command_id="mine", name="wf"), 0)
+    view.apply("a", None)
+    assert lookup.own_start("a") is None and await lookup.state("a") is None
