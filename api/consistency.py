@@ -290,6 +290,9 @@ class Consistency:
     def shown(self, instance_id: str) -> InstanceState | None:
         return self.link.view.get(instance_id)
 
+    async def seen(self, instance_id: str) -> InstanceState | None:
+        return self.shown(instance_id)  # the API's view follows every instance
+
     async def state(self, instance_id: str) -> InstanceState | None:
         """The instance as a client that just got a 202 from any replica expects to see it.
 

@@ -18,6 +18,7 @@ topic.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -60,13 +61,16 @@ class ViewLookUp:
         self.view = view
         self._watches = Watches(self.shown)
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._sent = SentStarts()
+        self._sent = SentStarts(forget_removed=False)
+        #: Instances a `watch` is looking up before its watches are registered: the view must not
+        #: let them go meanwhile.
+        self._claims: Counter[str] = Counter()
         # Told of the instances this client watches or sent a start of, so the view lets the others
         # go (`StatusFollower.asked_limit`), and a start is forgotten as soon as its run shows.
         view.subscribe(self._view_changed, self._interested)
 
     def _interested(self, instance_id: str) -> bool:
-        return instance_id in self._sent or self._watches.watched(instance_id)
+        return instance_id in self._sent or instance_id in self._claims or self._watches.watched(instance_id)
 
     def _view_changed(self, instance_id: str, state: InstanceState | None) -> None:
         self._watches.offer(instance_id, state)
@@ -81,6 +85,9 @@ class ViewLookUp:
     def shown(self, instance_id: str) -> InstanceState | None:
         return self.view.states.get(instance_id)
 
+    async def seen(self, instance_id: str) -> InstanceState | None:
+        return await self.view.look_up(instance_id)
+
     def own_start(self, instance_id: str) -> str | None:
         return self._sent.own_start(instance_id)
 
@@ -88,10 +95,15 @@ class ViewLookUp:
     async def watch(self, done: Mapping[str, Settled]) -> AsyncIterator[Sequence[Watch]]:
         """Watches offered every state the view applies (`engine.client.watches`), once the view
         follows each instance's partition."""
-        for iid in done:
-            await self.view.look_up(iid)
-        async with self._watches.watching(done) as watches:
-            yield watches
+        self._claims.update(list(done))
+        try:
+            for iid in done:
+                await self.view.look_up(iid)
+            async with self._watches.watching(done) as watches:
+                yield watches
+        finally:
+            self._claims.subtract(list(done))
+            self._claims += Counter()  # drops the IDs no watch claims any more
 
     def accepted(self, start: StartWorkflow, receipt: int) -> None:
         self._sent.accepted(start, self._clock())

@@ -58,6 +58,9 @@ class MemoryLookUp:
     def shown(self, instance_id: str) -> InstanceState | None:
         return self.states.get(instance_id)
 
+    async def seen(self, instance_id: str) -> InstanceState | None:
+        return self.states.get(instance_id)
+
     def own_start(self, instance_id: str) -> str | None:
         return None
 

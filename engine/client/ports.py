@@ -44,6 +44,11 @@ class LookUp(Protocol):
         """What the status shows now, without this process's unapplied starts (no I/O)."""
         ...
 
+    async def seen(self, instance_id: str) -> InstanceState | None:
+        """As `shown`, read in first if this process's view does not hold the instance (the
+        Python client's holds only those it was asked about)."""
+        ...
+
     def own_start(self, instance_id: str) -> str | None:
         """The run ID of a start this process accepted that the status does not show yet."""
         ...

@@ -2,10 +2,10 @@
 
 A front end (a REST API replica, a Python client) that accepted a start shows the instance PENDING
 until its status view shows that run, or shows the start refused (`preconditions.own_start_shown`).
-It forgets a start then, when its view removes the instance (a purge, from anywhere), when it
-purges the instance itself, and, where a `ttl_s` is given, once the start is old enough for a
-slower path to answer (the REST API's read barrier). What it remembers must never outlive the
-instance, or a purged instance would come back as PENDING.
+It forgets a start then, when it purges the instance itself, when its view removes the instance
+(a purge, from anywhere; unless made with `forget_removed=False`), and, where a `ttl_s` is given,
+once the start is old enough for a slower path to answer (the REST API's read barrier). What it
+remembers must never outlive the instance, or a purged instance would come back as PENDING.
 
 At most `limit` starts are kept, the oldest let go first: a process that starts workflows and never
 asks about them must not grow without bound. A start let go that way is answered from the view
@@ -32,10 +32,14 @@ SENT_LIMIT = 100_000
 class SentStarts:
     """This front end's own starts not yet shown by its view, by instance ID (oldest first)."""
 
-    def __init__(self, *, ttl_s: float | None = None, limit: int = SENT_LIMIT,
+    def __init__(self, *, ttl_s: float | None = None, limit: int = SENT_LIMIT, forget_removed: bool = True,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
         self.limit = limit
+        #: Whether the view removing the instance forgets the start. The removal may be of an older
+        #: run (a purge answered late, then this start): a front end with a slower path to ask (the
+        #: REST API's barrier) forgets, one without (the Python client) keeps showing the start.
+        self.forget_removed = forget_removed
         self._clock = clock
         #: Instance ID -> (when accepted, on `clock`; the start as the instance shows it meanwhile).
         self._starts: OrderedDict[str, tuple[float, InstanceState]] = OrderedDict()
@@ -63,11 +67,10 @@ class SentStarts:
         return None if entry is None else run_id(entry[1])
 
     def viewed(self, instance_id: str, state: InstanceState | None) -> None:
-        """The view applied `state` for the instance (None: removed it). Gone from the view, or
-        showing the run itself: the view answers from now on. (A removal that was really of an
-        older run only costs the next read the slower path.)"""
+        """The view applied `state` for the instance (None: removed it). Showing the run itself,
+        or gone from the view where `forget_removed`: the view answers from now on."""
         entry = self._starts.get(instance_id)
-        if entry is not None and (state is None or run_id(state) == run_id(entry[1])):
+        if entry is not None and (run_id(state) == run_id(entry[1]) if state is not None else self.forget_removed):
             del self._starts[instance_id]
 
     def shown(self, instance_id: str, current: InstanceState | None) -> InstanceState | None:

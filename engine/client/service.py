@@ -205,7 +205,7 @@ class WorkflowCommands:
             raise refused
         watched: dict[str, Settled] = {instance_id: gone_or_replaced(run_id(found))}
         if recursive:
-            for child, child_run in self._finished_descendants(instance_id):
+            for child, child_run in await self._finished_descendants(instance_id):
                 watched[child] = gone_or_replaced(child_run)
         purge = cmd.PurgeWorkflow(instance_id=instance_id, command_id=self.new_command_id(), recursive=bool(recursive))
         async with self.lookup.watch(watched) as watches:
@@ -243,15 +243,15 @@ class WorkflowCommands:
         if not settled:
             self._late(command)
 
-    def _finished_descendants(self, instance_id: str) -> list[tuple[str, str]]:
+    async def _finished_descendants(self, instance_id: str) -> list[tuple[str, str]]:
         """(ID, run) of the finished descendants a recursive purge of the instance removes, as the
         status shows them now (a running child refuses the purge; its subtree is not reached)."""
         found: dict[str, str] = {}
         todo = [instance_id]
         while todo and len(found) < PURGE_TREE_LIMIT:
-            state = self.lookup.shown(todo.pop())
+            state = await self.lookup.seen(todo.pop())
             for child in () if state is None else state.children:
-                seen = self.lookup.shown(child)
+                seen = await self.lookup.seen(child)
                 if seen is not None and seen.is_terminal and child not in found and child != instance_id:
                     found[child] = run_id(seen)
                     todo.append(child)

@@ -152,17 +152,22 @@ class StatusFollower:
     async def follow(self, partition: int) -> None:
         """Follow `partition` too (read from its beginning); return once it was read up to its end
         as of the first call for it."""
-        event = self._reached.get(partition)
-        if event is None:
-            async with self._lock:
-                event = self._reached.get(partition)
-                if event is None:
-                    await self._stop_task()
-                    await self._add([partition])
-                    self._check_targets()
-                    event = self._reached[partition]
-                    self._task = asyncio.create_task(self._run(), name=f"headrace-status-follower-{self.topic}")
-        await event.wait()
+        if partition not in self._reached:
+            # Shielded: a caller cancelled in the middle must not leave the reading task stopped
+            # (every other look-up and watch of the view frozen) or the lock's work half done.
+            await asyncio.shield(self._add_partition(partition))
+        await self._reached[partition].wait()
+
+    async def _add_partition(self, partition: int) -> None:
+        async with self._lock:
+            if partition in self._reached:
+                return
+            await self._stop_task()
+            try:
+                await self._add([partition])
+                self._check_targets()
+            finally:
+                self._task = asyncio.create_task(self._run(), name=f"headrace-status-follower-{self.topic}")
 
     async def follow_instance(self, instance_id: str) -> None:
         await self.follow(self.partition_of(instance_id))
@@ -187,7 +192,7 @@ class StatusFollower:
             finally:
                 del self._reading[instance_id]
                 done.set_result(None)
-            self._let_go()
+            self._let_go(keep=instance_id)
         return self.get(instance_id)
 
     async def _read_back(self, instance_id: str, partition: int) -> None:
@@ -207,16 +212,18 @@ class StatusFollower:
         if value is not None and not newer:
             self._apply(instance_id.encode(), value)
 
-    def _let_go(self) -> None:
-        """Forget the least recently asked instances beyond `asked_limit` that no observer watches."""
+    def _let_go(self, keep: str) -> None:
+        """Forget the least recently asked instances beyond `asked_limit` that no observer watches
+        (never `keep`, the one being answered). One an observer still wants counts as asked again,
+        so the next call does not look at it first."""
         excess = len(self._asked) - self.asked_limit
-        if excess <= 0:
-            return
-        for iid in list(self._asked):
-            if excess <= 0:
-                break
-            if iid in self._reading or any(interest is None or _interested(interest, iid)
-                                           for _, interest in self._observers):
+        looked = 0
+        while excess > 0 and looked < len(self._asked):
+            iid = next(iter(self._asked))
+            looked += 1
+            if iid == keep or iid in self._reading or any(interest is None or _interested(interest, iid)
+                                                          for _, interest in self._observers):
+                self._asked.move_to_end(iid)
                 continue
             del self._asked[iid]
             self.states.pop(iid, None)

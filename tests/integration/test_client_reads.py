@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -112,62 +114,69 @@ async def test_a_client_view_from_the_end_reads_back_only_what_it_is_asked(kafka
         await producer.stop()
 
 
+class _Partitions:
+    """A status topic of its own, a producer that writes states to it, and a client's view of it
+    (made, not started)."""
+
+    def __init__(self, kafka_bootstrap: str, partitions: int) -> None:
+        self.settings = Settings.from_env(bootstrap_servers=kafka_bootstrap,
+                                          topic_prefix=f"view-{uuid.uuid4().hex[:8]}.", partitions=partitions)
+        self.topic = Topics.for_settings(self.settings).status
+        self.producer = AIOKafkaProducer(**self.settings.client_kwargs(), linger_ms=5)
+        self.view = StatusFollower(self.settings, partitions=(), from_end=True)  # as the Python client makes it
+
+    async def put(self, iid: str, run_id: str = "r", status: RuntimeStatus = RuntimeStatus.RUNNING) -> None:
+        state = InstanceState(instance_id=iid, name="wf", status=status, execution_id=run_id, run_id=run_id)
+        await self.producer.send(self.topic, encode_state(state), key=iid.encode())
+
+
+@contextlib.asynccontextmanager
+async def _partitions(kafka_bootstrap: str, partitions: int) -> AsyncIterator[_Partitions]:
+    made = _Partitions(kafka_bootstrap, partitions)
+    await ensure_topics(made.settings)
+    await made.producer.start()
+    try:
+        yield made
+    finally:
+        await made.view.stop()
+        await made.producer.stop()
+
+
 async def test_a_client_view_keeps_only_the_instances_it_was_asked_about(kafka_bootstrap: str) -> None:
     """A long-lived client that asked about one instance must not go on decoding and keeping the
     state of every other workflow written to that partition: its memory and CPU would grow with the
     whole system's traffic, not with what it asks about."""
-    settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"asked-{uuid.uuid4().hex[:8]}.",
-                                 partitions=2)
-    await ensure_topics(settings)
-    topic = Topics.for_settings(settings).status
-    producer = AIOKafkaProducer(**settings.client_kwargs(), linger_ms=5)
-    await producer.start()
-
-    async def put(iid: str, run_id: str, status: RuntimeStatus = RuntimeStatus.RUNNING) -> None:
-        state = InstanceState(instance_id=iid, name="wf", status=status, execution_id=run_id, run_id=run_id)
-        await producer.send(topic, encode_state(state), key=iid.encode())
-
-    view = StatusFollower(settings, partitions=(), from_end=True)
-    try:
-        await put("asked", "r1")
-        await producer.flush()
+    async with _partitions(kafka_bootstrap, 2) as kafka:
+        view = kafka.view
+        await kafka.put("asked", "r1")
+        await kafka.producer.flush()
         await view.start()
         assert (await view.look_up("asked")).run_id == "r1"  # type: ignore[union-attr]
         mine = view.partition_of("asked")
         others = [f"other-{n}" for n in range(3000) if view.partition_of(f"other-{n}") == mine]
         assert len(others) > 1000
         for iid in others:
-            await put(iid, "x")
-        await put("asked", "r1", RuntimeStatus.COMPLETED)
-        await producer.flush()
+            await kafka.put(iid, "x")
+        await kafka.put("asked", "r1", RuntimeStatus.COMPLETED)
+        await kafka.producer.flush()
         done = await view.wait_for("asked", lambda s: s is not None and s.is_terminal, timeout=30)
         assert done is not None and done.run_id == "r1"
         assert set(view.states) == {"asked"}
         # Asked about later, another instance is read back then, and followed from there on.
         later = await view.look_up(others[10])
         assert later is not None and later.run_id == "x"
-        await put(others[10], "y")
-        await producer.flush()
+        await kafka.put(others[10], "y")
+        await kafka.producer.flush()
         await view.wait_for(others[10], lambda s: s is not None and s.run_id == "y", timeout=30)
         assert set(view.states) == {"asked", others[10]}
-    finally:
-        await view.stop()
-        await producer.stop()
 
 
 async def test_a_client_view_lets_the_least_recently_asked_go_but_not_a_watched_one(kafka_bootstrap: str) -> None:
-    settings = Settings.from_env(bootstrap_servers=kafka_bootstrap, topic_prefix=f"letgo-{uuid.uuid4().hex[:8]}.",
-                                 partitions=1)
-    await ensure_topics(settings)
-    topic = Topics.for_settings(settings).status
-    producer = AIOKafkaProducer(**settings.client_kwargs())
-    await producer.start()
-    view = StatusFollower(settings, partitions=(), from_end=True)
-    try:
+    async with _partitions(kafka_bootstrap, 1) as kafka:
+        view = kafka.view
         for iid in ("a", "b", "c", "d"):
-            await producer.send_and_wait(topic, encode_state(InstanceState(
-                instance_id=iid, name="wf", status=RuntimeStatus.RUNNING, execution_id="r", run_id="r")),
-                key=iid.encode())
+            await kafka.put(iid)
+        await kafka.producer.flush()
         await view.start()
         view.asked_limit = 2
         told: list[str] = []
@@ -179,10 +188,41 @@ async def test_a_client_view_lets_the_least_recently_asked_go_but_not_a_watched_
             assert await view.look_up(iid) is not None
         assert set(view.states) == {"a", "d"}  # b and c let go; a kept, its observer wants it
         assert (await view.look_up("b")).run_id == "r"  # type: ignore[union-attr]  # read back again
-        await producer.send_and_wait(topic, encode_state(InstanceState(
-            instance_id="a", name="wf", status=RuntimeStatus.COMPLETED, execution_id="r", run_id="r")), key=b"a")
+        await kafka.put("a", "r", RuntimeStatus.COMPLETED)
+        await kafka.producer.flush()
         done = await view.wait_for("a", lambda s: s is not None and s.is_terminal, timeout=30)
         assert done is not None and told[-1:] == ["a"]
-    finally:
-        await view.stop()
-        await producer.stop()
+
+
+async def test_a_look_up_at_the_limit_keeps_the_instance_it_answers(kafka_bootstrap: str) -> None:
+    """Every older instance watched, the limit reached: the one just read back is still answered
+    and kept (it was let go before any watch could claim it)."""
+    async with _partitions(kafka_bootstrap, 1) as kafka:
+        view = kafka.view
+        for iid in ("a", "b"):
+            await kafka.put(iid)
+        await kafka.producer.flush()
+        await view.start()
+        view.asked_limit = 1
+        view.subscribe(lambda iid, _: None, lambda iid: iid == "a")
+        assert await view.look_up("a") is not None
+        assert await view.look_up("b") is not None
+        assert set(view.states) == {"a", "b"}  # over the limit, but neither may go
+
+
+async def test_a_first_look_up_cancelled_midway_leaves_the_view_following(kafka_bootstrap: str) -> None:
+    async with _partitions(kafka_bootstrap, 2) as kafka:
+        view = kafka.view
+        await view.start()
+        first = "x"
+        other = next(f"y{n}" for n in range(100) if view.partition_of(f"y{n}") != view.partition_of(first))
+        assert await view.look_up(first) is None
+        cancelled = asyncio.create_task(view.look_up(other))  # a new partition: the reading task stops a moment
+        await asyncio.sleep(0)  # lets it begin (not a wait for time)
+        cancelled.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cancelled
+        await kafka.put(first)
+        await kafka.producer.flush()
+        state = await view.wait_for(first, lambda s: s is not None, timeout=30)
+        assert state is not None and state.run_id == "r"

@@ -86,9 +86,31 @@ async def test_a_start_never_asked_about_is_forgotten_once_its_run_shows() -> No
     assert [interest("a") for _, interest in view.observers] == [False]  # the view may let it go
 
 
-async def test_a_purge_seen_by_the_view_forgets_the_start() -> None:
+async def test_a_removal_seen_by_the_view_keeps_the_start_pending() -> None:
+    # The removal may be of the older run (a purge answered late, then this start): the client has
+    # no barrier to ask, so it keeps showing its start until the view shows the run.
     view = FakeView()
     lookup = ViewLookUp(view)  # type: ignore[arg-type]
     lookup.accepted(cmd.StartWorkflow(instance_id="a", command_id="mine", name="wf"), 0)
     view.apply("a", None)
-    assert lookup.own_start("a") is None and await lookup.state("a") is None
+    pending = await lookup.state("a")
+    assert pending is not None and pending.status is RuntimeStatus.PENDING and lookup.own_start("a") == "mine"
+
+
+async def test_a_watch_claims_its_instances_while_it_looks_them_up() -> None:
+    # The view may let go of instances nobody claims; those a watch is still looking up (before its
+    # watches are registered) are claimed, and no longer once the watch is over.
+    view = FakeView()
+    lookup = ViewLookUp(view)  # type: ignore[arg-type]
+    (_, interest), = view.observers
+    claimed: list[bool] = []
+
+    async def look_up(instance_id: str) -> InstanceState | None:
+        claimed.append(interest("a") and interest("b"))
+        return None
+
+    view.look_up = look_up  # type: ignore[method-assign]
+    async with lookup.watch({"a": lambda s: s is not None, "b": lambda s: s is not None}):
+        assert interest("a")
+    assert claimed == [True, True]
+    assert not interest("a") and not interest("b")

@@ -51,6 +51,10 @@ def test_the_view_settles_a_start_it_shows_or_removes() -> None:
     sent.viewed("a", state("a", "mine"))
     sent.viewed("b", None)  # purged, from anywhere
     assert "a" not in sent and "b" not in sent
+    keeping = SentStarts(forget_removed=False)  # a front end with no slower path to ask
+    keeping.accepted(start("c"), AT)
+    keeping.viewed("c", None)
+    assert keeping.own_start("c") == "mine"
 
 
 def test_a_refusal_over_a_live_run_settles_the_start() -> None:

@@ -68,6 +68,9 @@ class FakeLookUp:
     def shown(self, instance_id: str) -> InstanceState | None:
         return self.states.get(instance_id)
 
+    async def seen(self, instance_id: str) -> InstanceState | None:
+        return self.states.get(instance_id)
+
     def own_start(self, instance_id: str) -> str | None:
         mine = self.own.get(instance_id)
         return None if mine is None else mine.run_id
@@ -179,8 +182,26 @@ async def test_a_pause_of_a_suspended_instance_answers_at_once() -> None:
     assert isinstance(send.sent[0], cmd.SuspendWorkflow) and late == []
 
 
+@dataclass
+class AskedLookUp(FakeLookUp):
+    """As the Python client's view: `shown` holds only the instances it was asked about."""
+
+    asked: set[str] = field(default_factory=set)
+
+    async def state(self, instance_id: str) -> InstanceState | None:
+        self.asked.add(instance_id)
+        return await super().state(instance_id)
+
+    async def seen(self, instance_id: str) -> InstanceState | None:
+        self.asked.add(instance_id)
+        return await super().seen(instance_id)
+
+    def shown(self, instance_id: str) -> InstanceState | None:
+        return super().shown(instance_id) if instance_id in self.asked else None
+
+
 async def test_a_purge_needs_a_finished_instance_and_waits_for_its_finished_children() -> None:
-    lookup, send = FakeLookUp(states={"p": running("p")}), FakeSend()
+    lookup, send = AskedLookUp(states={"p": running("p")}), FakeSend()
     commands = service(lookup, send)
     with pytest.raises(InstanceNotTerminalError):
         await commands.purge("p")
