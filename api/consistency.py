@@ -274,6 +274,9 @@ class Consistency:
         self._watches.offer(instance_id, state)
         self._sent.viewed(instance_id, state)
 
+    async def adopt(self, instance_id: str) -> None:
+        return None  # the API's view follows every instance: nothing to read back
+
     def accepted(self, start: StartWorkflow, receipt: int) -> None:
         """Remember a start this replica accepted (`receipt`: its offset), see the module docstring."""
         self._sent.accepted(start, _now())

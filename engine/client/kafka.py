@@ -105,6 +105,9 @@ class ViewLookUp:
             self._claims.subtract(list(done))
             self._claims += Counter()  # drops the IDs no watch claims any more
 
+    async def adopt(self, instance_id: str) -> None:
+        await self.view.adopt(instance_id)
+
     def accepted(self, start: StartWorkflow, receipt: int) -> None:
         self._sent.accepted(start, self._clock())
 

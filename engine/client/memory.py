@@ -71,6 +71,9 @@ class MemoryLookUp:
             w.offer()
         yield watches
 
+    async def adopt(self, instance_id: str) -> None:
+        return None
+
     def accepted(self, start: StartWorkflow, receipt: int) -> None:
         pass
 

@@ -59,6 +59,10 @@ class LookUp(Protocol):
         state is missed. Enter before sending."""
         ...
 
+    async def adopt(self, instance_id: str) -> None:
+        """An ID this process just made up (a generated one): nothing of it exists to look up."""
+        ...
+
     def accepted(self, start: StartWorkflow, receipt: int) -> None:
         """A start was sent (`receipt` from `Send.send`): show it until the status does."""
         ...

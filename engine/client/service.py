@@ -135,10 +135,12 @@ class WorkflowCommands:
         # daprd's rule for a new instance's ID (IdError, a ValueError, says which part is wrong).
         iid = check_new_instance_id(instance_id) if instance_id else self.new_instance_id()
         payload = self._payload("workflow input", input)
-        if instance_id:  # a generated ID is new: nothing to look up
+        if instance_id:
             refused = start_refusal_before(await self.lookup.state(iid))
             if refused is not None:
                 raise refused
+        else:  # a generated ID is new: nothing to look up, now or when the watch begins
+            await self.lookup.adopt(iid)
         start = cmd.StartWorkflow(
             instance_id=iid, command_id=self.new_command_id(), name=name, input=payload, scheduled_start=start_at
         )

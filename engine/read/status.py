@@ -195,6 +195,15 @@ class StatusFollower:
             self._let_go(keep=instance_id)
         return self.get(instance_id)
 
+    async def adopt(self, instance_id: str) -> None:
+        """Ask about an instance that has no record yet, with no read-back: an ID its caller just
+        made up (a generated one). Looked up, a key never written is found nowhere, so its
+        read-back would read the whole partition."""
+        await self.follow(self.partition_of(instance_id))
+        if self.from_end and instance_id not in self._asked and instance_id not in self._reading:
+            self._asked[instance_id] = None  # every record of it is still to come: the follower's
+            self._let_go(keep=instance_id)
+
     async def _read_back(self, instance_id: str, partition: int) -> None:
         # Asked from here on: every record of the instance from `before` is the follower's to apply
         # (no await between the two lines), every one below it is the read-back's to find.

@@ -226,3 +226,33 @@ async def test_a_first_look_up_cancelled_midway_leaves_the_view_following(kafka_
         await kafka.producer.flush()
         state = await view.wait_for(first, lambda s: s is not None, timeout=30)
         assert state is not None and state.run_id == "r"
+
+
+async def test_an_id_the_client_made_up_is_followed_without_a_read_back(kafka_bootstrap: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start with a generated ID: nothing of it exists, and reading back a key never written reads
+    the whole partition. `adopt` reads nothing back; what the engine writes of it is followed."""
+    import engine.read.status as status_module
+
+    read_back: list[bytes] = []
+    real = status_module.latest_of
+
+    async def counted(*args: object, **kwargs: object) -> bytes | None:
+        read_back.append(args[3])  # type: ignore[arg-type]
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(status_module, "latest_of", counted)
+    async with _partitions(kafka_bootstrap, 1) as kafka:
+        view = kafka.view
+        for n in range(500):
+            await kafka.put(f"old-{n}")
+        await kafka.producer.flush()
+        await view.start()
+        await view.adopt("fresh")
+        assert await view.look_up("fresh") is None
+        assert read_back == []
+        await kafka.put("fresh", "mine")
+        await kafka.producer.flush()
+        state = await view.wait_for("fresh", lambda s: s is not None, timeout=30)
+        assert state is not None and state.run_id == "mine"
+        assert await view.look_up("old-7") is not None and read_back == [b"old-7"]  # a look-up still reads back

@@ -44,6 +44,7 @@ class FakeLookUp:
     states: dict[str, InstanceState] = field(default_factory=dict)
     own: dict[str, InstanceState] = field(default_factory=dict)
     forgotten: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.watches = Watches(self.states.get)
@@ -77,6 +78,9 @@ class FakeLookUp:
 
     def watch(self, done: Mapping[str, Settled]) -> contextlib.AbstractAsyncContextManager[Sequence[Watch]]:
         return self.watches.watching(done)
+
+    async def adopt(self, instance_id: str) -> None:
+        self.adopted.append(instance_id)
 
     def accepted(self, start: cmd.StartWorkflow, receipt: int) -> None:
         self.own[start.instance_id] = pending_start(start, None)
@@ -292,3 +296,11 @@ def test_in_memory_ports_apply_each_command_before_it_answers() -> None:
     run_now(commands.terminate(iid))
     run_now(commands.purge(iid))
     assert states == {} and late == []
+
+
+async def test_a_generated_id_is_adopted_and_a_given_one_looked_up() -> None:
+    lookup, send = FakeLookUp(), FakeSend()
+    commands = service(lookup, send, timeout=0.01)
+    generated = await commands.start("wf")
+    await commands.start("wf", instance_id="given")
+    assert lookup.adopted == [generated]
