@@ -109,7 +109,7 @@ class ViewLookUp:
         await self.view.adopt(instance_id)
 
     def accepted(self, start: StartWorkflow, receipt: int) -> None:
-        self._sent.accepted(start, self._clock())
+        self._sent.accepted(start, self._clock(), self.view.states.get(start.instance_id))
 
     def forget(self, instance_id: str) -> None:
         self._sent.forget(instance_id)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from ..core.commands import StartWorkflow
-from ..core.preconditions import own_start_shown, pending_start, run_id
+from ..core.preconditions import own_start_shown, pending_start, run_id, start_settled
 from ..core.state import InstanceState
 
 __all__ = ["SENT_LIMIT", "SentStarts"]
@@ -50,8 +50,14 @@ class SentStarts:
     def __len__(self) -> int:
         return len(self._starts)
 
-    def accepted(self, start: StartWorkflow, accepted_at: datetime | None) -> None:
-        """Remember a start this front end sent (`accepted_at`: the time the instance shows)."""
+    def accepted(self, start: StartWorkflow, accepted_at: datetime | None,
+                 shown: InstanceState | None = None) -> None:
+        """Remember a start this front end sent (`accepted_at`: the time the instance shows),
+        unless the view's `shown` state already shows its run or its refusal (its send was
+        acknowledged after the view had read the engine's answer)."""
+        if start_settled(shown, start.command_id):
+            self._starts.pop(start.instance_id, None)
+            return
         self._starts[start.instance_id] = (self._clock(), pending_start(start, accepted_at))
         self._starts.move_to_end(start.instance_id)
         while len(self._starts) > self.limit:
@@ -67,10 +73,11 @@ class SentStarts:
         return None if entry is None else run_id(entry[1])
 
     def viewed(self, instance_id: str, state: InstanceState | None) -> None:
-        """The view applied `state` for the instance (None: removed it). Showing the run itself,
-        or gone from the view where `forget_removed`: the view answers from now on."""
+        """The view applied `state` for the instance (None: removed it). Showing the run itself or
+        its refusal, or gone from the view where `forget_removed`: the view answers from now on."""
         entry = self._starts.get(instance_id)
-        if entry is not None and (run_id(state) == run_id(entry[1]) if state is not None else self.forget_removed):
+        if entry is not None and (start_settled(state, run_id(entry[1])) if state is not None
+                                  else self.forget_removed):
             del self._starts[instance_id]
 
     def shown(self, instance_id: str, current: InstanceState | None) -> InstanceState | None:

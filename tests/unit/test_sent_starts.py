@@ -82,3 +82,18 @@ def test_forget_drops_a_start() -> None:
     sent.forget("a")
     sent.forget("never")
     assert sent.shown("a", None) is None
+
+
+def test_a_refusal_the_view_shows_settles_the_start_without_a_read() -> None:
+    sent = SentStarts()
+    sent.accepted(start("a"), AT)
+    sent.viewed("a", replace(state("a", "theirs"), recent_commands=("mine",)))
+    assert "a" not in sent
+
+
+def test_a_start_the_view_shows_already_when_its_send_is_acknowledged_is_not_kept() -> None:
+    sent = SentStarts()
+    sent.accepted(start("a"), AT, state("a", "mine"))  # the engine was faster than the ack
+    sent.accepted(start("b"), AT, replace(state("b", "theirs"), recent_commands=("mine",)))
+    sent.accepted(start("c"), AT, state("c", "older", RuntimeStatus.COMPLETED))
+    assert "a" not in sent and "b" not in sent and sent.own_start("c") == "mine"
