@@ -95,21 +95,21 @@ class ViewLookUp:
     async def watch(self, done: Mapping[str, Settled]) -> AsyncIterator[Sequence[Watch]]:
         """Watches offered every state the view applies (`engine.client.watches`), once the view
         follows each instance's partition."""
-        self._claims.update(list(done))
+        claims = Counter(list(done))
+        self._claims += claims
         try:
             for iid in done:
                 await self.view.look_up(iid)
             async with self._watches.watching(done) as watches:
                 yield watches
         finally:
-            self._claims.subtract(list(done))
-            self._claims += Counter()  # drops the IDs no watch claims any more
+            self._claims -= claims  # an ID no other watch claims is dropped
 
     async def adopt(self, instance_id: str) -> None:
         await self.view.adopt(instance_id)
 
     def accepted(self, start: StartWorkflow, receipt: int) -> None:
-        self._sent.accepted(start, self._clock(), self.view.states.get(start.instance_id))
+        self._sent.accepted(start, self._clock(), self.shown(start.instance_id))
 
     def forget(self, instance_id: str) -> None:
         self._sent.forget(instance_id)

@@ -28,6 +28,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -60,6 +61,17 @@ _MAX_RECORDS = 5000
 _RETRY_S = 1.0
 
 
+@dataclass(slots=True)
+class _ReadBack:
+    """A look-up reading an instance's older records back (`StatusFollower.look_up`)."""
+
+    #: Set once the read-back ended (well or not): other look-ups of the instance wait for it.
+    done: asyncio.Future[None]
+    #: Whether the follower applied a newer record of the instance meanwhile (a removal included),
+    #: which the value read back must not overwrite.
+    newer: bool = False
+
+
 class StatusFollower:
     """Follows the status topic (every partition, or those added with `follow`) from the beginning."""
 
@@ -83,10 +95,8 @@ class StatusFollower:
         #: instance would otherwise decode and keep every state written to its partition, its memory
         #: and CPU growing with the whole system's traffic rather than with what it asks about.
         self._asked: OrderedDict[str, None] = OrderedDict()
-        #: Look-ups reading an instance's older records back, and whether the follower has applied a
-        #: newer record of it meanwhile (which the read-back must not overwrite, a removal included).
-        self._reading: dict[str, asyncio.Future[None]] = {}
-        self._newer: dict[str, bool] = {}
+        #: Look-ups reading an instance's older records back (`_ReadBack`), by instance.
+        self._reading: dict[str, _ReadBack] = {}
         #: The most instances kept asked about; the least recently asked one no observer watches is
         #: let go beyond it (asked again, it is read back again).
         self.asked_limit = ASKED_LIMIT
@@ -181,17 +191,11 @@ class StatusFollower:
         if not self.from_end:
             return self.get(instance_id)
         while (reading := self._reading.get(instance_id)) is not None:
-            await asyncio.shield(reading)  # another look-up of it is reading back; if it failed, read again
+            await asyncio.shield(reading.done)  # another look-up of it is reading back; if it failed, read again
         if instance_id in self._asked:
             self._asked.move_to_end(instance_id)
         else:
-            done = asyncio.get_running_loop().create_future()
-            self._reading[instance_id] = done
-            try:
-                await self._read_back(instance_id, partition)
-            finally:
-                del self._reading[instance_id]
-                done.set_result(None)
+            await self._read_back(instance_id, partition)
             self._let_go(keep=instance_id)
         return self.get(instance_id)
 
@@ -209,7 +213,7 @@ class StatusFollower:
         # (no await between the two lines), every one below it is the read-back's to find.
         before = self._positions[partition]
         self._asked[instance_id] = None
-        self._newer[instance_id] = False
+        reading = self._reading[instance_id] = _ReadBack(asyncio.get_running_loop().create_future())
         try:
             value = await latest_of(self.settings, self.topic, partition, instance_id.encode(), before=before)
         except BaseException:
@@ -217,8 +221,9 @@ class StatusFollower:
             self.states.pop(instance_id, None)
             raise
         finally:
-            newer = self._newer.pop(instance_id)
-        if value is not None and not newer:
+            del self._reading[instance_id]
+            reading.done.set_result(None)  # its waiters resume after the value below is applied
+        if value is not None and not reading.newer:
             self._apply(instance_id.encode(), value)
 
     def _let_go(self, keep: str) -> None:
@@ -230,7 +235,7 @@ class StatusFollower:
         while excess > 0 and looked < len(self._asked):
             iid = next(iter(self._asked))
             looked += 1
-            if iid == keep or iid in self._reading or any(interest is None or _interested(interest, iid)
+            if iid == keep or iid in self._reading or any(_interested(interest, iid)
                                                           for _, interest in self._observers):
                 self._asked.move_to_end(iid)
                 continue
@@ -441,8 +446,9 @@ class StatusFollower:
         if self.from_end:
             if iid not in self._asked:
                 return None  # nobody asked about it: not decoded, not kept
-            if iid in self._newer:
-                self._newer[iid] = True
+            reading = self._reading.get(iid)
+            if reading is not None:
+                reading.newer = True
         state: InstanceState | None
         if value is None:
             state = None
