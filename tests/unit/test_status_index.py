@@ -148,6 +148,28 @@ def test_latest_record_wins_and_a_tombstone_removes_the_row(index: StatusIndex) 
     assert index.counts() == {RuntimeStatus.RUNNING: 1}
 
 
+def test_records_a_later_one_replaces_in_the_batch_are_not_summarized(
+    index: StatusIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summarized: list[bytes] = []
+    summarize = index_module.summarize_state
+
+    def counting(value: bytes):  # type: ignore[no-untyped-def]
+        summarized.append(value)
+        return summarize(value)
+
+    monkeypatch.setattr(index_module, "summarize_state", counting)
+    steps = [_state(1, RuntimeStatus.RUNNING), _state(2, RuntimeStatus.RUNNING), _state(1, RuntimeStatus.COMPLETED)]
+    index.apply([_record(0, n, s) for n, s in enumerate(steps)], {0: 3})
+    assert summarized == [encode_state(steps[2]), encode_state(steps[1])]
+    assert index.get("i-0001") == steps[2]
+    # A last record that does not decode leaves the instance's last one that does.
+    index.apply([_record(0, 3, _state(2, RuntimeStatus.FAILED)), StatusRecord(0, 4, b"i-0002", b"not a state")],
+                {0: 5})
+    failed = index.get("i-0002")
+    assert failed is not None and failed.status is RuntimeStatus.FAILED
+
+
 def test_unreadable_records_are_skipped(index: StatusIndex) -> None:
     index.apply([StatusRecord(0, 0, b"\xff\xfe", encode_state(_state(1))),
                  StatusRecord(0, 1, b"bad", b"not a state"), StatusRecord(0, 2, None, b"x"),
