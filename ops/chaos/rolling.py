@@ -42,6 +42,7 @@ from . import apps
 from .load import Start
 from .records import TopicRecord
 from .supervisor import Proc
+from .versions import APP_V1, APP_V2, MIX_V1, MIX_V2
 
 if TYPE_CHECKING:  # faults.py imports this module (through the checker)
     from .faults import Fault, FaultContext
@@ -49,13 +50,8 @@ if TYPE_CHECKING:  # faults.py imports this module (through the checker)
 __all__ = ["APP_V1", "APP_V2", "KINDS", "MIX_V1", "MIX_V2", "PATCH", "RollingFigures", "check_paths", "deploy",
            "expected", "expected_for", "path_taken", "v1", "v2"]
 
-APP_V1 = "ops.chaos.rolling:v1"
-APP_V2 = "ops.chaos.rolling:v2"
 #: The patch v2 adds to `chaos_patched`.
 PATCH = "triple-after-event"
-#: Load kinds (ops/chaos/load.py KINDS) and their weight in the mix, before and once v2 is up.
-MIX_V1 = {"patched": 20, "named": 20}
-MIX_V2 = {"new": 15}
 #: Every kind whose right output depends on the branch its history took.
 KINDS = frozenset({*MIX_V1, *MIX_V2})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import rolling
+from .versions import APP_V1, MIX_V1
 
 __all__ = ["SCENARIOS", "Scenario"]
 
@@ -85,8 +85,8 @@ SCENARIOS: dict[str, Scenario] = {
             workflows=300,  # at the 4/s floor of the pace, the load lasts the ~70 s deploy
             span_s=70.0,
             load_spans_fault=True,
-            app=rolling.APP_V1,
-            mix=tuple(rolling.MIX_V1.items()),
+            app=APP_V1,
+            mix=tuple(MIX_V1.items()),
         ),
         Scenario(
             "mixed", "a random crash fault each time: " + ", ".join(_CRASHES), _CRASHES, fault_count=3, span_s=12.0

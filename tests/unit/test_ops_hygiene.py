@@ -36,6 +36,17 @@ def test_an_option_before_the_verb_is_not_reset_by_the_verbs_defaults() -> None:
     assert (args.timeout, args.output, args.instance_id) == (3.0, "table", "abc")
 
 
+def test_the_command_line_parser_imports_no_client_or_server() -> None:
+    # `headrace --help` stays instant, and every process starts sooner: its handler imports what
+    # it runs. A fresh interpreter, as this one has imported everything already.
+    heavy = ("aiokafka", "httpx", "uvicorn", "starlette", "grpc", "opentelemetry", "matplotlib", "engine.client")
+    probe = ("import sys\nfrom ops.cli import build_parser\nbuild_parser()\n"
+             f"print(sorted(m for m in sys.modules if m.startswith({heavy!r})))")
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                           cwd=Path(__file__).parents[2])
+    assert found.stdout.strip() == "[]", found.stdout
+
+
 def test_kafka_state_dir_is_accepted_after_the_verb(tmp_path: Path) -> None:
     assert build_parser().parse_args(["kafka", "up", "--state-dir", str(tmp_path)]).state_dir == str(tmp_path)
     assert build_parser().parse_args(["kafka", "--state-dir", str(tmp_path), "status"]).state_dir == str(tmp_path)
