@@ -87,7 +87,8 @@ _Row = tuple[str, str, int, int, bytes]
 
 def _rows(records: Sequence[StatusRecord]) -> dict[str, _Row | None]:
     """Each instance's last row in `records` (None: a tombstone). A key that is not UTF-8 or a
-    value that does not decode is skipped and logged.
+    value that does not decode is skipped and logged (a value a later record of its instance
+    replaces is not read at all).
 
     Read from the last record back, so that an instance's earlier records in the batch, which its
     last one replaces, are not summarized: a replica catching up on a status partition reads about
