@@ -231,10 +231,13 @@ class StatusFollower:
         (never `keep`, the one being answered). One an observer still wants counts as asked again,
         so the next call does not look at it first."""
         excess = len(self._asked) - self.asked_limit
-        looked = 0
-        while excess > 0 and looked < len(self._asked):
+        # Each turn looks at the front one and lets it go or moves it behind the rest, so as many
+        # turns as there were instances look at each once (a count of the instances left would
+        # shrink with every one let go, and stop before the last ones were looked at).
+        for _ in range(len(self._asked)):
+            if excess <= 0:
+                break
             iid = next(iter(self._asked))
-            looked += 1
             if iid == keep or iid in self._reading or any(_interested(interest, iid)
                                                           for _, interest in self._observers):
                 self._asked.move_to_end(iid)

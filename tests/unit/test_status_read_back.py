@@ -55,3 +55,14 @@ async def test_what_the_follower_applies_during_a_read_back_wins_over_it(
     assert asked == [b"a"]  # one read-back for both
     expected = None if meanwhile is None else "newer"
     assert [None if s is None else s.run_id for s in got] == [expected, expected]
+
+
+def test_over_the_limit_every_instance_no_observer_wants_is_looked_at() -> None:
+    # Watched ones between them move to the back; the let-go must still reach the last one.
+    view = StatusFollower(Settings.from_env({}), partitions=(), from_end=True)
+    view.asked_limit = 2
+    for iid in ("w1", "u1", "w2", "u2"):
+        view._asked[iid] = None
+    view.subscribe(lambda iid, state: None, lambda iid: iid.startswith("w"))
+    view._let_go(keep="")
+    assert list(view._asked) == ["w1", "w2"]
